@@ -1,0 +1,17 @@
+"""Errors that the CLI turns into one line on stderr and an exit code (2 usage, 1 failure)."""
+
+
+class SkdeployError(Exception):
+    """A failure the user can act on; its message is the whole story."""
+
+    exit_code = 1
+
+
+class UsageError(SkdeployError):
+    """The command line or its inputs are wrong."""
+
+    exit_code = 2
+
+
+class MissingDependency(SkdeployError):
+    """An optional module is not installed; the message names the extra that brings it."""

@@ -1,0 +1,77 @@
+"""The JSON manifest that travels beside every artifact (ONNX file or engine).
+
+Layout (format "skdeploy-manifest/1"; see README "Manifest format"):
+  artifact       {file, kind, sha256}
+  model          {spec, checkpoint {path, sha256} | null, kwargs, num_classes, dataset}
+  inputs/outputs [{name, shape, dtype}]   shape entries are ints or a symbolic name ("batch")
+  preprocessing  {resize, crop, interpolation, mean, std, channel_order, scale, layout}
+  opset          ONNX opset of the artifact (ONNX artifacts)
+  stages         [{stage, skdeploy_version, time, ...settings and results}] oldest first
+Each stage copies its input's manifest, points `artifact` at its own output and appends its record,
+so the newest manifest tells the whole history of how an artifact was made.
+"""
+import copy
+import datetime
+import json
+from pathlib import Path
+
+from . import __version__
+from .errors import UsageError
+from .fileio import sha256_file, write_text_atomic
+
+FORMAT = "skdeploy-manifest/1"
+
+
+def manifest_path(artifact) -> Path:
+    return Path(str(artifact) + ".json")
+
+
+def new_manifest(model: dict, preprocessing: dict) -> dict:
+    return {"format": FORMAT, "artifact": None, "model": model, "preprocessing": preprocessing,
+            "inputs": [], "outputs": [], "stages": []}
+
+
+def load_manifest(artifact, required: bool = True):
+    """The manifest beside `artifact`, or None when absent and not required."""
+    path = manifest_path(artifact)
+    if not path.exists():
+        if required:
+            raise UsageError(f"no manifest beside {artifact} (expected {path}); "
+                             "it is written by 'skdeploy export' and every later stage")
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"manifest {path} is unreadable: {exc}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise UsageError(f"{path} is not a skdeploy manifest (format {FORMAT})")
+    return data
+
+
+def derive(parent: dict) -> dict:
+    """A copy of an input's manifest, ready for the next stage to extend."""
+    return copy.deepcopy(parent)
+
+
+def add_stage(manifest: dict, stage: str, **record) -> dict:
+    entry = {"stage": stage, "skdeploy_version": __version__,
+             "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    entry.update(record)
+    manifest["stages"].append(entry)
+    return entry
+
+
+def last_stage(manifest: dict, stage: str):
+    for entry in reversed(manifest.get("stages", [])):
+        if entry["stage"] == stage:
+            return entry
+    return None
+
+
+def write_manifest(artifact, manifest: dict, kind: str) -> Path:
+    """Point the manifest at `artifact` (hashing it) and write it atomically beside it."""
+    artifact = Path(artifact)
+    manifest["artifact"] = {"file": artifact.name, "kind": kind, "sha256": sha256_file(artifact)}
+    path = manifest_path(artifact)
+    write_text_atomic(path, json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    return path

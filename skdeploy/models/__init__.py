@@ -1,0 +1,202 @@
+"""The model zoo: registered SKNets, timm's SK models, and any user module, loaded with checkpoints.
+
+    load_model(arch="sknet50") / load_model(spec="timm:skresnet18") / load_model(spec="my.py:make")
+returns a LoadedModel whose `config` is what the manifest records (input size, preprocessing).
+"""
+import importlib
+import importlib.util
+import json
+import re
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from ..data import Preprocessing
+from ..errors import SkdeployError, UsageError
+from ..fileio import sha256_file
+from .registry import DEMO_MODEL, IMAGENET_MEAN, IMAGENET_STD, REGISTRY, TIMM_MODELS, ModelConfig, \
+    imagenet_preprocessing
+
+__all__ = ["DEMO_MODEL", "REGISTRY", "TIMM_MODELS", "ModelConfig", "LoadedModel", "load_model", "build_model",
+           "parse_kwargs", "parse_input_shape", "list_models"]
+
+
+@dataclass
+class LoadedModel:
+    module: object  # torch.nn.Module in eval mode
+    spec: str
+    config: ModelConfig
+    checkpoint: dict  # {"path", "sha256"} or None
+
+    def manifest_entry(self) -> dict:
+        return {"spec": self.spec, "checkpoint": self.checkpoint, "kwargs": self.config.kwargs,
+                "num_classes": self.config.num_classes, "dataset": self.config.dataset,
+                "input_size": list(self.config.input_size)}
+
+
+def parse_kwargs(text) -> dict:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"--model-kwargs is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise UsageError("--model-kwargs must be a JSON object, e.g. '{\"num_classes\": 10}'")
+    return value
+
+
+def parse_input_shape(text) -> tuple:
+    """'3x224x224' -> (3, 224, 224)."""
+    if not re.fullmatch(r"\d+x\d+x\d+", text or ""):
+        raise UsageError(f"--input-shape must look like 3x224x224 (C x H x W), got {text!r}")
+    shape = tuple(int(v) for v in text.split("x"))
+    if min(shape) < 1:
+        raise UsageError(f"--input-shape dimensions must be positive, got {text!r}")
+    return shape
+
+
+def _import_factory(spec: str):
+    path_part, sep, attr = spec.rpartition(":")
+    if not sep or not path_part or not attr.isidentifier():
+        raise UsageError(f"--model must be 'path/to/file.py:factory' or 'package.module:factory', got {spec!r}")
+    if path_part.endswith(".py"):
+        file = Path(path_part)
+        if not file.is_file():
+            raise UsageError(f"--model file {file} does not exist")
+        name = f"skdeploy_user_{abs(hash(str(file.resolve())))}"
+        module_spec = importlib.util.spec_from_file_location(name, file)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[name] = module
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as exc:  # user code: any error is theirs to see in one line
+            raise SkdeployError(f"importing {file} failed: {type(exc).__name__}: {exc}") from None
+    else:
+        if not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", path_part):
+            raise UsageError(f"--model module name {path_part!r} is not a Python module path")
+        try:
+            module = importlib.import_module(path_part)
+        except ImportError as exc:
+            raise UsageError(f"cannot import module {path_part!r} for --model: {exc}") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise UsageError(f"{path_part} has no callable {attr!r}")
+    return factory
+
+
+def _call_factory(factory, kwargs, what):
+    try:
+        return factory(**kwargs)
+    except (SkdeployError, UsageError):
+        raise
+    except TypeError as exc:
+        raise UsageError(f"{what} does not accept these --model-kwargs: {exc}") from None
+    except (ValueError, RuntimeError, AssertionError) as exc:
+        raise UsageError(f"{what} cannot be built with these settings: {exc}") from None
+
+
+def _timm_config(name, module, kwargs) -> ModelConfig:
+    cfg = getattr(module, "pretrained_cfg", None) or {}
+    size = tuple(cfg.get("input_size", (3, 224, 224)))
+    prep = imagenet_preprocessing(size[-1], cfg.get("crop_pct", 0.875), cfg.get("mean", IMAGENET_MEAN),
+                                  cfg.get("std", IMAGENET_STD), cfg.get("interpolation", "bilinear"))
+    return ModelConfig(f"timm:{name}", f"timm:{name}", size, int(getattr(module, "num_classes", 1000)), prep,
+                       f"timm {name}", kwargs=dict(kwargs))
+
+
+def _with_input_size(config: ModelConfig, input_shape) -> ModelConfig:
+    if input_shape is None or tuple(input_shape) == tuple(config.input_size):
+        return config
+    old = config.preprocessing
+    ratio = old.resize / old.crop[0]
+    channels = input_shape[0]
+    order = old.channel_order if channels == old.channels else ("GRAY" if channels == 1 else "RGB")
+    mean, std = old.mean, old.std
+    if len(mean) != channels:
+        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.5,) * channels, (0.5,) * channels)
+    prep = replace(old, resize=int(round(input_shape[1] * ratio)), crop=tuple(input_shape[1:]),
+                   channel_order=order, mean=tuple(mean), std=tuple(std))
+    return replace(config, input_size=tuple(input_shape), preprocessing=prep)
+
+
+def load_model(arch=None, spec=None, model_kwargs=None, checkpoint=None, input_shape=None,
+               pretrained=True) -> LoadedModel:
+    """Build a model by registered name (arch) or spec ('timm:NAME', 'file.py:fn', 'pkg.mod:fn')."""
+    torch = __import__("skdeploy.deps", fromlist=["require"]).require("torch")
+    kwargs = dict(model_kwargs or {})
+    if arch and spec:
+        raise UsageError("give either --arch or --model, not both")
+    name = arch or spec or DEMO_MODEL
+    if name in REGISTRY:
+        config = REGISTRY[name]
+        factory = _resolve(config.factory)
+        module = _call_factory(factory, kwargs, name)
+        if "num_classes" in kwargs or kwargs:
+            config = replace(config, num_classes=int(kwargs.get("num_classes", config.num_classes)), kwargs=kwargs)
+    elif name.startswith("timm:"):
+        timm = __import__("skdeploy.deps", fromlist=["require"]).require("timm")
+        model_name = name[len("timm:"):]
+        if model_name not in timm.list_models():
+            raise UsageError(f"timm has no model {model_name!r} (SK models: {', '.join(TIMM_MODELS)})")
+        module = _call_factory(lambda **kw: timm.create_model(model_name, pretrained=False, **kw), kwargs, name)
+        config = _timm_config(model_name, module, kwargs)
+    elif arch:
+        raise UsageError(f"unknown --arch {arch!r}; known: {', '.join(REGISTRY)} (see 'skdeploy models')")
+    else:
+        factory = _import_factory(name)
+        module = _call_factory(factory, kwargs, name)
+        if not isinstance(module, torch.nn.Module):
+            raise UsageError(f"{name} returned {type(module).__name__}, not a torch.nn.Module")
+        config = ModelConfig(name, name, tuple(input_shape or (3, 224, 224)), None, imagenet_preprocessing(),
+                             f"user model {name}", kwargs=kwargs)
+    config = _with_input_size(config, input_shape)
+    checkpoint_info = None
+    from .checkpoint import apply_state_dict, read_state_dict
+
+    if checkpoint is not None:
+        apply_state_dict(module, read_state_dict(checkpoint), source=str(checkpoint))
+        checkpoint_info = {"path": str(checkpoint), "sha256": sha256_file(checkpoint)}
+    elif pretrained and config.weights_path is not None and not kwargs:
+        path = Path(str(config.weights_path))
+        if not path.exists():
+            raise SkdeployError(f"shipped weights for {name} are missing ({path}); reinstall skdeploy")
+        apply_state_dict(module, read_state_dict(path), source=str(path))
+        checkpoint_info = {"path": f"skdeploy/weights/{path.name}", "sha256": sha256_file(path)}
+    module.eval()
+    return LoadedModel(module, config.name if name in REGISTRY else name, config, checkpoint_info)
+
+
+def build_model(name=DEMO_MODEL, pretrained=True, **kwargs):
+    """The torch module for a registered name, with shipped weights when `pretrained`."""
+    return load_model(arch=name, model_kwargs=kwargs, pretrained=pretrained).module
+
+
+def _resolve(factory: str):
+    module_name, _, attr = factory.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def list_models() -> list:
+    """Every selectable name with parameters (when torch is installed), input shape and shipped weights."""
+    from ..deps import available
+
+    rows = []
+    have_torch = available("torch")
+    for config in REGISTRY.values():
+        params = None
+        if have_torch:
+            params = sum(p.numel() for p in _resolve(config.factory)().parameters())
+        rows.append({"name": config.name, "params": params, "input_shape": list(config.input_size),
+                     "num_classes": config.num_classes, "weights": config.weights is not None,
+                     "description": config.description})
+    have_timm = available("timm")
+    for name in TIMM_MODELS:
+        params = None
+        if have_timm:
+            import timm
+
+            params = sum(p.numel() for p in timm.create_model(name, pretrained=False).parameters())
+        rows.append({"name": f"timm:{name}", "params": params, "input_shape": [3, 224, 224], "num_classes": 1000,
+                     "weights": False, "description": "timm SK model (needs skdeploy[timm])"})
+    return rows

@@ -1,0 +1,72 @@
+"""Checkpoint loading that never unpickles code: torch.load(weights_only=True), then unwrap the common
+containers ({'state_dict': ...}, {'model': ...}, DataParallel's 'module.' prefix)."""
+import pickle
+import zipfile
+from pathlib import Path
+
+from ..errors import SkdeployError, UsageError
+
+_CONTAINER_KEYS = ("state_dict", "model", "model_state_dict", "model_state", "net")
+
+
+def read_state_dict(path) -> dict:
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"checkpoint {path} does not exist")
+    if not path.is_file():
+        raise UsageError(f"checkpoint {path} is not a file")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except PermissionError:
+        raise SkdeployError(f"checkpoint {path} is not readable (permission denied)") from None
+    except pickle.UnpicklingError as exc:
+        if "weights_only" in str(exc) or "Weights only load failed" in str(exc):
+            raise SkdeployError(
+                f"checkpoint {path} holds Python objects beyond tensors, which safe loading "
+                "(torch.load weights_only=True) refuses because unpickling them could run code; "
+                "re-save it as a plain state_dict: torch.save(model.state_dict(), PATH)") from None
+        raise SkdeployError(f"{path} is not a PyTorch checkpoint ({_first_line(exc)})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise SkdeployError(f"{path} is not a PyTorch checkpoint ({_first_line(exc)})") from None
+    return unwrap_state_dict(loaded, path)
+
+
+def _first_line(exc) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def unwrap_state_dict(loaded, path="checkpoint") -> dict:
+    import torch
+
+    if isinstance(loaded, dict):
+        for key in _CONTAINER_KEYS:
+            if isinstance(loaded.get(key), dict):
+                loaded = loaded[key]
+                break
+    if not isinstance(loaded, dict) or not loaded or \
+            not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise SkdeployError(f"{path} holds no state_dict (expected a mapping of parameter names to tensors)")
+    if all(k.startswith("module.") for k in loaded):
+        loaded = {k[len("module."):]: v for k, v in loaded.items()}
+    return loaded
+
+
+def apply_state_dict(module, state_dict: dict, source="checkpoint") -> None:
+    """Load strictly; on mismatch name the missing, unexpected and wrongly shaped keys."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    wrong_shape = [f"{k} {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+                   for k in own if k in state_dict and tuple(own[k].shape) != tuple(state_dict[k].shape)]
+    if missing or unexpected or wrong_shape:
+        parts = []
+        for label, keys in (("missing keys", missing), ("unexpected keys", unexpected),
+                            ("shape mismatches", wrong_shape)):
+            if keys:
+                shown = ", ".join(keys[:5]) + (f", ... ({len(keys)} in all)" if len(keys) > 5 else "")
+                parts.append(f"{label}: {shown}")
+        raise SkdeployError(f"{source} does not fit the model: " + "; ".join(parts))
+    module.load_state_dict(state_dict, strict=True)
