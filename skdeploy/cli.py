@@ -1,0 +1,83 @@
+"""The `skdeploy` command: a thin layer over the library. Subcommands load on first use, so
+`skdeploy --help` starts fast and works on a target without PyTorch."""
+import importlib
+import os
+import traceback
+
+import click
+
+from . import __version__
+from .errors import SkdeployError
+
+# name -> module under skdeploy.commands exposing `command`
+COMMANDS = {
+    "models": "models",
+    "export": "export",
+    "optimize": "optimize",
+    "calibrate": "calibrate",
+    "build-engine": "build_engine",
+    "validate": "validate",
+    "bench": "bench",
+    "inspect": "inspect",
+}
+
+
+class CommandFailed(click.ClickException):
+    """Prints one line, exits with the SkdeployError's code (2 usage, 1 failure)."""
+
+    def __init__(self, message, exit_code):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file=None):
+        click.echo(f"error: {self.message}", err=True)
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return [name for name, module in COMMANDS.items() if importlib.util.find_spec(
+            f"skdeploy.commands.{module}") is not None]
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        try:
+            module = importlib.import_module(f"skdeploy.commands.{COMMANDS[name]}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"skdeploy.commands.{COMMANDS[name]}":
+                return None
+            raise
+        return module.command
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except SkdeployError as exc:
+            raise CommandFailed(str(exc), exc.exit_code) from None
+        except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # a bug: one line unless debugging
+            if os.environ.get("SKDEPLOY_DEBUG"):
+                traceback.print_exc()
+            raise CommandFailed(f"internal error: {type(exc).__name__}: {exc} "
+                                "(set SKDEPLOY_DEBUG=1 for the traceback)", 1) from None
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="skdeploy")
+def cli():
+    """skdeploy: SKNet models from PyTorch to TensorRT engines for Jetson, desktop and RTX GPUs.
+
+    \b
+    Pipeline:  export -> (optimize) -> calibrate -> build-engine -> validate -> bench
+    \b
+    Examples:
+      skdeploy models
+      skdeploy export -o out/demo.onnx                 # the shipped demo model
+      skdeploy build-engine out/demo.onnx --int8 --backend tensorrt-rtx --compute-capability 8.6
+      skdeploy validate --candidate engines/demo.engine
+    """
+
+
+def main():
+    cli(prog_name="skdeploy")

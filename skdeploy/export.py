@@ -1,0 +1,172 @@
+"""PyTorch -> ONNX: trace, check, simplify, run the graph passes, and prove parity in onnxruntime.
+
+    manifest = export_model(load_model(arch="sknet50"), "sknet50.onnx", ExportSettings(dynamic_batch=True))
+
+Nothing is written unless parity holds: a model that does not reproduce PyTorch is not an output.
+"""
+import contextlib
+import io
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import ui
+from .compare import compare_outputs, merge_comparisons
+from .deps import require
+from .errors import SkdeployError, UsageError
+from .fileio import check_output_path
+from .manifest import add_stage, new_manifest, write_manifest
+from .onnxutil import io_spec, node_counts, opset_of, save_onnx
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+PARITY_TOLERANCE = 1e-4
+
+
+@dataclass
+class ExportSettings:
+    batch: int = 1
+    dynamic_batch: bool = False
+    opset: int = None  # default: 17 for torchscript, 18 for dynamo
+    exporter: str = "torchscript"  # or "dynamo"
+    simplify: bool = True
+    fold_bn: bool = True
+    sk_rewrite: bool = True
+    parity_tolerance: float = PARITY_TOLERANCE
+
+    def resolved_opset(self) -> int:
+        return self.opset or (18 if self.exporter == "dynamo" else 17)
+
+
+def trace_to_onnx(module, input_shape, settings: ExportSettings):
+    """Run the chosen PyTorch exporter and return the onnx.ModelProto."""
+    torch = require("torch")
+    onnx = require("onnx")
+    if settings.exporter not in ("torchscript", "dynamo"):
+        raise UsageError(f"--exporter must be torchscript or dynamo, got {settings.exporter!r}")
+    if settings.batch < 1:
+        raise UsageError(f"--batch must be at least 1, got {settings.batch}")
+    trace_batch = max(settings.batch, 2) if settings.dynamic_batch else settings.batch
+    example = torch.randn(trace_batch, *input_shape)
+    opset = settings.resolved_opset()
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings(), \
+            contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        path = os.path.join(folder, "model.onnx")
+        try:
+            if settings.exporter == "dynamo":
+                dims = {0: torch.export.Dim("batch", min=1)} if settings.dynamic_batch else None
+                program = torch.onnx.export(module, (example,), dynamo=True, opset_version=opset,
+                                            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                            dynamic_shapes=(dims,) if dims else None, verbose=False)
+                program.save(path)
+            else:
+                axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if settings.dynamic_batch else None
+                torch.onnx.export(module, (example,), path, dynamo=False, opset_version=opset,
+                                  input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=axes,
+                                  do_constant_folding=True)
+        except (RuntimeError, ValueError, TypeError, NotImplementedError) as exc:
+            raise SkdeployError(f"{settings.exporter} export failed: {str(exc).strip().splitlines()[0]}") from None
+        model = onnx.load(path)
+    if opset_of(model) != opset:
+        raise UsageError(f"the {settings.exporter} exporter could not produce opset {opset} for this model "
+                         f"(it produced {opset_of(model)}); pass --opset {opset_of(model)} "
+                         "or use the other --exporter")
+    onnx.checker.check_model(model)
+    return model
+
+
+def simplify(model):
+    """onnx-simplifier; a model it cannot handle is kept as exported (reported, not fatal)."""
+    onnxsim = require("onnxsim")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            simplified, ok = onnxsim.simplify(model)
+    except Exception as exc:  # onnxsim raises bare RuntimeErrors and C++ errors alike
+        ui.warn(f"simplification skipped: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+        return model, False
+    if not ok:
+        ui.warn("simplification skipped: the simplified model failed onnxsim's own check")
+        return model, False
+    return simplified, True
+
+
+def parity_inputs(input_shape, settings: ExportSettings, real_images=None):
+    """Seeded random batches at two batch sizes (one when the batch is static), plus real images."""
+    rng = np.random.default_rng(0)
+    sizes = [1, 4] if settings.dynamic_batch else [settings.batch]
+    batches = [("random", rng.standard_normal((n, *input_shape)).astype(np.float32)) for n in sizes]
+    if real_images is not None and len(real_images):
+        for n in sizes:
+            batches.append(("real", np.ascontiguousarray(real_images[:n], dtype=np.float32)))
+    return batches
+
+
+def check_parity(module, model, batches, tolerance) -> dict:
+    """Compare onnxruntime against the PyTorch module on every batch; worst case over all."""
+    torch = require("torch")
+    from .runners.onnxrt import OnnxRuntimeRunner
+
+    results = []
+    with OnnxRuntimeRunner(model) as runner, torch.no_grad():
+        for kind, batch in batches:
+            expected = module(torch.from_numpy(batch)).numpy()
+            got = runner.infer(batch)[runner.output_names()[0]]
+            results.append(dict(compare_outputs(expected, got), batch=len(batch), inputs=kind))
+    worst = merge_comparisons(results)
+    return dict(worst, tolerance=tolerance, passed=worst["max_rel"] <= tolerance,
+                batches=sorted({r["batch"] for r in results}), inputs=sorted({r["inputs"] for r in results}))
+
+
+def dataset_images(config, count=8):
+    """A few real, preprocessed images for models trained on a known dataset (else None)."""
+    if config.dataset != "fashion-mnist":
+        return None
+    from .data import load_fashion_mnist
+
+    pixels, _ = load_fashion_mnist("test")
+    return config.preprocessing.arrays(pixels[:count])
+
+
+def export_model(loaded, output, settings: ExportSettings, force=False) -> dict:
+    """Export `loaded` (models.LoadedModel) to `output` plus its manifest; returns the manifest."""
+    output = check_output_path(output, force)
+    started = time.time()
+    input_shape = tuple(loaded.config.input_size)
+    with ui.status(f"exporting {loaded.spec} with the {settings.exporter} exporter"):
+        model = trace_to_onnx(loaded.module, input_shape, settings)
+    exported_counts = node_counts(model)
+    simplified = False
+    if settings.simplify:
+        with ui.status("simplifying"):
+            model, simplified = simplify(model)
+    passes = []
+    if settings.fold_bn or settings.sk_rewrite:
+        from .graph import optimize_graph
+
+        model, passes = optimize_graph(model, fold_bn=settings.fold_bn, sk_rewrite=settings.sk_rewrite)
+    with ui.status("checking parity with onnxruntime"):
+        parity = check_parity(loaded.module, model, parity_inputs(input_shape, settings, dataset_images(loaded.config)),
+                              settings.parity_tolerance)
+    ui.info(f"parity vs PyTorch (batches {parity['batches']}, {'+'.join(parity['inputs'])} inputs): "
+            f"max abs {parity['max_abs']:.3g}, max rel {parity['max_rel']:.3g} (tolerance {settings.parity_tolerance:g})")
+    if not parity["passed"]:
+        raise SkdeployError(f"exported ONNX does not match PyTorch: max relative error {parity['max_rel']:.3g} "
+                            f"exceeds {settings.parity_tolerance:g}; nothing written")
+    manifest = new_manifest(loaded.manifest_entry(), loaded.config.preprocessing.to_dict())
+    manifest["inputs"], manifest["outputs"] = io_spec(model)
+    if manifest["outputs"] and manifest["model"]["num_classes"] is None:
+        last = manifest["outputs"][0]["shape"][-1]
+        manifest["model"]["num_classes"] = last if isinstance(last, int) else None
+    manifest["opset"] = opset_of(model)
+    add_stage(manifest, "export", exporter=settings.exporter, settings=asdict(settings), simplified=simplified,
+              parity=parity, passes=passes, node_counts_exported=exported_counts,
+              node_counts=node_counts(model), seconds=round(time.time() - started, 2))
+    save_onnx(model, output)
+    write_manifest(output, manifest, kind="onnx")
+    return manifest

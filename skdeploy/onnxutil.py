@@ -1,0 +1,72 @@
+"""Reading ONNX files with errors a user can act on, and small graph facts every stage reports."""
+import collections
+from pathlib import Path
+
+from .errors import SkdeployError, UsageError
+
+
+def load_onnx(path, load_weights=True):
+    import onnx
+
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"{path} does not exist")
+    if not path.is_file():
+        raise UsageError(f"{path} is not a file")
+    try:
+        model = onnx.load(str(path), load_external_data=load_weights)
+    except Exception as exc:  # protobuf raises DecodeError and friends, not a common base
+        raise SkdeployError(f"{path} is not a readable ONNX model ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else 'truncated or corrupt'})") from None
+    if not model.graph.node:
+        raise SkdeployError(f"{path} is not a readable ONNX model (no graph nodes; truncated or not ONNX)")
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise SkdeployError(f"{path} fails the ONNX checker: {str(exc).splitlines()[0]}") from None
+    return model
+
+
+def node_counts(model) -> dict:
+    return dict(sorted(collections.Counter(node.op_type for node in model.graph.node).items()))
+
+
+def opset_of(model) -> int:
+    return next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), 0)
+
+
+def _dims(value_info):
+    dims = []
+    for dim in value_info.type.tensor_type.shape.dim:
+        dims.append(dim.dim_value if dim.HasField("dim_value") else (dim.dim_param or "?"))
+    return dims
+
+
+def io_spec(model) -> tuple:
+    """([{name, shape, dtype}] inputs, same for outputs); initializers are not inputs."""
+    import onnx
+
+    initializers = {init.name for init in model.graph.initializer}
+
+    def spec(value_info):
+        elem = value_info.type.tensor_type.elem_type
+        return {"name": value_info.name, "shape": _dims(value_info),
+                "dtype": onnx.helper.tensor_dtype_to_np_dtype(elem).name if elem else "unknown"}
+
+    inputs = [spec(v) for v in model.graph.input if v.name not in initializers]
+    outputs = [spec(v) for v in model.graph.output]
+    return inputs, outputs
+
+
+def save_onnx(model, path) -> None:
+    """Write atomically; models over protobuf's 2 GB limit keep weights in a sidecar data file."""
+    import onnx
+
+    from .fileio import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        if model.ByteSize() > 2_000_000_000:
+            onnx.save(model, str(tmp), save_as_external_data=True, location=path.name + ".data")
+        else:
+            onnx.save(model, str(tmp))

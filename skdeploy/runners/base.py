@@ -1,0 +1,87 @@
+"""The base runner: activate on enter, check inputs against the model's spec, free on exit."""
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import UsageError
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple  # ints, or None / a string for a dynamic dimension
+    dtype: np.dtype
+
+    def accepts(self, array: np.ndarray) -> str:
+        """Empty string when `array` fits, else why not."""
+        if np.dtype(array.dtype) != np.dtype(self.dtype):
+            return f"input '{self.name}' must be {np.dtype(self.dtype).name}, got {array.dtype}"
+        if len(array.shape) != len(self.shape):
+            return f"input '{self.name}' must have {len(self.shape)} dims {self.shape_text}, got {array.shape}"
+        for got, want in zip(array.shape, self.shape):
+            if isinstance(want, int) and want >= 0 and got != want:
+                return f"input '{self.name}' must have shape {self.shape_text}, got {tuple(array.shape)}"
+        return ""
+
+    @property
+    def shape_text(self) -> str:
+        return "(" + ", ".join(str(d) if isinstance(d, int) and d >= 0 else "N" for d in self.shape) + ")"
+
+
+class Runner:
+    """load on __enter__/activate, infer(feed) -> {name: array}, release on __exit__/deactivate."""
+
+    name = "runner"
+
+    def __init__(self):
+        self.is_active = False
+
+    def __enter__(self):
+        self.activate()
+        return self
+
+    def __exit__(self, *exc):
+        self.deactivate()
+
+    def activate(self):
+        if not self.is_active:
+            self.activate_impl()
+            self.is_active = True
+
+    def deactivate(self):
+        if self.is_active:
+            self.deactivate_impl()
+            self.is_active = False
+
+    def input_specs(self) -> list:
+        raise NotImplementedError
+
+    def output_names(self) -> list:
+        raise NotImplementedError
+
+    def infer(self, feed) -> dict:
+        """Check `feed` (a dict, or one array for single-input models) and run it."""
+        if not self.is_active:
+            raise UsageError(f"{self.name} is not active; use it in a 'with' block or call activate()")
+        specs = self.input_specs()
+        if not isinstance(feed, dict):
+            if len(specs) != 1:
+                raise UsageError(f"{self.name} has {len(specs)} inputs; pass a dict of name -> array")
+            feed = {specs[0].name: feed}
+        expected = {spec.name for spec in specs}
+        if set(feed) != expected:
+            raise UsageError(f"{self.name} expects inputs {sorted(expected)}, got {sorted(feed)}")
+        for spec in specs:
+            problem = spec.accepts(np.asarray(feed[spec.name]))
+            if problem:
+                raise UsageError(problem)
+        return self.infer_impl({k: np.ascontiguousarray(v) for k, v in feed.items()})
+
+    def activate_impl(self):
+        raise NotImplementedError
+
+    def deactivate_impl(self):
+        raise NotImplementedError
+
+    def infer_impl(self, feed: dict) -> dict:
+        raise NotImplementedError

@@ -1,0 +1,52 @@
+"""Shared test helpers: the reference SK module from ../shared, BN randomisation, CLI invocation."""
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_REFERENCE = Path(os.environ.get("SKDEPLOY_SHARED", REPO.parent / "shared")) / "reference" / "seed_sknet.py"
+
+
+def load_reference_module():
+    """The seed SKNet module users' checkpoints come from (never copied into the project)."""
+    if not SHARED_REFERENCE.exists():
+        pytest.fail(f"reference module missing: {SHARED_REFERENCE}")
+    spec = importlib.util.spec_from_file_location("seed_sknet", SHARED_REFERENCE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["seed_sknet"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def seed_sknet():
+    return load_reference_module()
+
+
+def randomize_bn(module, seed=0):
+    """Give every BatchNorm random statistics and affine terms, so no branch is silently zero
+    (timm zero-initialises the last BN of residual blocks) and folding is really exercised."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in module.modules():
+            if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
+                n = layer.num_features
+                layer.running_mean.copy_(torch.randn(n, generator=generator) * 0.1)
+                layer.running_var.copy_(torch.rand(n, generator=generator) * 0.5 + 0.75)
+                layer.weight.copy_(torch.rand(n, generator=generator) * 0.5 + 0.75)
+                layer.bias.copy_(torch.randn(n, generator=generator) * 0.1)
+    return module.eval()
+
+
+def run_cli(*args):
+    """Invoke the skdeploy CLI in-process; returns click's Result (exit_code, stdout, stderr)."""
+    from click.testing import CliRunner
+
+    from skdeploy.cli import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
