@@ -50,3 +50,30 @@ def run_cli(*args):
     from skdeploy.cli import cli
 
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+_EXPORT_CACHE = {}
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """exported(arch_or_spec, **ExportSettings fields) -> path of a cached ONNX export (random weights,
+    randomised BN) shared by every test of the session; the manifest lies beside it."""
+
+    def export(name="sknet-fmnist", pretrained=False, model_kwargs=None, **settings):
+        from skdeploy.export import ExportSettings, export_model
+        from skdeploy.models import REGISTRY, load_model
+
+        key = (name, pretrained, repr(sorted((model_kwargs or {}).items())), tuple(sorted(settings.items())))
+        if key not in _EXPORT_CACHE:
+            folder = tmp_path_factory.mktemp("exports")
+            kind = {"arch": name} if name in REGISTRY else {"spec": name}
+            loaded = load_model(**kind, model_kwargs=model_kwargs, pretrained=pretrained)
+            if not pretrained:
+                randomize_bn(loaded.module)
+            path = folder / (name.replace(":", "_") + ".onnx")
+            export_model(loaded, path, ExportSettings(**settings))
+            _EXPORT_CACHE[key] = path
+        return _EXPORT_CACHE[key]
+
+    return export
