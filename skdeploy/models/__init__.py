@@ -148,7 +148,7 @@ def load_model(arch=None, spec=None, model_kwargs=None, checkpoint=None, input_s
         module = _call_factory(factory, kwargs, name)
         if not isinstance(module, torch.nn.Module):
             raise UsageError(f"{name} returned {type(module).__name__}, not a torch.nn.Module")
-        config = ModelConfig(name, name, tuple(input_shape or (3, 224, 224)), None, imagenet_preprocessing(),
+        config = ModelConfig(name, name, (3, 224, 224), None, imagenet_preprocessing(),
                              f"user model {name}", kwargs=kwargs)
     config = _with_input_size(config, input_shape)
     checkpoint_info = None
