@@ -1,7 +1,6 @@
 """Checkpoint loading that never unpickles code: torch.load(weights_only=True), then unwrap the common
 containers ({'state_dict': ...}, {'model': ...}, DataParallel's 'module.' prefix)."""
 import pickle
-import zipfile
 from pathlib import Path
 
 from ..errors import SkdeployError, UsageError
@@ -28,7 +27,7 @@ def read_state_dict(path) -> dict:
                 "(torch.load weights_only=True) refuses because unpickling them could run code; "
                 "re-save it as a plain state_dict: torch.save(model.state_dict(), PATH)") from None
         raise SkdeployError(f"{path} is not a PyTorch checkpoint ({_first_line(exc)})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+    except Exception as exc:  # torch.load raises many kinds (IndexError, EOFError, ...) for non-checkpoints
         raise SkdeployError(f"{path} is not a PyTorch checkpoint ({_first_line(exc)})") from None
     return unwrap_state_dict(loaded, path)
 
