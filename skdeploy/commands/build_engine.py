@@ -1,0 +1,100 @@
+import re
+from pathlib import Path
+
+import click
+
+from .. import ui
+from ..engine.targets import TARGETS
+from ..errors import UsageError
+from . import force_option, json_option
+
+DEFAULT_FOLDER = Path("engines")
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6, "mib": 2**20,
+          "g": 10**9, "gb": 10**9, "gib": 2**30}
+
+
+def parse_size(text) -> int:
+    """'2GiB' -> 2147483648; plain numbers are bytes."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
+    if not match or match.group(2).lower() not in _UNITS:
+        raise UsageError(f"--workspace must be a size like 2GiB or 512MiB, got {text!r}")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def default_output(onnx_path, target, precision) -> Path:
+    stem = Path(onnx_path).name.removesuffix(".onnx")
+    return DEFAULT_FOLDER / f"{stem}-{target or 'auto'}{'-' + precision if precision else ''}.engine"
+
+
+@click.command("build-engine")
+@click.argument("onnx_path", metavar="MODEL.onnx", type=click.Path(dir_okay=False))
+@click.option("--int8", "precision", flag_value="int8", help="INT8 engine; an FP32 ONNX is calibrated first.")
+@click.option("--fp16", "precision", flag_value="fp16", help="FP16 engine; an FP32 ONNX is converted first "
+              "(TensorRT 8.6/10.x use the FP16 builder flag instead).")
+@click.option("--calib-data", help="Calibration images for --int8 on an FP32 ONNX (see 'skdeploy calibrate').")
+@click.option("--backend", type=click.Choice(["auto", "tensorrt", "tensorrt-rtx"]), default="auto", show_default=True,
+              help="auto: the target's backend, else tensorrt if installed, else tensorrt-rtx.")
+@click.option("--target", type=click.Choice(list(TARGETS)), help="Deployment target (default: rtx for tensorrt-rtx, "
+              "desktop for tensorrt).")
+@click.option("--compute-capability", "compute_capabilities", metavar="8.6,8.9,...",
+              help="TensorRT-RTX: compute capabilities to build for, without a GPU (default 8.6,8.9).")
+@click.option("--min-batch", type=int, help="Smallest batch of the optimization profile (default 1).")
+@click.option("--opt-batch", type=int, help="Batch the builder tunes for (default 8).")
+@click.option("--max-batch", type=int, help="Largest batch (default 32). Ignored for static models.")
+@click.option("--workspace", metavar="SIZE", help="Builder workspace limit, e.g. 2GiB.")
+@click.option("--timing-cache", type=click.Path(dir_okay=False), help="Timing cache file: loaded, merged, saved.")
+@click.option("--dla-core", type=int, help="Jetson: build for this DLA core (static shapes).")
+@click.option("--gpu-fallback", is_flag=True, help="DLA: run layers the DLA cannot on the GPU.")
+@click.option("--version-compatible", is_flag=True, help="Engine loadable by later TensorRT versions (lean runtime).")
+@click.option("--exclude-lean-runtime", is_flag=True, help="With --version-compatible: leave the lean runtime out "
+              "of the engine (the application ships it).")
+@click.option("--hardware-compatibility", type=click.Choice(["none", "ampere-plus", "same-cc"]), default="none",
+              show_default=True, help="Build for GPUs other than the build GPU.")
+@click.option("--optimization-level", type=int, help="Builder optimization level 0..5 (builder default 3).")
+@click.option("--strongly-typed/--weakly-typed", "strongly_typed", default=None,
+              help="TensorRT 10.x only (default: strongly typed when the ONNX carries its precision).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Engine path (default engines/MODEL-TARGET[-PRECISION].engine); the sidecar is OUTPUT.json.")
+@force_option
+@json_option
+def command(onnx_path, precision, calib_data, backend, target, compute_capabilities, min_batch, opt_batch, max_batch,
+            workspace, timing_cache, dla_core, gpu_fallback, version_compatible, exclude_lean_runtime,
+            hardware_compatibility, optimization_level, strongly_typed, output, force, as_json):
+    """Build a TensorRT engine from an ONNX model, with its sidecar manifest ENGINE.json.
+
+    The engine is the builder's output as is (trtexec and DeepStream load it); ENGINE.json records the
+    backend, target, compute capabilities, precision, profiles, IO tensors, source ONNX and build costs.
+    TensorRT 11 and TensorRT-RTX take precision from the ONNX (Q/DQ for INT8, FP16 tensors): --int8/--fp16
+    on an FP32 ONNX run the calibration stage first.
+
+    \b
+    Examples:
+      skdeploy build-engine out/demo.int8.onnx --target rtx --compute-capability 8.6,8.9
+      skdeploy build-engine out/demo.onnx --int8 --calib-data calibration/fmnist -o engines/demo.engine
+      skdeploy build-engine sknet50.onnx --fp16 --target desktop --workspace 2GiB --timing-cache engines/cache
+      skdeploy build-engine sknet50.onnx --int8 --target jetson-orin --dla-core 0 --gpu-fallback
+    """
+    from ..engine import BuildSettings, build_engine
+
+    settings = BuildSettings(
+        backend=backend, target=target, precision=precision, calib_data=calib_data,
+        compute_capabilities=[c for c in compute_capabilities.split(",") if c.strip()] if compute_capabilities else None,
+        min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
+        workspace=parse_size(workspace) if workspace else None, timing_cache=timing_cache, dla_core=dla_core,
+        gpu_fallback=gpu_fallback, version_compatible=version_compatible, exclude_lean_runtime=exclude_lean_runtime,
+        hardware_compatibility=hardware_compatibility, optimization_level=optimization_level,
+        strongly_typed=strongly_typed)
+    output = Path(output) if output else default_output(onnx_path, target or _default_target(backend), precision)
+    engine = build_engine(onnx_path, output, settings, force=force)["engine"]
+    if as_json:
+        ui.emit_json({"engine": str(output), "sidecar": f"{output}.json", **engine})
+        return
+    ccs = ", ".join(engine["compute_capabilities"]) or "the build GPU"
+    ui.out.print(f"wrote {output} ({engine['engine_bytes'] / 2**20:.1f} MiB) + sidecar {output}.json")
+    ui.out.print(f"{engine['backend']} {engine['backend_version']}, target {engine['target']} ({ccs}), "
+                 f"{engine['precision']}, built in {engine['build_seconds']:.1f} s, peak {engine['peak_rss_mb']:.0f} MiB"
+                 + (f", {len(engine['warnings'])} builder warnings" if engine["warnings"] else ""))
+
+
+def _default_target(backend):
+    return {"tensorrt-rtx": "rtx", "tensorrt": "desktop"}.get(backend)

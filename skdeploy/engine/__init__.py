@@ -1,0 +1,15 @@
+"""TensorRT engine building for Jetson, desktop/datacenter GPUs and RTX PCs.
+
+    from skdeploy.engine import BuildSettings, build_engine
+    sidecar = build_engine("demo.int8.onnx", "engines/demo.engine",
+                           BuildSettings(backend="tensorrt-rtx", compute_capabilities=["8.6", "8.9"]))
+
+One adapter serves classic `tensorrt` (8.6, 10.x, 11.x) and `tensorrt_rtx`; what differs between them
+is spelled out in `Capabilities` (see backend.py). Importing this package imports no TensorRT.
+"""
+from .backend import Capabilities, capabilities_of, load_backend
+from .build import BuildSettings, build_engine, onnx_precision, plan_build
+from .targets import TARGETS, get_target
+
+__all__ = ["BuildSettings", "build_engine", "Capabilities", "capabilities_of", "load_backend", "onnx_precision",
+           "plan_build", "TARGETS", "get_target"]

@@ -1,0 +1,115 @@
+"""The two TensorRT flavours behind one adapter: what each installed module can do, decided once.
+
+`tensorrt` (classic: 8.6, 10.x, 11.x) and `tensorrt_rtx` share most of their Python API. Where they or
+their versions differ, the difference is a field of `Capabilities`, derived from the module and its
+version, so the build code asks "does this backend have X" instead of scattering version checks:
+
+  explicit batch flag   8.x needs EXPLICIT_BATCH; 10.x ignores it; later versions drop it
+  strong typing         absent in 8.x, opt-in in 10.x, the only mode in 11.x and TensorRT-RTX
+  precision flags       BuilderFlag.FP16/INT8 exist up to 10.x; 11.x and RTX take precision from the ONNX
+  memory pool API       set_memory_pool_limit (8.4+) or the older max_workspace_size
+  compute capabilities  TensorRT-RTX builds ahead of time, without a GPU, for a list of them;
+                        classic TensorRT builds for the GPU it runs on
+  DLA                   classic TensorRT before 11 (Jetson); never on RTX
+"""
+import importlib
+import sys
+from dataclasses import dataclass
+
+from ..errors import MissingDependency, UsageError
+
+BACKENDS = {"tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt_rtx"}  # backend name -> module
+EXTRAS = {"tensorrt": "trt", "tensorrt-rtx": "rtx"}
+
+HARDWARE_COMPATIBILITY = {"none": "NONE", "ampere-plus": "AMPERE_PLUS", "same-cc": "SAME_COMPUTE_CAPABILITY"}
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    backend: str  # "tensorrt" | "tensorrt-rtx"
+    version: str
+    major: int
+    explicit_batch_flag: bool  # must pass NetworkDefinitionCreationFlag.EXPLICIT_BATCH
+    strong_typing: str  # "unavailable" | "optional" | "always"
+    precision_flags: tuple  # BuilderFlag names that enable reduced precision ("FP16", "INT8")
+    memory_pool_limit: bool  # config.set_memory_pool_limit, else config.max_workspace_size
+    compute_capabilities: tuple  # ahead-of-time targets ("8.6", ...); () = the build GPU only
+    dla: bool
+    hardware_compatibility: tuple  # levels ("none", "ampere-plus", "same-cc")
+    version_compatible: bool
+    exclude_lean_runtime: bool
+    optimization_level: bool
+    timing_cache: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend} {self.version}"
+
+
+def _members(enum) -> set:
+    return set(getattr(enum, "__members__", {})) if enum is not None else set()
+
+
+def compute_capability_name(member: str) -> str:
+    """'SM86' -> '8.6', 'SM120' -> '12.0'."""
+    digits = member[2:]
+    return f"{digits[:-1]}.{digits[-1]}"
+
+
+def capabilities_of(module, backend: str) -> Capabilities:
+    """Read what `module` (tensorrt or tensorrt_rtx) supports from its version and its API."""
+    version = str(getattr(module, "__version__", "0"))
+    major = int(version.split(".")[0]) if version.split(".")[0].isdigit() else 0
+    rtx = backend == "tensorrt-rtx"
+    network_flags = _members(getattr(module, "NetworkDefinitionCreationFlag", None))
+    builder_flags = _members(getattr(module, "BuilderFlag", None))
+    config_type = getattr(module, "IBuilderConfig", object)
+    if rtx or major >= 11:
+        strong_typing = "always"
+    elif "STRONGLY_TYPED" in network_flags:
+        strong_typing = "optional"
+    else:
+        strong_typing = "unavailable"
+    levels = _members(getattr(module, "HardwareCompatibilityLevel", None))
+    ccs = sorted((m for m in _members(getattr(module, "ComputeCapability", None)) if m.startswith("SM")),
+                 key=lambda m: int(m[2:]))
+    return Capabilities(
+        backend=backend, version=version, major=major,
+        explicit_batch_flag=not rtx and major < 10 and "EXPLICIT_BATCH" in network_flags,
+        strong_typing=strong_typing,
+        precision_flags=tuple(f for f in ("FP16", "INT8") if f in builder_flags and strong_typing != "always"),
+        memory_pool_limit=hasattr(config_type, "set_memory_pool_limit"),
+        compute_capabilities=tuple(compute_capability_name(m) for m in ccs) if rtx else (),
+        dla=not rtx and major < 11 and "DLA" in _members(getattr(module, "DeviceType", None)),
+        hardware_compatibility=tuple(name for name, member in HARDWARE_COMPATIBILITY.items() if member in levels),
+        version_compatible="VERSION_COMPATIBLE" in builder_flags,
+        exclude_lean_runtime="EXCLUDE_LEAN_RUNTIME" in builder_flags,
+        optimization_level=hasattr(config_type, "builder_optimization_level"),
+        timing_cache=hasattr(config_type, "create_timing_cache"),
+    )
+
+
+def installed(backend: str) -> bool:
+    module = BACKENDS[backend]
+    if module in sys.modules:
+        return sys.modules[module] is not None
+    return importlib.util.find_spec(module) is not None
+
+
+def missing_backend_message(backend: str, reason: str = "") -> str:
+    hint = (" (TensorRT for RTX builds 'rtx' targets without a GPU)" if backend == "tensorrt-rtx" else
+            "; for RTX targets, which build without a GPU, use --backend tensorrt-rtx "
+            "(pip install 'skdeploy[rtx]')")
+    return (f"the {backend} backend is not installed{f' ({reason})' if reason else ''}; "
+            f"install it with: pip install 'skdeploy[{EXTRAS[backend]}]'{hint}")
+
+
+def load_backend(backend: str):
+    """(module, Capabilities) for 'tensorrt' or 'tensorrt-rtx'; one line naming the extra when missing."""
+    if backend not in BACKENDS:
+        raise UsageError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    try:
+        module = importlib.import_module(BACKENDS[backend])
+    except ImportError as exc:
+        raise MissingDependency(missing_backend_message(backend, str(exc))) from None
+    return module, capabilities_of(module, backend)

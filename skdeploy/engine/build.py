@@ -1,0 +1,336 @@
+"""ONNX -> serialized TensorRT engine plus its sidecar manifest.
+
+    from skdeploy.engine import BuildSettings, build_engine
+    sidecar = build_engine("demo.onnx", "engines/demo.engine",
+                           BuildSettings(backend="tensorrt-rtx", compute_capabilities=["8.6", "8.9"]))
+
+The engine file holds the builder's bytes exactly (trtexec and DeepStream load it as is); everything a
+deployment must know sits beside it in ENGINE.json. `plan_build` settles every choice (backend,
+target, precision, typing, profile) before the builder runs, so bad combinations fail in a second.
+"""
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .. import ui
+from ..errors import SkdeployError, UsageError
+from ..fileio import atomic_path, check_output_path
+from ..onnxutil import load_onnx
+from .backend import BACKENDS, HARDWARE_COMPATIBILITY, installed, load_backend, missing_backend_message
+from .memory import PeakMemory
+from .network import batch_profile, capturing_logger, io_tensors, is_dynamic, network_flags, parse_onnx
+from .sidecar import write_sidecar
+from .targets import get_target, targets_of
+from .timing import TimingCache
+
+PRECISIONS = ("fp32", "fp16", "int8")
+DEFAULT_BATCHES = (1, 8, 32)
+OPTIMIZATION_LEVELS = range(0, 6)
+
+
+@dataclass
+class BuildSettings:
+    backend: str = "auto"  # "auto" | "tensorrt" | "tensorrt-rtx"
+    target: str = None  # see targets.TARGETS; default: "rtx" for tensorrt-rtx, "desktop" for tensorrt
+    compute_capabilities: list = None  # TensorRT-RTX only, e.g. ["8.6", "8.9"]; default: the target's
+    precision: str = None  # None: as the ONNX is; "fp16"/"int8" on an FP32 ONNX runs calibration first
+    calib_data: str = None  # calibration images for --int8 (passed to skdeploy.calib)
+    min_batch: int = None
+    opt_batch: int = None
+    max_batch: int = None
+    workspace: int = None  # bytes
+    timing_cache: str = None  # path; loaded if present, merged and saved after the build
+    dla_core: int = None
+    gpu_fallback: bool = False
+    version_compatible: bool = False
+    exclude_lean_runtime: bool = False
+    hardware_compatibility: str = "none"  # "none" | "ampere-plus" | "same-cc"
+    optimization_level: int = None  # 0..5, builder default 3
+    strongly_typed: bool = None  # TensorRT 10.x only; None: when the ONNX carries its precision
+
+
+@dataclass
+class BuildPlan:
+    """Every decision about one build, made before the builder runs."""
+
+    backend: str
+    target: str
+    caps: object
+    onnx_precision: str  # what the source ONNX carries
+    precision: str  # what the engine runs
+    needs_calibration: bool
+    strongly_typed: bool
+    builder_flags: list = field(default_factory=list)
+    compute_capabilities: list = field(default_factory=list)
+    batches: tuple = DEFAULT_BATCHES
+
+
+def onnx_precision(model) -> str:
+    """int8 when the graph has Q/DQ nodes, fp16 when it carries FP16 tensors, else fp32."""
+    import onnx
+
+    ops = {node.op_type for node in model.graph.node}
+    if ops & {"QuantizeLinear", "DequantizeLinear"}:
+        return "int8"
+    half = onnx.TensorProto.FLOAT16
+    typed = [init.data_type for init in model.graph.initializer]
+    typed += [v.type.tensor_type.elem_type for v in list(model.graph.input) + list(model.graph.output)]
+    casts = [a.i for n in model.graph.node if n.op_type == "Cast" for a in n.attribute if a.name == "to"]
+    return "fp16" if half in typed or half in casts else "fp32"
+
+
+def resolve_backend(settings: BuildSettings) -> tuple:
+    """(backend, target name) from --backend/--target/--compute-capability and what is installed."""
+    backend = settings.backend.replace("_", "-") if settings.backend else "auto"
+    if backend not in ("auto", *BACKENDS):
+        raise UsageError(f"unknown backend {settings.backend!r}; choose auto, {', '.join(BACKENDS)}")
+    if settings.target:
+        target = get_target(settings.target)
+        if backend not in ("auto", target.backend):
+            raise UsageError(f"target {target.name} is built with the {target.backend} backend; "
+                             f"{backend} builds: {', '.join(targets_of(backend))}")
+        return target.backend, target.name
+    if backend == "auto":
+        if settings.compute_capabilities:  # only TensorRT-RTX builds for a list
+            backend = "tensorrt-rtx"
+        elif installed("tensorrt"):
+            backend = "tensorrt"
+        elif installed("tensorrt-rtx"):
+            backend = "tensorrt-rtx"
+        else:
+            raise SkdeployError("no TensorRT backend is installed; " + missing_backend_message("tensorrt-rtx"))
+    return backend, "rtx" if backend == "tensorrt-rtx" else "desktop"
+
+
+def normalize_cc(text) -> str:
+    """'8.6', '86', 'sm86', 'SM_86' -> '8.6'."""
+    raw = str(text).strip().lower().removeprefix("sm").lstrip("_")
+    if "." in raw:
+        return raw
+    if raw.isdigit() and len(raw) >= 2:
+        return f"{raw[:-1]}.{raw[-1]}"
+    raise UsageError(f"compute capability {text!r} is not like 8.6")
+
+
+def resolve_batches(settings: BuildSettings, dynamic: bool) -> tuple:
+    given = (settings.min_batch, settings.opt_batch, settings.max_batch)
+    if not dynamic:
+        return None
+    if settings.dla_core is not None:  # DLA runs static shapes only: one batch size
+        n = settings.opt_batch or settings.max_batch or settings.min_batch or DEFAULT_BATCHES[0]
+        return (n, n, n)
+    low, opt, high = (v if v is not None else d for v, d in zip(given, DEFAULT_BATCHES))
+    if settings.opt_batch is None:
+        opt = min(max(opt, low), high)
+    if not (1 <= low <= opt <= high):
+        raise UsageError(f"batch sizes must satisfy 1 <= min <= opt <= max, got {low}/{opt}/{high}")
+    return (low, opt, high)
+
+
+def plan_build(settings: BuildSettings, caps, target_name, model) -> BuildPlan:
+    """Check the settings against the backend's capabilities and the target; decide precision,
+    typing and builder flags."""
+    target = get_target(target_name)
+    # compute capabilities: an RTX list, or the classic build GPU's own
+    ccs = [normalize_cc(c) for c in (settings.compute_capabilities or [])]
+    if caps.compute_capabilities:
+        ccs = ccs or list(target.default_compute_capabilities)
+        unknown = [c for c in ccs if c not in caps.compute_capabilities]
+        if unknown:
+            raise UsageError(f"{caps.label} cannot build for compute capability {', '.join(unknown)}; "
+                             f"it builds for {', '.join(caps.compute_capabilities)}")
+    elif ccs:
+        raise UsageError(f"{caps.label} builds for the GPU it runs on and takes no --compute-capability list "
+                         f"(targets: {', '.join(targets_of(caps.backend))}); ahead-of-time builds for a list "
+                         "are the rtx target's (--backend tensorrt-rtx)")
+    # DLA
+    if settings.dla_core is not None:
+        if not target.dla:
+            raise UsageError(f"target {target.name} has no DLA; DLA targets: "
+                             + ", ".join(t for t in targets_of("tensorrt") if get_target(t).dla))
+        if not caps.dla:
+            raise UsageError(f"{caps.label} cannot build for DLA (TensorRT 8.6 and 10.x on Jetson can)")
+        if settings.dla_core < 0:
+            raise UsageError(f"--dla-core must be 0 or more, got {settings.dla_core}")
+    elif settings.gpu_fallback:
+        raise UsageError("--gpu-fallback applies only with --dla-core")
+    # portability
+    level = settings.hardware_compatibility or "none"
+    if level not in HARDWARE_COMPATIBILITY:
+        raise UsageError(f"hardware compatibility must be one of {', '.join(HARDWARE_COMPATIBILITY)}, got {level!r}")
+    if level != "none":
+        if not target.hardware_compatibility:
+            raise UsageError(f"target {target.name} cannot build hardware-compatible engines "
+                             "(Jetson and DLA engines run only on the device kind they were built on)")
+        if level not in caps.hardware_compatibility:
+            raise UsageError(f"{caps.label} cannot build hardware compatibility {level}; it can: "
+                             f"{', '.join(caps.hardware_compatibility) or 'none'}")
+    if settings.version_compatible and not caps.version_compatible:
+        raise UsageError(f"{caps.label} cannot build version-compatible engines (TensorRT 8.6 or later can)")
+    if settings.exclude_lean_runtime and not settings.version_compatible:
+        raise UsageError("--exclude-lean-runtime applies only with --version-compatible")
+    if settings.exclude_lean_runtime and not caps.exclude_lean_runtime:
+        raise UsageError(f"{caps.label} cannot leave the lean runtime out of the engine")
+    if settings.optimization_level is not None:
+        if not caps.optimization_level:
+            raise UsageError(f"{caps.label} has no builder optimization level")
+        if settings.optimization_level not in OPTIMIZATION_LEVELS:
+            raise UsageError(f"--optimization-level must be 0..5, got {settings.optimization_level}")
+    if settings.timing_cache and not caps.timing_cache:
+        raise UsageError(f"{caps.label} has no timing cache")
+    if settings.workspace is not None and settings.workspace <= 0:
+        raise UsageError(f"--workspace must be positive, got {settings.workspace}")
+    # precision and typing
+    source = onnx_precision(model)
+    wanted = settings.precision or source
+    if wanted not in PRECISIONS:
+        raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {wanted!r}")
+    if source not in ("fp32", wanted):
+        raise UsageError(f"the ONNX is already {source} ({'Q/DQ nodes' if source == 'int8' else 'FP16 tensors'}); "
+                         f"build it without --{wanted}, or start from the FP32 ONNX")
+    dla = settings.dla_core is not None
+    if dla and wanted == "fp32":
+        raise UsageError("DLA runs FP16 or INT8 only; pass --fp16 or --int8")
+    flag_fp16 = wanted == "fp16" and source == "fp32" and "FP16" in caps.precision_flags
+    strongly = _strong_typing(settings, caps, source, wanted, dla, flag_fp16)
+    flags = []
+    if not strongly and wanted != "fp32":
+        flags = ["INT8", "FP16"] if wanted == "int8" and dla else [wanted.upper()]
+        missing = [f for f in flags if f not in caps.precision_flags]
+        if missing:  # only when strong typing is unavailable and flags are too: not a real TensorRT
+            raise UsageError(f"{caps.label} has no {'/'.join(missing)} builder flag")
+    if dla and settings.gpu_fallback:
+        flags.append("GPU_FALLBACK")
+    return BuildPlan(backend=caps.backend, target=target.name, caps=caps, onnx_precision=source, precision=wanted,
+                     needs_calibration=source == "fp32" and wanted != "fp32" and not flag_fp16,
+                     strongly_typed=strongly, builder_flags=flags, compute_capabilities=ccs)
+
+
+def _strong_typing(settings, caps, source, wanted, dla, flag_fp16) -> bool:
+    if caps.strong_typing == "always":
+        if settings.strongly_typed is False:
+            raise UsageError(f"{caps.label} builds strongly typed networks only")
+        return True
+    if caps.strong_typing == "unavailable":
+        if settings.strongly_typed:
+            raise UsageError(f"{caps.label} has no strongly typed networks (TensorRT 10 or later has)")
+        return False
+    if settings.strongly_typed and (dla or flag_fp16):
+        raise UsageError("strongly typed networks take no precision builder flags: "
+                         + ("DLA needs them" if dla else "give an FP16 ONNX instead of --fp16"))
+    if settings.strongly_typed is not None:
+        return settings.strongly_typed
+    # opt in when the ONNX carries its precision, as 11.x and RTX always do; DLA needs the flags
+    return wanted != "fp32" and not dla and not flag_fp16
+
+
+def configure(trt, builder, plan: BuildPlan, settings: BuildSettings, profile: dict, dynamic: bool):
+    """The IBuilderConfig for `plan`; returns (config, timing cache or None). A profile is added only for
+    dynamic inputs: static networks need none."""
+    caps = plan.caps
+    config = builder.create_builder_config()
+    for name in plan.builder_flags:
+        config.set_flag(getattr(trt.BuilderFlag, name))
+    if plan.compute_capabilities:
+        config.num_compute_capabilities = len(plan.compute_capabilities)
+        for index, cc in enumerate(plan.compute_capabilities):
+            config.set_compute_capability(getattr(trt.ComputeCapability, "SM" + cc.replace(".", "")), index)
+    if settings.workspace:
+        if caps.memory_pool_limit:
+            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace)
+        else:
+            config.max_workspace_size = settings.workspace
+    if settings.dla_core is not None:
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = settings.dla_core
+    if settings.hardware_compatibility not in (None, "none"):
+        config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel,
+                                                      HARDWARE_COMPATIBILITY[settings.hardware_compatibility])
+    if settings.version_compatible:
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+        if settings.exclude_lean_runtime:
+            config.set_flag(trt.BuilderFlag.EXCLUDE_LEAN_RUNTIME)
+    if settings.optimization_level is not None:
+        config.builder_optimization_level = settings.optimization_level
+    if dynamic:
+        optimization_profile = builder.create_optimization_profile()
+        for name, shapes in profile.items():
+            optimization_profile.set_shape(name, shapes["min"], shapes["opt"], shapes["max"])
+        config.add_optimization_profile(optimization_profile)
+    cache = TimingCache(trt, config, settings.timing_cache) if settings.timing_cache else None
+    return config, cache
+
+
+def dla_fallback_layers(network, config) -> list:
+    """'name (type)' of layers that cannot run on the DLA and would fall back to the GPU."""
+    layers = (network.get_layer(i) for i in range(network.num_layers))
+    return [f"{layer.name} ({layer.type.name})" for layer in layers if not config.can_run_on_DLA(layer)]
+
+
+def build_engine(onnx_path, engine_path, settings: BuildSettings = None, force=False) -> dict:
+    """Build `onnx_path` into `engine_path` (raw serialized engine) plus ENGINE.json; returns the sidecar."""
+    settings = settings or BuildSettings()
+    onnx_path, engine_path = Path(onnx_path), check_output_path(engine_path, force)
+    model = load_onnx(onnx_path)
+    backend, target = resolve_backend(settings)
+    trt, caps = load_backend(backend)
+    plan = plan_build(settings, caps, target, model)
+    calibration = None
+    if plan.needs_calibration:
+        onnx_path, calibration = calibrate_for(onnx_path, engine_path, plan.precision, settings, force)
+        model = load_onnx(onnx_path)
+        plan.onnx_precision = onnx_precision(model)
+
+    started = time.time()
+    logger = capturing_logger(trt)
+    with PeakMemory() as peak:
+        builder = trt.Builder(logger)
+        network = builder.create_network(network_flags(trt, caps, plan.strongly_typed))
+        parser = trt.OnnxParser(network, logger)
+        parse_onnx(trt, parser, onnx_path, model)
+        io = io_tensors(network)
+        dynamic = is_dynamic(io)
+        batches = resolve_batches(settings, dynamic)
+        if not dynamic and any(v is not None for v in (settings.min_batch, settings.opt_batch, settings.max_batch)):
+            ui.warn(f"{onnx_path.name} has a static batch; --min/--opt/--max-batch are ignored")
+        profile = batch_profile(io, batches)
+        config, cache = configure(trt, builder, plan, settings, profile, dynamic)
+        fallback = []
+        if settings.dla_core is not None:
+            fallback = dla_fallback_layers(network, config)
+            if fallback and not settings.gpu_fallback:
+                raise UsageError(f"{len(fallback)} layers cannot run on the DLA ({', '.join(fallback[:8])}"
+                                 f"{', ...' if len(fallback) > 8 else ''}); pass --gpu-fallback to run them on the GPU")
+        with ui.status(f"building {plan.precision} engine for {plan.target} with {caps.label}"
+                       + (f" (compute capabilities {', '.join(plan.compute_capabilities)})"
+                          if plan.compute_capabilities else "")):
+            serialized = builder.build_serialized_network(network, config)
+        if serialized is None:
+            detail = "; ".join(logger.errors[-3:]) or "the builder gave no reason"
+            raise SkdeployError(f"{caps.label} could not build {onnx_path.name}: {detail}")
+        with atomic_path(engine_path) as tmp:
+            Path(tmp).write_bytes(memoryview(serialized))
+        if cache:
+            cache.save()
+    build_seconds = round(time.time() - started, 2)
+    for message in logger.warnings:
+        ui.info(f"[dim]builder: {message}[/dim]")
+    return write_sidecar(engine_path, onnx_path, plan, settings, io=io, profile=profile,
+                         calibration=calibration, dla_fallback=fallback, build_seconds=build_seconds,
+                         peak_rss_mb=peak.mb, warnings=logger.warnings,
+                         timing_cache=cache.summary() if cache else None, settings_record=asdict(settings))
+
+
+def calibrate_for(onnx_path, engine_path, precision, settings: BuildSettings, force) -> tuple:
+    """Run the calibration stage on an FP32 ONNX; the calibrated ONNX lands beside the engine."""
+    try:
+        from ..calib import CalibrationSettings, calibrate_model
+    except ImportError as exc:
+        raise SkdeployError(f"--{precision} on an FP32 ONNX needs the calibration stage, which is unavailable "
+                            f"({exc}); calibrate with 'skdeploy calibrate' and build the result") from None
+    output = engine_path.with_name(f"{engine_path.stem}.{precision}.onnx")
+    options = {"precision": precision}
+    if settings.calib_data:
+        options["data"] = settings.calib_data
+    manifest = calibrate_model(onnx_path, output, CalibrationSettings(**options), force=force)
+    return output, manifest["stages"][-1]
