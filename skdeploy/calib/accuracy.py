@@ -1,0 +1,141 @@
+"""Top-1 accuracy on the held-out split against the FP32 reference, per-layer quantisation error, and
+the accuracy-budget search that moves the worst layers back to float.
+
+The reference is the FP32 PyTorch model when the manifest names weights that can be loaded and hashed
+to the same sha256; otherwise the FP32 ONNX, which export proved equal to PyTorch (its parity record).
+With labels the drop is reference accuracy minus candidate accuracy; without labels the reference's
+own predictions are the labels, so the drop is 100 - agreement.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import ui
+from ..errors import SkdeployError
+from .collect import padded
+from .sources import Selection
+
+
+def onnx_predictions(model, selection: Selection, indices, batch_size: int, description: str) -> np.ndarray:
+    """Top-1 class per held-out sample from onnxruntime (`model` is a ModelProto or a path)."""
+    from ..runners.onnxrt import OnnxRuntimeRunner
+
+    top1 = []
+    with OnnxRuntimeRunner(model) as runner, ui.progress(len(indices), description) as advance:
+        spec = runner.input_specs()[0]
+        static = isinstance(spec.shape[0], int) and spec.shape[0] > 0
+        size = spec.shape[0] if static else batch_size
+        for batch, _ in selection.batches(indices, size):
+            real = len(batch)
+            feed = padded(batch, size) if static else batch
+            logits = runner.infer({spec.name: feed.astype(spec.dtype)})[runner.output_names()[0]]
+            top1.append(np.asarray(logits, np.float32)[:real].reshape(real, -1).argmax(axis=1))
+            advance(real)
+    return np.concatenate(top1) if top1 else np.zeros(0, np.int64)
+
+
+def pytorch_module(manifest):
+    """The FP32 PyTorch model the ONNX came from, when its weights can be found with the same sha256."""
+    from ..deps import available
+
+    model = (manifest or {}).get("model") or {}
+    checkpoint = model.get("checkpoint")
+    if not checkpoint or not model.get("spec") or not available("torch"):
+        return None
+    from ..fileio import sha256_file
+    from ..models import REGISTRY, load_model
+
+    path = checkpoint.get("path", "")
+    spec = model["spec"]
+    try:
+        if path.startswith("skdeploy/weights/") and spec in REGISTRY:
+            loaded = load_model(arch=spec, model_kwargs=model.get("kwargs") or None, pretrained=True)
+        else:
+            if sha256_file(path) != checkpoint.get("sha256"):
+                return None
+            kind = {"arch": spec} if spec in REGISTRY else {"spec": spec}
+            loaded = load_model(**kind, model_kwargs=model.get("kwargs") or None, checkpoint=path)
+    except (SkdeployError, OSError):
+        return None
+    if (loaded.checkpoint or {}).get("sha256") != checkpoint.get("sha256"):
+        return None
+    return loaded.module
+
+
+def reference_predictions(manifest, fp32_model, selection: Selection, indices, batch_size: int) -> tuple:
+    """(top-1 per sample, "pytorch" | "onnx-fp32")."""
+    module = pytorch_module(manifest)
+    if module is None:
+        return onnx_predictions(fp32_model, selection, indices, batch_size, "FP32 reference"), "onnx-fp32"
+    import torch
+
+    top1 = []
+    with torch.no_grad(), ui.progress(len(indices), "FP32 PyTorch reference") as advance:
+        for batch, _ in selection.batches(indices, batch_size):
+            top1.append(module(torch.from_numpy(batch)).argmax(dim=1).numpy())
+            advance(len(batch))
+    return np.concatenate(top1), "pytorch"
+
+
+@dataclass
+class Judge:
+    """Scores candidate predictions against the reference on one held-out split."""
+
+    reference: np.ndarray
+    labels: np.ndarray  # or None
+    reference_kind: str
+
+    def score(self, predictions: np.ndarray) -> dict:
+        agreement = 100.0 * float(np.mean(predictions == self.reference))
+        result = {"images": int(len(predictions)), "reference": self.reference_kind,
+                  "agreement": round(agreement, 3)}
+        if self.labels is None:
+            result.update(metric="agreement", drop=round(100.0 - agreement, 3))
+        else:
+            reference_top1 = 100.0 * float(np.mean(self.reference == self.labels))
+            top1 = 100.0 * float(np.mean(predictions == self.labels))
+            result.update(metric="labels", reference_top1=round(reference_top1, 3), top1=round(top1, 3),
+                          drop=round(reference_top1 - top1, 3))
+        return result
+
+
+def unit_errors(shadow_model, outputs: dict, selection: Selection, indices, batch_size: int) -> dict:
+    """{unit: noise-to-signal power ratio of its own quantisation} over the held-out samples."""
+    from ..runners.onnxrt import OnnxRuntimeRunner
+
+    error = dict.fromkeys(outputs, 0.0)
+    signal = dict.fromkeys(outputs, 0.0)
+    with OnnxRuntimeRunner(shadow_model) as runner, ui.progress(len(indices), "ranking layers") as advance:
+        spec = runner.input_specs()[0]
+        static = isinstance(spec.shape[0], int) and spec.shape[0] > 0
+        size = spec.shape[0] if static else batch_size
+        for batch, _ in selection.batches(indices, size):
+            result = runner.infer({spec.name: padded(batch, size)})
+            for unit, (err_name, sig_name) in outputs.items():
+                error[unit] += float(result[err_name])
+                signal[unit] += float(result[sig_name])
+            advance(len(batch))
+    return {unit: error[unit] / signal[unit] if signal[unit] > 0 else 0.0 for unit in outputs}
+
+
+def smallest_fallback(count: int, meets) -> int:
+    """The smallest k in 1..count with meets(k), assuming meets is (nearly) monotone: gallop 1, 2, 4, ...
+    then bisect. meets(count) must already be known true. Each k is evaluated at most once."""
+    cache = {}
+
+    def check(k):
+        if k not in cache:
+            cache[k] = meets(k)
+        return cache[k]
+
+    low, high = 0, 1
+    while high < count and not check(high):
+        low, high = high, min(count, high * 2)
+    high = min(high, count)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if check(middle):
+            high = middle
+        else:
+            low = middle
+    return high

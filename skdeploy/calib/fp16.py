@@ -1,0 +1,149 @@
+"""FP16 by types: chosen nodes compute in float16, Casts mark every boundary with float32.
+
+A node stays FP32 when the user names it, when its op has float inputs that must stay float32
+(Resize scales, Q/DQ scales), when a weight it reads does not fit float16, or when any value it reads
+or writes exceeded the FP16 limit on the calibration data (storing such a value in FP16 would
+overflow whichever side of a Cast it sat on).
+"""
+import copy
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from ..errors import UsageError
+from .graphutil import GraphIndex, replace_nodes
+
+FP16_MAX = 65504.0
+FP32_ONLY_OPS = {"QuantizeLinear", "DequantizeLinear", "Resize", "Upsample", "Range", "RoiAlign",
+                 "NonMaxSuppression", "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike"}
+
+
+def float_tensors(node, index: GraphIndex) -> list:
+    return [name for name in list(node.input) + list(node.output) if name and index.is_float(name)]
+
+
+def fp16_candidates(model: onnx.ModelProto, keep_fp32=(), absmax=None, limit=FP16_MAX) -> tuple:
+    """(node names to convert, {node name: why it stays FP32}) for a whole-model conversion."""
+    index = GraphIndex(model)
+    names = {node.name for node in model.graph.node}
+    unknown = sorted(set(keep_fp32) - names)
+    if unknown:
+        raise UsageError(f"--keep-fp32 names no node {unknown[0]!r}; node names are in 'skdeploy inspect' "
+                         f"or Netron (e.g. {next(iter(sorted(names)))!r})")
+    absmax = absmax or {}
+    convert, kept = set(), {}
+    for node in model.graph.node:
+        floats = float_tensors(node, index)
+        if not floats:
+            continue
+        reason = fp32_reason(node, index, floats, absmax, limit)
+        if node.name in keep_fp32:
+            reason = "named by --keep-fp32"
+        if reason:
+            kept[node.name] = reason
+        else:
+            convert.add(node.name)
+    return convert, kept
+
+
+def fp32_reason(node, index: GraphIndex, floats: list, absmax: dict, limit: float) -> str:
+    """Why `node` cannot compute in FP16, or an empty string."""
+    if node.op_type in FP32_ONLY_OPS:
+        return f"{node.op_type} takes float32 parameters"
+    for name in floats:
+        if name in index.initializers:
+            peak = float(np.abs(numpy_helper.to_array(index.initializers[name])).max(initial=0.0))
+            if peak > FP16_MAX:
+                return f"weight {name} reaches {peak:.3g}, beyond FP16"
+        elif absmax.get(name, 0.0) > limit:
+            return f"{name} reaches {absmax[name]:.3g} on the calibration data, beyond {limit:g}"
+    return ""
+
+
+def _to_fp16_constant(node) -> None:
+    for attribute in node.attribute:
+        if attribute.name == "value" and attribute.t.data_type == TensorProto.FLOAT:
+            attribute.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attribute.t).astype(np.float16),
+                                                         attribute.t.name))
+        if node.op_type == "Cast" and attribute.name == "to" and attribute.i == TensorProto.FLOAT:
+            attribute.i = TensorProto.FLOAT16
+
+
+def convert_fp16(model: onnx.ModelProto, fp16_nodes, fp16_io: bool = False) -> onnx.ModelProto:
+    """A copy of `model` whose `fp16_nodes` compute in FP16. Graph inputs and outputs keep FP32 unless
+    `fp16_io`; Casts are shared per tensor, and weights read only by FP16 nodes are stored as FP16."""
+    fp16_nodes = set(fp16_nodes)
+    index = GraphIndex(model)
+    converted = copy.deepcopy(model)
+    graph = converted.graph
+    dtype = {}  # float tensor -> its element type in the converted graph
+    for name in index.graph_inputs:
+        if index.is_float(name):
+            dtype[name] = TensorProto.FLOAT16 if fp16_io else TensorProto.FLOAT
+    for node in graph.node:
+        for name in node.output:
+            if index.is_float(name):
+                dtype[name] = TensorProto.FLOAT16 if node.name in fp16_nodes else TensorProto.FLOAT
+
+    readers = {}  # initializer -> set of precisions that read it
+    for node in graph.node:
+        for name in node.input:
+            if name in index.initializers and index.is_float(name):
+                readers.setdefault(name, set()).add(node.name in fp16_nodes)
+    half_copies = {}
+    for init in graph.initializer:
+        if init.name not in readers:
+            continue
+        if readers[init.name] == {True}:
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name))
+            dtype[init.name] = TensorProto.FLOAT16
+        else:
+            dtype[init.name] = TensorProto.FLOAT
+            if True in readers[init.name]:
+                half_copies[init.name] = f"{init.name}_fp16"
+    graph.initializer.extend(numpy_helper.from_array(numpy_helper.to_array(index.initializers[name])
+                                                     .astype(np.float16), copy_name)
+                             for name, copy_name in half_copies.items())
+
+    casts, new_nodes = {}, []
+
+    def cast(name, to):
+        if (name, to) not in casts:
+            suffix = "fp16" if to == TensorProto.FLOAT16 else "fp32"
+            casts[(name, to)] = f"{name}_cast_{suffix}"
+            new_nodes.append(helper.make_node("Cast", [name], [casts[(name, to)]], to=to,
+                                              name=f"{name}_Cast_{suffix}"))
+        return casts[(name, to)]
+
+    for node in graph.node:
+        want = TensorProto.FLOAT16 if node.name in fp16_nodes else TensorProto.FLOAT
+        if node.name in fp16_nodes:
+            _to_fp16_constant(node)
+        for slot, name in enumerate(node.input):
+            if name not in dtype:
+                continue
+            if want == TensorProto.FLOAT16 and name in half_copies:
+                node.input[slot] = half_copies[name]
+            elif dtype[name] != want:
+                node.input[slot] = cast(name, want)
+        new_nodes.append(node)
+
+    for output in graph.output:
+        have = dtype.get(output.name)
+        wanted = TensorProto.FLOAT16 if fp16_io else TensorProto.FLOAT
+        if have is None or have == wanted:
+            output.type.tensor_type.elem_type = have or output.type.tensor_type.elem_type
+            continue
+        inner = f"{output.name}_before_cast"
+        for node in new_nodes:
+            node.output[:] = [inner if n == output.name else n for n in node.output]
+            node.input[:] = [inner if n == output.name else n for n in node.input]
+        new_nodes.append(helper.make_node("Cast", [inner], [output.name], to=wanted, name=f"{output.name}_Cast"))
+        output.type.tensor_type.elem_type = wanted
+    for graph_input in graph.input:
+        if graph_input.name in dtype and graph_input.name not in index.initializers:
+            graph_input.type.tensor_type.elem_type = dtype[graph_input.name]
+    del graph.value_info[:]
+    replace_nodes(converted, new_nodes)
+    return converted

@@ -1,0 +1,316 @@
+"""calibrate_model: FP32 ONNX in, explicit-precision ONNX out (INT8 Q/DQ or FP16 types) plus manifest,
+ranges cache and TensorRT calibration table.
+
+    from skdeploy.calib import CalibrationSettings, calibrate_model
+    manifest = calibrate_model("demo.onnx", "demo_int8.onnx", CalibrationSettings(precision="int8",
+                               method="entropy", max_top1_drop=0.3))
+"""
+import time
+from dataclasses import asdict, dataclass, field
+
+from onnx import TensorProto
+
+from .. import ui
+from ..data import Preprocessing
+from ..errors import SkdeployError, UsageError
+from ..fileio import check_output_path, sha256_file
+from ..manifest import add_stage, derive, load_manifest, new_manifest, write_manifest
+from ..onnxutil import io_spec, load_onnx, node_counts, opset_of, save_onnx
+from . import accuracy, cache
+from .collect import collect_histograms
+from .fp16 import FP16_MAX, convert_fp16, float_tensors, fp16_candidates, fp32_reason
+from .graphutil import GraphIndex
+from .qdq import insert_qdq, plan_int8, sensitivity_model
+from .ranges import METHODS, MIN_BINS, amax_of
+from .sources import InputShape, default_data_path, open_source, select
+
+PRECISIONS = ("int8", "fp16")
+FALLBACKS = ("fp16", "fp32")
+PREPROCESSING_OPTIONS = ("mean", "std", "resize", "crop", "channel_order", "interpolation", "scale")
+
+
+@dataclass
+class CalibrationSettings:
+    precision: str = "int8"  # int8 | fp16
+    method: str = "entropy"  # max | entropy | percentile (INT8 activation ranges)
+    percentile: float = 99.99
+    calib_data: str = None  # folder of images, .npy/.npz, IDX file; None: the demo model's shipped set
+    calib_images: int = 512
+    holdout_images: int = 1000  # samples after the calibration subset that measure accuracy (0: skip)
+    seed: int = 0
+    bins: int = MIN_BINS  # histogram bins over [0, max] (at least 2048)
+    batch_size: int = None  # None: the model's static batch, else what fits memory_mb of activations
+    memory_mb: int = 1024
+    max_top1_drop: float = None  # accuracy budget in points against the FP32 reference
+    fallback: str = "fp16"  # where layers go when the budget needs it: fp16 | fp32
+    keep_fp32: tuple = ()  # node names that stay FP32 (not quantized, not converted)
+    fp16_io: bool = False
+    fp16_limit: float = FP16_MAX / 2  # values beyond this on calibration data keep their node FP32
+    trt_version: str = "10.3.0"  # header of the TensorRT calibration table
+    preprocessing: dict = field(default_factory=dict)  # only for a model without a manifest
+    reuse_cache: bool = True
+
+    def validate(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"precision must be int8 or fp16, got {self.precision!r}")
+        if self.method not in METHODS:
+            raise UsageError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if not 0 < self.percentile <= 100:
+            raise UsageError(f"--percentile must be in (0, 100], got {self.percentile}")
+        if self.bins < MIN_BINS:
+            raise UsageError(f"--bins must be at least {MIN_BINS}, got {self.bins}")
+        if self.fallback not in FALLBACKS:
+            raise UsageError(f"--fallback must be fp16 or fp32, got {self.fallback!r}")
+        if self.max_top1_drop is not None and self.max_top1_drop < 0:
+            raise UsageError(f"--max-top1-drop must be 0 or more points, got {self.max_top1_drop}")
+        if self.holdout_images < 0 or (self.batch_size is not None and self.batch_size < 1):
+            raise UsageError("--holdout-images must be 0 or more and --batch-size at least 1")
+        unknown = set(self.preprocessing) - set(PREPROCESSING_OPTIONS)
+        if unknown:
+            raise UsageError(f"unknown preprocessing option(s): {', '.join(sorted(unknown))}")
+
+
+def _model_input(model) -> tuple:
+    index = GraphIndex(model)
+    if len(index.graph_inputs) != 1:
+        raise UsageError(f"calibration feeds one image input; this model has {len(index.graph_inputs)} inputs")
+    name = index.graph_inputs[0]
+    if index.elem_type(name) != TensorProto.FLOAT:
+        raise UsageError(f"input {name!r} is not float32; calibrate takes an FP32 ONNX")
+    dims = index.shape(name) or []
+    if len(dims) != 4 or not all(isinstance(d, int) and d > 0 for d in dims[1:]):
+        raise UsageError(f"input {name!r} must be (N, C, H, W) with fixed C, H, W; got {dims}")
+    return name, InputShape(*dims[1:])
+
+
+def _check_fp32(model, path) -> None:
+    if any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in model.graph.node):
+        raise UsageError(f"{path} already has Q/DQ nodes; calibrate takes the FP32 ONNX from export")
+    if any(init.data_type == TensorProto.FLOAT16 for init in model.graph.initializer):
+        raise UsageError(f"{path} already has FP16 weights; calibrate takes the FP32 ONNX from export")
+
+
+def _name_nodes(model) -> None:
+    """Unique node names: ranges, fallback reports and --keep-fp32 all refer to nodes by name."""
+    seen = set()
+    for position, node in enumerate(model.graph.node):
+        if not node.name or node.name in seen:
+            node.name = f"{node.op_type}_{position}"
+        seen.add(node.name)
+
+
+def preprocessing_from_options(options: dict, shape: InputShape) -> Preprocessing:
+    """A Preprocessing from --mean/--std (required) and the optional rest, defaulting to the input size."""
+    missing = [key for key in ("mean", "std") if not options.get(key)]
+    if missing:
+        raise UsageError("preprocessing needs " + " and ".join(f"--{k}" for k in missing))
+
+    def per_channel(key):
+        values = tuple(float(v) for v in options[key])
+        if len(values) == 1:
+            values *= shape.channels
+        if len(values) != shape.channels:
+            raise UsageError(f"--{key} needs {shape.channels} values (one per input channel), got {len(values)}")
+        return values
+
+    crop = tuple(options.get("crop") or (shape.height, shape.width))
+    order = options.get("channel_order") or ("GRAY" if shape.channels == 1 else "RGB")
+    if order not in ("RGB", "BGR", "GRAY") or (order == "GRAY") != (shape.channels == 1):
+        raise UsageError(f"--channel-order {order} does not fit a {shape.channels}-channel input")
+    return Preprocessing(resize=int(options.get("resize") or min(crop)), crop=crop, mean=per_channel("mean"),
+                         std=per_channel("std"), channel_order=order,
+                         interpolation=options.get("interpolation") or "bilinear",
+                         scale=float(options.get("scale") or 1.0 / 255.0))
+
+
+def _preprocessing_resolver(path, manifest, settings: CalibrationSettings, shape: InputShape):
+    given = {k: v for k, v in settings.preprocessing.items() if v}
+    recorded = (manifest or {}).get("preprocessing")
+    if recorded and given:
+        raise UsageError(f"{path} has a manifest that records its preprocessing; "
+                         f"--{', --'.join(sorted(given)).replace('_', '-')} are only for models without one")
+
+    def resolve(what):
+        if recorded:
+            return Preprocessing.from_dict(recorded)
+        if not given:
+            raise UsageError(f"{path} has no manifest, so its preprocessing is unknown; {what} need --mean and "
+                             f"--std (plus --resize/--crop/--channel-order if not {shape.height}x{shape.width} "
+                             f"{'GRAY' if shape.channels == 1 else 'RGB'})")
+        return preprocessing_from_options(given, shape)
+
+    return resolve
+
+
+def _collect_ranges(model, selection, settings, onnx_sha256, output) -> tuple:
+    """({tensor: {amax, absmax}}, batch size, "reused" | "computed") through the cache beside the output."""
+    method = settings.method if settings.precision == "int8" else "absmax"
+    key = {"onnx_sha256": onnx_sha256, "data_sha256": selection.sha256, "images": len(selection.calibration),
+           "method": method, "percentile": settings.percentile if method == "percentile" else None,
+           "bins": settings.bins}
+    path = cache.ranges_path(output)
+    tensors = cache.load_ranges(path, key) if settings.reuse_cache else None
+    if tensors is not None:
+        ui.info(f"reusing calibration ranges from {path} (same model, data and settings)")
+        return tensors, "reused"
+    started = time.time()
+    histograms, batch = collect_histograms(model, selection, settings.bins, method != "absmax", settings.memory_mb)
+    tensors = {}
+    for name, hist in histograms.items():
+        amax = hist.absmax if method == "absmax" else amax_of(hist, method, settings.percentile)
+        tensors[name] = {"amax": float(amax), "absmax": float(hist.absmax)}
+    cache.save_ranges(path, key, tensors)
+    ui.info(f"collected ranges of {len(tensors)} tensors from {len(selection.calibration)} samples "
+            f"(batch {batch}) in {time.time() - started:.1f}s")
+    return tensors, "computed"
+
+
+class Evaluation:
+    """The held-out split, its reference predictions, and a scorer for candidate models."""
+
+    def __init__(self, model, manifest, selection, batch_size):
+        self.selection, self.batch_size = selection, batch_size
+        self.indices = selection.holdout
+        labels = selection.source.labels
+        reference, kind = accuracy.reference_predictions(manifest, model, selection, self.indices, batch_size)
+        self.judge = accuracy.Judge(reference, labels[self.indices] if labels is not None else None, kind)
+
+    def score(self, candidate, description) -> dict:
+        return self.judge.score(accuracy.onnx_predictions(candidate, self.selection, self.indices,
+                                                          self.batch_size, description))
+
+
+def _int8_with_fallback(model, plan_exclude, amax, absmax, settings, fallen):
+    """INT8 with the units in `fallen` returned to settings.fallback (FP32 where FP16 would overflow)."""
+    plan = plan_int8(model, exclude=set(plan_exclude) | set(fallen))
+    quantized = insert_qdq(model, plan, amax)
+    if settings.fallback == "fp16" and fallen:
+        index = GraphIndex(model)
+        nodes = {node.name: node for node in model.graph.node}
+        half = {name for name in fallen if not fp32_reason(nodes[name], index, float_tensors(nodes[name], index),
+                                                           absmax, settings.fp16_limit)}
+        quantized = convert_fp16(quantized, half)
+    return quantized
+
+
+def _build_int8(model, ranges, settings, evaluation) -> tuple:
+    amax = {name: entry["amax"] for name, entry in ranges.items()}
+    absmax = {name: entry["absmax"] for name, entry in ranges.items()}
+    plan = plan_int8(model, exclude=settings.keep_fp32)
+    if not plan.units:
+        raise UsageError("the model has no Conv, Gemm or MatMul to quantize")
+    record = {"quantized_units": len(plan.units), "qdq_tensors": len(plan.activation_tensors(model)),
+              "fallback_layers": [], "accuracy": None, "accuracy_plain_int8": None}
+    quantized = insert_qdq(model, plan, amax)
+    if evaluation is None:
+        return quantized, record
+    score = evaluation.score(quantized, "INT8 accuracy")
+    record["accuracy"] = record["accuracy_plain_int8"] = score
+    budget = settings.max_top1_drop
+    if budget is None or score["drop"] <= budget:
+        return quantized, record
+    ui.info(f"INT8 drops top-1 by {score['drop']:.2f} points, over the budget of {budget:g}; ranking layers")
+    shadow, outputs = sensitivity_model(model, plan, amax)
+    errors = accuracy.unit_errors(shadow, outputs, evaluation.selection, evaluation.indices, evaluation.batch_size)
+    ranked = sorted(plan.units, key=lambda unit: -errors[unit])
+    scores = {}
+
+    def attempt(count):
+        candidate = _int8_with_fallback(model, settings.keep_fp32, amax, absmax, settings, ranked[:count])
+        scores[count] = evaluation.score(candidate, f"INT8 with {count} layer(s) in {settings.fallback}")
+        return candidate, scores[count]
+
+    everything, worst_case = attempt(len(ranked))
+    if worst_case["drop"] > budget:
+        worst = ", ".join(f"{u} ({errors[u]:.2g})" for u in ranked[:5])
+        raise SkdeployError(f"top-1 budget of {budget:g} points cannot be met: plain INT8 drops "
+                            f"{score['drop']:.2f}, and with all {len(ranked)} quantized layers in "
+                            f"{settings.fallback} it still drops {worst_case['drop']:.2f} (worst layers by own "
+                            f"error: {worst}); nothing written")
+    count = accuracy.smallest_fallback(len(ranked), lambda k: attempt(k)[1]["drop"] <= budget)
+    final = everything if count == len(ranked) else attempt(count)[0]
+    nodes = {node.name: node for node in model.graph.node}
+    record["fallback_layers"] = [{"name": unit, "op": nodes[unit].op_type, "own_error": round(errors[unit], 6),
+                                  "precision": settings.fallback} for unit in ranked[:count]]
+    record["accuracy"] = scores[count]
+    record["fallback_search"] = {str(k): v["drop"] for k, v in sorted(scores.items())}
+    ui.info(f"budget met with {count} layer(s) in {settings.fallback}: "
+            + ", ".join(unit for unit in ranked[:count]))
+    return final, record
+
+
+def _build_fp16(model, ranges, settings, evaluation) -> tuple:
+    absmax = {name: entry["absmax"] for name, entry in ranges.items()}
+    convert, kept = fp16_candidates(model, settings.keep_fp32, absmax, settings.fp16_limit)
+    converted = convert_fp16(model, convert, settings.fp16_io)
+    record = {"fp16_nodes": len(convert), "kept_fp32": [{"name": k, "reason": v} for k, v in kept.items()],
+              "fp16_io": settings.fp16_io, "accuracy": None}
+    if evaluation is not None:
+        record["accuracy"] = evaluation.score(converted, "FP16 accuracy")
+        budget = settings.max_top1_drop
+        if budget is not None and record["accuracy"]["drop"] > budget:
+            raise SkdeployError(f"FP16 drops top-1 by {record['accuracy']['drop']:.2f} points, over the budget of "
+                                f"{budget:g}; keep the sensitive nodes FP32 with --keep-fp32; nothing written")
+    return converted, record
+
+
+def calibrate_model(input_onnx, output_onnx, settings: CalibrationSettings, force=False) -> dict:
+    """Calibrate `input_onnx` (FP32) into `output_onnx`; returns the output's manifest."""
+    settings.validate()
+    output = check_output_path(output_onnx, force)
+    started = time.time()
+    model = load_onnx(input_onnx)
+    _check_fp32(model, input_onnx)
+    _name_nodes(model)
+    manifest = load_manifest(input_onnx, required=False)
+    _, shape = _model_input(model)
+    resolve = _preprocessing_resolver(input_onnx, manifest, settings, shape)
+    data_path = settings.calib_data or default_data_path(manifest)
+    if data_path is None:
+        raise UsageError("--calib-data is required (a folder of images, .npy/.npz, or an IDX file); only the "
+                         "demo model has a shipped calibration set")
+    source = open_source(data_path, shape, resolve)
+    budget = settings.max_top1_drop
+    selection = select(source, shape, settings.calib_images, settings.holdout_images, settings.seed)
+    if budget is not None and not selection.holdout:
+        raise UsageError(f"--max-top1-drop needs held-out samples, but all {len(selection.calibration)} usable "
+                         "samples calibrate; lower --calib-images or give more data")
+    onnx_sha256 = sha256_file(input_onnx)
+    ranges, cache_state = _collect_ranges(model, selection, settings, onnx_sha256, output)
+    batch = settings.batch_size or 32
+    evaluation = Evaluation(model, manifest, selection, batch) if selection.holdout else None
+    if settings.precision == "int8":
+        result, record = _build_int8(model, ranges, settings, evaluation)
+    else:
+        result, record = _build_fp16(model, ranges, settings, evaluation)
+
+    table = None
+    if settings.precision == "int8":
+        table = cache.table_path(output)
+        cache.write_table(table, ranges, settings.method, settings.trt_version)
+    save_onnx(result, output)
+    if manifest is None:
+        manifest = new_manifest({"spec": None, "checkpoint": None, "kwargs": {}, "num_classes": None,
+                                 "dataset": None, "input_size": [shape.channels, shape.height, shape.width]},
+                                resolve("the manifest").to_dict() if settings.preprocessing else None)
+    result_manifest = derive(manifest)
+    result_manifest["inputs"], result_manifest["outputs"] = io_spec(result)
+    result_manifest["opset"] = opset_of(result)
+    add_stage(result_manifest, "calibrate", precision=settings.precision,
+              method=settings.method if settings.precision == "int8" else None,
+              settings=asdict(settings), source_onnx={"file": str(input_onnx), "sha256": onnx_sha256},
+              data={"path": str(data_path), "description": source.description, "sha256": selection.sha256,
+                    "images": len(selection.calibration), "holdout_images": len(selection.holdout),
+                    "skipped_unreadable": selection.skipped},
+              ranges_file=cache.ranges_path(output).name, ranges_cache=cache_state,
+              calibration_table=table.name if table else None,
+              budget={"max_top1_drop": budget, "fallback": settings.fallback}, **record,
+              node_counts=node_counts(result), seconds=round(time.time() - started, 2))
+    write_manifest(output, result_manifest, kind="onnx")
+    accuracy_line = record.get("accuracy")
+    if accuracy_line:
+        ui.info(f"{settings.precision.upper()} on {accuracy_line['images']} held-out samples: drop "
+                f"{accuracy_line['drop']:.2f} points, agreement {accuracy_line['agreement']:.2f}% "
+                f"(reference: {accuracy_line['reference']})")
+    return result_manifest
+

@@ -1,0 +1,122 @@
+"""Activation ranges from streamed batches: a histogram of |x| per tensor, then max, percentile or entropy.
+
+Only histograms survive a batch. Each histogram keeps 2 x `bins` bins over [0, top]; when a batch
+exceeds `top`, the range doubles (as often as needed) and neighbouring bins merge, so counts stay exact
+and [0, max] always spans at least `bins` bins.
+"""
+import math
+
+import numpy as np
+
+from ..errors import UsageError
+
+METHODS = ("max", "entropy", "percentile")
+QUANT_LEVELS = 128  # int8 symmetric: 127 steps each side of zero (TensorRT uses 128 for the KL search)
+MIN_BINS = 2048
+
+
+class TensorHistogram:
+    """Streaming histogram of absolute values with power-of-two range growth."""
+
+    def __init__(self, bins: int = MIN_BINS, keep_histogram: bool = True):
+        self.size = 2 * bins
+        self.keep_histogram = keep_histogram
+        self.counts = np.zeros(self.size, np.int64) if keep_histogram else None
+        self.top = 0.0  # upper edge of the last bin; 0 until a non-zero value arrives
+        self.absmax = 0.0
+        self.zeros_before_range = 0
+
+    def update(self, values: np.ndarray) -> None:
+        magnitudes = np.abs(values.reshape(-1))
+        peak = float(magnitudes.max()) if magnitudes.size else 0.0
+        if not math.isfinite(peak):
+            raise ValueError("non-finite activation")
+        self.absmax = max(self.absmax, peak)
+        if not self.keep_histogram:
+            return
+        if self.top == 0.0:
+            if peak == 0.0:
+                self.zeros_before_range += magnitudes.size
+                return
+            self.top = peak
+            self.counts[0] += self.zeros_before_range
+        if peak > self.top:
+            self._grow(2 ** math.ceil(math.log2(peak / self.top)))
+        index = (magnitudes * np.float32(self.size / self.top)).astype(np.int64)
+        np.minimum(index, self.size - 1, out=index)
+        self.counts += np.bincount(index, minlength=self.size)
+
+    def _grow(self, factor: int) -> None:
+        merged = np.zeros(self.size, np.int64)
+        if factor >= self.size:
+            merged[0] = self.counts.sum()
+        else:
+            merged[:self.size // factor] = self.counts.reshape(-1, factor).sum(axis=1)
+        self.counts = merged
+        self.top *= factor
+
+    def used_bins(self) -> np.ndarray:
+        """The bins from 0 up to the one holding the maximum."""
+        if self.top == 0.0:
+            return np.zeros(0, np.int64)
+        last = min(self.size, int(self.absmax / self.top * self.size) + 1)
+        return self.counts[:last]
+
+    @property
+    def bin_width(self) -> float:
+        return self.top / self.size
+
+
+def percentile_amax(hist: TensorHistogram, percentile: float) -> float:
+    counts = hist.used_bins()
+    if not counts.size or counts.sum() == 0:
+        return hist.absmax
+    cumulative = np.cumsum(counts)
+    index = int(np.searchsorted(cumulative, cumulative[-1] * percentile / 100.0))
+    return min(hist.absmax, (index + 1) * hist.bin_width)
+
+
+def entropy_amax(hist: TensorHistogram) -> float:
+    """TensorRT-style KL calibration: the clipping threshold whose 128-level quantisation of the
+    distribution below it (clipped mass folded into the last bin) diverges least from the original."""
+    counts = hist.used_bins().astype(np.float64)
+    n = counts.size
+    if n <= QUANT_LEVELS or counts.sum() == 0:
+        return hist.absmax
+    total = counts.sum()
+    below = np.concatenate([[0.0], np.cumsum(counts)])  # below[m] = mass of bins [0, m)
+    nonzero_below = np.concatenate([[0], np.cumsum(counts > 0)])
+    plogp = np.where(counts > 0, counts * np.log(np.where(counts > 0, counts, 1.0)), 0.0)
+    plogp_below = np.concatenate([[0.0], np.cumsum(plogp)])
+
+    candidates = np.arange(QUANT_LEVELS, n + 1)  # keep bins [0, i)
+    edges = (np.arange(QUANT_LEVELS + 1)[None, :] * candidates[:, None]) // QUANT_LEVELS
+    level_mass = np.diff(below[edges], axis=1)  # the kept histogram merged into 128 levels
+    level_nonzero = np.diff(nonzero_below[edges], axis=1).astype(np.float64)
+
+    outliers = total - below[candidates]
+    last_bin = counts[candidates - 1]
+    folded_last = last_bin + outliers  # the reference distribution folds clipped mass into its last bin
+    # the folded last bin may be non-zero where the original was empty: it then shares its level's mass
+    level_nonzero[:, -1] += (last_bin == 0) & (folded_last > 0)
+    reference_mass = level_mass.copy()
+    reference_mass[:, -1] += outliers
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        plogp_reference = plogp_below[candidates - 1] + np.where(folded_last > 0, folded_last * np.log(
+            np.where(folded_last > 0, folded_last, 1.0)), 0.0)
+        per_level = np.where(reference_mass > 0, reference_mass * np.log(level_mass / level_nonzero), 0.0)
+        kl = (plogp_reference - per_level.sum(axis=1)) / total - math.log(total) + np.log(below[candidates])
+    kl[~np.isfinite(kl)] = np.inf  # a level whose whole reference mass came from clipping cannot be matched
+    best = int(candidates[int(np.argmin(kl))])
+    return min(hist.absmax, best * hist.bin_width)
+
+
+def amax_of(hist: TensorHistogram, method: str, percentile: float = 99.99) -> float:
+    if method == "max":
+        return hist.absmax
+    if method == "percentile":
+        return percentile_amax(hist, percentile)
+    if method == "entropy":
+        return entropy_amax(hist)
+    raise UsageError(f"unknown calibration method {method!r}; choose one of {', '.join(METHODS)}")
