@@ -1,0 +1,113 @@
+import click
+
+from .. import ui
+from ..errors import UsageError
+from . import force_option, json_option
+
+
+def _floats(text, option):
+    if not text:
+        return None
+    try:
+        return [float(v) for v in text.replace(" ", "").split(",")]
+    except ValueError:
+        raise UsageError(f"{option} takes comma-separated numbers, e.g. 0.485,0.456,0.406; got {text!r}") from None
+
+
+def _crop(text):
+    if not text:
+        return None
+    parts = text.lower().split("x")
+    if not all(p.isdigit() and int(p) > 0 for p in parts) or len(parts) not in (1, 2):
+        raise UsageError(f"--crop takes N or HxW, e.g. 224 or 224x224; got {text!r}")
+    return (int(parts[0]), int(parts[-1]))
+
+
+@click.command("calibrate")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--int8", "precision", flag_value="int8", help="INT8: Q/DQ pairs from calibration ranges.")
+@click.option("--fp16", "precision", flag_value="fp16", help="FP16: FP16 types, FP32 kept where values overflow.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output .onnx path.")
+@click.option("--calib-data", type=click.Path(), help="Folder of images (recursive), .npy/.npz, or a "
+              "*-images-idx3-ubyte[.gz] file. Default for the demo model: calibration/fashion-mnist-train-2048.npz.")
+@click.option("--calib-images", type=int, default=512, show_default=True, help="Seeded random subset size.")
+@click.option("--holdout-images", type=int, default=1000, show_default=True,
+              help="Samples after the calibration subset used to measure accuracy (0: do not measure).")
+@click.option("--method", type=click.Choice(["entropy", "max", "percentile"]), default="entropy", show_default=True,
+              help="INT8 activation range: KL divergence over >= 2048 bins, absolute max, or a percentile.")
+@click.option("--percentile", type=float, default=99.99, show_default=True, help="For --method percentile.")
+@click.option("--bins", type=int, default=2048, show_default=True, help="Histogram bins over [0, max] (>= 2048).")
+@click.option("--max-top1-drop", type=float, help="Accuracy budget in points vs the FP32 model; INT8 layers with "
+              "the worst own error move to --fallback until it holds.")
+@click.option("--fallback", type=click.Choice(["fp16", "fp32"]), default="fp16", show_default=True,
+              help="Precision of layers moved out of INT8 by the budget.")
+@click.option("--keep-fp32", multiple=True, metavar="NODE", help="Node name to keep FP32 (repeatable).")
+@click.option("--fp16-io", is_flag=True, help="FP16 graph inputs and outputs (default: FP32).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the subset selection.")
+@click.option("--batch-size", type=int, help="Calibration batch (default: fit --memory-mb of activations).")
+@click.option("--memory-mb", type=int, default=1024, show_default=True, help="Activation memory per batch.")
+@click.option("--trt-version", default="10.3.0", show_default=True,
+              help="TensorRT version in the calibration table header (JetPack 6.2: 10.3.0, 6.0: 8.6.2).")
+@click.option("--no-cache", is_flag=True, help="Recompute ranges even when the cache beside OUT matches.")
+@click.option("--mean", help="Models without a manifest: per-channel mean, e.g. 0.485,0.456,0.406.")
+@click.option("--std", help="Models without a manifest: per-channel std, e.g. 0.229,0.224,0.225.")
+@click.option("--resize", type=int, help="Models without a manifest: shorter side before the crop.")
+@click.option("--crop", help="Models without a manifest: crop N or HxW (default: the input size).")
+@click.option("--channel-order", type=click.Choice(["RGB", "BGR", "GRAY"]), help="Models without a manifest.")
+@force_option
+@json_option
+def command(model, precision, output, calib_data, calib_images, holdout_images, method, percentile, bins,
+            max_top1_drop, fallback, keep_fp32, fp16_io, seed, batch_size, memory_mb, trt_version, no_cache,
+            mean, std, resize, crop, channel_order, force, as_json):
+    """Calibrate an FP32 ONNX into explicit INT8 (Q/DQ) or FP16 for TensorRT 11 / TensorRT-RTX.
+
+    Preprocessing comes from MODEL's manifest. Writes OUT.onnx, its manifest OUT.onnx.json, the ranges
+    cache OUT.onnx.ranges.json (reused by a rerun with the same model, data and settings) and, for INT8,
+    a TensorRT calibration table OUT.onnx.calib.table. Accuracy is measured on held-out samples
+    against the FP32 model (PyTorch when its weights are known, else the FP32 ONNX).
+
+    \b
+    Examples:
+      skdeploy calibrate out/demo.onnx --int8 -o out/demo_int8.onnx
+      skdeploy calibrate out/demo.onnx --int8 --method percentile --percentile 99.99 -o out/demo_p.onnx
+      skdeploy calibrate out/demo.onnx --int8 --max-top1-drop 0.3 -o out/demo_int8.onnx
+      skdeploy calibrate out/demo.onnx --fp16 --keep-fp32 /fc/Gemm -o out/demo_fp16.onnx
+      skdeploy calibrate sknet50.onnx --int8 --calib-data photos/ --calib-images 1024 -o sknet50_int8.onnx
+      skdeploy calibrate plain.onnx --int8 --calib-data imgs/ --mean 0.485,0.456,0.406 \\
+          --std 0.229,0.224,0.225 --resize 256 --crop 224 -o plain_int8.onnx
+    """
+    from ..calib import CalibrationSettings, calibrate_model
+
+    if precision is None:
+        raise UsageError("choose --int8 or --fp16")
+    settings = CalibrationSettings(
+        precision=precision, method=method, percentile=percentile, calib_data=calib_data, calib_images=calib_images,
+        holdout_images=holdout_images, seed=seed, bins=bins, batch_size=batch_size, memory_mb=memory_mb,
+        max_top1_drop=max_top1_drop, fallback=fallback, keep_fp32=tuple(keep_fp32), fp16_io=fp16_io,
+        trt_version=trt_version, reuse_cache=not no_cache,
+        preprocessing={"mean": _floats(mean, "--mean"), "std": _floats(std, "--std"), "resize": resize,
+                       "crop": _crop(crop), "channel_order": channel_order})
+    manifest = calibrate_model(model, output, settings, force=force)
+    stage = manifest["stages"][-1]
+    result = {"output": str(output), "manifest": str(output) + ".json", "precision": stage["precision"],
+              "method": stage["method"], "data": stage["data"], "ranges_file": stage["ranges_file"],
+              "ranges_cache": stage["ranges_cache"], "calibration_table": stage["calibration_table"],
+              "accuracy": stage["accuracy"], "fallback_layers": stage.get("fallback_layers", []),
+              "kept_fp32": stage.get("kept_fp32", [])}
+    if as_json:
+        ui.emit_json(result)
+        return
+    ui.out.print(f"wrote {output} (+ manifest, ranges {stage['ranges_file']}"
+                 + (f", TensorRT table {stage['calibration_table']})" if stage["calibration_table"] else ")"))
+    accuracy = stage["accuracy"]
+    if accuracy:
+        line = f"top-1 drop {accuracy['drop']:.2f} points, agreement {accuracy['agreement']:.2f}%"
+        if accuracy["metric"] == "labels":
+            line += f" ({accuracy['top1']:.2f}% vs FP32 {accuracy['reference_top1']:.2f}%)"
+        ui.out.print(f"{line} on {accuracy['images']} held-out samples, reference {accuracy['reference']}")
+    else:
+        ui.out.print("accuracy not measured: no held-out samples beyond the calibration subset")
+    for layer in stage.get("fallback_layers", []):
+        ui.out.print(f"moved to {layer['precision']}: {layer['name']} ({layer['op']}, own error {layer['own_error']:.3g})")
+    for kept in stage.get("kept_fp32", []):
+        ui.out.print(f"kept FP32: {kept['name']} ({kept['reason']})")
