@@ -21,3 +21,43 @@ def merge_comparisons(results) -> dict:
     return {"max_abs": max(r["max_abs"] for r in results),
             "mean_abs": float(np.mean([r["mean_abs"] for r in results])),
             "max_rel": max(r["max_rel"] for r in results)}
+
+
+def top_k(logits: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest logits per row, best first (k clipped to the class count)."""
+    k = min(k, logits.shape[1])
+    part = np.argpartition(-logits, k - 1, axis=1)[:, :k]
+    order = np.take_along_axis(-logits, part, axis=1).argsort(axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1)
+
+
+def logit_agreement(reference: np.ndarray, candidate: np.ndarray) -> dict:
+    """How close two (N, classes) logit arrays are: absolute error, cosine similarity, SNR in dB."""
+    reference = np.asarray(reference, dtype=np.float64)
+    candidate = np.asarray(candidate, dtype=np.float64)
+    base = compare_outputs(reference, candidate)
+    noise = float(np.sum((reference - candidate) ** 2))
+    signal = float(np.sum(reference ** 2))
+    norms = np.linalg.norm(reference, axis=1) * np.linalg.norm(candidate, axis=1)
+    dots = np.sum(reference * candidate, axis=1)
+    cosine = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), np.where(dots == 0, 1.0, 0.0))
+    snr = float("inf") if noise == 0 else (10.0 * np.log10(signal / noise) if signal > 0 else float("-inf"))
+    return {"max_abs": base["max_abs"], "mean_abs": base["mean_abs"], "max_rel": base["max_rel"],
+            "cosine_mean": float(cosine.mean()), "cosine_min": float(cosine.min()), "snr_db": snr}
+
+
+def prediction_agreement(reference: np.ndarray, candidate: np.ndarray, k: int = 5) -> dict:
+    """Top-1 agreement, mean top-k overlap, and top-1 agreement per reference-predicted class."""
+    ref_top, cand_top = top_k(reference, k), top_k(candidate, k)
+    same = ref_top[:, 0] == cand_top[:, 0]
+    overlap = [len(set(a) & set(b)) / ref_top.shape[1] for a, b in zip(ref_top, cand_top)]
+    classes = reference.shape[1]
+    per_class = [float(same[ref_top[:, 0] == c].mean()) if np.any(ref_top[:, 0] == c) else None
+                 for c in range(classes)]
+    return {"agreement": float(same.mean()), "top5_overlap": float(np.mean(overlap)), "per_class": per_class,
+            "disagreements": np.flatnonzero(~same).tolist()}
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
+    """Fraction of rows whose label is among the k best logits."""
+    return float(np.mean(np.any(top_k(logits, k) == np.asarray(labels)[:, None], axis=1)))

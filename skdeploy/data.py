@@ -15,6 +15,7 @@ from .errors import SkdeployError, UsageError
 FASHION_MNIST_DIR = Path(os.environ.get("SKDEPLOY_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+DATASET_CLASSES = {"fashion-mnist": FASHION_MNIST_CLASSES}
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -85,6 +86,11 @@ class Preprocessing:
 
         return np.stack([self(Image.fromarray(p)) for p in pixels]) if len(pixels) else \
             np.zeros((0, self.channels, *self.crop), np.float32)
+
+
+def class_names_for(dataset):
+    """Class names of a known dataset (as manifests name it), else None."""
+    return DATASET_CLASSES.get(dataset)
 
 
 def read_idx(path) -> np.ndarray:

@@ -1,9 +1,80 @@
 """Runners: one interface for PyTorch, onnxruntime and TensorRT (Polygraphy style).
 
-    with OnnxRuntimeRunner("model.onnx") as runner:
-        logits = runner.infer({"input": batch})["logits"]
-"""
-from .base import Runner, TensorSpec
-from .onnxrt import OnnxRuntimeRunner
+    from skdeploy import load_runner, classify
+    with load_runner("engines/demo.engine") as runner:    # .onnx -> onnxruntime, a model name -> PyTorch
+        print(classify(runner, [Image.open("shoe.png")]))  # [[("Sneaker", 0.97)]]
 
-__all__ = ["Runner", "TensorSpec", "OnnxRuntimeRunner"]
+Runner classes import their backend (torch, onnxruntime, tensorrt) only when used.
+"""
+import importlib
+
+from .base import Runner, TensorSpec
+
+_LAZY = {"OnnxRuntimeRunner": ".onnxrt", "TensorRTRunner": ".trt", "TorchRunner": ".torch_runner"}
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+
+__all__ = ["Runner", "TensorSpec", "OnnxRuntimeRunner", "TensorRTRunner", "TorchRunner", "load_runner",
+           "classify", "runner_kind"]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def runner_kind(target) -> str:
+    """'onnxruntime', 'tensorrt' or 'pytorch' for a path or model name."""
+    text = str(target)
+    if text.endswith(".onnx"):
+        return "onnxruntime"
+    if text.endswith(ENGINE_SUFFIXES):
+        return "tensorrt"
+    return "pytorch"
+
+
+def load_runner(target, **options) -> Runner:
+    """A runner for an ONNX file, an engine file, or a model name/spec (PyTorch, shipped weights).
+
+    The runner carries `manifest` (the artifact's manifest, or None), from which classify() takes the
+    preprocessing and class names. Options go to the runner's constructor."""
+    from ..errors import UsageError
+    from ..manifest import load_manifest
+
+    kind = runner_kind(target)
+    if kind == "pytorch":
+        runner = __getattr__("TorchRunner").from_model(spec=str(target), **options)
+        runner.manifest = {"model": runner.loaded.manifest_entry(),
+                           "preprocessing": runner.loaded.config.preprocessing.to_dict()}
+        return runner
+    from pathlib import Path
+
+    if not Path(target).is_file():
+        raise UsageError(f"{target} does not exist")
+    runner = __getattr__("OnnxRuntimeRunner" if kind == "onnxruntime" else "TensorRTRunner")(target, **options)
+    runner.manifest = load_manifest(target, required=False)
+    return runner
+
+
+def classify(runner, images, top_k: int = 1, preprocessing=None, class_names=None) -> list:
+    """PIL images -> for each, the top_k (class name or index, probability), best first.
+
+    Preprocessing and class names default to those the runner's manifest records."""
+    import numpy as np
+
+    from ..data import Preprocessing, class_names_for
+    from ..errors import UsageError
+
+    manifest = getattr(runner, "manifest", None) or {}
+    if preprocessing is None:
+        if "preprocessing" not in manifest:
+            raise UsageError("the runner has no manifest with preprocessing; pass preprocessing=Preprocessing(...)")
+        preprocessing = Preprocessing.from_dict(manifest["preprocessing"])
+    if class_names is None:
+        class_names = class_names_for(manifest.get("model", {}).get("dataset"))
+    logits = runner.infer(preprocessing.batch(images))[runner.output_names()[0]].astype(np.float64)
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs = exp / exp.sum(axis=1, keepdims=True)
+    best = np.argsort(-probs, axis=1)[:, :top_k]
+    return [[(class_names[i] if class_names else int(i), float(row[i])) for i in order]
+            for row, order in zip(probs, best)]

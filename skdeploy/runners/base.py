@@ -1,4 +1,9 @@
-"""The base runner: activate on enter, check inputs against the model's spec, free on exit."""
+"""The base runner: activate on enter, check inputs against the model's spec, free on exit.
+
+Threads: one runner may be shared; its infer() calls run one at a time under the runner's lock, and
+deactivate() waits for a running infer(). For parallel inference give each thread its own runner.
+"""
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +40,7 @@ class Runner:
 
     def __init__(self):
         self.is_active = False
+        self.lock = threading.RLock()
 
     def __enter__(self):
         self.activate()
@@ -44,14 +50,22 @@ class Runner:
         self.deactivate()
 
     def activate(self):
-        if not self.is_active:
-            self.activate_impl()
-            self.is_active = True
+        with self.lock:
+            if not self.is_active:
+                self.activate_impl()
+                self.is_active = True
 
     def deactivate(self):
-        if self.is_active:
-            self.deactivate_impl()
-            self.is_active = False
+        with self.lock:
+            if self.is_active:
+                self.deactivate_impl()
+                self.is_active = False
+
+    def batch_limits(self) -> tuple:
+        """(smallest, largest) batch the model takes; largest None when unbounded."""
+        shape = self.input_specs()[0].shape
+        first = shape[0] if shape else None
+        return (first, first) if isinstance(first, int) and first > 0 else (1, None)
 
     def input_specs(self) -> list:
         raise NotImplementedError
@@ -61,6 +75,10 @@ class Runner:
 
     def infer(self, feed) -> dict:
         """Check `feed` (a dict, or one array for single-input models) and run it."""
+        with self.lock:
+            return self._checked_infer(feed)
+
+    def _checked_infer(self, feed) -> dict:
         if not self.is_active:
             raise UsageError(f"{self.name} is not active; use it in a 'with' block or call activate()")
         specs = self.input_specs()

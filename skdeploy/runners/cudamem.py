@@ -1,0 +1,257 @@
+"""Device memory, pinned host memory, streams and CUDA graphs for the TensorRT runner.
+
+Two interchangeable backends: pycuda when installed (the Jetson habit), cuda-python's
+`cuda.bindings.runtime` otherwise. Both work on the device's primary context, the one TensorRT
+itself uses, so pointers and streams from either are valid for TensorRT. Graph capture always goes
+through the runtime API (cuda-python), which accepts a pycuda stream handle as well.
+"""
+import ctypes
+
+import numpy as np
+
+from ..deps import available, require
+from ..errors import MissingDependency, SkdeployError
+
+
+class DeviceMemory:
+    """The operations the TensorRT runner needs; pointers and streams are plain integers."""
+
+    name = "cuda"
+
+    def device(self) -> dict:
+        """{"name", "compute_capability": "8.6"} of the current device."""
+        raise NotImplementedError
+
+    def create_stream(self) -> int:
+        raise NotImplementedError
+
+    def destroy_stream(self, stream: int) -> None:
+        raise NotImplementedError
+
+    def alloc_device(self, nbytes: int) -> int:
+        raise NotImplementedError
+
+    def free_device(self, pointer: int) -> None:
+        raise NotImplementedError
+
+    def alloc_pinned(self, nbytes: int) -> np.ndarray:
+        """A page-locked uint8 host array of `nbytes`; free it with free_pinned."""
+        raise NotImplementedError
+
+    def free_pinned(self, array: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def copy_to_device(self, pointer: int, host: np.ndarray, stream: int) -> None:
+        raise NotImplementedError
+
+    def copy_to_host(self, host: np.ndarray, pointer: int, stream: int) -> None:
+        raise NotImplementedError
+
+    def synchronize(self, stream: int) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the backend's own handles (not the buffers, which their owners free)."""
+
+    # CUDA graphs (runtime API for both backends)
+    def begin_capture(self, stream: int) -> None:
+        _check(_runtime().cudaStreamBeginCapture(stream, _runtime().cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal),
+               "cudaStreamBeginCapture")
+
+    def end_capture(self, stream: int) -> int:
+        """End capture and instantiate; returns the executable graph."""
+        rt = _runtime()
+        graph = _check(rt.cudaStreamEndCapture(stream), "cudaStreamEndCapture")
+        try:
+            return _check(rt.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
+        finally:
+            rt.cudaGraphDestroy(graph)
+
+    def launch_graph(self, graph: int, stream: int) -> None:
+        _check(_runtime().cudaGraphLaunch(graph, stream), "cudaGraphLaunch")
+
+    def destroy_graph(self, graph: int) -> None:
+        _runtime().cudaGraphExecDestroy(graph)
+
+
+def _runtime():
+    return require("cuda.bindings.runtime")
+
+
+def _check(result, call: str):
+    """cuda-python returns (error, value...) tuples; raise a readable error, return the value(s)."""
+    error, *values = result if isinstance(result, tuple) else (result,)
+    if int(error) != 0:
+        rt = _runtime()
+        _, text = rt.cudaGetErrorString(error)
+        raise SkdeployError(f"CUDA {call} failed: {text.decode() if isinstance(text, bytes) else text} "
+                            f"({getattr(error, 'name', error)})")
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def _pinned_view(pointer: int, nbytes: int) -> np.ndarray:
+    return np.frombuffer((ctypes.c_uint8 * nbytes).from_address(pointer), dtype=np.uint8)
+
+
+class CudaPythonMemory(DeviceMemory):
+    """cuda-python's runtime API (`cuda.bindings.runtime`)."""
+
+    name = "cuda-python"
+
+    def __init__(self, device: int = 0):
+        rt = _runtime()
+        count = rt.cudaGetDeviceCount()
+        if int(count[0]) != 0 or count[1] < 1:
+            raise SkdeployError(f"no usable CUDA GPU: cudaGetDeviceCount says "
+                                f"{getattr(count[0], 'name', count[0])} (no NVIDIA driver or GPU on this machine?)")
+        if device >= count[1]:
+            raise SkdeployError(f"CUDA device {device} does not exist; this machine has {count[1]}")
+        _check(rt.cudaSetDevice(device), "cudaSetDevice")
+        self.index = device
+        self._pinned = {}
+
+    def device(self):
+        rt = _runtime()
+        major = _check(rt.cudaDeviceGetAttribute(rt.cudaDeviceAttr.cudaDevAttrComputeCapabilityMajor, self.index),
+                       "cudaDeviceGetAttribute")
+        minor = _check(rt.cudaDeviceGetAttribute(rt.cudaDeviceAttr.cudaDevAttrComputeCapabilityMinor, self.index),
+                       "cudaDeviceGetAttribute")
+        props = _check(rt.cudaGetDeviceProperties(self.index), "cudaGetDeviceProperties")
+        name = props.name.split(b"\0", 1)[0].decode() if isinstance(props.name, bytes) else str(props.name)
+        return {"name": name, "compute_capability": f"{major}.{minor}"}
+
+    def create_stream(self):
+        return int(_check(_runtime().cudaStreamCreate(), "cudaStreamCreate"))
+
+    def destroy_stream(self, stream):
+        _runtime().cudaStreamDestroy(stream)
+
+    def alloc_device(self, nbytes):
+        return int(_check(_runtime().cudaMalloc(max(nbytes, 1)), "cudaMalloc"))
+
+    def free_device(self, pointer):
+        _runtime().cudaFree(pointer)
+
+    def alloc_pinned(self, nbytes):
+        pointer = int(_check(_runtime().cudaMallocHost(max(nbytes, 1)), "cudaMallocHost"))
+        array = _pinned_view(pointer, nbytes)
+        self._pinned[id(array)] = pointer
+        return array
+
+    def free_pinned(self, array):
+        pointer = self._pinned.pop(id(array), None)
+        if pointer is not None:
+            _runtime().cudaFreeHost(pointer)
+
+    def copy_to_device(self, pointer, host, stream):
+        rt = _runtime()
+        _check(rt.cudaMemcpyAsync(pointer, host.ctypes.data, host.nbytes, rt.cudaMemcpyKind.cudaMemcpyHostToDevice,
+                                  stream), "cudaMemcpyAsync")
+
+    def copy_to_host(self, host, pointer, stream):
+        rt = _runtime()
+        _check(rt.cudaMemcpyAsync(host.ctypes.data, pointer, host.nbytes, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost,
+                                  stream), "cudaMemcpyAsync")
+
+    def synchronize(self, stream):
+        _check(_runtime().cudaStreamSynchronize(stream), "cudaStreamSynchronize")
+
+
+class PyCudaMemory(DeviceMemory):
+    """pycuda's driver API on the device's retained primary context (shared with TensorRT)."""
+
+    name = "pycuda"
+
+    def __init__(self, device: int = 0):
+        cuda = require("pycuda.driver")
+        try:
+            cuda.init()
+            self.context = cuda.Device(device).retain_primary_context()
+        except cuda.Error as exc:
+            raise SkdeployError(f"no usable CUDA GPU for pycuda: {exc}") from None
+        self.cuda = cuda
+        self.index = device
+        self._streams = {}
+        self._allocations = {}
+
+    def _bound(self):
+        self.context.push()
+        return _PopOnExit(self.cuda)
+
+    def device(self):
+        dev = self.cuda.Device(self.index)
+        major, minor = dev.compute_capability()
+        return {"name": dev.name(), "compute_capability": f"{major}.{minor}"}
+
+    def create_stream(self):
+        with self._bound():
+            stream = self.cuda.Stream()
+        self._streams[stream.handle] = stream
+        return int(stream.handle)
+
+    def destroy_stream(self, stream):
+        self._streams.pop(stream, None)
+
+    def alloc_device(self, nbytes):
+        with self._bound():
+            allocation = self.cuda.mem_alloc(max(nbytes, 1))
+        self._allocations[int(allocation)] = allocation
+        return int(allocation)
+
+    def free_device(self, pointer):
+        allocation = self._allocations.pop(pointer, None)
+        if allocation is not None:
+            with self._bound():
+                allocation.free()
+
+    def alloc_pinned(self, nbytes):
+        with self._bound():
+            return self.cuda.pagelocked_empty(nbytes, np.uint8)
+
+    def free_pinned(self, array):
+        base = array.base if getattr(array, "base", None) is not None else array
+        free = getattr(base, "free", None)
+        if free is not None:
+            with self._bound():
+                free()
+
+    def copy_to_device(self, pointer, host, stream):
+        with self._bound():
+            self.cuda.memcpy_htod_async(pointer, host, self._streams[stream])
+
+    def copy_to_host(self, host, pointer, stream):
+        with self._bound():
+            self.cuda.memcpy_dtoh_async(host, pointer, self._streams[stream])
+
+    def synchronize(self, stream):
+        with self._bound():
+            self._streams[stream].synchronize()
+
+    def close(self):
+        self._streams.clear()
+        self.context.detach()
+
+
+class _PopOnExit:
+    def __init__(self, cuda):
+        self.cuda = cuda
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.cuda.Context.pop()
+
+
+def open_device_memory(prefer: str = None, device: int = 0) -> DeviceMemory:
+    """pycuda when installed (or asked for), cuda-python otherwise."""
+    if prefer not in (None, "pycuda", "cuda-python"):
+        raise SkdeployError(f"unknown CUDA memory backend {prefer!r}; use pycuda or cuda-python")
+    if prefer == "pycuda" or (prefer is None and available("pycuda.driver")):
+        return PyCudaMemory(device)
+    if not available("cuda.bindings.runtime"):
+        raise MissingDependency("neither pycuda nor cuda-python is installed; install one with: "
+                                "pip install 'skdeploy[cuda-python]' (or 'skdeploy[gpu]' for pycuda)")
+    return CudaPythonMemory(device)

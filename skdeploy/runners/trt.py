@@ -1,0 +1,356 @@
+"""TensorRT engines (classic `tensorrt` or `tensorrt_rtx`; their runtime APIs agree on what is used here).
+
+    with TensorRTRunner("engines/demo.engine") as runner:
+        logits = runner.infer(batch)["logits"]
+
+Before deserialising, the engine's sidecar manifest (ENGINE.json) is checked against the running GPU
+and the installed TensorRT, so a mismatch is one sentence instead of a crash inside TensorRT.
+Each runner owns one execution context and one CUDA stream; pinned host buffers and device buffers
+are reused across calls and grow when a larger batch arrives. Optionally the enqueue is captured as
+a CUDA graph per input shape. Everything is released on deactivate() and, as a last resort, at exit.
+"""
+import atexit
+import re
+import weakref
+from pathlib import Path
+
+import numpy as np
+
+from .. import ui
+from ..engine.backend import BACKENDS, EXTRAS, installed, load_backend
+from ..errors import SkdeployError, UsageError
+from ..manifest import load_manifest
+from .base import Runner, TensorSpec
+
+TITLES = {"tensorrt": "TensorRT", "tensorrt-rtx": "TensorRT-RTX"}
+# TensorRT DataType name -> numpy dtype (names agree between tensorrt and tensorrt_rtx)
+NUMPY_DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "INT64": np.int64,
+                "BOOL": np.bool_, "UINT8": np.uint8}
+# version-compatible engines may cross these major versions (build major -> runtime major)
+_CROSS_MAJOR = {(8, 10), (10, 11)}
+
+
+def sm(compute_capability: str) -> str:
+    """'8.6' -> 'sm_86'."""
+    return "sm_" + str(compute_capability).replace(".", "")
+
+
+def _version_tuple(text) -> tuple:
+    return tuple(int(part) for part in re.findall(r"\d+", str(text))[:3])
+
+
+def versions_compatible(backend: str, built: str, installed: str, version_compatible: bool) -> bool:
+    """TensorRT-RTX engines run only on the release that built them; classic TensorRT engines too,
+    unless built version-compatible (then any newer runtime of the same or the next supported major)."""
+    built_v, have_v = _version_tuple(built), _version_tuple(installed)
+    if backend == "tensorrt" and version_compatible:
+        return have_v >= built_v and (have_v[:1] == built_v[:1] or (built_v[0], have_v[0]) in _CROSS_MAJOR)
+    return built_v == have_v
+
+
+def describe_targets(engine: dict) -> str:
+    if engine.get("hardware_compatibility") == "ampere-plus":
+        return "Ampere or newer GPUs (sm_80+)"
+    wanted = engine.get("compute_capabilities") or []
+    return ", ".join(sm(cc) for cc in wanted) if wanted else "the GPU it was built on"
+
+
+def check_compatibility(engine: dict, gpu: dict, installed_version, dla_cores: int = 0) -> list:
+    """Reasons the engine described by a sidecar's "engine" section cannot run here (empty: it can).
+
+    `gpu` is {"name", "compute_capability"}; `installed_version` is that of the sidecar's backend
+    (None when it is not installed)."""
+    backend = engine.get("backend")
+    if backend not in BACKENDS:
+        return [f"unknown engine backend {backend!r} (expected {' or '.join(BACKENDS)})"]
+    title = TITLES[backend]
+    problems = []
+    built = engine.get("backend_version")
+    if installed_version is None:
+        problems.append(f"{title} is not installed (pip install 'skdeploy[{EXTRAS[backend]}]')")
+    elif built and not versions_compatible(backend, built, installed_version, bool(engine.get("version_compatible"))):
+        rule = "engines run only on the TensorRT-RTX release that built them" if backend == "tensorrt-rtx" else \
+            "rebuild it, or build it version-compatible"
+        problems.append(f"the installed {title} is {installed_version} ({rule})")
+    cc = (gpu or {}).get("compute_capability")
+    if cc:
+        here = f"this GPU is {sm(cc)}" + (f" ({gpu['name']})" if gpu.get("name") else "")
+        wanted = [str(c) for c in engine.get("compute_capabilities") or []]
+        if engine.get("hardware_compatibility") == "ampere-plus":
+            if _version_tuple(cc) < (8, 0):
+                problems.append(here + ", older than the Ampere GPUs an ampere-plus engine needs")
+        elif wanted and str(cc) not in wanted:
+            problems.append(here)
+    if engine.get("dla_core") is not None and not dla_cores:
+        problems.append(f"the engine runs on DLA core {engine['dla_core']} but this device has no DLA")
+    return problems
+
+
+def explain_incompatibility(path, engine: dict, gpu: dict, problems: list) -> str:
+    built = f"{TITLES.get(engine.get('backend'), engine.get('backend'))} {engine.get('backend_version', '?')}"
+    advice = ""
+    if gpu and gpu.get("compute_capability"):
+        advice = (f"; rebuild it here: skdeploy build-engine ONNX --backend {engine.get('backend')} "
+                  f"--compute-capability {gpu['compute_capability']}")
+    return f"{Path(path).name} was built for {describe_targets(engine)} with {built}; " + "; ".join(problems) + advice
+
+
+def default_backend() -> str:
+    """The backend to assume for an engine without a sidecar: whichever is installed, classic first."""
+    for backend in BACKENDS:
+        if installed(backend):
+            return backend
+    raise SkdeployError("neither tensorrt nor tensorrt_rtx is installed; install one with: "
+                        "pip install 'skdeploy[trt]' or 'skdeploy[rtx]'")
+
+
+class TensorBuffer:
+    """A pinned host buffer and a device buffer of the same capacity, grown (never shrunk) on demand."""
+
+    def __init__(self, memory):
+        self.memory = memory
+        self.capacity = 0
+        self.host = None
+        self.device = 0
+
+    def reserve(self, nbytes: int) -> bool:
+        """Make room for `nbytes`; True when the buffers were (re)allocated, so addresses changed."""
+        if nbytes <= self.capacity:
+            return False
+        self.release()
+        self.host = self.memory.alloc_pinned(nbytes)
+        self.device = self.memory.alloc_device(nbytes)
+        self.capacity = nbytes
+        return True
+
+    def host_view(self, shape, dtype) -> np.ndarray:
+        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        return self.host[:nbytes].view(dtype).reshape(shape)
+
+    def release(self):
+        if self.host is not None:
+            self.memory.free_pinned(self.host)
+            self.memory.free_device(self.device)
+        self.host, self.device, self.capacity = None, 0, 0
+
+
+_LIVE = weakref.WeakSet()
+
+
+@atexit.register
+def _release_at_exit():
+    """Free what runners left active before the CUDA driver tears down."""
+    for runner in list(_LIVE):
+        runner.deactivate()
+
+
+class TensorRTRunner(Runner):
+    """`engine` is a serialized engine file with its sidecar manifest beside it (ENGINE.json).
+
+    backend: "tensorrt" or "tensorrt-rtx" (default: the sidecar's); memory: a cudamem.DeviceMemory
+    (default: pycuda when installed, else cuda-python); cuda_graph: capture the enqueue per input
+    shape and replay it; check_compatibility: refuse engines the sidecar says cannot run here."""
+
+    name = "tensorrt"
+
+    def __init__(self, engine, backend=None, memory=None, cuda_graph=False, device=0, check_compatibility=True):
+        super().__init__()
+        self.path = Path(engine)
+        self.backend = backend
+        self.cuda_graph = cuda_graph
+        self.device_index = device
+        self.check = check_compatibility
+        self._given_memory = memory
+        self.memory = None
+        self.manifest = None
+        self._reset()
+
+    def _reset(self):
+        self.trt = self.runtime = self.engine = self.context = None
+        self.stream = None
+        self.inputs, self.outputs, self.profiles, self.buffers = [], [], {}, {}
+        self.graphs = {}
+        self._bound_shapes = None
+        self._output_shapes = {}
+
+    # ---- activation -------------------------------------------------------------------------
+    def activate_impl(self):
+        if not self.path.is_file():
+            raise UsageError(f"engine {self.path} does not exist")
+        self.manifest = load_manifest(self.path, required=False)
+        info = (self.manifest or {}).get("engine")
+        backend = self.backend or (info or {}).get("backend") or default_backend()
+        self.name = backend
+        try:
+            self.trt, _ = load_backend(backend)
+            self.memory = self._given_memory
+            if self.memory is None:
+                from .cudamem import open_device_memory
+
+                self.memory = open_device_memory(device=self.device_index)
+            gpu = self.memory.device()
+            self.runtime = self.trt.Runtime(self.trt.Logger(self.trt.Logger.WARNING))
+            if info is None:
+                ui.warn(f"no sidecar manifest beside {self.path}; cannot check it fits this GPU and {TITLES[backend]}")
+            elif self.check:
+                problems = check_compatibility(info, gpu, getattr(self.trt, "__version__", None),
+                                               getattr(self.runtime, "num_DLA_cores", 0))
+                if problems:
+                    raise SkdeployError(explain_incompatibility(self.path, info, gpu, problems))
+            self._deserialize(self.path.read_bytes(), gpu)
+        except BaseException:
+            self._release()
+            raise
+        _LIVE.add(self)
+
+    def _deserialize(self, data: bytes, gpu: dict):
+        validity = getattr(self.runtime, "get_engine_validity", None)  # TensorRT-RTX has a pre-check
+        if validity is not None:
+            verdict, diagnostics = validity(data)
+            if getattr(verdict, "name", str(verdict)) == "INVALID":
+                raise SkdeployError(f"{self.path.name} cannot run on this GPU ({sm(gpu['compute_capability'])}) with "
+                                    f"{TITLES[self.name]} {self.trt.__version__}: {diagnostics}")
+        self.engine = self.runtime.deserialize_cuda_engine(data)
+        if self.engine is None:
+            raise SkdeployError(f"{TITLES[self.name]} could not deserialize {self.path} (see its log above); "
+                                "was it built by this TensorRT version for this GPU?")
+        self.context = self.engine.create_execution_context()
+        if self.context is None:
+            raise SkdeployError(f"{TITLES[self.name]} could not create an execution context (out of GPU memory?)")
+        self.stream = self.memory.create_stream()
+        for index in range(self.engine.num_io_tensors):
+            tensor = self.engine.get_tensor_name(index)
+            dtype = self._numpy_dtype(self.engine.get_tensor_dtype(tensor))
+            shape = tuple(None if d < 0 else int(d) for d in self.engine.get_tensor_shape(tensor))
+            self.buffers[tensor] = TensorBuffer(self.memory)
+            if self.engine.get_tensor_mode(tensor).name == "INPUT":
+                self.inputs.append(TensorSpec(tensor, shape, dtype))
+                if None in shape:
+                    low, _, high = self.engine.get_tensor_profile_shape(tensor, 0)
+                    self.profiles[tensor] = (tuple(low), tuple(high))
+            else:
+                self.outputs.append(TensorSpec(tensor, shape, dtype))
+
+    def _numpy_dtype(self, trt_dtype):
+        name = getattr(trt_dtype, "name", str(trt_dtype))
+        if name not in NUMPY_DTYPES:
+            raise SkdeployError(f"engine tensor type {name} has no numpy equivalent")
+        return np.dtype(NUMPY_DTYPES[name])
+
+    def deactivate_impl(self):
+        self._release()
+        _LIVE.discard(self)
+
+    def _release(self):
+        """Free in reverse order of creation: graphs, buffers, stream, context, engine, runtime."""
+        if self.memory is not None:
+            for graph in self.graphs.values():
+                self.memory.destroy_graph(graph)
+            for buffer in self.buffers.values():
+                buffer.release()
+            if self.stream is not None:
+                self.memory.destroy_stream(self.stream)
+            if self._given_memory is None:
+                self.memory.close()
+        self.memory = None
+        self._reset()
+
+    # ---- specs --------------------------------------------------------------------------------
+    def input_specs(self):
+        return list(self.inputs)
+
+    def output_names(self):
+        return [spec.name for spec in self.outputs]
+
+    def batch_limits(self):
+        first = self.inputs[0]
+        if first.name in self.profiles:
+            low, high = self.profiles[first.name]
+            return low[0], high[0]
+        return super().batch_limits()
+
+    def check_profile(self, feed: dict):
+        """Dynamic dimensions must lie inside the engine's optimization profile."""
+        for name, (low, high) in self.profiles.items():
+            shape = feed[name].shape
+            for axis, (got, least, most) in enumerate(zip(shape, low, high)):
+                if not least <= got <= most:
+                    what = "batch size" if axis == 0 else f"dimension {axis} of input '{name}'"
+                    raise UsageError(f"{what} {got} is outside the engine's profile ({least}..{most}); "
+                                     f"split the input or rebuild the engine for {tuple(shape)}")
+
+    # ---- inference ----------------------------------------------------------------------------
+    def infer_impl(self, feed):
+        self.check_profile(feed)
+        shapes = {name: tuple(array.shape) for name, array in feed.items()}
+        if shapes != self._bound_shapes:
+            self._bind_shapes(shapes)
+        moved = False
+        for spec in self.inputs + self.outputs:
+            shape = shapes[spec.name] if spec.name in shapes else self._output_shapes[spec.name]
+            moved |= self.buffers[spec.name].reserve(int(np.prod(shape, dtype=np.int64)) * spec.dtype.itemsize)
+        if moved:
+            for name, buffer in self.buffers.items():
+                self.context.set_tensor_address(name, buffer.device)
+            self._drop_graphs()
+        for spec in self.inputs:
+            host = self.buffers[spec.name].host_view(shapes[spec.name], spec.dtype)
+            np.copyto(host, feed[spec.name])
+            self.memory.copy_to_device(self.buffers[spec.name].device, host, self.stream)
+        self._enqueue(shapes)
+        results = {}
+        for spec in self.outputs:
+            host = self.buffers[spec.name].host_view(self._output_shapes[spec.name], spec.dtype)
+            self.memory.copy_to_host(host, self.buffers[spec.name].device, self.stream)
+            results[spec.name] = host
+        self.memory.synchronize(self.stream)
+        return {name: host.copy() for name, host in results.items()}
+
+    def _bind_shapes(self, shapes: dict):
+        for name, shape in shapes.items():
+            if not self.context.set_input_shape(name, shape):
+                raise UsageError(f"{TITLES[self.name]} rejected shape {shape} for input '{name}'")
+        unresolved = self.context.infer_shapes()
+        if unresolved:
+            raise SkdeployError(f"engine output shapes depend on data ({', '.join(unresolved)}); not supported")
+        self._output_shapes = {spec.name: tuple(int(d) for d in self.context.get_tensor_shape(spec.name))
+                               for spec in self.outputs}
+        self._bound_shapes = shapes
+
+    def _execute(self):
+        if not self.context.execute_async_v3(self.stream):
+            raise SkdeployError(f"{TITLES[self.name]} failed to enqueue inference (see its log above)")
+
+    def _enqueue(self, shapes: dict):
+        if not self.cuda_graph:
+            self._execute()
+            return
+        key = tuple(sorted(shapes.items()))
+        if key not in self.graphs:
+            self.graphs[key] = self._capture()
+            if self.graphs[key] is None:
+                del self.graphs[key]
+                return
+        self.memory.launch_graph(self.graphs[key], self.stream)
+
+    def _capture(self):
+        """Run once (TensorRT applies shape changes on the first enqueue), then capture the enqueue.
+        An engine that cannot be captured falls back to plain enqueues with a warning."""
+        self._execute()
+        self.memory.begin_capture(self.stream)
+        try:
+            self._execute()
+        finally:
+            try:
+                graph = self.memory.end_capture(self.stream)
+            except SkdeployError as exc:
+                ui.warn(f"CUDA graph capture failed ({exc}); running without CUDA graphs")
+                self.cuda_graph = False
+                graph = None
+        return graph
+
+    def _drop_graphs(self):
+        """Captured graphs hold the old buffer addresses; recapture after buffers move."""
+        for graph in self.graphs.values():
+            self.memory.destroy_graph(graph)
+        self.graphs.clear()
