@@ -77,3 +77,20 @@ def exported(tmp_path_factory):
         return _EXPORT_CACHE[key]
 
     return export
+
+
+@pytest.fixture(scope="session")
+def demo_checkpoint_export(tmp_path_factory):
+    """(checkpoint, onnx) of the demo model with random weights and randomised BN, exported (dynamic
+    batch) from a saved checkpoint, so its manifest can rebuild the FP32 reference."""
+    import torch
+
+    from skdeploy.export import ExportSettings, export_model
+    from skdeploy.models import load_model
+
+    folder = tmp_path_factory.mktemp("demo_checkpoint")
+    checkpoint = folder / "demo_random.pt"
+    torch.save(randomize_bn(load_model(pretrained=False).module, seed=3).state_dict(), checkpoint)
+    onnx_path = folder / "demo.onnx"
+    export_model(load_model(checkpoint=checkpoint), onnx_path, ExportSettings(dynamic_batch=True))
+    return checkpoint, onnx_path

@@ -69,8 +69,13 @@ def check_compatibility(engine: dict, gpu: dict, installed_version, dla_cores: i
     if installed_version is None:
         problems.append(f"{title} is not installed (pip install 'skdeploy[{EXTRAS[backend]}]')")
     elif built and not versions_compatible(backend, built, installed_version, bool(engine.get("version_compatible"))):
-        rule = "engines run only on the TensorRT-RTX release that built them" if backend == "tensorrt-rtx" else \
-            "rebuild it, or build it version-compatible"
+        if backend == "tensorrt-rtx":
+            rule = "engines run only on the TensorRT-RTX release that built them"
+        elif engine.get("version_compatible"):
+            rule = "a version-compatible engine needs the same or a newer TensorRT of a supported major version"
+        else:
+            rule = "the engine runs only on the TensorRT version that built it; rebuild it, or build it " \
+                   "version-compatible"
         problems.append(f"the installed {title} is {installed_version} ({rule})")
     cc = (gpu or {}).get("compute_capability")
     if cc:

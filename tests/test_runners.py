@@ -1,0 +1,563 @@
+"""Runners: PyTorch and onnxruntime for real; TensorRT's host-side logic with a recording fake (no GPU
+exists here) and a real TensorRT-RTX engine for the sidecar checks; gpu-marked tests run real engines."""
+import enum
+import json
+import subprocess
+import sys
+import threading
+import time
+import types
+
+import numpy as np
+import pytest
+
+from skdeploy.errors import SkdeployError, UsageError
+from skdeploy.runners import OnnxRuntimeRunner, TensorRTRunner, TorchRunner, classify, load_runner
+from skdeploy.runners import trt as trt_runner
+from skdeploy.runners.cudamem import DeviceMemory
+
+# ---- onnxruntime and PyTorch, for real ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo_batch():
+    from skdeploy.data import load_fashion_mnist
+    from skdeploy.models import REGISTRY
+
+    pixels, labels = load_fashion_mnist("test")
+    return REGISTRY["sknet-fmnist"].preprocessing.arrays(pixels[:16]), pixels[:16], labels[:16]
+
+
+def test_torch_and_onnxruntime_runners_agree(demo_checkpoint_export, demo_batch):
+    checkpoint, onnx_path = demo_checkpoint_export
+    batch = demo_batch[0]
+    with TorchRunner.from_model(arch="sknet-fmnist", checkpoint=checkpoint) as torch_runner, \
+            OnnxRuntimeRunner(onnx_path) as ort_runner:
+        assert torch_runner.batch_limits() == (1, None) and ort_runner.batch_limits() == (1, None)
+        expected = torch_runner.infer(batch)["logits"]
+        got = ort_runner.infer({"input": batch})["logits"]
+    assert expected.shape == (16, 10)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["onnxruntime", "pytorch"])
+def test_runner_shared_between_threads_gives_sequential_results(kind, demo_checkpoint_export, demo_batch):
+    checkpoint, onnx_path = demo_checkpoint_export
+    runner = OnnxRuntimeRunner(onnx_path) if kind == "onnxruntime" else \
+        TorchRunner.from_model(arch="sknet-fmnist", checkpoint=checkpoint)
+    batches = [demo_batch[0][i:i + 4] for i in range(0, 16, 4)]
+    with runner:
+        expected = [runner.infer(b)["logits"] for b in batches]
+        results, errors = {}, []
+
+        def work(index):
+            try:
+                for repeat in range(3):
+                    results[(index, repeat)] = runner.infer(batches[index])["logits"]
+            except Exception as exc:  # collected and asserted below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(len(batches))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert not errors
+    for (index, _), logits in results.items():
+        np.testing.assert_array_equal(logits, expected[index])
+    assert len(results) == 12
+
+
+def test_wrong_inputs_get_clear_errors(exported):
+    with OnnxRuntimeRunner(exported("sknet-fmnist", dynamic_batch=True)) as runner:
+        good = np.zeros((2, 1, 32, 32), np.float32)
+        with pytest.raises(UsageError, match="must be float32, got float64"):
+            runner.infer(good.astype(np.float64))
+        with pytest.raises(UsageError, match=r"must have shape \(N, 1, 32, 32\), got \(2, 3, 32, 32\)"):
+            runner.infer(np.zeros((2, 3, 32, 32), np.float32))
+        with pytest.raises(UsageError, match="must have 4 dims"):
+            runner.infer(np.zeros((1, 32, 32), np.float32))
+        with pytest.raises(UsageError, match=r"expects inputs \['input'\], got \['image'\]"):
+            runner.infer({"image": good})
+    with pytest.raises(UsageError, match="not active"):
+        runner.infer(good)
+    with OnnxRuntimeRunner(exported("sknet-fmnist", batch=4)) as runner:
+        assert runner.batch_limits() == (4, 4)
+        with pytest.raises(UsageError, match=r"shape \(4, 1, 32, 32\), got \(2, 1, 32, 32\)"):
+            runner.infer(good)
+
+
+def test_load_runner_and_classify_use_the_manifest(demo_checkpoint_export, demo_batch):
+    _, onnx_path = demo_checkpoint_export
+    from PIL import Image
+
+    images = [Image.fromarray(p) for p in demo_batch[1][:3]]
+    with load_runner(onnx_path) as runner:
+        assert runner.name == "onnxruntime"
+        top = classify(runner, images, top_k=3)
+        logits = runner.infer(demo_batch[0][:3])["logits"]
+    from skdeploy.data import FASHION_MNIST_CLASSES
+
+    assert len(top) == 3 and all(len(row) == 3 for row in top)
+    for row, sample_logits in zip(top, logits):
+        assert row[0][0] == FASHION_MNIST_CLASSES[int(np.argmax(sample_logits))]
+        assert row[0][1] >= row[1][1] >= row[2][1] and 0 < sum(p for _, p in row) <= 1.0 + 1e-9
+
+
+def test_import_skdeploy_stays_light():
+    code = ("import sys, skdeploy; skdeploy.TensorRTRunner; skdeploy.TorchRunner; skdeploy.load_runner; "
+            "print(sorted(m for m in ('torch', 'onnxruntime', 'tensorrt', 'tensorrt_rtx', 'pycuda', 'cuda.bindings')"
+            " if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+# ---- TensorRT: compatibility rules (pure logic) ---------------------------------------------------
+
+GPU_86 = {"name": "RTX A6000", "compute_capability": "8.6"}
+GPU_90 = {"name": "H100", "compute_capability": "9.0"}
+
+
+def engine_section(**overrides):
+    section = {"backend": "tensorrt-rtx", "backend_version": "1.7.1.116", "compute_capabilities": ["8.6"],
+               "hardware_compatibility": "none", "version_compatible": False, "dla_core": None, "precision": "fp32"}
+    section.update(overrides)
+    return section
+
+
+def test_compatible_engine_has_no_problems():
+    assert trt_runner.check_compatibility(engine_section(), GPU_86, "1.7.1.116") == []
+    assert trt_runner.check_compatibility(engine_section(compute_capabilities=["8.6", "9.0"]), GPU_90, "1.7.1.116") == []
+
+
+def test_compute_capability_mismatch_is_explained():
+    section = engine_section()
+    problems = trt_runner.check_compatibility(section, GPU_90, "1.7.1.116")
+    assert problems == ["this GPU is sm_90 (H100)"]
+    text = trt_runner.explain_incompatibility("demo.engine", section, GPU_90, problems)
+    assert text.startswith("demo.engine was built for sm_86 with TensorRT-RTX 1.7.1.116; this GPU is sm_90 (H100)")
+    assert "--compute-capability 9.0" in text
+
+
+@pytest.mark.parametrize("section, installed, expected", [
+    (engine_section(), "1.8.0.10", "the installed TensorRT-RTX is 1.8.0.10 (engines run only on the TensorRT-RTX "
+                                   "release that built them)"),
+    (engine_section(), None, "TensorRT-RTX is not installed (pip install 'skdeploy[rtx]')"),
+    (engine_section(backend="tensorrt", backend_version="10.3.0"), "10.4.0", "the installed TensorRT is 10.4.0 (the engine runs only on the "
+                                                                   "TensorRT version that built it; rebuild it, or build it version-compatible)"),
+    (engine_section(backend="tensorrt", backend_version="10.3.0", version_compatible=True), "10.2.0",
+     "the installed TensorRT is 10.2.0 (a version-compatible engine needs the same or a newer TensorRT of a "
+     "supported major version)"),
+    (engine_section(backend="tensorrt", backend_version="8.6.1", version_compatible=True), "11.0.0",
+     "the installed TensorRT is 11.0.0 (a version-compatible engine needs the same or a newer TensorRT of a "
+     "supported major version)"),
+    (engine_section(backend="tensorrt", backend_version="8.6.1", compute_capabilities=[],
+                    hardware_compatibility="ampere-plus"), "8.6.1", None),
+    (engine_section(backend="tensorrt", backend_version="10.3.0", dla_core=0), "10.3.0",
+     "the engine runs on DLA core 0 but this device has no DLA"),
+])
+def test_version_backend_and_dla_rules(section, installed, expected):
+    problems = trt_runner.check_compatibility(section, GPU_86, installed)
+    assert problems == ([expected] if expected else [])
+
+
+def test_version_compatible_and_ampere_plus_engines_travel():
+    classic = engine_section(backend="tensorrt", backend_version="10.3.0", version_compatible=True,
+                             hardware_compatibility="ampere-plus", compute_capabilities=[])
+    assert trt_runner.check_compatibility(classic, GPU_90, "10.13.0") == []
+    assert trt_runner.check_compatibility(classic, GPU_90, "11.0.0") == []
+    turing = {"name": "T4", "compute_capability": "7.5"}
+    assert trt_runner.check_compatibility(classic, turing, "10.3.0") == [
+        "this GPU is sm_75 (T4), older than the Ampere GPUs an ampere-plus engine needs"]
+
+
+# ---- TensorRT: the runner against a recording fake ------------------------------------------------
+
+class FakeDeviceMemory(DeviceMemory):
+    """Stands in for a GPU, which does not exist here: "device" buffers are host byte arrays so copies
+    round-trip, and every call is recorded so tests can check which calls the runner makes and that
+    it frees what it allocates. It proves nothing about CUDA itself (the gpu-marked tests do)."""
+
+    name = "fake"
+
+    def __init__(self, compute_capability="8.6"):
+        self.compute_capability = compute_capability
+        self.calls, self.device_buffers, self.pinned, self.streams, self.graphs = [], {}, [], set(), set()
+        self._next = 0x1000
+
+    def _pointer(self):
+        self._next += 0x1000
+        return self._next
+
+    def device(self):
+        return {"name": "Fake GPU", "compute_capability": self.compute_capability}
+
+    def create_stream(self):
+        stream = self._pointer()
+        self.streams.add(stream)
+        self.calls.append(("create_stream",))
+        return stream
+
+    def destroy_stream(self, stream):
+        self.streams.remove(stream)
+        self.calls.append(("destroy_stream",))
+
+    def alloc_device(self, nbytes):
+        pointer = self._pointer()
+        self.device_buffers[pointer] = bytearray(nbytes)
+        self.calls.append(("alloc_device", nbytes))
+        return pointer
+
+    def free_device(self, pointer):
+        del self.device_buffers[pointer]
+        self.calls.append(("free_device",))
+
+    def alloc_pinned(self, nbytes):
+        array = np.zeros(nbytes, np.uint8)
+        self.pinned.append(array)
+        self.calls.append(("alloc_pinned", nbytes))
+        return array
+
+    def free_pinned(self, array):
+        self.pinned = [a for a in self.pinned if a is not array]
+        self.calls.append(("free_pinned",))
+
+    def copy_to_device(self, pointer, host, stream):
+        self.device_buffers[pointer][:host.nbytes] = host.tobytes()
+        self.calls.append(("copy_to_device", pointer, host.nbytes))
+
+    def copy_to_host(self, host, pointer, stream):
+        host.view(np.uint8).reshape(-1)[:] = np.frombuffer(bytes(self.device_buffers[pointer][:host.nbytes]), np.uint8)
+        self.calls.append(("copy_to_host", pointer, host.nbytes))
+
+    def synchronize(self, stream):
+        self.calls.append(("synchronize",))
+
+    def begin_capture(self, stream):
+        self.calls.append(("begin_capture",))
+
+    def end_capture(self, stream):
+        graph = self._pointer()
+        self.graphs.add(graph)
+        self.calls.append(("end_capture",))
+        return graph
+
+    def launch_graph(self, graph, stream):
+        assert graph in self.graphs
+        self.calls.append(("launch_graph",))
+        self.context.compute()
+
+    def destroy_graph(self, graph):
+        self.graphs.remove(graph)
+        self.calls.append(("destroy_graph",))
+
+    def names(self):
+        return [call[0] for call in self.calls]
+
+
+PLAN = b"FAKE-TRT-RUNTIME-PLAN"
+
+
+def make_fake_trt(version="1.7.1.116", with_validity=True, memory=None):
+    """A recording stand-in for the runtime half of `tensorrt`/`tensorrt_rtx` (neither can execute
+    here). It mimics only what the runner calls: Runtime, ICudaEngine's I/O queries and one execution
+    context that "computes" logits = the first 10 input values of each sample times 2, so tests can
+    see that inputs and outputs travel through the addresses the runner set. It checks call order
+    (shapes before addresses before execution) and records calls in `trt.calls`."""
+    trt = types.SimpleNamespace(__version__=version, calls=[])
+    trt.TensorIOMode = enum.Enum("TensorIOMode", "NONE INPUT OUTPUT")
+    trt.DataType = enum.Enum("DataType", "FLOAT HALF INT8 INT32")
+    trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
+    io = [("input", trt.TensorIOMode.INPUT, (-1, 1, 32, 32)), ("logits", trt.TensorIOMode.OUTPUT, (-1, 10))]
+
+    class Context:
+        def __init__(self):
+            self.shapes, self.addresses, self.running, self.max_running = {}, {}, 0, 0
+            memory.context = self
+
+        def set_input_shape(self, name, shape):
+            trt.calls.append(("set_input_shape", name, tuple(shape)))
+            self.shapes[name] = tuple(shape)
+            return 1 <= shape[0] <= 32
+
+        def infer_shapes(self):
+            return []
+
+        def get_tensor_shape(self, name):
+            return (self.shapes["input"][0], 10) if name == "logits" else self.shapes[name]
+
+        def set_tensor_address(self, name, pointer):
+            trt.calls.append(("set_tensor_address", name, pointer))
+            self.addresses[name] = pointer
+            return True
+
+        def compute(self):
+            batch = self.shapes["input"][0]
+            source = memory.device_buffers[self.addresses["input"]]
+            values = np.frombuffer(bytes(source[:batch * 1024 * 4]), np.float32).reshape(batch, -1)[:, :10] * 2
+            memory.device_buffers[self.addresses["logits"]][:values.nbytes] = values.astype(np.float32).tobytes()
+
+        def execute_async_v3(self, stream):
+            trt.calls.append(("execute_async_v3", stream))
+            assert set(self.addresses) == {"input", "logits"} and "input" in self.shapes
+            self.running += 1
+            self.max_running = max(self.max_running, self.running)
+            time.sleep(0.002)
+            if memory.calls[-1][0] != "begin_capture":
+                self.compute()
+            self.running -= 1
+            return True
+
+    class Engine:
+        num_io_tensors = len(io)
+
+        def get_tensor_name(self, index):
+            return io[index][0]
+
+        def get_tensor_mode(self, name):
+            return next(mode for n, mode, _ in io if n == name)
+
+        def get_tensor_dtype(self, name):
+            return trt.DataType.FLOAT
+
+        def get_tensor_shape(self, name):
+            return next(shape for n, _, shape in io if n == name)
+
+        def get_tensor_profile_shape(self, name, profile):
+            return [(1, 1, 32, 32), (8, 1, 32, 32), (32, 1, 32, 32)]
+
+        def create_execution_context(self):
+            trt.calls.append(("create_execution_context",))
+            self.context = Context()
+            return self.context
+
+    class Runtime:
+        num_DLA_cores = 0
+
+        def __init__(self, logger):
+            trt.calls.append(("Runtime",))
+
+        def deserialize_cuda_engine(self, data):
+            trt.calls.append(("deserialize_cuda_engine",))
+            return Engine() if bytes(data) == PLAN else None
+
+    if with_validity:
+        Runtime.get_engine_validity = lambda self, data: (
+            trt.calls.append(("get_engine_validity",)) or types.SimpleNamespace(name="VALID"), "")
+    trt.Runtime = Runtime
+    return trt
+
+
+@pytest.fixture
+def fake_engine(tmp_path, monkeypatch):
+    """(engine path, fake trt module, fake memory) with a sidecar for TensorRT-RTX 1.7.1 on sm_86."""
+    memory = FakeDeviceMemory()
+    fake = make_fake_trt(memory=memory)
+    monkeypatch.setattr(trt_runner, "load_backend", lambda backend: (fake, None))
+    path = tmp_path / "demo.engine"
+    path.write_bytes(PLAN)
+    sidecar = {"format": "skdeploy-manifest/1", "engine": engine_section()}
+    (tmp_path / "demo.engine.json").write_text(json.dumps(sidecar))
+    return path, fake, memory
+
+
+def expected_logits(batch):
+    return batch.reshape(len(batch), -1)[:, :10] * 2
+
+
+def test_trt_runner_binds_runs_and_returns_outputs(fake_engine):
+    path, fake, memory = fake_engine
+    batch = np.random.default_rng(0).standard_normal((4, 1, 32, 32)).astype(np.float32)
+    with TensorRTRunner(path, memory=memory) as runner:
+        assert runner.name == "tensorrt-rtx"
+        assert [s.name for s in runner.input_specs()] == ["input"] and runner.output_names() == ["logits"]
+        assert runner.input_specs()[0].shape == (None, 1, 32, 32) and runner.batch_limits() == (1, 32)
+        out = runner.infer(batch)
+        stream = runner.stream
+    np.testing.assert_array_equal(out["logits"], expected_logits(batch))
+    names = [c[0] for c in fake.calls]
+    assert names[:4] == ["Runtime", "get_engine_validity", "deserialize_cuda_engine", "create_execution_context"]
+    assert names.index("set_input_shape") < names.index("set_tensor_address") < names.index("execute_async_v3")
+    stream_calls = memory.names()
+    assert stream_calls.index("copy_to_device") < stream_calls.index("copy_to_host") < stream_calls.index("synchronize")
+    assert ("execute_async_v3", stream) in fake.calls
+    # everything freed on exit
+    assert memory.device_buffers == {} and memory.pinned == [] and memory.streams == set()
+
+
+def test_trt_buffers_are_reused_and_grow_for_larger_batches(fake_engine):
+    path, fake, memory = fake_engine
+    rng = np.random.default_rng(1)
+    with TensorRTRunner(path, memory=memory) as runner:
+        for batch_size, expect_alloc in ((4, True), (4, False), (2, False), (8, True), (3, False)):
+            before = memory.names().count("alloc_pinned")
+            shapes_before = len([c for c in fake.calls if c[0] == "set_input_shape"])
+            batch = rng.standard_normal((batch_size, 1, 32, 32)).astype(np.float32)
+            np.testing.assert_array_equal(runner.infer(batch)["logits"], expected_logits(batch))
+            allocated = memory.names().count("alloc_pinned") - before
+            assert allocated == (2 if expect_alloc else 0), batch_size
+            new_shapes = len([c for c in fake.calls if c[0] == "set_input_shape"]) - shapes_before
+            assert new_shapes == (0 if batch_size == 4 and not expect_alloc else 1)
+        # capacity is the largest batch seen: 8 samples of 1x32x32 float32 and 8x10 logits
+        assert runner.buffers["input"].capacity == 8 * 1024 * 4 and runner.buffers["logits"].capacity == 8 * 10 * 4
+        assert ("alloc_device", 8 * 1024 * 4) in memory.calls
+    assert memory.names().count("free_pinned") == memory.names().count("alloc_pinned") == 4
+
+
+def test_trt_rejects_batches_outside_the_profile_and_wrong_types(fake_engine):
+    path, fake, memory = fake_engine
+    with TensorRTRunner(path, memory=memory) as runner:
+        with pytest.raises(UsageError, match=r"batch size 64 is outside the engine's profile \(1\.\.32\)"):
+            runner.infer(np.zeros((64, 1, 32, 32), np.float32))
+        with pytest.raises(UsageError, match="must be float32, got float16"):
+            runner.infer(np.zeros((2, 1, 32, 32), np.float16))
+        with pytest.raises(UsageError, match=r"shape \(N, 1, 32, 32\)"):
+            runner.infer(np.zeros((2, 3, 32, 32), np.float32))
+    assert "execute_async_v3" not in [c[0] for c in fake.calls]
+
+
+def test_trt_refuses_an_engine_for_another_gpu_before_deserialising(fake_engine):
+    path, fake, _ = fake_engine
+    memory = FakeDeviceMemory(compute_capability="9.0")
+    with pytest.raises(SkdeployError, match=r"demo.engine was built for sm_86 with TensorRT-RTX 1.7.1.116; "
+                                            r"this GPU is sm_90 \(Fake GPU\)"):
+        TensorRTRunner(path, memory=memory).activate()
+    assert "deserialize_cuda_engine" not in [c[0] for c in fake.calls]
+
+
+def test_trt_cuda_graph_is_captured_once_per_shape_and_recaptured_after_buffers_move(fake_engine):
+    path, fake, memory = fake_engine
+    rng = np.random.default_rng(2)
+    with TensorRTRunner(path, memory=memory, cuda_graph=True) as runner:
+        for batch_size in (4, 4, 2, 2, 8):
+            batch = rng.standard_normal((batch_size, 1, 32, 32)).astype(np.float32)
+            np.testing.assert_array_equal(runner.infer(batch)["logits"], expected_logits(batch))
+        names = memory.names()
+        # captures: 4, 2 (new shape), 8 (new shape; its larger buffers dropped the old graphs)
+        assert names.count("begin_capture") == names.count("end_capture") == 3
+        assert names.count("launch_graph") == 5
+        assert names.count("destroy_graph") == 2 and len(memory.graphs) == 1
+    assert memory.graphs == set()
+
+
+def test_trt_runner_serialises_threads(fake_engine):
+    path, fake, memory = fake_engine
+    rng = np.random.default_rng(3)
+    batches = [rng.standard_normal((n, 1, 32, 32)).astype(np.float32) for n in (1, 2, 3, 4)]
+    errors = []
+    with TensorRTRunner(path, memory=memory) as runner:
+        def work(batch):
+            try:
+                for _ in range(5):
+                    np.testing.assert_array_equal(runner.infer(batch)["logits"], expected_logits(batch))
+            except Exception as exc:  # collected and asserted below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(b,)) for b in batches]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert runner.context.max_running == 1
+    assert not errors
+
+
+def test_trt_resources_released_at_exit_and_failed_activation_frees(fake_engine, tmp_path):
+    path, fake, memory = fake_engine
+    runner = TensorRTRunner(path, memory=memory)
+    runner.activate()
+    runner.infer(np.zeros((2, 1, 32, 32), np.float32))
+    assert runner in trt_runner._LIVE
+    trt_runner._release_at_exit()
+    assert not runner.is_active and memory.device_buffers == {} and memory.streams == set()
+    broken = tmp_path / "broken.engine"
+    broken.write_bytes(b"not a plan")
+    (tmp_path / "broken.engine.json").write_text((tmp_path / "demo.engine.json").read_text())
+    with pytest.raises(SkdeployError, match="could not deserialize"):
+        TensorRTRunner(broken, memory=memory).activate()
+    assert memory.streams == set()
+
+
+def test_trt_engine_without_sidecar_warns_and_runs(fake_engine, capsys):
+    path, fake, memory = fake_engine
+    (path.parent / "demo.engine.json").unlink()
+    with TensorRTRunner(path, memory=memory, backend="tensorrt-rtx") as runner:
+        assert runner.infer(np.ones((1, 1, 32, 32), np.float32))["logits"].shape == (1, 10)
+    assert "no sidecar manifest" in capsys.readouterr().err
+
+
+# ---- TensorRT-RTX for real ----------------------------------------------------------------------
+
+def gpu_state():
+    """(compute capability or None, reason) of the CUDA device here."""
+    try:
+        from cuda.bindings import runtime
+    except ImportError:
+        return None, "cuda-python is not installed"
+    error, count = runtime.cudaGetDeviceCount()
+    if int(error) != 0 or count < 1:
+        return None, f"no CUDA GPU here (cudaGetDeviceCount: {getattr(error, 'name', error)})"
+    major = runtime.cudaDeviceGetAttribute(runtime.cudaDeviceAttr.cudaDevAttrComputeCapabilityMajor, 0)[1]
+    minor = runtime.cudaDeviceGetAttribute(runtime.cudaDeviceAttr.cudaDevAttrComputeCapabilityMinor, 0)[1]
+    return f"{major}.{minor}", ""
+
+
+@pytest.fixture(scope="module")
+def rtx_engine(demo_checkpoint_export, tmp_path_factory):
+    """A real TensorRT-RTX engine of the demo export (for the GPU here, else for sm_86), with sidecar."""
+    pytest.importorskip("tensorrt_rtx")
+    from skdeploy.engine import BuildSettings, build_engine
+
+    cc, _ = gpu_state()
+    path = tmp_path_factory.mktemp("rtx") / "demo.engine"
+    build_engine(demo_checkpoint_export[1], path, BuildSettings(backend="tensorrt-rtx",
+                                                                compute_capabilities=[cc or "8.6"]))
+    return path
+
+
+def test_real_rtx_engine_sidecar_check_explains_other_gpu(rtx_engine):
+    import tensorrt_rtx
+
+    memory = FakeDeviceMemory(compute_capability="7.0")
+    with pytest.raises(SkdeployError) as info:
+        TensorRTRunner(rtx_engine, memory=memory).activate()
+    built_for = json.loads(rtx_engine.with_name("demo.engine.json").read_text())["engine"]["compute_capabilities"][0]
+    assert str(info.value).startswith(f"demo.engine was built for {trt_runner.sm(built_for)} with TensorRT-RTX "
+                                      f"{tensorrt_rtx.__version__}; this GPU is sm_70 (Fake GPU)")
+
+
+def test_real_rtx_engine_without_gpu_fails_with_one_line(rtx_engine):
+    cc, reason = gpu_state()
+    if cc:
+        pytest.skip("a CUDA GPU is present; the gpu-marked tests run the engine")
+    with pytest.raises(SkdeployError, match="no usable CUDA GPU"):
+        TensorRTRunner(rtx_engine).activate()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_gpu_engine_matches_onnxruntime(rtx_engine, demo_checkpoint_export, demo_batch, cuda_graph):
+    cc, reason = gpu_state()
+    if not cc:
+        pytest.skip(f"needs an NVIDIA GPU with TensorRT-RTX: {reason}")
+    batch = demo_batch[0]
+    with OnnxRuntimeRunner(demo_checkpoint_export[1]) as reference:
+        expected = reference.infer(batch)["logits"]
+    with TensorRTRunner(rtx_engine, cuda_graph=cuda_graph) as runner:
+        for size in (1, 8, 16, 8):
+            np.testing.assert_allclose(runner.infer(batch[:size])["logits"], expected[:size], rtol=1e-2, atol=1e-2)
+        errors = []
+
+        def work(start):
+            try:
+                got = runner.infer(batch[start:start + 4])["logits"]
+                np.testing.assert_allclose(got, expected[start:start + 4], rtol=1e-2, atol=1e-2)
+            except Exception as exc:  # collected and asserted below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(s,)) for s in (0, 4, 8, 12)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not errors
