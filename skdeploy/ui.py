@@ -60,6 +60,8 @@ def table(title: str, columns, rows) -> None:
         grid.add_column(column, justify="right" if column not in (columns[0],) else "left")
     for row in rows:
         grid.add_row(*[str(cell) for cell in row])
+    if not out.is_terminal:  # piped or captured: size the table to its content, not to 80 columns
+        out.width = max(out.width, 240)
     out.print(grid)
 
 

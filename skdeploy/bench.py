@@ -1,0 +1,133 @@
+"""Latency percentiles and throughput per batch size, for any runner (onnxruntime, TensorRT, PyTorch).
+
+    rows = bench_runner(runner, BenchSettings(batches=(1, 8, 32), iterations=50))
+
+Each batch size gets `warmup` untimed calls, then `iterations` timed calls of runner.infer() on the
+same seeded random batch; latency is wall time per call, throughput is samples per second over the
+timed calls.
+"""
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import ui
+from .errors import UsageError
+
+
+@dataclass
+class BenchSettings:
+    batches: tuple = (1, 8, 32)
+    iterations: int = 50
+    warmup: int = 5
+
+    def check(self):
+        if not self.batches or min(self.batches) < 1:
+            raise UsageError(f"--batch sizes must be positive integers, got {self.batches}")
+        if self.iterations < 1 or self.warmup < 0:
+            raise UsageError("--iterations must be at least 1 and --warmup 0 or more")
+
+
+def parse_batches(text: str) -> tuple:
+    """'1,8,32' -> (1, 8, 32)."""
+    try:
+        batches = tuple(int(part) for part in str(text).split(",") if part.strip())
+    except ValueError:
+        raise UsageError(f"--batch must be comma-separated integers like 1,8,32, got {text!r}") from None
+    if not batches or min(batches) < 1:
+        raise UsageError(f"--batch sizes must be positive integers, got {text!r}")
+    return batches
+
+
+def latency_stats(seconds, batch: int) -> dict:
+    """p50/p90/p99/mean latency in ms and throughput in samples/s from per-call wall times."""
+    ms = np.asarray(seconds, np.float64) * 1000.0
+    return {"batch": batch, "iterations": len(ms), "p50_ms": float(np.percentile(ms, 50)),
+            "p90_ms": float(np.percentile(ms, 90)), "p99_ms": float(np.percentile(ms, 99)),
+            "mean_ms": float(ms.mean()), "throughput": float(batch * len(ms) / (ms.sum() / 1000.0))}
+
+
+def bench_runner(runner, settings: BenchSettings, advance=None) -> list:
+    """One row per batch size; sizes the model cannot take get a row with "skipped" and the reason."""
+    spec = runner.input_specs()[0]
+    if any(not isinstance(d, int) for d in spec.shape[1:]):
+        raise UsageError(f"{runner.name}: input '{spec.name}' {spec.shape_text} has dynamic dimensions besides the "
+                         "batch; benchmarking needs a fixed sample shape")
+    low, high = runner.batch_limits()
+    rng = np.random.default_rng(0)
+    rows = []
+    for batch in settings.batches:
+        if batch < low or (high is not None and batch > high):
+            rows.append({"batch": batch, "skipped": f"the model takes batches {low}..{high or 'any'}"})
+            if advance:
+                advance(settings.warmup + settings.iterations)
+            continue
+        feed = rng.standard_normal((batch, *spec.shape[1:])).astype(spec.dtype)
+        for _ in range(settings.warmup):
+            runner.infer(feed)
+            if advance:
+                advance()
+        seconds = []
+        for _ in range(settings.iterations):
+            start = time.perf_counter()
+            runner.infer(feed)
+            seconds.append(time.perf_counter() - start)
+            if advance:
+                advance()
+        rows.append(latency_stats(seconds, batch))
+    return rows
+
+
+def target_runner(target, checkpoint=None, runner_options=None):
+    """(runner, precision) for an ONNX file, an engine, or a model name/spec (PyTorch eager, FP32)."""
+    from .runners import load_runner, runner_kind
+    from .validate import candidate_precision
+
+    kind = runner_kind(target)
+    wanted = ("cuda_graph",) if kind == "tensorrt" else ("threads",)
+    options = {key: value for key, value in (runner_options or {}).items() if key in wanted}
+    if kind == "pytorch":
+        return load_runner(target, checkpoint=checkpoint, **options), "fp32"
+    if checkpoint:
+        raise UsageError("--checkpoint applies to a PyTorch model name, not to an ONNX file or engine")
+    if not Path(target).is_file():
+        raise UsageError(f"{target} does not exist")
+    runner = load_runner(target, **options)
+    return runner, candidate_precision(runner.manifest)
+
+
+def reference_runner(artifact, threads=0):
+    """The FP32 PyTorch model an artifact's manifest says it came from."""
+    from .runners.torch_runner import TorchRunner
+    from .validate import reference_from_manifest
+
+    return TorchRunner(reference_from_manifest(artifact).loaded, threads=threads), "fp32"
+
+
+def bench(targets, settings: BenchSettings = None, checkpoint=None, runner_options=None, reference=False) -> dict:
+    """Benchmark every target with the same settings; rows carry speedup vs the first one benchmarked
+    (the PyTorch model of the first artifact's manifest when `reference`)."""
+    settings = settings or BenchSettings()
+    settings.check()
+    targets = [str(t) for t in targets]
+    if not targets:
+        raise UsageError("give at least one ONNX file, engine or model name to benchmark")
+    plan = [(f"pytorch:{Path(targets[0]).name}", lambda: reference_runner(
+        targets[0], (runner_options or {}).get("threads", 0)))] if reference else []
+    plan += [(target, lambda target=target: target_runner(target, checkpoint, runner_options)) for target in targets]
+    results = []
+    for label, make in plan:
+        runner, precision = make()
+        total = len(settings.batches) * (settings.warmup + settings.iterations)
+        with runner, ui.progress(total, f"{Path(label).name} ({runner.name})") as advance:
+            rows = bench_runner(runner, settings, advance)
+        results.append({"target": label, "runner": runner.name, "precision": precision, "rows": rows})
+    baseline = {row["batch"]: row for row in results[0]["rows"] if "skipped" not in row}
+    for result in results:
+        for row in result["rows"]:
+            base = baseline.get(row["batch"])
+            if "skipped" not in row and base:
+                row["speedup"] = base["p50_ms"] / row["p50_ms"]
+    return {"settings": {"batches": list(settings.batches), "iterations": settings.iterations,
+                         "warmup": settings.warmup}, "baseline": results[0]["target"], "results": results}
