@@ -31,7 +31,9 @@ def default_output(onnx_path, target, precision) -> Path:
 @click.option("--int8", "precision", flag_value="int8", help="INT8 engine; an FP32 ONNX is calibrated first.")
 @click.option("--fp16", "precision", flag_value="fp16", help="FP16 engine; an FP32 ONNX is converted first "
               "(TensorRT 8.6/10.x use the FP16 builder flag instead).")
-@click.option("--calib-data", help="Calibration images for --int8 on an FP32 ONNX (see 'skdeploy calibrate').")
+@click.option("--calib-data", help="Calibration data for --int8/--fp16 on an FP32 ONNX: a folder of images, "
+              ".npy/.npz or IDX (default: the demo model's shipped set; see 'skdeploy calibrate').")
+@click.option("--calib-images", type=int, help="How many calibration samples to use (calibration stage default).")
 @click.option("--backend", type=click.Choice(["auto", "tensorrt", "tensorrt-rtx"]), default="auto", show_default=True,
               help="auto: the target's backend, else tensorrt if installed, else tensorrt-rtx.")
 @click.option("--target", type=click.Choice(list(TARGETS)), help="Deployment target (default: rtx for tensorrt-rtx, "
@@ -57,7 +59,7 @@ def default_output(onnx_path, target, precision) -> Path:
               help="Engine path (default engines/MODEL-TARGET[-PRECISION].engine); the sidecar is OUTPUT.json.")
 @force_option
 @json_option
-def command(onnx_path, precision, calib_data, backend, target, compute_capabilities, min_batch, opt_batch, max_batch,
+def command(onnx_path, precision, calib_data, calib_images, backend, target, compute_capabilities, min_batch, opt_batch, max_batch,
             workspace, timing_cache, dla_core, gpu_fallback, version_compatible, exclude_lean_runtime,
             hardware_compatibility, optimization_level, strongly_typed, output, force, as_json):
     """Build a TensorRT engine from an ONNX model, with its sidecar manifest ENGINE.json.
@@ -77,7 +79,7 @@ def command(onnx_path, precision, calib_data, backend, target, compute_capabilit
     from ..engine import BuildSettings, build_engine
 
     settings = BuildSettings(
-        backend=backend, target=target, precision=precision, calib_data=calib_data,
+        backend=backend, target=target, precision=precision, calib_data=calib_data, calib_images=calib_images,
         compute_capabilities=[c for c in compute_capabilities.split(",") if c.strip()] if compute_capabilities else None,
         min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
         workspace=parse_size(workspace) if workspace else None, timing_cache=timing_cache, dla_core=dla_core,

@@ -11,6 +11,10 @@ version, so the build code asks "does this backend have X" instead of scattering
   compute capabilities  TensorRT-RTX builds ahead of time, without a GPU, for a list of them;
                         classic TensorRT builds for the GPU it runs on
   DLA                   classic TensorRT before 11 (Jetson); never on RTX
+  portability           hardware compatibility levels and version-compatible (lean runtime) engines are
+                        classic TensorRT's; TensorRT-RTX 1.7 ignores the level with a warning and has no
+                        lean runtime, its engines are portable through the compute-capability list
+  timing cache          classic TensorRT; TensorRT-RTX keeps the calls as no-ops (deprecated since 1.2)
 """
 import importlib
 import sys
@@ -81,11 +85,12 @@ def capabilities_of(module, backend: str) -> Capabilities:
         memory_pool_limit=hasattr(config_type, "set_memory_pool_limit"),
         compute_capabilities=tuple(compute_capability_name(m) for m in ccs) if rtx else (),
         dla=not rtx and major < 11 and "DLA" in _members(getattr(module, "DeviceType", None)),
-        hardware_compatibility=tuple(name for name, member in HARDWARE_COMPATIBILITY.items() if member in levels),
-        version_compatible="VERSION_COMPATIBLE" in builder_flags,
-        exclude_lean_runtime="EXCLUDE_LEAN_RUNTIME" in builder_flags,
+        hardware_compatibility=() if rtx else tuple(
+            name for name, member in HARDWARE_COMPATIBILITY.items() if member in levels),
+        version_compatible=not rtx and "VERSION_COMPATIBLE" in builder_flags,
+        exclude_lean_runtime=not rtx and "EXCLUDE_LEAN_RUNTIME" in builder_flags,
         optimization_level=hasattr(config_type, "builder_optimization_level"),
-        timing_cache=hasattr(config_type, "create_timing_cache"),
+        timing_cache=not rtx and hasattr(config_type, "create_timing_cache"),
     )
 
 

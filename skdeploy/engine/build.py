@@ -12,8 +12,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from rich.markup import escape
+
 from .. import ui
-from ..errors import SkdeployError, UsageError
+from ..errors import MissingDependency, SkdeployError, UsageError
 from ..fileio import atomic_path, check_output_path
 from ..onnxutil import load_onnx
 from .backend import BACKENDS, HARDWARE_COMPATIBILITY, installed, load_backend, missing_backend_message
@@ -34,7 +36,9 @@ class BuildSettings:
     target: str = None  # see targets.TARGETS; default: "rtx" for tensorrt-rtx, "desktop" for tensorrt
     compute_capabilities: list = None  # TensorRT-RTX only, e.g. ["8.6", "8.9"]; default: the target's
     precision: str = None  # None: as the ONNX is; "fp16"/"int8" on an FP32 ONNX runs calibration first
-    calib_data: str = None  # calibration images for --int8 (passed to skdeploy.calib)
+    calib_data: str = None  # calibration data (skdeploy.calib); None: the demo model's shipped set
+    calib_images: int = None  # None: the calibration stage's default
+    calibration: dict = None  # further skdeploy.calib.CalibrationSettings fields, e.g. {"method": "max"}
     min_batch: int = None
     opt_batch: int = None
     max_batch: int = None
@@ -98,7 +102,9 @@ def resolve_backend(settings: BuildSettings) -> tuple:
         elif installed("tensorrt-rtx"):
             backend = "tensorrt-rtx"
         else:
-            raise SkdeployError("no TensorRT backend is installed; " + missing_backend_message("tensorrt-rtx"))
+            raise MissingDependency("no TensorRT backend is installed; install one with: pip install "
+                                    "'skdeploy[rtx]' (TensorRT for RTX: builds 'rtx' targets without a GPU) or "
+                                    "'skdeploy[trt]' (classic TensorRT, on the GPU or Jetson that will run it)")
     return backend, "rtx" if backend == "tensorrt-rtx" else "desktop"
 
 
@@ -164,7 +170,9 @@ def plan_build(settings: BuildSettings, caps, target_name, model) -> BuildPlan:
                              "(Jetson and DLA engines run only on the device kind they were built on)")
         if level not in caps.hardware_compatibility:
             raise UsageError(f"{caps.label} cannot build hardware compatibility {level}; it can: "
-                             f"{', '.join(caps.hardware_compatibility) or 'none'}")
+                             f"{', '.join(caps.hardware_compatibility) or 'none'}"
+                             + (" (RTX engines cover GPUs through --compute-capability)"
+                                if caps.compute_capabilities else ""))
     if settings.version_compatible and not caps.version_compatible:
         raise UsageError(f"{caps.label} cannot build version-compatible engines (TensorRT 8.6 or later can)")
     if settings.exclude_lean_runtime and not settings.version_compatible:
@@ -177,7 +185,8 @@ def plan_build(settings: BuildSettings, caps, target_name, model) -> BuildPlan:
         if settings.optimization_level not in OPTIMIZATION_LEVELS:
             raise UsageError(f"--optimization-level must be 0..5, got {settings.optimization_level}")
     if settings.timing_cache and not caps.timing_cache:
-        raise UsageError(f"{caps.label} has no timing cache")
+        raise UsageError(f"{caps.label} has no timing cache (TensorRT-RTX tunes kernels on the target GPU at run "
+                         "time); leave out --timing-cache")
     if settings.workspace is not None and settings.workspace <= 0:
         raise UsageError(f"--workspace must be positive, got {settings.workspace}")
     # precision and typing
@@ -314,7 +323,7 @@ def build_engine(onnx_path, engine_path, settings: BuildSettings = None, force=F
             cache.save()
     build_seconds = round(time.time() - started, 2)
     for message in logger.warnings:
-        ui.info(f"[dim]builder: {message}[/dim]")
+        ui.info(f"[dim]builder: {escape(message)}[/dim]")
     return write_sidecar(engine_path, onnx_path, plan, settings, io=io, profile=profile,
                          calibration=calibration, dla_fallback=fallback, build_seconds=build_seconds,
                          peak_rss_mb=peak.mb, warnings=logger.warnings,
@@ -329,8 +338,12 @@ def calibrate_for(onnx_path, engine_path, precision, settings: BuildSettings, fo
         raise SkdeployError(f"--{precision} on an FP32 ONNX needs the calibration stage, which is unavailable "
                             f"({exc}); calibrate with 'skdeploy calibrate' and build the result") from None
     output = engine_path.with_name(f"{engine_path.stem}.{precision}.onnx")
-    options = {"precision": precision}
-    if settings.calib_data:
-        options["data"] = settings.calib_data
-    manifest = calibrate_model(onnx_path, output, CalibrationSettings(**options), force=force)
+    options = dict(settings.calibration or {}, precision=precision, calib_data=settings.calib_data)
+    if settings.calib_images is not None:
+        options["calib_images"] = settings.calib_images
+    try:
+        calibration_settings = CalibrationSettings(**options)
+    except TypeError as exc:
+        raise UsageError(f"unknown calibration setting: {exc}") from None
+    manifest = calibrate_model(onnx_path, output, calibration_settings, force=force)
     return output, manifest["stages"][-1]

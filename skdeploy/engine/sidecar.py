@@ -1,5 +1,6 @@
 """ENGINE.json: the engine's manifest, derived from its ONNX's, with the "engine" section the runtime
 checks before deserialising (contract in docs/engines.md)."""
+import json
 from pathlib import Path
 
 from .. import ui
@@ -27,7 +28,8 @@ def source_manifest(onnx_path: Path) -> dict:
 
 def write_sidecar(engine_path: Path, onnx_path: Path, plan, settings, *, io, profile, calibration, dla_fallback,
                   build_seconds, peak_rss_mb, warnings, timing_cache, settings_record) -> dict:
-    """Derive the manifest, fill the engine section, add the build stage and write ENGINE.json atomically."""
+    """Derive the manifest, fill the engine section, add the build stage and write ENGINE.json atomically;
+    returns the sidecar as written (JSON types)."""
     manifest = source_manifest(onnx_path)
     has_manifest = manifest_path(onnx_path).exists()
     engine = {
@@ -61,8 +63,7 @@ def write_sidecar(engine_path: Path, onnx_path: Path, plan, settings, *, io, pro
     add_stage(manifest, "build-engine", settings=settings_record,
               **{key: engine[key] for key in ("backend", "backend_version", "target", "precision",
                                                "build_seconds", "peak_rss_mb", "engine_bytes")})
-    write_manifest(engine_path, manifest, kind="engine")
-    return manifest
+    return json.loads(write_manifest(engine_path, manifest, kind="engine").read_text())  # as written
 
 
 def _calibration_of(manifest: dict):

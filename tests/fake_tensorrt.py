@@ -1,0 +1,250 @@
+"""A recording stand-in for classic TensorRT (`import tensorrt`), versions 8.2, 8.6, 10.3, 10.13 and 11.0.
+
+It exists only because classic TensorRT cannot be installed here (its libraries download from NVIDIA's
+own index, which this machine and CI cannot reach). It builds nothing: it exposes the Python API surface
+each version has, according to NVIDIA's API docs and migration guides, records in `trt.calls` which
+calls skdeploy makes, and refuses what the real builder refuses (an ONNX parse without EXPLICIT_BATCH on
+8.x, precision flags on a strongly typed network, dynamic inputs without an optimization profile,
+dynamic shapes on the DLA). Its "engine" is a marker followed by a JSON record of the build.
+Real engines are built with TensorRT-RTX in the same tests, and with classic TensorRT by the
+gpu-marked test where it is installed.
+"""
+import enum
+import json
+import types
+
+import onnx
+
+# What each version's API has (8.2 only to exercise the pre-8.4 workspace attribute of JetPack 4).
+API = {
+    "8.2.1": dict(network_flags=["EXPLICIT_BATCH"], precision_flags=True, memory_pool=False, levels=[],
+                  version_compatible=False, optimization_level=False, parser_node_names=False),
+    "8.6.1": dict(network_flags=["EXPLICIT_BATCH"], precision_flags=True, memory_pool=True,
+                  levels=["AMPERE_PLUS"], version_compatible=True, optimization_level=True,
+                  parser_node_names=False),
+    "10.3.0": dict(network_flags=["EXPLICIT_BATCH", "STRONGLY_TYPED"], precision_flags=True, memory_pool=True,
+                   levels=["AMPERE_PLUS"], version_compatible=True, optimization_level=True,
+                   parser_node_names=True),
+    "10.13.0": dict(network_flags=["EXPLICIT_BATCH", "STRONGLY_TYPED"], precision_flags=True, memory_pool=True,
+                    levels=["AMPERE_PLUS", "SAME_COMPUTE_CAPABILITY"], version_compatible=True,
+                    optimization_level=True, parser_node_names=True),
+    "11.0.0": dict(network_flags=["STRONGLY_TYPED"], precision_flags=False, memory_pool=True,
+                   levels=["AMPERE_PLUS", "SAME_COMPUTE_CAPABILITY"], version_compatible=True,
+                   optimization_level=True, parser_node_names=True),
+}
+PLAN_MARKER = b"FAKE-TENSORRT-PLAN\n"
+UNSUPPORTED_OPS = {"Frobnicate"}  # the fake parser's "no importer" ops
+NOT_ON_DLA = {"Softmax", "ReduceSum", "ReduceMean", "GlobalAveragePool"}  # the fake's DLA rule
+
+
+def make_fake_tensorrt(version: str) -> types.ModuleType:
+    api = API[version]
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = version
+    trt.calls = []
+    record = trt.calls.append
+
+    trt.NetworkDefinitionCreationFlag = enum.IntEnum(
+        "NetworkDefinitionCreationFlag", {name: i for i, name in enumerate(api["network_flags"])})
+    flag_names = ["GPU_FALLBACK", "REFIT", "TF32"] + (["FP16", "INT8"] if api["precision_flags"] else []) \
+        + (["VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME"] if api["version_compatible"] else [])
+    trt.BuilderFlag = enum.IntEnum("BuilderFlag", flag_names)
+    trt.MemoryPoolType = enum.IntEnum("MemoryPoolType", ["WORKSPACE", "DLA_MANAGED_SRAM"])
+    trt.DeviceType = enum.IntEnum("DeviceType", ["GPU", "DLA"])
+    trt.HardwareCompatibilityLevel = enum.IntEnum("HardwareCompatibilityLevel", ["NONE"] + api["levels"])
+    trt.DataType = enum.IntEnum("DataType", ["FLOAT", "HALF", "INT8", "INT32", "INT64", "BOOL"])
+
+    class ILogger:
+        Severity = enum.IntEnum("Severity", {"INTERNAL_ERROR": 0, "ERROR": 1, "WARNING": 2, "INFO": 3, "VERBOSE": 4})
+
+        def __init__(self):
+            pass
+
+    trt.ILogger = ILogger
+
+    class Tensor:
+        def __init__(self, value_info):
+            self.name = value_info.name
+            dims = value_info.type.tensor_type.shape.dim
+            self.shape = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in dims)
+            elem = value_info.type.tensor_type.elem_type
+            self.dtype = {onnx.TensorProto.FLOAT16: trt.DataType.HALF}.get(elem, trt.DataType.FLOAT)
+
+    class Layer:
+        def __init__(self, node):
+            self.name, self.type = node.name, types.SimpleNamespace(name=node.op_type.upper())
+            self.op_type = node.op_type
+
+    class Network:
+        def __init__(self, flags):
+            self.flags = flags
+            self.inputs, self.outputs, self.layers = [], [], []
+
+        def has(self, name):
+            return name in trt.NetworkDefinitionCreationFlag.__members__ and \
+                bool(self.flags & (1 << trt.NetworkDefinitionCreationFlag[name]))
+
+        num_inputs = property(lambda self: len(self.inputs))
+        num_outputs = property(lambda self: len(self.outputs))
+        num_layers = property(lambda self: len(self.layers))
+
+        def get_input(self, i):
+            return self.inputs[i]
+
+        def get_output(self, i):
+            return self.outputs[i]
+
+        def get_layer(self, i):
+            return self.layers[i]
+
+    class ParserError:
+        def __init__(self, index, node, message):
+            self._index, self._node, self._message = index, node, message
+            if api["parser_node_names"]:
+                self.node_name = lambda: node.name
+                self.node_operator = lambda: node.op_type
+
+        def node(self):
+            return self._index
+
+        def desc(self):
+            return self._message
+
+    class OnnxParser:
+        def __init__(self, network, logger):
+            self.network, self.errors = network, []
+
+        def parse_from_file(self, path):
+            record(("parse_from_file", str(path)))
+            model = onnx.load(str(path))
+            if major(version) < 10 and not self.network.has("EXPLICIT_BATCH"):
+                self.errors.append(ParserError(-1, None, "network must have the explicit batch flag"))
+                return False
+            for index, node in enumerate(model.graph.node):
+                if node.op_type in UNSUPPORTED_OPS:
+                    self.errors.append(ParserError(index, node, f"No importer registered for op: {node.op_type}"))
+            initializers = {i.name for i in model.graph.initializer}
+            self.network.inputs = [Tensor(v) for v in model.graph.input if v.name not in initializers]
+            self.network.outputs = [Tensor(v) for v in model.graph.output]
+            self.network.layers = [Layer(n) for n in model.graph.node]
+            return not self.errors
+
+        num_errors = property(lambda self: len(self.errors))
+
+        def get_error(self, i):
+            return self.errors[i]
+
+    class TimingCache:
+        def __init__(self, data: bytes):
+            self.entries = set(json.loads(data.decode())) if data else set()
+
+        def combine(self, other, ignore_mismatch):
+            record(("timing_cache.combine", ignore_mismatch))
+            self.entries |= other.entries
+            return True
+
+        def serialize(self):
+            return json.dumps(sorted(self.entries)).encode()
+
+    class Profile:
+        def __init__(self):
+            self.shapes = {}
+
+        def set_shape(self, name, low, opt, high):
+            record(("profile.set_shape", name, list(low), list(opt), list(high)))
+            self.shapes[name] = (list(low), list(opt), list(high))
+
+    class BuilderConfig:
+        def __init__(self):
+            object.__setattr__(self, "flags_set", set())
+            object.__setattr__(self, "profiles", [])
+            object.__setattr__(self, "cache", None)
+            object.__setattr__(self, "default_device_type", trt.DeviceType.GPU)
+
+        def __setattr__(self, name, value):
+            record(("config." + name, getattr(value, "name", value)))
+            object.__setattr__(self, name, value)
+
+        def set_flag(self, flag):
+            record(("config.set_flag", flag.name))
+            self.flags_set.add(flag.name)
+
+        def add_optimization_profile(self, profile):
+            record(("config.add_optimization_profile",))
+            self.profiles.append(profile)
+            return len(self.profiles) - 1
+
+        def create_timing_cache(self, data):
+            return TimingCache(bytes(data))
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            record(("config.set_timing_cache", ignore_mismatch))
+            object.__setattr__(self, "cache", cache)
+            return True
+
+        def get_timing_cache(self):
+            return self.cache
+
+        def can_run_on_DLA(self, layer):
+            return layer.op_type not in NOT_ON_DLA
+
+    if api["memory_pool"]:
+        def set_memory_pool_limit(self, pool, size):
+            record(("config.set_memory_pool_limit", pool.name, size))
+
+        BuilderConfig.set_memory_pool_limit = set_memory_pool_limit
+    if api["optimization_level"]:
+        BuilderConfig.builder_optimization_level = 3
+
+    class Builder:
+        def __init__(self, logger):
+            self.logger = logger
+            self.num_DLA_cores = 2
+
+        def create_network(self, flags=0):
+            record(("create_network", flags))
+            return Network(flags)
+
+        def create_builder_config(self):
+            return BuilderConfig()
+
+        def create_optimization_profile(self):
+            return Profile()
+
+        def fail(self, message):
+            self.logger.log(ILogger.Severity.ERROR, message)
+            return None
+
+        def build_serialized_network(self, network, config):
+            record(("build_serialized_network",))
+            strongly = major(version) >= 11 or network.has("STRONGLY_TYPED")
+            if strongly and config.flags_set & {"FP16", "INT8"}:
+                return self.fail("precision flags are not allowed for strongly typed networks")
+            dynamic = any(-1 in t.shape for t in network.inputs)
+            if dynamic and not config.profiles:
+                return self.fail("network has dynamic inputs, but no optimization profile has been defined")
+            on_dla = config.default_device_type == trt.DeviceType.DLA
+            if on_dla and any(low != high for p in config.profiles for low, _, high in p.shapes.values()):
+                return self.fail("DLA supports static shapes only")
+            if on_dla and not config.flags_set & {"FP16", "INT8"}:
+                return self.fail("DLA requires FP16 or INT8 precision")
+            self.logger.log(ILogger.Severity.WARNING, "fake builder: no tactics were timed")
+            if config.cache is not None:
+                config.cache.entries.add(f"{len(network.layers)}-layers-{sorted(config.flags_set)}")
+            summary = {"version": version, "strongly_typed": strongly, "flags": sorted(config.flags_set),
+                       "inputs": [t.name for t in network.inputs]}
+            return PLAN_MARKER + json.dumps(summary).encode()
+
+    trt.Builder, trt.OnnxParser, trt.IBuilderConfig = Builder, OnnxParser, BuilderConfig
+    return trt
+
+
+def major(version: str) -> int:
+    return int(version.split(".")[0])
+
+
+def plan_summary(engine_path) -> dict:
+    """The JSON record the fake builder put in its 'engine'."""
+    data = open(engine_path, "rb").read()
+    assert data.startswith(PLAN_MARKER), "not a fake engine"
+    return json.loads(data[len(PLAN_MARKER):])
