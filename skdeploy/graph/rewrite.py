@@ -1,0 +1,94 @@
+"""Checked rewrites: a piece of graph is replaced only after onnxruntime shows old and new agree."""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..compare import compare_outputs, merge_comparisons
+from .model import remove_dead_code, topological_sort
+from .regions import Region, random_feed, run_regions
+
+TOLERANCE = 1e-5  # max |old - new| / max |old| per rewrite, on random inputs
+
+
+@dataclass
+class Rewrite:
+    """Replace what `old` computes by `new` (same output names)."""
+
+    label: str  # the block or node it concerns, as reports name it
+    old: Region
+    new: Region
+    details: dict = field(default_factory=dict)
+
+
+def _compare(rewrites, old_results, new_results, parity):
+    for i, (old, new) in enumerate(zip(old_results, new_results)):
+        for name in rewrites[i].old.outputs:
+            parity[i].append(compare_outputs(old[name], new[name]))
+
+
+def check_rewrites(index, shapes, rewrites, seed=0) -> list:
+    """Run every rewrite's old and new region on the same random inputs at the parity batch sizes.
+
+    Returns one entry per rewrite: {"max_abs", "max_rel"} or {"error": why it could not be checked}.
+    All rewrites run together in one session; when that fails, each runs alone to find the culprit.
+    """
+    rng = np.random.default_rng(seed)
+    parity = [[] for _ in rewrites]
+    errors = [None] * len(rewrites)
+    for batch in shapes.batches:
+        types = shapes.at(batch)
+        feeds = []
+        for i, rewrite in enumerate(rewrites):
+            try:
+                feeds.append(random_feed(rewrite.old, types, rng))
+            except KeyError as missing:
+                errors[i] = errors[i] or f"shape of {missing.args[0]} unknown, parity cannot be checked"
+                feeds.append(None)
+        live = [i for i in range(len(rewrites)) if errors[i] is None]
+        groups = [live]
+        while groups:
+            group = groups.pop()
+            if not group:
+                continue
+            try:
+                old = run_regions(index, [rewrites[i].old for i in group], [feeds[i] for i in group], types)
+                new = run_regions(index, [rewrites[i].new for i in group], [feeds[i] for i in group], types)
+            except Exception as exc:  # onnxruntime load/run errors have no common base
+                if len(group) == 1:
+                    errors[group[0]] = f"onnxruntime could not run it: {str(exc).splitlines()[0][:200]}"
+                else:
+                    groups += [[i] for i in group]
+                continue
+            _compare([rewrites[i] for i in group], old, new, [parity[i] for i in group])
+    return [{"error": errors[i]} if errors[i] else merge_comparisons(parity[i]) for i in range(len(rewrites))]
+
+
+def apply_checked(model, index, shapes, rewrites, tolerance=TOLERANCE):
+    """Apply the rewrites whose parity holds; returns ([(rewrite, parity)] applied, [(rewrite, reason)] kept)."""
+    applied, kept = [], []
+    if not rewrites:
+        return applied, kept
+    for rewrite, parity in zip(rewrites, check_rewrites(index, shapes, rewrites)):
+        if "error" in parity:
+            kept.append((rewrite, parity["error"]))
+        elif not parity["max_rel"] <= tolerance:
+            kept.append((rewrite, f"parity failed: max relative error {parity['max_rel']:.3g} > {tolerance:g}"))
+        else:
+            applied.append((rewrite, parity))
+    replace_regions(model, index, [rewrite for rewrite, _ in applied])
+    return applied, kept
+
+
+def replace_regions(model, index, rewrites) -> None:
+    """Swap in each rewrite's nodes for the producers of its outputs; what that leaves unused goes."""
+    if not rewrites:
+        return
+    replaced = {id(index.producer[name]) for rewrite in rewrites for name in rewrite.old.outputs}
+    nodes = [node for node in model.graph.node if id(node) not in replaced]
+    for rewrite in rewrites:
+        nodes += rewrite.new.nodes
+        model.graph.initializer.extend(rewrite.new.initializers)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    topological_sort(model.graph)
+    remove_dead_code(model)
