@@ -115,7 +115,7 @@ def fold_batchnorms(model, tolerance) -> dict:
     applied, kept = apply_checked(model, index, shapes, rewrites, tolerance)
     folded = collections.Counter(rewrite.details["into"] for rewrite, _ in applied)
     return {
-        "pass": "fold_bn",
+        "name": "fold_bn",
         "batchnorms": len(rewrites) + len(skipped),
         "folded": {op: folded[op] for op in FOLDABLE if folded[op]},
         "scale_and_shift": folded["scale-and-shift"],

@@ -94,6 +94,23 @@ def scope_of(node) -> list:
     return ["/" + "/".join(parts[:i]) for i in range(1, len(parts))]
 
 
+def copy_node_metadata(source, target) -> None:
+    """Give `target`'s nodes the metadata (dynamo's module scopes) of `source`'s nodes of the same name;
+    onnx-simplifier drops it, and the SK rewrite names new nodes after those scopes."""
+    props = {node.name: node.metadata_props for node in source.graph.node if node.name and node.metadata_props}
+    for node in target.graph.node:
+        if node.name in props and not node.metadata_props:
+            node.metadata_props.extend(props[node.name])
+
+
+def module_of_weight(name: str) -> str:
+    """'layers.0.sk.fc2.weight' -> 'layers.0.sk' (the module holding the layer), '' for generated names."""
+    parts = name.split(".")
+    if len(parts) < 3 or parts[-1] != "weight" or not all(p.isidentifier() or p.isdigit() for p in parts):
+        return ""
+    return ".".join(parts[:-2])
+
+
 def common_scope(nodes) -> str:
     """The innermost module every node belongs to ('' when they share none)."""
     scopes = [scope_of(node) for node in nodes]

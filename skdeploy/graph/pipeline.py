@@ -35,6 +35,7 @@ def optimize_graph(model, fold_bn=True, sk_rewrite=True, tolerance=TOLERANCE):
             report = run(model, tolerance)
         report.update(node_counts_before=before, node_counts_after=node_counts(model),
                       seconds=round(time.time() - started, 2))
+        report["summary"] = describe(report)[0]
         reports.append(report)
     onnx.checker.check_model(model)
     return model, reports
@@ -43,7 +44,7 @@ def optimize_graph(model, fold_bn=True, sk_rewrite=True, tolerance=TOLERANCE):
 def describe(report) -> list:
     """What one pass did, as lines for the terminal."""
     nodes = f"nodes {sum(report['node_counts_before'].values())} -> {sum(report['node_counts_after'].values())}"
-    if report["pass"] == "fold_bn":
+    if report["name"] == "fold_bn":
         folded = report["folded"]
         into = f" (into {', '.join(f'{op} {n}' for op, n in folded.items())})" if folded else ""
         lines = [f"fold_bn: {report['batchnorms']} BatchNormalization: {sum(folded.values())} folded{into}, "
@@ -57,9 +58,17 @@ def describe(report) -> list:
     return lines + [f"  left {entry['block']}: {entry['reason']}" for entry in report["left"]]
 
 
-def node_count_rows(before: dict, after: dict) -> list:
-    """[(op type, before, after)] over both counts, changed ones marked."""
-    return [(op, before.get(op, 0), after.get(op, 0)) for op in sorted(set(before) | set(after))]
+def show_passes(reports) -> None:
+    """Print what each pass did and the node counts by op type before the first and after the last."""
+    if not reports:
+        return
+    for report in reports:
+        for line in describe(report):
+            ui.out.print(line)
+    before, after = reports[0]["node_counts_before"], reports[-1]["node_counts_after"]
+    rows = [(op, before.get(op, 0), after.get(op, 0)) for op in sorted(set(before) | set(after))]
+    rows.append(("total", sum(before.values()), sum(after.values())))
+    ui.table("nodes by op type", ["op", "before passes", "after passes"], rows)
 
 
 def model_parity(reference, candidate, seed=0) -> dict:

@@ -80,14 +80,22 @@ def apply_checked(model, index, shapes, rewrites, tolerance=TOLERANCE):
 
 
 def replace_regions(model, index, rewrites) -> None:
-    """Swap in each rewrite's nodes for the producers of its outputs; what that leaves unused goes."""
+    """Put each rewrite's nodes where the producer of its first output was; what that leaves unused goes."""
     if not rewrites:
         return
-    replaced = {id(index.producer[name]) for rewrite in rewrites for name in rewrite.old.outputs}
-    nodes = [node for node in model.graph.node if id(node) not in replaced]
+    replacing = {}
     for rewrite in rewrites:
-        nodes += rewrite.new.nodes
-        model.graph.initializer.extend(rewrite.new.initializers)
+        for name in rewrite.old.outputs:
+            replacing.setdefault(id(index.producer[name]), []).append(rewrite)
+    nodes, placed = [], set()
+    for node in model.graph.node:
+        for rewrite in replacing.get(id(node), [node]):
+            if rewrite is node:
+                nodes.append(node)
+            elif id(rewrite) not in placed:
+                placed.add(id(rewrite))
+                nodes += rewrite.new.nodes
+                model.graph.initializer.extend(rewrite.new.initializers)
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     topological_sort(model.graph)

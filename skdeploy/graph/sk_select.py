@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .model import GraphIndex, NodeFactory, attribute, common_scope
+from .model import GraphIndex, NodeFactory, attribute, common_scope, module_of_weight
 from .ops import reduce_axes, softmax_axis, softmax_groups, stacked_tensors
 from .regions import SHAPE_READERS, Region, region_between, run_regions
 from .rewrite import Rewrite, apply_checked
@@ -258,7 +258,8 @@ def match_select(index, shapes, softmax, fallback_name) -> Select:
     branches, logit_channel = maps[0]
     if any(b != branches or (c != logit_channel).any() for b, c in maps[1:]):
         raise NearMiss("the select is laid out differently at different batch sizes")
-    block = common_scope([fc2, softmax, index.producer[output]]) or fallback_name
+    block = (common_scope([fc2, softmax, index.producer[output]]) or module_of_weight(fc2.input[1])
+             or fallback_name)
     dtype = index.constant(fc2.input[1]).dtype
     return Select(block, fc2, fc2.input[0], branches, logit_channel, output, form, dtype)
 
@@ -347,7 +348,7 @@ def rewrite_sk_blocks(model, tolerance) -> dict:
     sums, splits = stacked_sums(index, types, taken), split_slices(index, types, taken)
     tidied, _ = apply_checked(model, index, shapes, sums + splits, tolerance)
     return {
-        "pass": "sk_rewrite",
+        "name": "sk_rewrite",
         "blocks_found": len(selects),
         "rewritten": [dict(block=rewrite.label, **rewrite.details, max_rel=parity["max_rel"])
                       for rewrite, parity in applied],

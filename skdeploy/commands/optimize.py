@@ -1,0 +1,48 @@
+import click
+
+from .. import ui
+from ..errors import UsageError
+from . import force_option, json_option
+
+
+@click.command("optimize")
+@click.argument("source", metavar="IN.onnx", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output .onnx path.")
+@click.option("--no-fold-bn", is_flag=True, help="Keep BatchNormalization nodes.")
+@click.option("--no-sk-rewrite", is_flag=True, help="Keep the SK softmax-select as exported.")
+@force_option
+@json_option
+def command(source, output, no_fold_bn, no_sk_rewrite, force, as_json):
+    """Run the graph passes on an ONNX file exported elsewhere: fold BatchNorm, rewrite SK selects.
+
+    Each rewrite is checked against what it replaces in onnxruntime and left out when they disagree;
+    the whole output is checked against the input before anything is written. The manifest beside
+    IN.onnx is carried on (a new one is started when there is none) with an "optimize" stage.
+
+    \b
+    Examples:
+      skdeploy optimize sknet50.onnx -o sknet50.opt.onnx
+      skdeploy optimize sknet50.onnx -o sknet50.bn.onnx --no-sk-rewrite
+      skdeploy optimize model.onnx -o model.opt.onnx --force --json
+    """
+    from ..fileio import check_output_path
+    from ..graph import optimize_onnx, show_passes
+
+    if no_fold_bn and no_sk_rewrite:
+        raise UsageError("--no-fold-bn with --no-sk-rewrite leaves no pass to run")
+    check_output_path(output, force)
+    manifest = optimize_onnx(source, output, fold_bn=not no_fold_bn, sk_rewrite=not no_sk_rewrite, force=force)
+    stage = manifest["stages"][-1]
+    if as_json:
+        ui.emit_json({"output": str(output), "manifest": str(output) + ".json", "passes": stage["passes"],
+                      "node_counts_before": stage["node_counts_before"],
+                      "node_counts_after": stage["node_counts_after"], "parity": stage["parity"]})
+        return
+    show_passes(stage["passes"])
+    parity = stage["parity"]
+    if "skipped" in parity:
+        ui.out.print(f"whole-model check skipped: {parity['skipped']}")
+    else:
+        ui.out.print(f"output vs input in onnxruntime (batches {parity['batches']}): max rel {parity['max_rel']:.3g} "
+                     f"(tolerance {parity['tolerance']:g})")
+    ui.out.print(f"wrote {output} (+ manifest {output}.json)")
