@@ -2,9 +2,11 @@
 
 Ranges file (JSON, format "skdeploy-ranges/1"):
   key     {onnx_sha256, data_sha256, images, method, percentile, bins}  a rerun reuses it only on equality
-  tensors {name: {"amax": clipping range used for the scale, "absmax": largest |x| seen}}
+  tensors {name: {"absmax": largest |x| seen, "amax": clipping range of the scale}}  amax only for
+          the tensors INT8 Q/DQ may use (histogrammed); the others are only needed for FP16 overflow
 TensorRT calibration table: the text an IInt8Calibrator's writeCalibrationCache produces, one
-"tensor: <float32 scale as big-endian hex>" line per tensor under a "TRT-<version>-<algorithm>" header.
+"tensor: <float32 scale as big-endian hex>" line per tensor under a "TRT-<version>-<algorithm>" header;
+scales come from amax where calibrated and from absmax (max calibration) for every other tensor.
 """
 import json
 import struct
@@ -55,7 +57,7 @@ def trt_version_code(version: str) -> int:
 def calibration_table(tensors: dict, method: str, trt_version: str) -> str:
     lines = [f"TRT-{trt_version_code(trt_version)}-{TABLE_ALGORITHM[method]}"]
     for name, entry in tensors.items():
-        scale = activation_scale(entry["amax"])
+        scale = activation_scale(entry.get("amax", entry["absmax"]))
         lines.append(f"{name}: {struct.pack('>f', scale).hex()}")
     return "\n".join(lines) + "\n"
 

@@ -1,13 +1,15 @@
-"""Run the FP32 model batch by batch in onnxruntime and fold every activation into its histogram.
+"""Run the FP32 model batch by batch in onnxruntime and fold activations into per-tensor statistics.
 
-The model is copied with each float activation added as a graph output; the batch size is chosen so
-one batch of those outputs stays inside a memory budget, which bounds peak memory whatever the
-number of images.
+Tensors that get Q/DQ come out of the session whole and go into histograms; every other float
+activation is reduced inside the graph to its max and min (ReduceMax, ReduceMin: no temporary
+tensor), so only two scalars leave onnxruntime. The batch is sized so one batch of activations stays
+inside a memory budget, which bounds peak memory whatever the number of images.
 """
 import copy
 
 import numpy as np
 import onnx
+from onnx import helper
 
 from .. import ui
 from ..errors import SkdeployError
@@ -16,15 +18,35 @@ from .ranges import TensorHistogram
 from .sources import Selection
 
 MAX_AUTO_BATCH = 32
+MAX_SUFFIX, MIN_SUFFIX = "__skdeploy_max", "__skdeploy_min"
 
 
-def with_outputs(model: onnx.ModelProto, index: GraphIndex, names) -> onnx.ModelProto:
-    """A copy of `model` that also returns the tensors `names`."""
+def probe_model(model: onnx.ModelProto, index: GraphIndex, whole, reduced) -> onnx.ModelProto:
+    """A copy of `model` that also returns the tensors `whole` and the largest |x| of each of `reduced`.
+    Each reduction sits right after its producer, so no activation outlives its place in the graph."""
     probed = copy.deepcopy(model)
     present = {o.name for o in probed.graph.output}
-    for name in names:
+    for name in whole:
         if name not in present:
-            probed.graph.output.append(onnx.helper.make_tensor_value_info(name, index.elem_type(name), None))
+            probed.graph.output.append(helper.make_tensor_value_info(name, index.elem_type(name), None))
+    reduced = set(reduced)
+    nodes = []
+
+    def reduce(name):
+        for op, suffix in (("ReduceMax", MAX_SUFFIX), ("ReduceMin", MIN_SUFFIX)):
+            nodes.append(helper.make_node(op, [name], [name + suffix], keepdims=0))
+            probed.graph.output.append(helper.make_tensor_value_info(name + suffix, index.elem_type(name), []))
+
+    for name in index.graph_inputs:
+        if name in reduced:
+            reduce(name)
+    for node in model.graph.node:
+        nodes.append(node)
+        for name in node.output:
+            if name in reduced:
+                reduce(name)
+    del probed.graph.node[:]
+    probed.graph.node.extend(nodes)
     return probed
 
 
@@ -51,33 +73,46 @@ def padded(batch: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([batch, np.repeat(batch[-1:], size - len(batch), axis=0)])
 
 
-def collect_histograms(model: onnx.ModelProto, selection: Selection, bins: int, keep_histograms: bool,
-                       memory_mb: int) -> tuple:
-    """({tensor: TensorHistogram} over every float activation, batch size used)."""
+def overflow_message(name) -> str:
+    return f"tensor {name!r} is NaN or infinite on the calibration data; the FP32 model itself overflows"
+
+
+def collect_statistics(model: onnx.ModelProto, selection: Selection, histogram_tensors, bins: int,
+                       memory_mb: int, batch_size: int = None) -> tuple:
+    """({tensor: TensorHistogram} for `histogram_tensors`, {tensor: largest |x|} for every float
+    activation, batch size used)."""
     from ..runners.onnxrt import OnnxRuntimeRunner
 
     index = GraphIndex(model)
-    names = index.activations()
+    histogram_tensors = list(dict.fromkeys(histogram_tensors))
+    reduced = [name for name in index.activations() if name not in set(histogram_tensors)]
     input_name = index.graph_inputs[0]
     input_batch = (index.shape(input_name) or [None])[0]
-    batch_size = batch_size_for(index, names, input_batch, memory_mb)
     static = isinstance(input_batch, int) and input_batch > 0
-    histograms = {name: TensorHistogram(bins, keep_histograms) for name in names}
-    probed = with_outputs(model, index, names)
+    # onnxruntime keeps about every activation of the batch alive once some are outputs: size for all
+    size = input_batch if static else (batch_size or batch_size_for(index, index.activations(), None, memory_mb))
+    histograms = {name: TensorHistogram(bins) for name in histogram_tensors}
+    absmax = dict.fromkeys(reduced, 0.0)
     indices = selection.calibration
-    with OnnxRuntimeRunner(probed) as runner, ui.progress(len(indices), "calibrating") as advance:
-        for batch, _ in selection.batches(indices, batch_size):
+    with OnnxRuntimeRunner(probe_model(model, index, histogram_tensors, reduced), priority_order=True) as runner, \
+            ui.progress(len(indices), "calibrating") as advance:
+        for batch, _ in selection.batches(indices, size):
             real = len(batch)
-            outputs = runner.infer({input_name: padded(batch, batch_size) if static else batch})
-            for name in names:
+            outputs = runner.infer({input_name: padded(batch, size) if static else batch})
+            for name in histogram_tensors:
                 values = outputs[name]
-                if static and real < batch_size and values.ndim and values.shape[0] == batch_size:
+                if static and real < size and values.ndim and values.shape[0] == size:
                     values = values[:real]
                 try:
                     histograms[name].update(values)
                 except ValueError:
-                    raise SkdeployError(f"tensor {name!r} is NaN or infinite on the calibration data; "
-                                        "the FP32 model itself overflows on these inputs") from None
+                    raise SkdeployError(overflow_message(name)) from None
+            for name in reduced:
+                peak = max(abs(float(outputs[name + MAX_SUFFIX])), abs(float(outputs[name + MIN_SUFFIX])))
+                if not np.isfinite(peak):
+                    raise SkdeployError(overflow_message(name))
+                absmax[name] = max(absmax[name], peak)
             del outputs
             advance(real)
-    return histograms, batch_size
+    absmax.update({name: hist.absmax for name, hist in histograms.items()})
+    return histograms, absmax, size

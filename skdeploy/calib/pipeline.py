@@ -17,7 +17,7 @@ from ..fileio import check_output_path, sha256_file
 from ..manifest import add_stage, derive, load_manifest, new_manifest, write_manifest
 from ..onnxutil import io_spec, load_onnx, node_counts, opset_of, save_onnx
 from . import accuracy, cache
-from .collect import collect_histograms
+from .collect import collect_statistics
 from .fp16 import FP16_MAX, convert_fp16, float_tensors, fp16_candidates, fp32_reason
 from .graphutil import GraphIndex
 from .qdq import insert_qdq, plan_int8, sensitivity_model
@@ -40,7 +40,7 @@ class CalibrationSettings:
     seed: int = 0
     bins: int = MIN_BINS  # histogram bins over [0, max] (at least 2048)
     batch_size: int = None  # None: the model's static batch, else what fits memory_mb of activations
-    memory_mb: int = 1024
+    memory_mb: int = 512
     max_top1_drop: float = None  # accuracy budget in points against the FP32 reference
     fallback: str = "fp16"  # where layers go when the budget needs it: fp16 | fp32
     keep_fp32: tuple = ()  # node names that stay FP32 (not quantized, not converted)
@@ -143,7 +143,8 @@ def _preprocessing_resolver(path, manifest, settings: CalibrationSettings, shape
 
 
 def _collect_ranges(model, selection, settings, onnx_sha256, output) -> tuple:
-    """({tensor: {amax, absmax}}, batch size, "reused" | "computed") through the cache beside the output."""
+    """({tensor: {absmax[, amax]}}, "reused" | "computed") through the cache beside the output.
+    INT8 histograms every tensor the Q/DQ placement can use; the rest only need their largest |x|."""
     method = settings.method if settings.precision == "int8" else "absmax"
     key = {"onnx_sha256": onnx_sha256, "data_sha256": selection.sha256, "images": len(selection.calibration),
            "method": method, "percentile": settings.percentile if method == "percentile" else None,
@@ -154,14 +155,15 @@ def _collect_ranges(model, selection, settings, onnx_sha256, output) -> tuple:
         ui.info(f"reusing calibration ranges from {path} (same model, data and settings)")
         return tensors, "reused"
     started = time.time()
-    histograms, batch = collect_histograms(model, selection, settings.bins, method != "absmax", settings.memory_mb)
-    tensors = {}
+    histogram_tensors = plan_int8(model).activation_tensors(model) if method != "absmax" else []
+    histograms, absmax, batch = collect_statistics(model, selection, histogram_tensors, settings.bins,
+                                                   settings.memory_mb, settings.batch_size)
+    tensors = {name: {"absmax": float(peak)} for name, peak in absmax.items()}
     for name, hist in histograms.items():
-        amax = hist.absmax if method == "absmax" else amax_of(hist, method, settings.percentile)
-        tensors[name] = {"amax": float(amax), "absmax": float(hist.absmax)}
+        tensors[name]["amax"] = float(amax_of(hist, method, settings.percentile))
     cache.save_ranges(path, key, tensors)
-    ui.info(f"collected ranges of {len(tensors)} tensors from {len(selection.calibration)} samples "
-            f"(batch {batch}) in {time.time() - started:.1f}s")
+    ui.info(f"collected {len(histograms)} histograms and {len(tensors)} maxima from "
+            f"{len(selection.calibration)} samples (batch {batch}) in {time.time() - started:.1f}s")
     return tensors, "computed"
 
 
@@ -194,7 +196,7 @@ def _int8_with_fallback(model, plan_exclude, amax, absmax, settings, fallen):
 
 
 def _build_int8(model, ranges, settings, evaluation) -> tuple:
-    amax = {name: entry["amax"] for name, entry in ranges.items()}
+    amax = {name: entry["amax"] for name, entry in ranges.items() if "amax" in entry}
     absmax = {name: entry["absmax"] for name, entry in ranges.items()}
     plan = plan_int8(model, exclude=settings.keep_fp32)
     if not plan.units:
@@ -277,7 +279,7 @@ def calibrate_model(input_onnx, output_onnx, settings: CalibrationSettings, forc
                          "samples calibrate; lower --calib-images or give more data")
     onnx_sha256 = sha256_file(input_onnx)
     ranges, cache_state = _collect_ranges(model, selection, settings, onnx_sha256, output)
-    batch = settings.batch_size or 32
+    batch = settings.batch_size or 16
     evaluation = Evaluation(model, manifest, selection, batch) if selection.holdout else None
     if settings.precision == "int8":
         result, record = _build_int8(model, ranges, settings, evaluation)

@@ -18,10 +18,9 @@ MIN_BINS = 2048
 class TensorHistogram:
     """Streaming histogram of absolute values with power-of-two range growth."""
 
-    def __init__(self, bins: int = MIN_BINS, keep_histogram: bool = True):
+    def __init__(self, bins: int = MIN_BINS):
         self.size = 2 * bins
-        self.keep_histogram = keep_histogram
-        self.counts = np.zeros(self.size, np.int64) if keep_histogram else None
+        self.counts = np.zeros(self.size, np.int64)
         self.top = 0.0  # upper edge of the last bin; 0 until a non-zero value arrives
         self.absmax = 0.0
         self.zeros_before_range = 0
@@ -32,8 +31,6 @@ class TensorHistogram:
         if not math.isfinite(peak):
             raise ValueError("non-finite activation")
         self.absmax = max(self.absmax, peak)
-        if not self.keep_histogram:
-            return
         if self.top == 0.0:
             if peak == 0.0:
                 self.zeros_before_range += magnitudes.size

@@ -17,11 +17,14 @@ class OnnxRuntimeRunner(Runner):
 
     name = "onnxruntime"
 
-    def __init__(self, model, threads: int = 0, optimize: bool = True):
+    def __init__(self, model, threads: int = 0, optimize: bool = True, priority_order: bool = False):
         super().__init__()
         self.model = model
         self.threads = threads
         self.optimize = optimize
+        # onnxruntime's priority-based execution order runs consumers early; it keeps peak memory low
+        # when many intermediate tensors are also outputs (calibration probes)
+        self.priority_order = priority_order
         self.session = None
 
     def activate_impl(self):
@@ -32,6 +35,8 @@ class OnnxRuntimeRunner(Runner):
             options.intra_op_num_threads = self.threads
         if not self.optimize:
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        if self.priority_order:
+            options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
         source = str(self.model) if isinstance(self.model, (str, Path)) else self.model.SerializeToString()
         try:
             self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
