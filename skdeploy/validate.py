@@ -266,8 +266,6 @@ def candidate_runner(path, runner_options=None):
     from .runners import load_runner
 
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"candidate {path} does not exist")
     if runner_kind(path) == "pytorch":
         raise UsageError(f"candidate {path} is neither an ONNX file (.onnx) nor an engine (.engine/.plan)")
     return load_runner(path, **(runner_options or {}))
@@ -333,6 +331,9 @@ def validate(candidates, reference=None, checkpoint=None, data=None, settings: V
     candidates = [str(c) for c in candidates]
     if not candidates and not save_reference_to:
         raise UsageError("nothing to validate: give --candidate (or --save-reference to store the FP32 outputs)")
+    for path in candidates:
+        if not Path(path).is_file():
+            raise UsageError(f"candidate {path} does not exist")
     if save_reference_to:
         check_output_path(save_reference_to, force)
     ref = resolve_reference(reference, checkpoint, candidates)

@@ -79,18 +79,56 @@ def exported(tmp_path_factory):
     return export
 
 
-@pytest.fixture(scope="session")
-def demo_checkpoint_export(tmp_path_factory):
-    """(checkpoint, onnx) of the demo model with random weights and randomised BN, exported (dynamic
-    batch) from a saved checkpoint, so its manifest can rebuild the FP32 reference."""
+def fit_classifier_head(module, inputs, labels, classes=10):
+    """Give a random-weight model real BatchNorm statistics from `inputs`, then fit its final Linear
+    layer by least squares on the frozen features, so it predicts input-dependent classes (a random
+    model predicts one class for every input)."""
+    import numpy as np
     import torch
 
+    batchnorms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for layer in batchnorms:  # real statistics, so random features keep their spread through the depth
+        layer.reset_running_stats()
+        layer.momentum = None
+    module.train()
+    with torch.no_grad():
+        module(torch.from_numpy(inputs))
+    module.eval()
+    features = []
+    hook = module.fc.register_forward_hook(lambda layer, args, output: features.append(args[0]))
+    with torch.no_grad():
+        module(torch.from_numpy(inputs))
+    hook.remove()
+    x = features[0].double().numpy()
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    z = np.hstack([(x - mean) / std, np.ones((len(x), 1))])
+    targets = np.eye(classes)[labels] * 10 - 5
+    solution = np.linalg.solve(z.T @ z + 1.0 * np.eye(z.shape[1]), z.T @ targets)
+    weight = (solution[:-1] / std[:, None]).T
+    bias = solution[-1] - weight @ mean
+    with torch.no_grad():
+        module.fc.weight.copy_(torch.from_numpy(weight))
+        module.fc.bias.copy_(torch.from_numpy(bias))
+    return module
+
+
+@pytest.fixture(scope="session")
+def demo_checkpoint_export(tmp_path_factory):
+    """(checkpoint, onnx) of the demo model with random features (randomised BN) and a least-squares
+    fitted head, exported (dynamic batch) from a saved checkpoint, so its manifest can rebuild the FP32
+    reference and its predictions depend on the input."""
+    import torch
+
+    from skdeploy.data import load_fashion_mnist
     from skdeploy.export import ExportSettings, export_model
-    from skdeploy.models import load_model
+    from skdeploy.models import REGISTRY, load_model
 
     folder = tmp_path_factory.mktemp("demo_checkpoint")
     checkpoint = folder / "demo_random.pt"
-    torch.save(randomize_bn(load_model(pretrained=False).module, seed=3).state_dict(), checkpoint)
+    pixels, labels = load_fashion_mnist("train")
+    inputs = REGISTRY["sknet-fmnist"].preprocessing.arrays(pixels[:256])
+    module = fit_classifier_head(randomize_bn(load_model(pretrained=False).module, seed=3), inputs, labels[:256])
+    torch.save(module.state_dict(), checkpoint)
     onnx_path = folder / "demo.onnx"
     export_model(load_model(checkpoint=checkpoint), onnx_path, ExportSettings(dynamic_batch=True))
     return checkpoint, onnx_path
