@@ -19,7 +19,7 @@ h3{font-size:14px;margin:12px 0 4px;color:#444}
 .badge{display:inline-block;padding:2px 10px;border-radius:10px;font-weight:600;font-size:13px;color:#fff}
 .pass{background:#1a7f37} .fail{background:#cf222e}
 table{border-collapse:collapse;font-size:13px;margin-top:8px}
-th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:right} th{background:#f6f8fa}
+th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:right;white-space:nowrap} th{background:#f6f8fa}
 td:first-child,th:first-child{text-align:left}
 td.bad{color:#cf222e;font-weight:600}
 .plots{display:flex;flex-wrap:wrap;gap:24px}
@@ -145,7 +145,8 @@ def _candidate_section(candidate, names, data, thresholds) -> str:
                  f"<li>{_escape(c['name'])}: {c['value']:.4g} (limit {c['rule']} {c['limit']:g}) — "
                  f"{'pass' if c['passed'] else '<b>fail</b>'}</li>" for c in candidate["checks"]) + "</ul>",
              '<div class="plots">',
-             bar_chart(histogram["counts"], labels, "|logit error| histogram (logits per bin, upper edge)"),
+             bar_chart(histogram["counts"], labels, "|logit error| histogram (logits per bin, upper edge)",
+                       y_label=lambda v: f"{v:.0f}"),
              bar_chart([None if v is None else v for v in per_class], [_class_name(names, i) for i in
                        range(len(per_class))], "top-1 agreement with FP32 per FP32-predicted class", y_max=1.0,
                        threshold=thresholds["min_agreement"], color="#8250df", y_label=lambda v: f"{v:.2f}"),

@@ -99,7 +99,7 @@ def test_data_from_npz_and_image_folders(tmp_path):
 def candidates(demo_checkpoint_export, tmp_path_factory):
     _, onnx_path = demo_checkpoint_export
     folder = tmp_path_factory.mktemp("candidates")
-    return {"fp32": onnx_path, "noisy": perturbed_copy(onnx_path, folder / "noisy.onnx", scale=0.6),
+    return {"fp32": onnx_path, "noisy": perturbed_copy(onnx_path, folder / "noisy.onnx", scale=0.01),
             "folder": folder}
 
 
