@@ -10,6 +10,7 @@ import types
 
 import numpy as np
 import pytest
+from validation_helpers import static_batch_copy
 
 from skdeploy.errors import SkdeployError, UsageError
 from skdeploy.runners import OnnxRuntimeRunner, TensorRTRunner, TorchRunner, classify, load_runner
@@ -68,8 +69,8 @@ def test_runner_shared_between_threads_gives_sequential_results(kind, demo_check
     assert len(results) == 12
 
 
-def test_wrong_inputs_get_clear_errors(exported):
-    with OnnxRuntimeRunner(exported("sknet-fmnist", dynamic_batch=True)) as runner:
+def test_wrong_inputs_get_clear_errors(demo_checkpoint_export, tmp_path):
+    with OnnxRuntimeRunner(demo_checkpoint_export[1]) as runner:
         good = np.zeros((2, 1, 32, 32), np.float32)
         with pytest.raises(UsageError, match="must be float32, got float64"):
             runner.infer(good.astype(np.float64))
@@ -81,7 +82,7 @@ def test_wrong_inputs_get_clear_errors(exported):
             runner.infer({"image": good})
     with pytest.raises(UsageError, match="not active"):
         runner.infer(good)
-    with OnnxRuntimeRunner(exported("sknet-fmnist", batch=4)) as runner:
+    with OnnxRuntimeRunner(static_batch_copy(demo_checkpoint_export[1], tmp_path / "static.onnx", 4)) as runner:
         assert runner.batch_limits() == (4, 4)
         with pytest.raises(UsageError, match=r"shape \(4, 1, 32, 32\), got \(2, 1, 32, 32\)"):
             runner.infer(good)

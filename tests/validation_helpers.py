@@ -1,4 +1,4 @@
-"""Helpers shared by the validation and report tests."""
+"""ONNX variants of the test exports for the runner, validation, bench and report tests."""
 import numpy as np
 
 
@@ -22,4 +22,15 @@ def perturbed_copy(onnx_path, output, scale=0.5, seed=0):
     manifest = derive(load_manifest(onnx_path))
     add_stage(manifest, "test-perturbation", scale=scale, seed=seed)
     write_manifest(output, manifest, kind="onnx")
+    return output
+
+
+def static_batch_copy(onnx_path, output, batch):
+    """The same graph with its batch dimension declared static (what a --batch N export declares)."""
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    for value in (*model.graph.input, *model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_value = batch
+    onnx.save(model, str(output))
     return output
