@@ -16,7 +16,7 @@ from onnx import TensorProto, helper
 
 from conftest import run_cli
 from fake_tensorrt import API, PLAN_MARKER, make_fake_tensorrt, plan_summary
-from skdeploy.engine import BuildSettings, build_engine, capabilities_of, plan_build
+from skdeploy.engine import TARGETS, BuildSettings, build_engine, capabilities_of, plan_build
 from skdeploy.errors import MissingDependency, SkdeployError, UsageError
 from skdeploy.fileio import sha256_file
 from skdeploy.manifest import load_manifest
@@ -211,7 +211,9 @@ def test_existing_output_needs_force(exported, tmp_path):
     assert output.read_bytes() == b"keep me"
     result = run_cli("build-engine", source, "--target", "rtx", "-o", output, "--force")
     assert result.exit_code == 0, result.output
-    assert output.read_bytes() != b"keep me" and load_manifest(output)["engine"]["target"] == "rtx"
+    engine = load_manifest(output)["engine"]
+    assert output.read_bytes() != b"keep me" and engine["target"] == "rtx"
+    assert engine["compute_capabilities"] == list(TARGETS["rtx"].default_compute_capabilities)
 
 
 def test_unwritable_output_folder(exported, tmp_path):
@@ -537,8 +539,8 @@ def test_gpu_build_and_run_matches_onnxruntime(exported, tmp_path):
     if backend is None:
         pytest.skip(f"needs a GPU and TensorRT: {reason}")
     from skdeploy.runners.onnxrt import OnnxRuntimeRunner
+    from skdeploy.runners.trt import TensorRTRunner
 
-    runners = pytest.importorskip("skdeploy.runners.trt", reason="the TensorRT runner (issue 6) is not available")
     source = exported("sknet-fmnist", dynamic_batch=True)
     settings = BuildSettings(backend=backend, compute_capabilities=None, max_batch=8)
     if backend == "tensorrt-rtx":
@@ -549,7 +551,7 @@ def test_gpu_build_and_run_matches_onnxruntime(exported, tmp_path):
     except UsageError as exc:
         pytest.skip(f"this GPU cannot take a {backend} engine: {exc}")
     batch = np.random.default_rng(0).standard_normal((4, 1, 32, 32)).astype(np.float32)
-    with OnnxRuntimeRunner(source) as reference, runners.TensorRTRunner(engine_path) as runner:
+    with OnnxRuntimeRunner(source) as reference, TensorRTRunner(engine_path) as runner:
         expected = reference.infer(batch)["logits"]
         got = runner.infer(batch)["logits"]
     np.testing.assert_allclose(got, expected, rtol=1e-2, atol=1e-3)

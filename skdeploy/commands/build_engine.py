@@ -39,7 +39,8 @@ def default_output(onnx_path, target, precision) -> Path:
 @click.option("--target", type=click.Choice(list(TARGETS)), help="Deployment target (default: rtx for tensorrt-rtx, "
               "desktop for tensorrt).")
 @click.option("--compute-capability", "compute_capabilities", metavar="8.6,8.9,...",
-              help="TensorRT-RTX: compute capabilities to build for, without a GPU (default 8.6,8.9).")
+              help="TensorRT-RTX: compute capabilities to build for, without a GPU (default 8.6,8.9,12.0: "
+              "RTX 30/40/50 series).")
 @click.option("--min-batch", type=int, help="Smallest batch of the optimization profile (default 1).")
 @click.option("--opt-batch", type=int, help="Batch the builder tunes for (default 8).")
 @click.option("--max-batch", type=int, help="Largest batch (default 32). Ignored for static models.")

@@ -27,7 +27,7 @@ TARGETS = {t.name: t for t in (
     Target("desktop", "tensorrt", "a desktop/workstation GPU; build on the GPU that will run it"),
     Target("datacenter", "tensorrt", "a datacenter GPU (A100, H100, L4, ...); build on a GPU of that kind"),
     Target("rtx", "tensorrt-rtx", "GeForce/RTX PCs via TensorRT for RTX; built ahead of time without a GPU",
-           default_compute_capabilities=("8.6", "8.9")),
+           default_compute_capabilities=("8.6", "8.9", "12.0")),  # RTX 30, 40 and 50 series
 )}
 
 
