@@ -1,6 +1,7 @@
 """The `skdeploy` command: a thin layer over the library. Subcommands load on first use, so
 `skdeploy --help` starts fast and works on a target without PyTorch."""
 import importlib
+import importlib.util
 import os
 import traceback
 
