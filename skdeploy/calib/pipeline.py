@@ -21,7 +21,7 @@ from .collect import collect_statistics
 from .fp16 import FP16_MAX, convert_fp16, float_tensors, fp16_candidates, fp32_reason
 from .graphutil import GraphIndex
 from .qdq import insert_qdq, plan_int8, sensitivity_model
-from .ranges import METHODS, MIN_BINS, amax_of
+from .ranges import ALGORITHM, METHODS, MIN_BINS, amax_of
 from .sources import InputShape, default_data_path, open_source, select
 
 PRECISIONS = ("int8", "fp16")
@@ -148,7 +148,7 @@ def _collect_ranges(model, selection, settings, onnx_sha256, output) -> tuple:
     method = settings.method if settings.precision == "int8" else "absmax"
     key = {"onnx_sha256": onnx_sha256, "data_sha256": selection.sha256, "images": len(selection.calibration),
            "method": method, "percentile": settings.percentile if method == "percentile" else None,
-           "bins": settings.bins}
+           "bins": settings.bins, "algorithm": ALGORITHM}
     path = cache.ranges_path(output)
     tensors = cache.load_ranges(path, key) if settings.reuse_cache else None
     if tensors is not None:

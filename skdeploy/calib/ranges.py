@@ -13,6 +13,7 @@ from ..errors import UsageError
 METHODS = ("max", "entropy", "percentile")
 QUANT_LEVELS = 128  # int8 symmetric: 127 steps each side of zero (TensorRT uses 128 for the KL search)
 MIN_BINS = 2048
+ALGORITHM = "skdeploy-ranges-2"  # part of the cache key: bump when the range computation changes
 
 
 class TensorHistogram:
@@ -23,6 +24,7 @@ class TensorHistogram:
         self.counts = np.zeros(self.size, np.int64)
         self.top = 0.0  # upper edge of the last bin; 0 until a non-zero value arrives
         self.absmax = 0.0
+        self.exact_zeros = 0  # e.g. ReLU outputs: exact at any scale, so they do not steer the KL search
         self.zeros_before_range = 0
 
     def update(self, values: np.ndarray) -> None:
@@ -31,6 +33,7 @@ class TensorHistogram:
         if not math.isfinite(peak):
             raise ValueError("non-finite activation")
         self.absmax = max(self.absmax, peak)
+        self.exact_zeros += magnitudes.size - int(np.count_nonzero(magnitudes))
         if self.top == 0.0:
             if peak == 0.0:
                 self.zeros_before_range += magnitudes.size
@@ -75,8 +78,12 @@ def percentile_amax(hist: TensorHistogram, percentile: float) -> float:
 
 def entropy_amax(hist: TensorHistogram) -> float:
     """TensorRT-style KL calibration: the clipping threshold whose 128-level quantisation of the
-    distribution below it (clipped mass folded into the last bin) diverges least from the original."""
+    distribution below it (clipped mass folded into the last bin) diverges least from the original.
+    Exact zeros are left out: they quantize exactly at any scale, and as a spike in the first bin
+    (half of every ReLU output) they would pull the threshold down to where that bin stands alone."""
     counts = hist.used_bins().astype(np.float64)
+    if counts.size:
+        counts[0] -= hist.exact_zeros
     n = counts.size
     if n <= QUANT_LEVELS or counts.sum() == 0:
         return hist.absmax
