@@ -368,19 +368,21 @@ def test_classic_fp16_from_fp32_onnx(fake_trt, exported, tmp_path, version, netw
     assert engine["source_onnx"]["file"].endswith("e.fp16.onnx" if calibrate else "sknet-fmnist.onnx")
 
 
-@pytest.mark.parametrize("version, network_flags, flags", [
-    ("8.6.1", 1 << 0, ["INT8"]),  # Q/DQ on a weakly typed network needs the INT8 flag
-    ("10.3.0", 1 << 1, []),        # opt in to strong typing: precision comes from the Q/DQ nodes
-    ("11.0.0", 0, []),             # always strongly typed, no flag to pass
+@pytest.mark.parametrize("precision", ["int8", "fp16"])
+@pytest.mark.parametrize("version, network_flags, weak_flag", [
+    ("8.6.1", 1 << 0, True),   # weakly typed: Q/DQ needs the INT8 flag, FP16 tensors the FP16 flag
+    ("10.3.0", 1 << 1, False),  # opt in to strong typing: precision comes from the ONNX, no flags
+    ("11.0.0", 0, False),       # always strongly typed, no flag to pass
 ])
-def test_classic_qdq_onnx(fake_trt, tmp_path, version, network_flags, flags):
+def test_classic_precision_already_in_the_onnx(fake_trt, tmp_path, version, network_flags, weak_flag, precision):
     trt = fake_trt(version)
-    sidecar = build_engine(tiny_onnx(tmp_path / "q.onnx", qdq=True), tmp_path / "e.engine",
-                           BuildSettings(backend="tensorrt", target="datacenter"))
+    path = tiny_onnx(tmp_path / "m.onnx", qdq=precision == "int8",
+                     elem=TensorProto.FLOAT16 if precision == "fp16" else TensorProto.FLOAT)
+    sidecar = build_engine(path, tmp_path / "e.engine", BuildSettings(backend="tensorrt", target="datacenter"))
     assert calls_named(trt, "create_network") == [("create_network", network_flags)]
-    assert [c[1] for c in calls_named(trt, "config.set_flag")] == flags
-    assert sidecar["engine"]["precision"] == "int8" and sidecar["engine"]["calibration"] is None
-    assert plan_summary(tmp_path / "e.engine")["strongly_typed"] is (version != "8.6.1")
+    assert [c[1] for c in calls_named(trt, "config.set_flag")] == ([precision.upper()] if weak_flag else [])
+    assert sidecar["engine"]["precision"] == precision and sidecar["engine"]["calibration"] is None
+    assert plan_summary(tmp_path / "e.engine")["strongly_typed"] is not weak_flag
 
 
 def test_classic_10x_weak_typing_on_request(fake_trt, tmp_path):

@@ -73,7 +73,8 @@ def command(onnx_path, precision, calib_data, calib_images, backend, target, com
     \b
     Examples:
       skdeploy build-engine out/demo.int8.onnx --target rtx --compute-capability 8.6,8.9
-      skdeploy build-engine out/demo.onnx --int8 --calib-data calibration/fmnist -o engines/demo.engine
+      skdeploy build-engine out/demo.onnx --int8 -o engines/demo.engine       # shipped calibration set
+      skdeploy build-engine sknet50.onnx --int8 --calib-data photos/ --target rtx
       skdeploy build-engine sknet50.onnx --fp16 --target desktop --workspace 2GiB --timing-cache engines/cache
       skdeploy build-engine sknet50.onnx --int8 --target jetson-orin --dla-core 0 --gpu-fallback
     """
