@@ -182,7 +182,7 @@ class Evaluation:
                                                           self.batch_size, description))
 
 
-def _int8_with_fallback(model, plan_exclude, amax, absmax, settings, fallen):
+def int8_with_fallback(model, plan_exclude, amax, absmax, settings, fallen):
     """INT8 with the units in `fallen` returned to settings.fallback (FP32 where FP16 would overflow)."""
     plan = plan_int8(model, exclude=set(plan_exclude) | set(fallen))
     quantized = insert_qdq(model, plan, amax)
@@ -218,7 +218,7 @@ def _build_int8(model, ranges, settings, evaluation) -> tuple:
     scores = {}
 
     def attempt(count):
-        candidate = _int8_with_fallback(model, settings.keep_fp32, amax, absmax, settings, ranked[:count])
+        candidate = int8_with_fallback(model, settings.keep_fp32, amax, absmax, settings, ranked[:count])
         scores[count] = evaluation.score(candidate, f"INT8 with {count} layer(s) in {settings.fallback}")
         return candidate, scores[count]
 

@@ -1,0 +1,47 @@
+"""TensorRT-RTX (CPU-only build, compute capability 8.6) accepts the graph shapes only calibration makes:
+INT8 with layers moved to FP16 by the budget (Casts around them), and FP16 with FP16 I/O and FP32
+islands. Plain INT8/FP16 builds of the demo model and SKNet-50 run in test_engine_build.py, through
+build-engine's own call of calibrate_model."""
+import json
+
+import onnx
+import pytest
+
+from skdeploy.calib import CalibrationSettings, calibrate_model
+from skdeploy.calib.pipeline import int8_with_fallback
+from skdeploy.calib.qdq import plan_int8
+from skdeploy.engine import BuildSettings, build_engine
+
+pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX (pip install 'skdeploy[rtx]') builds the engines")
+
+RTX = BuildSettings(backend="tensorrt-rtx", target="rtx", compute_capabilities=["8.6"])
+
+
+def test_int8_with_fp16_fallback_layers_builds(exported, tmp_path):
+    source = exported("sknet-fmnist", dynamic_batch=True)
+    base = tmp_path / "demo_int8.onnx"
+    calibrate_model(source, base, CalibrationSettings(precision="int8", calib_images=32, holdout_images=0))
+    model = onnx.load(source)
+    ranges = json.loads((tmp_path / "demo_int8.onnx.ranges.json").read_text())["tensors"]
+    amax = {k: v["amax"] for k, v in ranges.items() if "amax" in v}
+    absmax = {k: v["absmax"] for k, v in ranges.items()}
+    units = plan_int8(model).units
+    fallen = [units[0], units[len(units) // 2], units[-1]]  # first conv, a middle unit, the classifier
+    mixed = int8_with_fallback(model, (), amax, absmax, CalibrationSettings(fallback="fp16"), fallen)
+    counts = {op: sum(n.op_type == op for n in mixed.graph.node) for op in ("Cast", "QuantizeLinear")}
+    assert counts["Cast"] >= 2 * len(fallen) and counts["QuantizeLinear"] > 0
+    mixed_path = tmp_path / "demo_mixed.onnx"
+    onnx.save(mixed, mixed_path)
+    sidecar = build_engine(mixed_path, tmp_path / "demo_mixed.engine", RTX)
+    assert sidecar["engine"]["precision"] == "int8" and sidecar["engine"]["engine_bytes"] > 100_000
+
+
+def test_fp16_with_fp16_io_and_fp32_islands_builds(exported, tmp_path):
+    source = exported("sknet-fmnist", dynamic_batch=True)
+    first_conv = next(n.name for n in onnx.load(source).graph.node if n.op_type == "Conv")
+    output = tmp_path / "demo_fp16.onnx"
+    calibrate_model(source, output, CalibrationSettings(precision="fp16", calib_images=32, holdout_images=0,
+                                                        fp16_io=True, keep_fp32=(first_conv,)))
+    sidecar = build_engine(output, tmp_path / "demo_fp16.engine", RTX)
+    assert sidecar["engine"]["precision"] == "fp16"
+    assert [io["dtype"] for io in sidecar["engine"]["io"]] == ["float16", "float16"]
