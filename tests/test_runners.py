@@ -505,14 +505,12 @@ def gpu_state():
 
 @pytest.fixture(scope="module")
 def rtx_engine(demo_checkpoint_export, tmp_path_factory):
-    """A real TensorRT-RTX engine of the demo export (for the GPU here, else for sm_86), with sidecar."""
+    """A real TensorRT-RTX engine of the demo export for sm_86 (built without a GPU), with its sidecar."""
     pytest.importorskip("tensorrt_rtx")
     from skdeploy.engine import BuildSettings, build_engine
 
-    cc, _ = gpu_state()
     path = tmp_path_factory.mktemp("rtx") / "demo.engine"
-    build_engine(demo_checkpoint_export[1], path, BuildSettings(backend="tensorrt-rtx",
-                                                                compute_capabilities=[cc or "8.6"]))
+    build_engine(demo_checkpoint_export[1], path, BuildSettings(backend="tensorrt-rtx", compute_capabilities=["8.6"]))
     return path
 
 
@@ -522,9 +520,9 @@ def test_real_rtx_engine_sidecar_check_explains_other_gpu(rtx_engine):
     memory = FakeDeviceMemory(compute_capability="7.0")
     with pytest.raises(SkdeployError) as info:
         TensorRTRunner(rtx_engine, memory=memory).activate()
-    built_for = json.loads(rtx_engine.with_name("demo.engine.json").read_text())["engine"]["compute_capabilities"][0]
-    assert str(info.value).startswith(f"demo.engine was built for {trt_runner.sm(built_for)} with TensorRT-RTX "
-                                      f"{tensorrt_rtx.__version__}; this GPU is sm_70 (Fake GPU)")
+    assert json.loads(rtx_engine.with_name("demo.engine.json").read_text())["engine"]["compute_capabilities"] == ["8.6"]
+    assert str(info.value).startswith(f"demo.engine was built for sm_86 with TensorRT-RTX {tensorrt_rtx.__version__}; "
+                                      "this GPU is sm_70 (Fake GPU)")
 
 
 def test_real_rtx_engine_without_gpu_fails_with_one_line(rtx_engine):
@@ -535,16 +533,35 @@ def test_real_rtx_engine_without_gpu_fails_with_one_line(rtx_engine):
         TensorRTRunner(rtx_engine).activate()
 
 
-@pytest.mark.gpu
-@pytest.mark.parametrize("cuda_graph", [False, True])
-def test_gpu_engine_matches_onnxruntime(rtx_engine, demo_checkpoint_export, demo_batch, cuda_graph):
+@pytest.fixture(scope="module")
+def gpu_engine(demo_checkpoint_export, tmp_path_factory):
+    """An engine for the GPU here: TensorRT-RTX when it supports this GPU, else classic TensorRT."""
     cc, reason = gpu_state()
     if not cc:
-        pytest.skip(f"needs an NVIDIA GPU with TensorRT-RTX: {reason}")
+        pytest.skip(f"needs an NVIDIA GPU with TensorRT: {reason}")
+    from skdeploy.engine import BuildSettings, build_engine
+    from skdeploy.engine.backend import installed, load_backend
+
+    settings = None
+    if installed("tensorrt-rtx") and cc in load_backend("tensorrt-rtx")[1].compute_capabilities:
+        settings = BuildSettings(backend="tensorrt-rtx", compute_capabilities=[cc])
+    elif installed("tensorrt"):
+        settings = BuildSettings(backend="tensorrt")
+    if settings is None:
+        pytest.skip(f"no TensorRT for this GPU ({trt_runner.sm(cc)}): TensorRT-RTX does not target it and classic "
+                    "tensorrt is not installed")
+    path = tmp_path_factory.mktemp("gpu") / "demo.engine"
+    build_engine(demo_checkpoint_export[1], path, settings)
+    return path
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_gpu_engine_matches_onnxruntime(gpu_engine, demo_checkpoint_export, demo_batch, cuda_graph):
     batch = demo_batch[0]
     with OnnxRuntimeRunner(demo_checkpoint_export[1]) as reference:
         expected = reference.infer(batch)["logits"]
-    with TensorRTRunner(rtx_engine, cuda_graph=cuda_graph) as runner:
+    with TensorRTRunner(gpu_engine, cuda_graph=cuda_graph) as runner:
         for size in (1, 8, 16, 8):
             np.testing.assert_allclose(runner.infer(batch[:size])["logits"], expected[:size], rtol=1e-2, atol=1e-2)
         errors = []
