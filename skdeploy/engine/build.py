@@ -118,11 +118,10 @@ def normalize_cc(text) -> str:
     raise UsageError(f"compute capability {text!r} is not like 8.6")
 
 
-def resolve_batches(settings: BuildSettings, dynamic: bool) -> tuple:
+def resolve_batches(settings: BuildSettings) -> tuple:
+    """(min, opt, max) for a dynamic batch; DLA pins one size (it runs static shapes only)."""
     given = (settings.min_batch, settings.opt_batch, settings.max_batch)
-    if not dynamic:
-        return None
-    if settings.dla_core is not None:  # DLA runs static shapes only: one batch size
+    if settings.dla_core is not None:
         n = settings.opt_batch or settings.max_batch or settings.min_batch or DEFAULT_BATCHES[0]
         return (n, n, n)
     low, opt, high = (v if v is not None else d for v, d in zip(given, DEFAULT_BATCHES))
@@ -212,7 +211,8 @@ def plan_build(settings: BuildSettings, caps, target_name, model) -> BuildPlan:
         flags.append("GPU_FALLBACK")
     return BuildPlan(backend=caps.backend, target=target.name, caps=caps, onnx_precision=source, precision=wanted,
                      needs_calibration=source == "fp32" and wanted != "fp32" and not flag_fp16,
-                     strongly_typed=strongly, builder_flags=flags, compute_capabilities=ccs)
+                     strongly_typed=strongly, builder_flags=flags, compute_capabilities=ccs,
+                     batches=resolve_batches(settings))
 
 
 def _strong_typing(settings, caps, source, wanted, dla, flag_fp16) -> bool:
@@ -296,13 +296,12 @@ def build_engine(onnx_path, engine_path, settings: BuildSettings = None, force=F
         builder = trt.Builder(logger)
         network = builder.create_network(network_flags(trt, caps, plan.strongly_typed))
         parser = trt.OnnxParser(network, logger)
-        parse_onnx(trt, parser, onnx_path, model)
+        parse_onnx(parser, onnx_path, model)
         io = io_tensors(network)
         dynamic = is_dynamic(io)
-        batches = resolve_batches(settings, dynamic)
         if not dynamic and any(v is not None for v in (settings.min_batch, settings.opt_batch, settings.max_batch)):
             ui.warn(f"{onnx_path.name} has a static batch; --min/--opt/--max-batch are ignored")
-        profile = batch_profile(io, batches)
+        profile = batch_profile(io, plan.batches if dynamic else None)
         config, cache = configure(trt, builder, plan, settings, profile, dynamic)
         fallback = []
         if settings.dla_core is not None:

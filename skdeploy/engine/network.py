@@ -53,7 +53,7 @@ def parse_errors(parser, onnx_model) -> list:
     return lines
 
 
-def parse_onnx(trt, parser, onnx_path, onnx_model) -> None:
+def parse_onnx(parser, onnx_path, onnx_model) -> None:
     if not parser.parse_from_file(str(onnx_path)):
         errors = parse_errors(parser, onnx_model) or ["no error detail from the parser"]
         raise SkdeployError(f"TensorRT could not parse {onnx_path}: " + "; ".join(errors))
