@@ -39,10 +39,10 @@ def _version_tuple(text) -> tuple:
     return tuple(int(part) for part in re.findall(r"\d+", str(text))[:3])
 
 
-def versions_compatible(backend: str, built: str, installed: str, version_compatible: bool) -> bool:
+def versions_compatible(backend: str, built: str, runtime: str, version_compatible: bool) -> bool:
     """TensorRT-RTX engines run only on the release that built them; classic TensorRT engines too,
     unless built version-compatible (then any newer runtime of the same or the next supported major)."""
-    built_v, have_v = _version_tuple(built), _version_tuple(installed)
+    built_v, have_v = _version_tuple(built), _version_tuple(runtime)
     if backend == "tensorrt" and version_compatible:
         return have_v >= built_v and (have_v[:1] == built_v[:1] or (built_v[0], have_v[0]) in _CROSS_MAJOR)
     return built_v == have_v
@@ -94,9 +94,11 @@ def check_compatibility(engine: dict, gpu: dict, installed_version, dla_cores: i
 def explain_incompatibility(path, engine: dict, gpu: dict, problems: list) -> str:
     built = f"{TITLES.get(engine.get('backend'), engine.get('backend'))} {engine.get('backend_version', '?')}"
     advice = ""
-    if gpu and gpu.get("compute_capability"):
-        advice = (f"; rebuild it here: skdeploy build-engine ONNX --backend {engine.get('backend')} "
+    if engine.get("backend") == "tensorrt-rtx" and gpu and gpu.get("compute_capability"):
+        advice = (f"; rebuild it: skdeploy build-engine ONNX --backend tensorrt-rtx "
                   f"--compute-capability {gpu['compute_capability']}")
+    elif engine.get("backend") == "tensorrt":
+        advice = "; rebuild it on this device: skdeploy build-engine ONNX --backend tensorrt"
     return f"{Path(path).name} was built for {describe_targets(engine)} with {built}; " + "; ".join(problems) + advice
 
 
