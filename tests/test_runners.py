@@ -579,3 +579,24 @@ def test_gpu_engine_matches_onnxruntime(gpu_engine, demo_checkpoint_export, demo
         for thread in threads:
             thread.join()
         assert not errors
+
+
+def test_device_memory_backends_fail_with_one_line_without_a_gpu():
+    cc, _ = gpu_state()
+    if cc:
+        pytest.skip("a CUDA GPU is present; the gpu-marked tests use device memory for real")
+    runtime = pytest.importorskip("cuda.bindings.runtime")
+    from skdeploy.deps import available
+    from skdeploy.errors import MissingDependency
+    from skdeploy.runners.cudamem import _check, open_device_memory
+
+    with pytest.raises(SkdeployError, match=r"^CUDA cudaMalloc failed: CUDA driver version is insufficient .*"
+                                            r"\(cudaErrorInsufficientDriver\)$"):
+        _check(runtime.cudaMalloc(16), "cudaMalloc")
+    with pytest.raises(SkdeployError, match="no usable CUDA GPU"):
+        open_device_memory("cuda-python")
+    with pytest.raises(SkdeployError, match="unknown CUDA memory backend"):
+        open_device_memory("cupy")
+    if not available("pycuda.driver"):
+        with pytest.raises(MissingDependency, match=r"skdeploy\[gpu\]"):
+            open_device_memory("pycuda")
