@@ -77,7 +77,8 @@ def run(models, iterations, warmup, threads, folder: Path) -> dict:
         settings = BenchSettings(batches=BATCHES.get(arch, (1, 8)), iterations=iterations or ITERATIONS.get(arch, 10),
                                  warmup=warmup)
         variants = [("pytorch eager fp32", TorchRunner(loaded, threads=threads))]
-        variants += [(f"onnxruntime {p}", OnnxRuntimeRunner(paths[p], threads=threads)) for p in ("fp32", "fp16", "int8")]
+        variants += [(f"onnxruntime {p}", OnnxRuntimeRunner(paths[p], threads=threads))
+                     for p in ("fp32", "fp16", "int8")]
         rows = {}
         for label, runner in variants:
             with runner:
@@ -98,7 +99,7 @@ def print_table(results):
         for batch in entry["settings"]["batches"]:
             for label, variant_rows in rows.items():
                 row = next(r for r in variant_rows if r["batch"] == batch)
-                table.append((arch, batch, label, f"{row['p50_ms']:.2f}", f"{row['p90_ms']:.2f}", f"{row['p99_ms']:.2f}",
+                table.append((arch, batch, label, *(f"{row[key]:.2f}" for key in ("p50_ms", "p90_ms", "p99_ms")),
                               f"{row['throughput']:.1f}", f"{base[batch]['p50_ms'] / row['p50_ms']:.2f}x"))
     ui.table("CPU latency: PyTorch eager vs onnxruntime (p50 ratio > 1 = faster than eager)", columns, table)
 

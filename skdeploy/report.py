@@ -13,7 +13,8 @@ from .fileio import write_text_atomic
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,'DejaVu Sans',sans-serif;margin:24px;color:#1d232a;background:#fff}
-h1{font-size:22px;margin:0 0 4px} h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #d8dee4;padding-bottom:4px}
+h1{font-size:22px;margin:0 0 4px}
+h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #d8dee4;padding-bottom:4px}
 h3{font-size:14px;margin:12px 0 4px;color:#444}
 .meta{color:#57606a;font-size:13px;margin:2px 0}
 .badge{display:inline-block;padding:2px 10px;border-radius:10px;font-weight:600;font-size:13px;color:#fff}
@@ -101,7 +102,8 @@ def _class_name(names, index):
 
 def _summary_rows(result) -> list:
     reference = result["reference"]
-    rows = [[_escape(f"FP32 reference: {reference['source']}"), "pytorch" if reference["kind"] == "pytorch" else "saved",
+    kind = "pytorch" if reference["kind"] == "pytorch" else "saved"
+    rows = [[_escape(f"FP32 reference: {reference['source']}"), kind,
              "fp32", _percent(reference.get("top1")), _percent(reference.get("top5")), "", "100.00%", "100.00%",
              "0", "0", "1", "inf", "reference"]]
     for candidate in result["candidates"]:
@@ -160,7 +162,8 @@ def _candidate_section(candidate, names, data, thresholds) -> str:
                        f"this: {_escape(_class_name(names, example['candidate']))}")
             if example["label"] is not None:
                 caption += f"<br>label: {_escape(_class_name(names, example['label']))}"
-            figures.append(f'<figure><img alt="sample {example["index"]}" src="{png_data_uri(data.picture(example["index"]))}">'
+            image = png_data_uri(data.picture(example["index"]))
+            figures.append(f'<figure><img alt="sample {example["index"]}" src="{image}">'
                            f"<figcaption>{caption}</figcaption></figure>")
         parts.append('<div class="gallery">' + "".join(figures) + "</div>")
     else:

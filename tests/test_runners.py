@@ -128,7 +128,8 @@ def engine_section(**overrides):
 
 def test_compatible_engine_has_no_problems():
     assert trt_runner.check_compatibility(engine_section(), GPU_86, "1.7.1.116") == []
-    assert trt_runner.check_compatibility(engine_section(compute_capabilities=["8.6", "9.0"]), GPU_90, "1.7.1.116") == []
+    two = engine_section(compute_capabilities=["8.6", "9.0"])
+    assert trt_runner.check_compatibility(two, GPU_90, "1.7.1.116") == []
 
 
 def test_compute_capability_mismatch_is_explained():
@@ -144,8 +145,9 @@ def test_compute_capability_mismatch_is_explained():
     (engine_section(), "1.8.0.10", "the installed TensorRT-RTX is 1.8.0.10 (engines run only on the TensorRT-RTX "
                                    "release that built them)"),
     (engine_section(), None, "TensorRT-RTX is not installed (pip install 'skdeploy[rtx]')"),
-    (engine_section(backend="tensorrt", backend_version="10.3.0"), "10.4.0", "the installed TensorRT is 10.4.0 (the engine runs only on the "
-                                                                   "TensorRT version that built it; rebuild it, or build it version-compatible)"),
+    (engine_section(backend="tensorrt", backend_version="10.3.0"), "10.4.0",
+     "the installed TensorRT is 10.4.0 (the engine runs only on the TensorRT version that built it; rebuild it, "
+     "or build it version-compatible)"),
     (engine_section(backend="tensorrt", backend_version="10.3.0", version_compatible=True), "10.2.0",
      "the installed TensorRT is 10.2.0 (a version-compatible engine needs the same or a newer TensorRT of a "
      "supported major version)"),

@@ -55,7 +55,8 @@ class DeviceMemory:
 
     # CUDA graphs (runtime API for both backends)
     def begin_capture(self, stream: int) -> None:
-        _check(_runtime().cudaStreamBeginCapture(stream, _runtime().cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal),
+        rt = _runtime()
+        _check(rt.cudaStreamBeginCapture(stream, rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal),
                "cudaStreamBeginCapture")
 
     def end_capture(self, stream: int) -> int:
