@@ -93,6 +93,9 @@ def simplify(model):
     if not ok:
         ui.warn("simplification skipped: the simplified model failed onnxsim's own check")
         return model, False
+    from .graph.model import copy_node_metadata
+
+    copy_node_metadata(model, simplified)
     return simplified, True
 
 

@@ -51,6 +51,9 @@ def command(arch, spec, model_kwargs, checkpoint, input_shape, batch, dynamic_ba
         ui.emit_json({"output": str(output), "manifest": str(output) + ".json", "parity": stage["parity"],
                       "passes": stage["passes"], "node_counts": stage["node_counts"]})
         return
+    from ..graph import show_passes
+
+    show_passes(stage["passes"])
     parity = stage["parity"]
     ui.out.print(f"wrote {output} (+ manifest {output}.json)")
     ui.out.print(f"parity: max abs {parity['max_abs']:.3g}, max rel {parity['max_rel']:.3g} "

@@ -33,6 +33,7 @@ LAYOUT_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose
                         "Identity", "Expand"})
 SUM_OPS = ("Add", "Sum")
 MIN_OPSET = 11  # Slice with tensor bounds (opset 10) and Softmax as TensorRT parses it
+LABEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))  # hold element indices exactly (below 2**24)
 
 
 class NotSelect(Exception):
@@ -191,7 +192,10 @@ def _propagate(index, types, source, labels, targets):
         feed[source] = labels
         if set(feed) != set(region.inputs):
             raise NearMiss("a shape in the select is unknown")
-        result.update(run_regions(index, [region], [feed], types)[0])
+        try:
+            result.update(run_regions(index, [region], [feed], types)[0])
+        except Exception as exc:  # onnxruntime's errors share no base class beyond Exception
+            raise NearMiss(f"its layout ops cannot be traced: {str(exc).splitlines()[0][:200]}") from None
     return result
 
 
@@ -199,11 +203,11 @@ def _label_maps(index, types, softmax, logits, terms):
     """For each term: its softmax slot, and per channel the softmax group and the logit channel."""
     logits_type = types.get(logits)
     if logits_type is None or logits_type.shape is None or len(logits_type.shape) != 4 \
-            or logits_type.shape[2:] != (1, 1) or logits_type.dtype.kind != "f":
-        raise NearMiss("the logits are not a float (N, M*C, 1, 1) tensor")
+            or logits_type.shape[2:] != (1, 1) or logits_type.dtype not in LABEL_DTYPES:
+        raise NearMiss("the logits are not a float32/float64 (N, M*C, 1, 1) tensor")
     batch, channels = logits_type.shape[:2]
     x, y = softmax.input[0], softmax.output[0]
-    logit_labels = np.arange(batch * channels, dtype=np.float32).reshape(logits_type.shape)
+    logit_labels = np.arange(batch * channels, dtype=logits_type.dtype).reshape(logits_type.shape)
     x_labels = _propagate(index, types, logits, logit_labels, [x])[x]
     if x_labels.ndim < 2 or x_labels.shape[0] != batch:
         raise NearMiss("the logits reshape does not keep the batch axis first")
@@ -216,7 +220,7 @@ def _label_maps(index, types, softmax, logits, terms):
     if axis == 0:
         raise NearMiss("the softmax runs over the batch axis")
     group_of, slot_of, slots = softmax_groups(x_labels.shape[1:], axis, index.opset)
-    y_labels = np.arange(batch * positions, dtype=np.float32).reshape(x_labels.shape)
+    y_labels = np.arange(batch * positions, dtype=logits_type.dtype).reshape(x_labels.shape)
     moved = _propagate(index, types, y, y_labels, [weights for _, weights, _ in terms])
     found = []
     for i, (branch, weights, stack_axis) in enumerate(terms):
