@@ -2,8 +2,24 @@
 and a topological re-sort after nodes are inserted."""
 import collections
 
+import numpy as np
 import onnx
 from onnx import TensorProto
+
+
+SMALL_CONSTANT = 1024  # elements: shapes, axes and scalars that shape inference must read
+
+
+def _without_weight_data(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with large initializers turned into typed graph inputs: shape inference needs their
+    shapes, not their values, and serialising 100 MB of weights for it is most of its cost."""
+    graph = model.graph
+    small = [init for init in graph.initializer if np.prod(init.dims) <= SMALL_CONSTANT]
+    large = [onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims))
+             for init in graph.initializer if np.prod(init.dims) > SMALL_CONSTANT]
+    skeleton = onnx.helper.make_graph(list(graph.node), graph.name, list(graph.input) + large, list(graph.output),
+                                      small, value_info=list(graph.value_info))
+    return onnx.helper.make_model(skeleton, opset_imports=list(model.opset_import), ir_version=model.ir_version)
 
 
 class GraphIndex:
@@ -20,7 +36,7 @@ class GraphIndex:
             for index, name in enumerate(node.input):
                 if name:
                     self.consumers[name].append((node, index))
-        inferred = onnx.shape_inference.infer_shapes(model)
+        inferred = onnx.shape_inference.infer_shapes(_without_weight_data(model))
         self.value_info = {v.name: v for v in list(inferred.graph.value_info) + list(inferred.graph.input)
                            + list(inferred.graph.output)}
         self.graph_inputs = [v.name for v in graph.input if v.name not in self.initializers]
