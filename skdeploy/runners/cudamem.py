@@ -76,6 +76,9 @@ class DeviceMemory:
 
 
 def _runtime():
+    """cuda-python's runtime API: `cuda.bindings.runtime` (12.6+), or `cuda.cudart` in older releases."""
+    if not available("cuda.bindings.runtime") and available("cuda.cudart"):
+        return require("cuda.cudart")
     return require("cuda.bindings.runtime")
 
 
@@ -252,7 +255,7 @@ def open_device_memory(prefer: str = None, device: int = 0) -> DeviceMemory:
         raise SkdeployError(f"unknown CUDA memory backend {prefer!r}; use pycuda or cuda-python")
     if prefer == "pycuda" or (prefer is None and available("pycuda.driver")):
         return PyCudaMemory(device)
-    if not available("cuda.bindings.runtime"):
+    if not (available("cuda.bindings.runtime") or available("cuda.cudart")):
         raise MissingDependency("neither pycuda nor cuda-python is installed; install one with: "
                                 "pip install 'skdeploy[cuda-python]' (or 'skdeploy[gpu]' for pycuda)")
     return CudaPythonMemory(device)
