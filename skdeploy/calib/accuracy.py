@@ -16,21 +16,27 @@ from .collect import padded
 from .sources import Selection
 
 
-def onnx_predictions(model, selection: Selection, indices, batch_size: int, description: str) -> np.ndarray:
-    """Top-1 class per held-out sample from onnxruntime (`model` is a ModelProto or a path)."""
+def runs(model, selection: Selection, indices, batch_size: int, description: str):
+    """(outputs, samples in the batch) per batch of `indices` through onnxruntime, with progress; a
+    model with a static batch gets its own batch size, the last one padded."""
     from ..runners.onnxrt import OnnxRuntimeRunner
 
-    top1 = []
     with OnnxRuntimeRunner(model) as runner, ui.progress(len(indices), description) as advance:
         spec = runner.input_specs()[0]
         static = isinstance(spec.shape[0], int) and spec.shape[0] > 0
         size = spec.shape[0] if static else batch_size
         for batch, _ in selection.batches(indices, size):
-            real = len(batch)
             feed = padded(batch, size) if static else batch
-            logits = runner.infer({spec.name: feed.astype(spec.dtype)})[runner.output_names()[0]]
-            top1.append(np.asarray(logits, np.float32)[:real].reshape(real, -1).argmax(axis=1))
-            advance(real)
+            yield runner.infer({spec.name: feed.astype(spec.dtype)}), len(batch)
+            advance(len(batch))
+
+
+def onnx_predictions(model, selection: Selection, indices, batch_size: int, description: str) -> np.ndarray:
+    """Top-1 class per held-out sample from onnxruntime (`model` is a ModelProto or a path)."""
+    top1 = []
+    for outputs, real in runs(model, selection, indices, batch_size, description):
+        logits = np.asarray(next(iter(outputs.values())), np.float32)[:real]
+        top1.append(logits.reshape(real, -1).argmax(axis=1))
     return np.concatenate(top1) if top1 else np.zeros(0, np.int64)
 
 
@@ -101,20 +107,12 @@ class Judge:
 
 def unit_errors(shadow_model, outputs: dict, selection: Selection, indices, batch_size: int) -> dict:
     """{unit: noise-to-signal power ratio of its own quantisation} over the held-out samples."""
-    from ..runners.onnxrt import OnnxRuntimeRunner
-
     error = dict.fromkeys(outputs, 0.0)
     signal = dict.fromkeys(outputs, 0.0)
-    with OnnxRuntimeRunner(shadow_model) as runner, ui.progress(len(indices), "ranking layers") as advance:
-        spec = runner.input_specs()[0]
-        static = isinstance(spec.shape[0], int) and spec.shape[0] > 0
-        size = spec.shape[0] if static else batch_size
-        for batch, _ in selection.batches(indices, size):
-            result = runner.infer({spec.name: padded(batch, size)})
-            for unit, (err_name, sig_name) in outputs.items():
-                error[unit] += float(result[err_name])
-                signal[unit] += float(result[sig_name])
-            advance(len(batch))
+    for result, _ in runs(shadow_model, selection, indices, batch_size, "ranking layers"):
+        for unit, (err_name, sig_name) in outputs.items():
+            error[unit] += float(result[err_name])
+            signal[unit] += float(result[sig_name])
     return {unit: error[unit] / signal[unit] if signal[unit] > 0 else 0.0 for unit in outputs}
 
 
