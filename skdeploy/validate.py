@@ -172,7 +172,8 @@ def reference_from_manifest(artifact) -> Reference:
     shipped = checkpoint["path"].startswith(SHIPPED_WEIGHTS_PREFIX)
     file = None
     if not shipped:
-        candidates = [Path(checkpoint["path"]), path.parent / checkpoint["path"]]
+        recorded = Path(checkpoint["path"])
+        candidates = [recorded, path.parent / recorded, path.parent / recorded.name]
         file = next((c for c in candidates if c.is_file()), None)
         if file is None:
             raise UsageError(f"checkpoint {checkpoint['path']} recorded in the manifest of {path.name} is not here; "
