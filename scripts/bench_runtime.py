@@ -109,7 +109,9 @@ def main():
     parser.add_argument("--models", default="sknet-fmnist,sknet50", help="comma-separated registered names")
     parser.add_argument("--iterations", type=int, default=0, help="timed calls per batch (default per model)")
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads for both runtimes (0: their default)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads for every runtime (default 1: equal footing and stable numbers on a "
+                             "shared machine; 0: each runtime's default)")
     parser.add_argument("--out", default=str(REPO / "out" / "bench_runtime"), help="folder for models and JSON")
     args = parser.parse_args()
     folder = Path(args.out)
