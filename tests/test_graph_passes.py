@@ -261,6 +261,8 @@ def test_batchnorm_folds_into_layers_or_becomes_scale_and_shift(tmp_path):
     with torch.no_grad(), OnnxRuntimeRunner(optimized) as runner:
         expected = module(x).numpy()
         assert np.abs(runner.infer(x.numpy())["logits"] - expected).max() <= PARITY * np.abs(expected).max()
+    onnx.save(optimized, str(tmp_path / "folded.onnx"))
+    rtx_build(tmp_path / "folded.onnx", tmp_path)
 
 
 def test_training_preserve_export_of_sk_net_ends_without_batchnorm(seed_sknet, tmp_path):
@@ -300,6 +302,8 @@ def test_no_fold_bn_and_no_sk_rewrite_switch_the_passes_off(seed_sknet, tmp_path
     kept = node_counts(onnx.load(str(tmp_path / "sk_kept.onnx")))
     assert "BatchNormalization" not in kept and kept["Softmax"] == 1
     assert node_counts(model)["Softmax"] == 1
+    for rewritten in ("bn_kept", "sk_kept"):
+        rtx_build(tmp_path / f"{rewritten}.onnx", tmp_path)
 
 
 # ---------------------------------------------------------------------------------- safety net
@@ -373,6 +377,7 @@ def test_optimize_derives_the_export_manifest(unit_export, tmp_path):
     assert stage["node_counts_before"]["Softmax"] == 1 and "Softmax" not in stage["node_counts_after"]
     assert stage["parity"]["passed"] and stage["parity"]["batches"] == [1, 3]
     assert load_manifest(tmp_path / "opt.onnx") == manifest
+    rtx_build(tmp_path / "opt.onnx", tmp_path)
 
 
 def test_optimize_starts_a_manifest_for_foreign_onnx(seed_sknet, tmp_path):
@@ -384,6 +389,8 @@ def test_optimize_starts_a_manifest_for_foreign_onnx(seed_sknet, tmp_path):
     manifest = load_manifest(tmp_path / "out.onnx")
     assert manifest["model"]["spec"] == "onnx:foreign.onnx" and manifest["preprocessing"] is None
     assert [s["stage"] for s in manifest["stages"]] == ["optimize"]
+    assert_tensorrt_friendly(onnx.load(str(tmp_path / "out.onnx")), 3)
+    rtx_build(tmp_path / "out.onnx", tmp_path)
 
 
 def test_optimize_bad_inputs(tmp_path, exported):
@@ -417,6 +424,7 @@ def test_export_prints_what_each_pass_did(tmp_path):
     assert "fold_bn: 0 BatchNormalization" in result.stdout
     assert "sk_rewrite: 5 SK blocks found, 5 rewritten (M=2: 5)" in result.stdout
     assert "nodes by op type" in result.stdout and "Sigmoid" in result.stdout
+    rtx_build(tmp_path / "demo.onnx", tmp_path)
     result = run_cli(*args, "--no-sk-rewrite", "--no-fold-bn", "-o", tmp_path / "plain.onnx")
     assert result.exit_code == 0, result.output
     assert "sk_rewrite" not in result.stdout
