@@ -84,24 +84,47 @@ def modelopt_rows(python, source, work, methods):
     return outputs
 
 
+def fit_probe_head(loaded, count=10_000, ridge=1e-4):
+    """A stand-in classifier while no trained weights exist: the random SK backbone's pooled features of
+    `count` training-split images, and a ridge-regression head on one-hot labels in place of `fc`."""
+    import torch
+
+    pixels, labels = load_fashion_mnist("train")
+    images = torch.from_numpy(loaded.config.preprocessing.arrays(pixels[:count]))
+    module = loaded.module
+    with torch.no_grad():
+        features = torch.cat([torch.flatten(module.pool(module.layers(module.stem(images[i:i + 500]))), 1)
+                              for i in range(0, len(images), 500)]).double()
+        features = torch.cat([features, torch.ones(len(features), 1, dtype=torch.float64)], 1)
+        targets = torch.nn.functional.one_hot(torch.from_numpy(labels[:count]), 10).double()
+        gram = features.T @ features + ridge * len(features) * torch.eye(features.shape[1], dtype=torch.float64)
+        solution = torch.linalg.solve(gram, features.T @ targets)
+        module.fc.weight.copy_(solution[:-1].T.float())
+        module.fc.bias.copy_(solution[-1].float())
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="out/precision")
     parser.add_argument("--test-images", type=int, default=10_000)
     parser.add_argument("--modelopt-python", help="python of a venv with nvidia-modelopt (compared when given)")
-    parser.add_argument("--random-weights", action="store_true", help="untrained model (tries the script only)")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="before the trained weights exist: random backbone + least-squares classifier head")
     args = parser.parse_args()
     work = Path(args.out).resolve()
     work.mkdir(parents=True, exist_ok=True)
 
+    import torch
+
+    torch.manual_seed(0)
     loaded = load_model(arch="sknet-fmnist", pretrained=not args.random_weights)
+    if args.random_weights:
+        fit_probe_head(loaded)
     source = work / "demo.onnx"
     export_model(loaded, source, ExportSettings(dynamic_batch=True), force=True)
     pixels, labels = load_fashion_mnist("test")
     pixels, labels = pixels[:args.test_images], labels[:args.test_images]
     images = loaded.config.preprocessing.arrays(pixels)
-    import torch
-
     with torch.no_grad():
         reference = np.concatenate([loaded.module(torch.from_numpy(images[i:i + 500])).argmax(1).numpy()
                                     for i in range(0, len(images), 500)])

@@ -159,8 +159,12 @@ def _collect_ranges(model, selection, settings, onnx_sha256, output) -> tuple:
     histograms, absmax, batch = collect_statistics(model, selection, histogram_tensors, settings.bins,
                                                    settings.memory_mb, settings.batch_size)
     tensors = {name: {"absmax": float(peak)} for name, peak in absmax.items()}
+    inputs = set(GraphIndex(model).graph_inputs)
     for name, hist in histograms.items():
-        tensors[name]["amax"] = float(amax_of(hist, method, settings.percentile))
+        # the model input keeps its full range: preprocessing bounds it, and a spike such as a constant
+        # background would otherwise pull the entropy threshold below the brightest pixels of every image
+        amax = hist.absmax if name in inputs else amax_of(hist, method, settings.percentile)
+        tensors[name]["amax"] = float(amax)
     cache.save_ranges(path, key, tensors)
     ui.info(f"collected {len(histograms)} histograms and {len(tensors)} maxima from "
             f"{len(selection.calibration)} samples (batch {batch}) in {time.time() - started:.1f}s")

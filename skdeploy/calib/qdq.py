@@ -2,7 +2,8 @@
 
 Placement follows what TensorRT fuses (and what NVIDIA ModelOpt's ONNX PTQ does):
   - Conv, Gemm, MatMul: per-tensor symmetric Q/DQ on the activation input, per-channel symmetric
-    INT8 weights (output-channel axis) behind a DequantizeLinear; bias stays FP32.
+    INT8 weights (output-channel axis) behind a DequantizeLinear; bias stays FP32. A Gemm/MatMul with
+    K or N under 16 (a 10-class classifier) stays FP32: no INT8 kernel speeds it up.
   - a residual Add whose one input comes straight from a quantized Conv gets Q/DQ on its other input
     (the shortcut), so TensorRT fuses the Add into that Conv; when both inputs come from Convs the
     deeper one is the main branch and the shallower one (the downsample) is quantized.
@@ -19,6 +20,7 @@ from ..errors import UsageError
 from .graphutil import GraphIndex, replace_nodes
 
 LAYER_OPS = ("Conv", "Gemm", "MatMul")
+MIN_GEMM_DIM = 16  # INT8 tensor-core GEMMs need K and N of 16 or more; smaller ones gain nothing and lose accuracy
 INT8_MAX = 127
 MIN_AMAX = 1e-8  # a tensor that was all zeros on the calibration data still needs a positive scale
 MIN_OPSET = 13  # per-channel DequantizeLinear
@@ -52,6 +54,22 @@ def _weight_axis(node, weight) -> int:
     return len(weight.dims) - 1  # MatMul: (..., K, N), output features last
 
 
+def _gemm_dims(node, weight, index: GraphIndex):
+    """(K, N) of a Gemm/MatMul from its weight (or its second input's shape), None where unknown."""
+    dims = list(weight.dims) if weight is not None else (index.shape(node.input[1]) or [])
+    if len(dims) < 2:
+        return None, None
+    if node.op_type == "Gemm" and next((a.i for a in node.attribute if a.name == "transB"), 0):
+        return dims[-1], dims[-2]
+    return dims[-2], dims[-1]
+
+
+def _too_small(node, weight, index: GraphIndex) -> bool:
+    if node.op_type == "Conv":
+        return False
+    return any(d is not None and d < MIN_GEMM_DIM for d in _gemm_dims(node, weight, index))
+
+
 def _residual_slot(node, index: GraphIndex, layers: set, depth: dict):
     """The input of a residual Add to quantize, or None when this Add is not a fusible residual."""
     if len(node.input) != 2 or any(index.is_constant(n) or not index.is_float(n) for n in node.input):
@@ -81,7 +99,7 @@ def plan_int8(model: onnx.ModelProto, exclude=()) -> Int8Plan:
         if node.op_type not in LAYER_OPS or node.name in exclude:
             continue
         weight = index.initializers.get(node.input[1]) if len(node.input) > 1 else None
-        if weight is not None and weight.data_type != TensorProto.FLOAT:
+        if (weight is not None and weight.data_type != TensorProto.FLOAT) or _too_small(node, weight, index):
             continue
         slots = [s for s in (0, 1) if s < len(node.input) and not index.is_constant(node.input[s])
                  and index.is_float(node.input[s])]

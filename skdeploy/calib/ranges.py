@@ -13,7 +13,7 @@ from ..errors import UsageError
 METHODS = ("max", "entropy", "percentile")
 QUANT_LEVELS = 128  # int8 symmetric: 127 steps each side of zero (TensorRT uses 128 for the KL search)
 MIN_BINS = 2048
-ALGORITHM = "skdeploy-ranges-2"  # part of the cache key: bump when the range computation changes
+ALGORITHM = "skdeploy-ranges-3"  # part of the cache key: bump when the range computation changes
 
 
 class TensorHistogram:
