@@ -18,6 +18,10 @@ from .ranges import TensorHistogram
 from .sources import Selection
 
 MAX_AUTO_BATCH = 32
+# ops whose output range follows from their inputs' (max, min) instead of being measured: exactly, except
+# MaxPool's minimum (a bound); Relu clamps both at zero
+RANGE_KEEPING_OPS = {"Relu", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Transpose", "MaxPool",
+                     "Concat"}
 MAX_SUFFIX, MIN_SUFFIX = "__skdeploy_max", "__skdeploy_min"
 
 
@@ -85,14 +89,15 @@ def collect_statistics(model: onnx.ModelProto, selection: Selection, histogram_t
 
     index = GraphIndex(model)
     histogram_tensors = list(dict.fromkeys(histogram_tensors))
-    reduced = [name for name in index.activations() if name not in set(histogram_tensors)]
+    derived = _derived_tensors(index, set(histogram_tensors))
+    reduced = [name for name in index.activations() if name not in set(histogram_tensors) and name not in derived]
     input_name = index.graph_inputs[0]
     input_batch = (index.shape(input_name) or [None])[0]
     static = isinstance(input_batch, int) and input_batch > 0
     # onnxruntime keeps about every activation of the batch alive once some are outputs: size for all
     size = input_batch if static else (batch_size or batch_size_for(index, index.activations(), None, memory_mb))
     histograms = {name: TensorHistogram(bins) for name in histogram_tensors}
-    absmax = dict.fromkeys(reduced, 0.0)
+    extremes = {name: (-np.inf, np.inf) for name in reduced}  # (max, min)
     indices = selection.calibration
     with OnnxRuntimeRunner(probe_model(model, index, histogram_tensors, reduced), priority_order=True) as runner, \
             ui.progress(len(indices), "calibrating") as advance:
@@ -108,11 +113,27 @@ def collect_statistics(model: onnx.ModelProto, selection: Selection, histogram_t
                 except ValueError:
                     raise SkdeployError(overflow_message(name)) from None
             for name in reduced:
-                peak = max(abs(float(outputs[name + MAX_SUFFIX])), abs(float(outputs[name + MIN_SUFFIX])))
-                if not np.isfinite(peak):
+                high, low = float(outputs[name + MAX_SUFFIX]), float(outputs[name + MIN_SUFFIX])
+                if not (np.isfinite(high) and np.isfinite(low)):
                     raise SkdeployError(overflow_message(name))
-                absmax[name] = max(absmax[name], peak)
+                extremes[name] = (max(extremes[name][0], high), min(extremes[name][1], low))
             del outputs
             advance(real)
-    absmax.update({name: hist.absmax for name, hist in histograms.items()})
+    extremes.update({name: (hist.absmax, -hist.absmax) for name, hist in histograms.items()})  # sign unknown
+    for name, (op, sources) in derived.items():  # graph order: a source is measured or derived before its reader
+        high, low = max(extremes[s][0] for s in sources), min(extremes[s][1] for s in sources)
+        extremes[name] = (max(high, 0.0), max(low, 0.0)) if op == "Relu" else (high, low)
+    absmax = {name: max(abs(high), abs(low)) for name, (high, low) in extremes.items()}
     return histograms, absmax, size
+
+
+def _derived_tensors(index: GraphIndex, histogram_tensors: set) -> dict:
+    """{tensor: (op, its float inputs)} for outputs of RANGE_KEEPING_OPS reading only activations."""
+    derived = {}
+    for name, node in index.producer.items():
+        if node.op_type not in RANGE_KEEPING_OPS or name in histogram_tensors or not index.is_float(name):
+            continue
+        sources = [i for i in node.input if i and index.is_float(i)]
+        if sources and not any(index.is_constant(i) for i in sources):
+            derived[name] = (node.op_type, sources)
+    return derived
