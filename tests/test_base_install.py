@@ -54,3 +54,11 @@ def test_base_install_imports_and_runs_the_cli_without_torch(base_env):
                    "--candidate", python)
     assert no_torch.returncode == 2 or no_torch.returncode == 1
     assert "torch is not installed" in no_torch.stderr and "Traceback" not in no_torch.stderr
+    engine = base_env / "model.engine"
+    engine.write_bytes(b"not an engine")
+    no_tensorrt = run(base_env, python, "-c",
+                      "from skdeploy import TensorRTRunner; TensorRTRunner('model.engine').activate()")
+    assert no_tensorrt.returncode == 1
+    assert no_tensorrt.stderr.strip().splitlines()[-1] == (
+        "skdeploy.errors.SkdeployError: neither tensorrt nor tensorrt_rtx is installed; install one with: "
+        "pip install 'skdeploy[trt]' or 'skdeploy[rtx]'")

@@ -17,6 +17,7 @@ version, so the build code asks "does this backend have X" instead of scattering
   timing cache          classic TensorRT; TensorRT-RTX keeps the calls as no-ops (deprecated since 1.2)
 """
 import importlib
+import importlib.util
 import sys
 from dataclasses import dataclass
 
