@@ -1,7 +1,6 @@
 """bench: percentile arithmetic, and real onnxruntime/PyTorch runs through the API and the CLI."""
 import json
 
-import numpy as np
 import pytest
 
 from conftest import run_cli
