@@ -7,9 +7,9 @@ cd "$(dirname "$0")/.."
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 # dataset-fashion-mnist: real labelled images (demo model, calibration, validation);
-# chromium: the HTML validation report is checked in a real headless browser.
+# chromium + fonts: the HTML validation report is checked in a real headless browser.
 missing=""
-for pkg in dataset-fashion-mnist chromium; do
+for pkg in dataset-fashion-mnist chromium fonts-dejavu-core; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
 done
 if [ -n "$missing" ]; then
