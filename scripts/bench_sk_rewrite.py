@@ -58,7 +58,7 @@ def block_audit(model) -> dict:
 def build(onnx_path, engine_path, compute_capability) -> dict:
     done = subprocess.run([str(Path(sys.executable).with_name("skdeploy")), "build-engine", str(onnx_path),
                            "--target", "rtx", "--compute-capability", compute_capability, "-o", str(engine_path),
-                           "--json"], capture_output=True, text=True)
+                           "--force", "--json"], capture_output=True, text=True)
     if done.returncode:
         sys.exit(f"{onnx_path.name}: {done.stderr.strip()}")
     return json.loads(done.stdout)
