@@ -430,3 +430,14 @@ def test_export_prints_what_each_pass_did(tmp_path):
     assert "sk_rewrite" not in result.stdout
     assert node_counts(onnx.load(str(tmp_path / "plain.onnx")))["Softmax"] == 5
     assert load_manifest(tmp_path / "plain.onnx")["stages"][-1]["passes"] == []
+
+
+def test_topological_sort_places_a_node_reading_two_outputs_of_one_producer_once():
+    from onnx import helper
+
+    from skdeploy.graph.model import topological_sort
+
+    graph = helper.make_graph([helper.make_node("Concat", ["a", "b"], ["c"], axis=0, name="concat"),
+                               helper.make_node("Split", ["x"], ["a", "b"], axis=0, name="split")], "g", [], [])
+    topological_sort(graph)
+    assert [node.name for node in graph.node] == ["split", "concat"]

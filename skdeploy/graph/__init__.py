@@ -6,6 +6,6 @@
 Every rewrite is checked in onnxruntime against what it replaces (random inputs, two batch sizes) and
 left out when they disagree; see docs/graph-passes.md.
 """
-from .pipeline import PASS_NAMES, describe, optimize_graph, optimize_onnx, show_passes
+from .pipeline import describe, optimize_graph, optimize_onnx, show_passes
 
-__all__ = ["optimize_graph", "optimize_onnx", "describe", "show_passes", "PASS_NAMES"]
+__all__ = ["optimize_graph", "optimize_onnx", "describe", "show_passes"]

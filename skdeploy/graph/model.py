@@ -1,12 +1,11 @@
 """Small helpers every pass shares: who produces and reads each tensor, constants, naming, clean-up."""
 import ast
 import collections
+import heapq
 
 import numpy as np
 
-
-def opset_of(model) -> int:
-    return next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), 0)
+from ..onnxutil import opset_of
 
 
 def attribute(node, name, default=None):
@@ -57,9 +56,6 @@ class GraphIndex:
             if attr.name in ("value_floats", "value_ints"):
                 return np.array(attribute(node, attr.name))
         return None
-
-    def is_constant(self, name) -> bool:
-        return name in self.initializers or getattr(self.producer.get(name), "op_type", None) == "Constant"
 
     def only_reader(self, name):
         """The single node reading `name`, or None when several read it or it is a graph output."""
@@ -169,14 +165,12 @@ def topological_sort(graph) -> None:
     nodes = list(graph.node)
     producer = {name: i for i, node in enumerate(nodes) for name in node.output if name}
     waiting = [set() for _ in nodes]
-    readers = collections.defaultdict(list)
+    readers = collections.defaultdict(set)
     for i, node in enumerate(nodes):
         for name in node.input:
             if name in producer and producer[name] != i:
                 waiting[i].add(producer[name])
-                readers[producer[name]].append(i)
-    import heapq
-
+                readers[producer[name]].add(i)
     ready = [i for i, deps in enumerate(waiting) if not deps]
     heapq.heapify(ready)
     order = []
@@ -193,7 +187,7 @@ def topological_sort(graph) -> None:
     graph.node.extend(nodes[i] for i in order)
 
 
-def remove_dead_code(model) -> dict:
+def remove_dead_code(model) -> None:
     """Drop nodes no graph output depends on, then initializers and value_info nobody uses."""
     graph = model.graph
     live = {value.name for value in graph.output}
@@ -202,7 +196,6 @@ def remove_dead_code(model) -> dict:
         if any(name in live for name in node.output):
             kept.append(node)
             live.update(name for name in node.input if name)
-    removed_nodes = len(graph.node) - len(kept)
     del graph.node[:]
     graph.node.extend(reversed(kept))
     unused = [init for init in graph.initializer if init.name not in live]
@@ -214,4 +207,3 @@ def remove_dead_code(model) -> dict:
     produced = {name for node in graph.node for name in node.output}
     for value in [v for v in graph.value_info if v.name not in produced]:
         graph.value_info.remove(value)
-    return {"nodes": removed_nodes, "initializers": len(unused)}

@@ -18,7 +18,6 @@ from .sk_select import rewrite_sk_blocks
 
 PASSES = (("fold_bn", "folding BatchNormalization", fold_batchnorms),
           ("sk_rewrite", "rewriting SK selects", rewrite_sk_blocks))
-PASS_NAMES = tuple(name for name, _, _ in PASSES)
 
 
 def optimize_graph(model, fold_bn=True, sk_rewrite=True, tolerance=TOLERANCE):

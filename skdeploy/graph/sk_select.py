@@ -76,7 +76,7 @@ def _follow_attention(index, softmax):
             other.add("a graph output")
         for node in index.consumers.get(name, []):
             if node.op_type == "Mul":
-                if node not in multiplies:
+                if all(node is not seen for seen in multiplies):
                     multiplies.append(node)
             elif node.op_type in LAYOUT_OPS and node.input[0] == name and name not in node.input[1:]:
                 produced = [out for out in node.output if out and out not in attention]
