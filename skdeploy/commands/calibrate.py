@@ -33,8 +33,9 @@ def _crop(text):
 @click.option("--calib-images", type=int, default=512, show_default=True, help="Seeded random subset size.")
 @click.option("--holdout-images", type=int, default=1000, show_default=True,
               help="Samples after the calibration subset used to measure accuracy (0: do not measure).")
-@click.option("--method", type=click.Choice(["entropy", "max", "percentile"]), default="entropy", show_default=True,
-              help="INT8 activation range: KL divergence over >= 2048 bins, absolute max, or a percentile.")
+@click.option("--method", type=click.Choice(["percentile", "entropy", "max"]), default="percentile",
+              show_default=True, help="INT8 activation range: a percentile of |x|, TensorRT's KL divergence "
+              "search over >= 2048 bins, or the absolute max.")
 @click.option("--percentile", type=float, default=99.99, show_default=True, help="For --method percentile.")
 @click.option("--bins", type=int, default=2048, show_default=True, help="Histogram bins over [0, max] (>= 2048).")
 @click.option("--max-top1-drop", type=float, help="Accuracy budget in points vs the FP32 model; INT8 layers with "
@@ -45,7 +46,7 @@ def _crop(text):
 @click.option("--fp16-io", is_flag=True, help="FP16 graph inputs and outputs (default: FP32).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the subset selection.")
 @click.option("--batch-size", type=int, help="Calibration batch (default: fit --memory-mb of activations).")
-@click.option("--memory-mb", type=int, default=1024, show_default=True, help="Activation memory per batch.")
+@click.option("--memory-mb", type=int, default=512, show_default=True, help="Activation memory per batch.")
 @click.option("--trt-version", default="10.3.0", show_default=True,
               help="TensorRT version in the calibration table header (JetPack 6.2: 10.3.0, 6.0: 8.6.2).")
 @click.option("--no-cache", is_flag=True, help="Recompute ranges even when the cache beside OUT matches.")
@@ -69,7 +70,7 @@ def command(model, precision, output, calib_data, calib_images, holdout_images, 
     \b
     Examples:
       skdeploy calibrate out/demo.onnx --int8 -o out/demo_int8.onnx
-      skdeploy calibrate out/demo.onnx --int8 --method percentile --percentile 99.99 -o out/demo_p.onnx
+      skdeploy calibrate out/demo.onnx --int8 --method entropy -o out/demo_kl.onnx
       skdeploy calibrate out/demo.onnx --int8 --max-top1-drop 0.3 -o out/demo_int8.onnx
       skdeploy calibrate out/demo.onnx --fp16 --keep-fp32 /fc/Gemm -o out/demo_fp16.onnx
       skdeploy calibrate sknet50.onnx --int8 --calib-data photos/ --calib-images 1024 -o sknet50_int8.onnx
