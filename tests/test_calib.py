@@ -353,6 +353,11 @@ def test_model_without_manifest_asks_for_preprocessing(demo, tmp_path, fmnist_im
     assert result.exit_code == 0, result.stderr
     written = json.loads((tmp_path / "o.onnx.json").read_text())
     assert written["preprocessing"]["mean"] == [0.286] and written["preprocessing"]["channel_order"] == "GRAY"
+    ready = tmp_path / "ready.npy"  # already-preprocessed float inputs need no preprocessing options
+    np.save(ready, REGISTRY["sknet-fmnist"].preprocessing.arrays(fmnist_images[:6]))
+    result = cli_calibrate(bare, tmp_path / "f.onnx", "--calib-data", ready)
+    assert result.exit_code == 0, result.stderr
+    assert json.loads((tmp_path / "f.onnx.json").read_text())["preprocessing"] is None
 
 
 def test_calibrate_needs_a_precision_and_rejects_quantized_input(demo, calibrated, tmp_path):

@@ -62,10 +62,8 @@ def bytes_per_sample(index: GraphIndex, names) -> int:
     return total
 
 
-def batch_size_for(index: GraphIndex, names, input_batch, memory_mb: int) -> int:
-    """The model's own batch when static, else as many samples as fit `memory_mb` of activations."""
-    if isinstance(input_batch, int) and input_batch > 0:
-        return input_batch
+def batch_size_for(index: GraphIndex, names, memory_mb: int) -> int:
+    """As many samples as fit `memory_mb` of the tensors `names`."""
     per_sample = max(1, bytes_per_sample(index, names))
     return int(np.clip(memory_mb * 2 ** 20 // per_sample, 1, MAX_AUTO_BATCH))
 
@@ -95,7 +93,7 @@ def collect_statistics(model: onnx.ModelProto, selection: Selection, histogram_t
     input_batch = (index.shape(input_name) or [None])[0]
     static = isinstance(input_batch, int) and input_batch > 0
     # onnxruntime keeps about every activation of the batch alive once some are outputs: size for all
-    size = input_batch if static else (batch_size or batch_size_for(index, index.activations(), None, memory_mb))
+    size = input_batch if static else (batch_size or batch_size_for(index, index.activations(), memory_mb))
     histograms = {name: TensorHistogram(bins) for name in histogram_tensors}
     extremes = {name: (-np.inf, np.inf) for name in reduced}  # (max, min)
     indices = selection.calibration

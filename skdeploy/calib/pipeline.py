@@ -298,7 +298,7 @@ def calibrate_model(input_onnx, output_onnx, settings: CalibrationSettings, forc
     if manifest is None:
         manifest = new_manifest({"spec": None, "checkpoint": None, "kwargs": {}, "num_classes": None,
                                  "dataset": None, "input_size": [shape.channels, shape.height, shape.width]},
-                                resolve("the manifest").to_dict() if settings.preprocessing else None)
+                                resolve("the manifest").to_dict() if any(settings.preprocessing.values()) else None)
     result_manifest = derive(manifest)
     result_manifest["inputs"], result_manifest["outputs"] = io_spec(result)
     result_manifest["opset"] = opset_of(result)
