@@ -1,7 +1,7 @@
 """Train the demo model `sknet-fmnist` on Fashion-MNIST (Debian's dataset-fashion-mnist) and write its
 weights into the package. Seeded and single-process, so a rerun on the same machine reproduces it.
 
-    .venv/bin/python scripts/train_demo.py [--epochs 8] [--out skdeploy/weights/sknet_fmnist.pt]
+    .venv/bin/python scripts/train_demo.py [--epochs 7] [--out skdeploy/weights/sknet_fmnist.pt]
 
 Images go through the registry's own preprocessing (the one the manifest records), so what the model
 learned is exactly what deployment feeds it.
@@ -47,7 +47,7 @@ def evaluate(model, images, labels, batch=500):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=7)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--lr", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=0)
