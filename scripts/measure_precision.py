@@ -20,7 +20,8 @@ import numpy as np
 import onnx
 
 from skdeploy.calib import CalibrationSettings, calibrate_model
-from skdeploy.calib.sources import InputShape, default_data_path, open_source, select
+from skdeploy.calib.sources import default_data_path, select
+from skdeploy.datasets import InputShape, open_source
 from skdeploy.data import load_fashion_mnist
 from skdeploy.export import ExportSettings, export_model
 from skdeploy.manifest import load_manifest

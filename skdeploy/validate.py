@@ -16,7 +16,7 @@ import numpy as np
 
 from . import __version__, ui
 from .compare import accuracy, logit_agreement, prediction_agreement
-from .data import FASHION_MNIST_DIR, Preprocessing, class_names_for, load_fashion_mnist
+from .data import FASHION_MNIST_DIR, Preprocessing, class_names_for
 from .errors import SkdeployError, UsageError
 from .fileio import atomic_path, check_output_path
 from .manifest import last_stage, load_manifest, manifest_path
@@ -24,7 +24,7 @@ from .runners import runner_kind
 
 REFERENCE_FORMAT = "skdeploy-reference/1"
 SHIPPED_WEIGHTS_PREFIX = "skdeploy/weights/"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+FASHION_MNIST_TEST_IMAGES = "t10k-images-idx3-ubyte.gz"
 
 
 @dataclass
@@ -75,65 +75,31 @@ class ValidationData:
 
 
 def load_data(path, preprocessing: Preprocessing, limit=None, class_names=None) -> ValidationData:
-    """`path`: a Fashion-MNIST folder (its test split), an .npz (inputs float32 NCHW or images uint8,
-    optional labels), or a folder of images (one subfolder per class gives labels, sorted by name)."""
+    """`path`: a Fashion-MNIST folder (its test split), or any calibration-data format
+    (calibration/README.md): an image folder (one subfolder per class gives labels), .npy/.npz
+    (uint8 pictures or preprocessed float32 NCHW, optional labels), an IDX images file."""
+    from .datasets import InputShape, UnreadableSample, open_source
+
     path = Path(path)
-    if not path.exists():
-        raise UsageError(f"--data {path} does not exist")
-    if path.suffix == ".npz":
-        return _load_npz(path, preprocessing, limit, class_names)
-    if path.is_dir() and (path / "t10k-images-idx3-ubyte.gz").exists():
-        pixels, labels = load_fashion_mnist("test", root=path)
-        pixels, labels = pixels[:limit], labels[:limit]
-        with ui.status(f"preprocessing {len(pixels)} Fashion-MNIST test images"):
-            inputs = preprocessing.arrays(pixels)
-        return ValidationData(inputs, labels, f"fashion-mnist:{path}", pixels, class_names)
-    if path.is_dir():
-        return _load_image_folder(path, preprocessing, limit, class_names)
-    raise UsageError(f"--data {path} is not a Fashion-MNIST folder, an .npz or a folder of images")
-
-
-def _load_npz(path, preprocessing, limit, class_names):
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"--data {path} is not a readable .npz ({exc})") from None
-    labels = arrays.get("labels")
-    labels = None if labels is None else labels.astype(np.int64)[:limit]
-    if "inputs" in arrays:
-        inputs = np.ascontiguousarray(arrays["inputs"][:limit], dtype=np.float32)
-        return ValidationData(inputs, labels, f"npz:{path}", None, class_names)
-    if "images" in arrays:
-        pixels = arrays["images"][:limit]
-        if pixels.dtype != np.uint8:
-            raise UsageError(f"{path}: 'images' must be uint8 pictures (N, H, W[, C]), got {pixels.dtype}")
-        return ValidationData(preprocessing.arrays(pixels), labels, f"npz:{path}", pixels, class_names)
-    raise UsageError(f"{path} has neither 'inputs' (preprocessed float32) nor 'images' (uint8 pictures)")
-
-
-def _load_image_folder(path, preprocessing, limit, class_names):
-    from PIL import Image, UnidentifiedImageError
-
-    folders = sorted(p for p in path.iterdir() if p.is_dir())
-    if folders:
-        files = [(f, label) for label, folder in enumerate(folders) for f in sorted(folder.iterdir())
-                 if f.suffix.lower() in IMAGE_SUFFIXES]
-        class_names = tuple(folder.name for folder in folders)
+    kind = "images" if path.is_dir() else path.suffix.lstrip(".") or "data"
+    if path.is_dir() and (path / FASHION_MNIST_TEST_IMAGES).exists():
+        kind, file = "fashion-mnist", path / FASHION_MNIST_TEST_IMAGES
     else:
-        files = [(f, None) for f in sorted(path.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
-    files = files[:limit]
-    if not files:
-        raise UsageError(f"--data {path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    inputs = []
-    for file, _ in files:
-        try:
-            with Image.open(file) as image:
-                inputs.append(preprocessing(image))
-        except (OSError, UnidentifiedImageError) as exc:
-            raise UsageError(f"cannot read image {file}: {exc}") from None
-    labels = np.array([label for _, label in files], np.int64) if folders else None
-    return ValidationData(np.stack(inputs), labels, f"images:{path}", [str(f) for f, _ in files], class_names)
+        file = path
+    shape = InputShape(preprocessing.channels, *preprocessing.crop)
+    source = open_source(file, shape, lambda what: preprocessing, option="--data")
+    count = len(source) if limit is None else min(limit, len(source))
+    inputs = np.empty((count, shape.channels, shape.height, shape.width), np.float32)
+    with ui.progress(count, f"preprocessing {count} samples") as advance:
+        for index in range(count):
+            try:
+                inputs[index] = source.sample(index)
+            except UnreadableSample as exc:
+                raise UsageError(f"cannot read {exc}") from None
+            advance()
+    labels = None if source.labels is None else source.labels[:count]
+    pictures = None if source.pictures is None else source.pictures[:count]
+    return ValidationData(inputs, labels, f"{kind}:{path}", pictures, source.class_names or class_names)
 
 
 # ---- the reference ------------------------------------------------------------------------------

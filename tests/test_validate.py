@@ -88,9 +88,12 @@ def test_data_from_npz_and_image_folders(tmp_path):
     assert folder.labels.tolist() == [0, 0, 0, 1, 1, 1] and folder.class_names == ("bag", "coat")
     assert folder.picture(4).size == (28, 28)
     np.testing.assert_array_equal(folder.inputs[:3], data.inputs[:3])
-    np.savez(tmp_path / "bad.npz", other=np.zeros(3))
-    with pytest.raises(UsageError, match="neither 'inputs'"):
+    np.savez(tmp_path / "bad.npz", other=np.zeros(3), more=np.zeros(3))
+    with pytest.raises(UsageError, match="name the samples one of"):
         load_data(tmp_path / "bad.npz", GRAY)
+    np.savez(tmp_path / "flat.npz", inputs=np.zeros(3))
+    with pytest.raises(UsageError, match=r"the model takes \(N, 1, 32, 32\)"):
+        load_data(tmp_path / "flat.npz", GRAY)
 
 
 # ---- the command --------------------------------------------------------------------------------
@@ -195,4 +198,4 @@ def test_bad_usage_exits_2_with_one_line(args, message):
 def test_data_that_does_not_fit_the_model_is_a_usage_error(candidates, tmp_path):
     np.savez(tmp_path / "rgb.npz", inputs=np.zeros((4, 3, 32, 32), np.float32))
     result = run_cli("validate", "--candidate", candidates["fp32"], "--data", tmp_path / "rgb.npz")
-    assert result.exit_code == 2 and "takes inputs (N, 1, 32, 32)" in result.stderr
+    assert result.exit_code == 2 and "the model takes (N, 1, 32, 32)" in result.stderr

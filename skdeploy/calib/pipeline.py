@@ -22,7 +22,8 @@ from .fp16 import FP16_MAX, convert_fp16, float_tensors, fp16_candidates, fp32_r
 from .graphutil import GraphIndex
 from .qdq import insert_qdq, plan_int8, sensitivity_model
 from .ranges import ALGORITHM, METHODS, MIN_BINS, amax_of
-from .sources import InputShape, default_data_path, open_source, select
+from ..datasets import InputShape, open_source
+from .sources import default_data_path, select
 
 PRECISIONS = ("int8", "fp16")
 FALLBACKS = ("fp16", "fp32")
