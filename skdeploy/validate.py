@@ -23,7 +23,6 @@ from .manifest import last_stage, load_manifest, manifest_path
 from .runners import runner_kind
 
 REFERENCE_FORMAT = "skdeploy-reference/1"
-SHIPPED_WEIGHTS_PREFIX = "skdeploy/weights/"
 FASHION_MNIST_TEST_IMAGES = "t10k-images-idx3-ubyte.gz"
 
 
@@ -118,37 +117,28 @@ class Reference:
 def reference_from_model(spec, checkpoint=None, input_shape=None, model_kwargs=None, pretrained=True) -> Reference:
     from .models import load_model
 
-    loaded = load_model(spec=spec, checkpoint=checkpoint, input_shape=input_shape, model_kwargs=model_kwargs,
-                        pretrained=pretrained)
+    return _reference_of(load_model(spec=spec, checkpoint=checkpoint, input_shape=input_shape,
+                                    model_kwargs=model_kwargs, pretrained=pretrained))
+
+
+def _reference_of(loaded) -> Reference:
     source = f"{loaded.spec}" + (f" ({loaded.checkpoint['path']})" if loaded.checkpoint else " (random weights)")
     return Reference(source, "pytorch", loaded.manifest_entry(), loaded.config.preprocessing.to_dict(), loaded)
 
 
 def reference_from_manifest(artifact) -> Reference:
     """The PyTorch model a manifest says its artifact was exported from, with the same checkpoint."""
+    from .models import load_from_manifest
+
     path = Path(artifact)
     if path.suffix == ".json":
         path = path.with_suffix("")
     manifest = load_manifest(path)
-    model = manifest["model"]
-    checkpoint = model.get("checkpoint")
-    if checkpoint is None:
-        raise UsageError(f"the manifest of {path.name} records no checkpoint (exported with random weights), so "
-                         "its FP32 model cannot be rebuilt; pass --reference MODEL --checkpoint PATH")
-    shipped = checkpoint["path"].startswith(SHIPPED_WEIGHTS_PREFIX)
-    file = None
-    if not shipped:
-        recorded = Path(checkpoint["path"])
-        candidates = [recorded, path.parent / recorded, path.parent / recorded.name]
-        file = next((c for c in candidates if c.is_file()), None)
-        if file is None:
-            raise UsageError(f"checkpoint {checkpoint['path']} recorded in the manifest of {path.name} is not here; "
-                             "pass --reference MODEL --checkpoint PATH, or --reference ref.npz")
-    reference = reference_from_model(model["spec"], checkpoint=file, model_kwargs=model.get("kwargs") or None,
-                                     input_shape=tuple(model["input_size"]) if model.get("input_size") else None)
-    if reference.loaded.checkpoint["sha256"] != checkpoint["sha256"]:
-        ui.warn(f"checkpoint {checkpoint['path']} changed since {path.name} was made (sha256 differs)")
-    return reference
+    loaded = load_from_manifest(manifest, path)
+    recorded = manifest["model"]["checkpoint"]
+    if loaded.checkpoint["sha256"] != recorded["sha256"]:
+        ui.warn(f"checkpoint {recorded['path']} changed since {path.name} was made (sha256 differs)")
+    return _reference_of(loaded)
 
 
 def load_saved_reference(path) -> Reference:

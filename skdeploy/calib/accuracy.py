@@ -40,37 +40,25 @@ def onnx_predictions(model, selection: Selection, indices, batch_size: int, desc
     return np.concatenate(top1) if top1 else np.zeros(0, np.int64)
 
 
-def pytorch_module(manifest):
+def pytorch_module(manifest, artifact):
     """The FP32 PyTorch model the ONNX came from, when its weights can be found with the same sha256."""
     from ..deps import available
 
-    model = (manifest or {}).get("model") or {}
-    checkpoint = model.get("checkpoint")
-    if not checkpoint or not model.get("spec") or not available("torch"):
+    checkpoint = ((manifest or {}).get("model") or {}).get("checkpoint")
+    if not checkpoint or not available("torch"):
         return None
-    from ..fileio import sha256_file
-    from ..models import REGISTRY, load_model
+    from ..models import load_from_manifest
 
-    path = checkpoint.get("path", "")
-    spec = model["spec"]
     try:
-        if path.startswith("skdeploy/weights/") and spec in REGISTRY:
-            loaded = load_model(arch=spec, model_kwargs=model.get("kwargs") or None, pretrained=True)
-        else:
-            if sha256_file(path) != checkpoint.get("sha256"):
-                return None
-            kind = {"arch": spec} if spec in REGISTRY else {"spec": spec}
-            loaded = load_model(**kind, model_kwargs=model.get("kwargs") or None, checkpoint=path)
+        loaded = load_from_manifest(manifest, artifact)
     except (SkdeployError, OSError):
         return None
-    if (loaded.checkpoint or {}).get("sha256") != checkpoint.get("sha256"):
-        return None
-    return loaded.module
+    return loaded.module if loaded.checkpoint["sha256"] == checkpoint.get("sha256") else None
 
 
-def reference_predictions(manifest, fp32_model, selection: Selection, indices, batch_size: int) -> tuple:
-    """(top-1 per sample, "pytorch" | "onnx-fp32")."""
-    module = pytorch_module(manifest)
+def reference_predictions(manifest, artifact, fp32_model, selection: Selection, indices, batch_size: int) -> tuple:
+    """(top-1 per sample, "pytorch" | "onnx-fp32"); `artifact` is the FP32 ONNX the manifest describes."""
+    module = pytorch_module(manifest, artifact)
     if module is None:
         return onnx_predictions(fp32_model, selection, indices, batch_size, "FP32 reference"), "onnx-fp32"
     import torch

@@ -175,11 +175,12 @@ def _collect_ranges(model, selection, settings, onnx_sha256, output) -> tuple:
 class Evaluation:
     """The held-out split, its reference predictions, and a scorer for candidate models."""
 
-    def __init__(self, model, manifest, selection, batch_size):
+    def __init__(self, model, manifest, artifact, selection, batch_size):
         self.selection, self.batch_size = selection, batch_size
         self.indices = selection.holdout
         labels = selection.source.labels
-        reference, kind = accuracy.reference_predictions(manifest, model, selection, self.indices, batch_size)
+        reference, kind = accuracy.reference_predictions(manifest, artifact, model, selection, self.indices,
+                                                         batch_size)
         self.judge = accuracy.Judge(reference, labels[self.indices] if labels is not None else None, kind)
 
     def score(self, candidate, description) -> dict:
@@ -285,7 +286,7 @@ def calibrate_model(input_onnx, output_onnx, settings: CalibrationSettings, forc
     onnx_sha256 = sha256_file(input_onnx)
     ranges, cache_state = _collect_ranges(model, selection, settings, onnx_sha256, output)
     batch = settings.batch_size or 16
-    evaluation = Evaluation(model, manifest, selection, batch) if selection.holdout else None
+    evaluation = Evaluation(model, manifest, input_onnx, selection, batch) if selection.holdout else None
     if settings.precision == "int8":
         result, record = _build_int8(model, ranges, settings, evaluation)
     else:

@@ -18,7 +18,9 @@ from .registry import DEMO_MODEL, IMAGENET_MEAN, IMAGENET_STD, REGISTRY, TIMM_MO
     imagenet_preprocessing
 
 __all__ = ["DEMO_MODEL", "REGISTRY", "TIMM_MODELS", "ModelConfig", "LoadedModel", "load_model", "build_model",
-           "parse_kwargs", "parse_input_shape", "list_models"]
+           "load_from_manifest", "parse_kwargs", "parse_input_shape", "list_models"]
+
+SHIPPED_WEIGHTS_PREFIX = "skdeploy/weights/"
 
 
 @dataclass
@@ -165,6 +167,29 @@ def load_model(arch=None, spec=None, model_kwargs=None, checkpoint=None, input_s
         checkpoint_info = {"path": f"skdeploy/weights/{path.name}", "sha256": sha256_file(path)}
     module.eval()
     return LoadedModel(module, config.name if name in REGISTRY else name, config, checkpoint_info)
+
+
+def load_from_manifest(manifest: dict, artifact) -> LoadedModel:
+    """The FP32 PyTorch model `artifact`'s manifest records, with the checkpoint it was made from
+    (shipped weights, or the recorded path, also looked for beside the artifact). The caller compares
+    `checkpoint["sha256"]` with the manifest's to know whether it is still the same file."""
+    artifact = Path(artifact)
+    model = manifest["model"]
+    checkpoint = model.get("checkpoint")
+    if checkpoint is None:
+        raise UsageError(f"the manifest of {artifact.name} records no checkpoint (exported with random weights), "
+                         "so its FP32 model cannot be rebuilt; pass --reference MODEL --checkpoint PATH")
+    file = None
+    if not checkpoint["path"].startswith(SHIPPED_WEIGHTS_PREFIX):
+        recorded = Path(checkpoint["path"])
+        file = next((c for c in (recorded, artifact.parent / recorded, artifact.parent / recorded.name)
+                     if c.is_file()), None)
+        if file is None:
+            raise UsageError(f"checkpoint {checkpoint['path']} recorded in the manifest of {artifact.name} is not "
+                             "here; pass --reference MODEL --checkpoint PATH, or --reference ref.npz")
+    size = model.get("input_size")
+    return load_model(spec=model["spec"], checkpoint=file, model_kwargs=model.get("kwargs") or None,
+                      input_shape=tuple(size) if size else None)
 
 
 def build_model(name=DEMO_MODEL, pretrained=True, **kwargs):
