@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE = REPO.parent / "shared" / "reference" / "seed_sknet.py"
+REFERENCE = REPO / "tests" / "fixtures" / "article_sknet.py"
 PARITY_MODELS = ["sknet-fmnist", "sknet26", "sknet50", "sknet101", "timm:skresnet18", "timm:skresnet34",
                  "timm:skresnext50_32x4d", "ref:M2s1", "ref:M2s2", "ref:M3s1", "ref:M3s2"]
 

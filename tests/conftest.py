@@ -1,29 +1,17 @@
-"""Shared test helpers: the reference SK module from ../shared, BN randomisation, CLI invocation."""
-import importlib.util
-import os
-import sys
+"""Shared test helpers: the article-layout SK module fixture, BN randomisation, CLI invocation."""
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_REFERENCE = Path(os.environ.get("SKDEPLOY_SHARED", REPO.parent / "shared")) / "reference" / "seed_sknet.py"
-
-
-def load_reference_module():
-    """The seed SKNet module users' checkpoints come from (never copied into the project)."""
-    if not SHARED_REFERENCE.exists():
-        pytest.fail(f"reference module missing: {SHARED_REFERENCE}")
-    spec = importlib.util.spec_from_file_location("seed_sknet", SHARED_REFERENCE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["seed_sknet"] = module
-    spec.loader.exec_module(module)
-    return module
+ARTICLE_SKNET = Path(__file__).parent / "fixtures" / "article_sknet.py"
 
 
 @pytest.fixture(scope="session")
-def seed_sknet():
-    return load_reference_module()
+def article_sknet():
+    """The SK unit users' checkpoints come from, as an in-repo fixture (imported lazily: it needs torch)."""
+    from fixtures import article_sknet as module
+
+    return module
 
 
 def randomize_bn(module, seed=0):

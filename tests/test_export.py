@@ -136,12 +136,12 @@ def test_bad_checkpoints(demo_state, tmp_path):
     _assert_one_line_error(export(empty), 1, "holds no state_dict", tmp_path)
 
 
-def test_usage_errors(tmp_path, seed_sknet):
+def test_usage_errors(tmp_path, article_sknet):
     out = tmp_path / "o.onnx"
     cases = [
         (("--model", "nonsense"), "must be"),
         (("--model", "timm:skresnet18", "--model-kwargs", "{bad json"), "not valid JSON"),
-        (("--model", f"{seed_sknet.__file__}:SKNet", "--model-kwargs",
+        (("--model", f"{article_sknet.__file__}:SKNet", "--model-kwargs",
           '{"in_channels": 40, "out_channels": 40}'), "cannot be built"),
         (("--arch", "sknet-fmnist", "--input-shape", "32x32"), "--input-shape"),
         (("--arch", "resnet50"), "unknown --arch"),

@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import SHARED_REFERENCE, randomize_bn, run_cli
+from conftest import ARTICLE_SKNET, randomize_bn, run_cli
 from skdeploy.errors import SkdeployError, UsageError
 from skdeploy.graph import optimize_graph, optimize_onnx
 from skdeploy.graph import sk_select
@@ -26,7 +26,7 @@ from skdeploy.runners import OnnxRuntimeRunner
 
 PARITY = 1e-5  # max |onnx - pytorch| / max |pytorch| after all passes
 SHAPE_OPS = ("Shape", "Gather", "ConstantOfShape", "Split")
-REFERENCE = f"{SHARED_REFERENCE}:SKNet"
+REFERENCE = f"{ARTICLE_SKNET}:SKNet"
 TIMM_SK = "timm.layers.selective_kernel:SelectiveKernel"
 
 
@@ -265,8 +265,8 @@ def test_batchnorm_folds_into_layers_or_becomes_scale_and_shift(tmp_path):
     rtx_build(tmp_path / "folded.onnx", tmp_path)
 
 
-def test_training_preserve_export_of_sk_net_ends_without_batchnorm(seed_sknet, tmp_path):
-    module = randomize_bn(seed_sknet.SKNet(64, 64, stride=2, M=2))
+def test_training_preserve_export_of_sk_net_ends_without_batchnorm(article_sknet, tmp_path):
+    module = randomize_bn(article_sknet.SKNet(64, 64, stride=2, M=2))
     model = torch_export(module, (64, 8, 8), tmp_path / "preserve.onnx")
     assert node_counts(model)["BatchNormalization"] == 3
     result = run_cli("optimize", tmp_path / "preserve.onnx", "-o", tmp_path / "out.onnx", "--json")
@@ -288,8 +288,8 @@ def test_training_mode_batchnorm_is_left_with_a_reason(tmp_path):
     assert reports[0]["left"] and all("batch statistics" in entry["reason"] for entry in reports[0]["left"])
 
 
-def test_no_fold_bn_and_no_sk_rewrite_switch_the_passes_off(seed_sknet, tmp_path):
-    module = randomize_bn(seed_sknet.SKNet(64, 64, M=2))
+def test_no_fold_bn_and_no_sk_rewrite_switch_the_passes_off(article_sknet, tmp_path):
+    module = randomize_bn(article_sknet.SKNet(64, 64, M=2))
     model = torch_export(module, (64, 8, 8), tmp_path / "in.onnx")
     result = run_cli("optimize", tmp_path / "in.onnx", "-o", tmp_path / "bn_kept.onnx", "--no-fold-bn", "--json")
     assert result.exit_code == 0, result.output
@@ -380,8 +380,8 @@ def test_optimize_derives_the_export_manifest(unit_export, tmp_path):
     rtx_build(tmp_path / "opt.onnx", tmp_path)
 
 
-def test_optimize_starts_a_manifest_for_foreign_onnx(seed_sknet, tmp_path):
-    torch_export(randomize_bn(seed_sknet.SKNet(64, 64, M=3)), (64, 8, 8), tmp_path / "foreign.onnx")
+def test_optimize_starts_a_manifest_for_foreign_onnx(article_sknet, tmp_path):
+    torch_export(randomize_bn(article_sknet.SKNet(64, 64, M=3)), (64, 8, 8), tmp_path / "foreign.onnx")
     result = run_cli("optimize", tmp_path / "foreign.onnx", "-o", tmp_path / "out.onnx")
     assert result.exit_code == 0, result.output
     assert "sk_rewrite: 1 SK blocks found, 1 rewritten (M=3: 1)" in result.stdout

@@ -18,9 +18,9 @@ from skdeploy.models.sk import SKConv, sknet50, sknet101
     (128, 64, 2, 3, 4, 32),
     (32, 64, 1, 4, 16, 8),
 ])
-def test_sk_unit_loads_reference_state_dict_and_matches(seed_sknet, in_ch, out_ch, stride, M, r, L):
+def test_sk_unit_loads_reference_state_dict_and_matches(article_sknet, in_ch, out_ch, stride, M, r, L):
     torch.manual_seed(0)
-    reference = randomize_bn(seed_sknet.SKNet(in_ch, out_ch, stride=stride, M=M, r=r, L=L), seed=1)
+    reference = randomize_bn(article_sknet.SKNet(in_ch, out_ch, stride=stride, M=M, r=r, L=L), seed=1)
     ours = SKConv(in_ch, out_ch, stride=stride, M=M, r=r, L=L).eval()
     result = ours.load_state_dict(reference.state_dict(), strict=True)
     assert not result.missing_keys and not result.unexpected_keys
@@ -30,6 +30,13 @@ def test_sk_unit_loads_reference_state_dict_and_matches(seed_sknet, in_ch, out_c
     assert got.shape == expected.shape
     assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
     assert expected.abs().max() > 0.1  # the branches really carry signal
+
+
+@pytest.mark.parametrize("M", [1, 2, 3])
+def test_sk_unit_parameter_names_are_the_articles(M):
+    from fixtures.article_sknet import seed_state_dict_keys
+
+    assert sorted(SKConv(64, 64, M=M).state_dict()) == sorted(seed_state_dict_keys(M))
 
 
 def test_sk_unit_rejects_channels_grouped_convs_cannot_take():
@@ -93,8 +100,8 @@ def test_user_module_from_package_path():
     assert loaded.module.fc.out_features == 10
 
 
-def test_user_module_whose_grouped_convs_cannot_take_the_channels(seed_sknet):
-    path = seed_sknet.__file__
+def test_user_module_whose_grouped_convs_cannot_take_the_channels(article_sknet):
+    path = article_sknet.__file__
     with pytest.raises(UsageError, match="cannot be built"):
         load_model(spec=f"{path}:SKNet", model_kwargs={"in_channels": 48, "out_channels": 48})
 
