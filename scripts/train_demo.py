@@ -20,6 +20,8 @@ from skdeploy.data import load_fashion_mnist
 from skdeploy.fileio import sha256_file, write_text_atomic
 from skdeploy.models import REGISTRY, DEMO_MODEL, build_model
 
+PINNED_SUBSET = 2000  # test images whose correct count tests/unit/test_shipped_weights.py pins
+
 
 def augment(batch: torch.Tensor, generator: torch.Generator, background: float) -> torch.Tensor:
     """Random 2-pixel shifts and horizontal flips (clothes are left/right symmetric)."""
@@ -108,7 +110,10 @@ def main():
     record = {"model": DEMO_MODEL, "seed": args.seed, "epochs": args.epochs, "batch": args.batch, "lr": args.lr,
               "train_images": len(train_x), "test_images": len(test_x), "test_top1": history[-1]["test_top1"],
               "history": history, "seconds": round(time.time() - started), "torch": torch.__version__,
-              "weights_sha256": sha256_file(out)}
+              "weights_sha256": sha256_file(out),
+              "pinned_subset": {"split": "test", "first": PINNED_SUBSET,
+                                "correct": round(evaluate(model, test_x[:PINNED_SUBSET], test_y[:PINNED_SUBSET])
+                                                 * PINNED_SUBSET)}}
     write_text_atomic(out.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
     print(json.dumps({k: record[k] for k in ("test_top1", "seconds", "weights_sha256")}))
 
