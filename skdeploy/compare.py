@@ -38,9 +38,12 @@ def logit_agreement(reference: np.ndarray, candidate: np.ndarray) -> dict:
     base = compare_outputs(reference, candidate)
     noise = float(np.sum((reference - candidate) ** 2))
     signal = float(np.sum(reference ** 2))
-    norms = np.linalg.norm(reference, axis=1) * np.linalg.norm(candidate, axis=1)
+    reference_norms, candidate_norms = np.linalg.norm(reference, axis=1), np.linalg.norm(candidate, axis=1)
+    norms = reference_norms * candidate_norms
     dots = np.sum(reference * candidate, axis=1)
-    cosine = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), np.where(dots == 0, 1.0, 0.0))
+    # a zero vector has no direction: two of them are identical (1), one alone shares nothing (0)
+    both_zero = (reference_norms == 0) & (candidate_norms == 0)
+    cosine = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), np.where(both_zero, 1.0, 0.0))
     snr = float("inf") if noise == 0 else (10.0 * np.log10(signal / noise) if signal > 0 else float("-inf"))
     return {"max_abs": base["max_abs"], "mean_abs": base["mean_abs"], "max_rel": base["max_rel"],
             "cosine_mean": float(cosine.mean()), "cosine_min": float(cosine.min()), "snr_db": snr}
