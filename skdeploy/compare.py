@@ -24,11 +24,9 @@ def merge_comparisons(results) -> dict:
 
 
 def top_k(logits: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest logits per row, best first (k clipped to the class count)."""
-    k = min(k, logits.shape[1])
-    part = np.argpartition(-logits, k - 1, axis=1)[:, :k]
-    order = np.take_along_axis(-logits, part, axis=1).argsort(axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1)
+    """Indices of the k largest logits per row, best first (k clipped to the class count); ties go to
+    the lower index, as np.argmax does, so top-1 here is the class the report shows."""
+    return np.argsort(-logits, axis=1, kind="stable")[:, :k]
 
 
 def logit_agreement(reference: np.ndarray, candidate: np.ndarray) -> dict:
