@@ -1,0 +1,295 @@
+"""Range math of skdeploy.calib.ranges pinned on tiny inputs whose answers are worked out by hand:
+histogram binning and power-of-two growth, used bins, and the max / percentile / entropy thresholds."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from skdeploy.calib.ranges import TensorHistogram, amax_of, entropy_amax, percentile_amax
+from skdeploy.errors import UsageError
+
+
+def histogram(values, bins):
+    hist = TensorHistogram(bins)
+    hist.update(np.asarray(values, np.float32))
+    return hist
+
+
+def histogram_of_counts(counts, bin_width=1.0, exact_zeros=0):
+    """A histogram in a given state: `counts` occupy the first bins, the maximum sits mid last bin."""
+    counts = np.asarray(counts, np.int64)
+    hist = TensorHistogram(len(counts))  # size 2 x len(counts): the used bins end where counts end
+    hist.counts[:len(counts)] = counts
+    hist.top = hist.size * bin_width
+    hist.absmax = (len(counts) - 0.5) * bin_width
+    hist.exact_zeros = exact_zeros
+    return hist
+
+
+# ---- binning and growth -------------------------------------------------------------------------------
+
+def test_a_histogram_keeps_twice_the_requested_bins_and_starts_empty():
+    hist = TensorHistogram(3)
+    assert hist.size == 6
+    assert hist.counts.tolist() == [0] * 6
+    assert (hist.top, hist.absmax, hist.exact_zeros) == (0.0, 0.0, 0)
+    assert hist.used_bins().size == 0
+
+
+def test_first_batch_sets_the_range_and_bins_magnitudes():
+    # 4 bins over [0, 0.5]: width 0.125; |x| = 0.5 is the top edge and goes to the last bin
+    hist = histogram([0.5, -0.25, 0.125, 0.0, 0.45, -0.37], bins=2)
+    assert hist.top == 0.5 and hist.absmax == 0.5
+    assert hist.bin_width == 0.125
+    #                 0.0 | 0.125 | 0.25, 0.37 | 0.45, 0.5
+    assert hist.counts.tolist() == [1, 1, 2, 2]
+    assert hist.exact_zeros == 1
+    assert hist.used_bins().tolist() == [1, 1, 2, 2]
+
+
+def test_growth_doubles_the_range_and_merges_neighbouring_bins():
+    hist = histogram([0.5, 0.05, 0.15, 0.275, 0.4], bins=4)  # 8 bins of width 1/16
+    assert hist.counts.tolist() == [1, 0, 1, 0, 1, 0, 1, 1]
+
+    hist.update(np.array([0.75], np.float32))  # 1.5 x top: one doubling, to [0, 1]
+    assert hist.top == 1.0 and hist.absmax == 0.75
+    assert hist.counts.tolist() == [1, 1, 1, 2, 0, 0, 1, 0]
+    assert hist.used_bins().tolist() == [1, 1, 1, 2, 0, 0, 1]  # 0.75 is in bin 6 of width 1/8
+
+    hist.update(np.array([3.5], np.float32))  # 3.5 x top: two doublings (x4), to [0, 4]
+    assert hist.top == 4.0
+    assert hist.counts.tolist() == [5, 1, 0, 0, 0, 0, 0, 1]
+    assert hist.used_bins().tolist() == [5, 1, 0, 0, 0, 0, 0, 1]
+
+    hist.update(np.array([-50.0], np.float32))  # 12.5 x top: x16 is more than the 8 bins, all in bin 0
+    assert hist.top == 64.0 and hist.absmax == 50.0
+    assert hist.counts.tolist() == [7, 0, 0, 0, 0, 0, 1, 0]
+    assert hist.used_bins().tolist() == [7, 0, 0, 0, 0, 0, 1]
+    assert hist.counts.sum() == 8  # every value ever seen is still counted once
+
+
+def test_a_peak_of_exactly_twice_the_top_doubles_once_and_lands_in_the_last_bin():
+    hist = histogram([0.5], bins=2)
+    hist.update(np.array([1.0], np.float32))
+    assert hist.top == 1.0
+    assert hist.counts.tolist() == [0, 1, 0, 1]
+
+
+def test_a_peak_equal_to_the_top_does_not_grow():
+    hist = histogram([0.5, 0.1], bins=2)
+    hist.update(np.array([0.5], np.float32))
+    assert hist.top == 0.5
+    assert hist.counts.tolist() == [1, 0, 0, 2]
+
+
+def test_zeros_before_the_first_nonzero_batch_land_in_bin_zero():
+    hist = TensorHistogram(2)
+    hist.update(np.zeros(3, np.float32))
+    hist.update(np.zeros(0, np.float32))
+    hist.update(np.zeros((2, 1), np.float32))
+    assert hist.top == 0.0 and hist.counts.sum() == 0 and hist.used_bins().size == 0
+    assert amax_of(hist, "max") == amax_of(hist, "percentile") == amax_of(hist, "entropy") == 0.0
+    hist.update(np.array([0.5, 0.0], np.float32))
+    assert hist.counts.tolist() == [6, 0, 0, 1]
+    assert hist.exact_zeros == 6
+
+
+def test_an_empty_batch_after_the_range_is_set_changes_nothing():
+    hist = histogram([0.5, 0.2], bins=2)
+    hist.update(np.zeros(0, np.float32))
+    assert hist.counts.tolist() == [0, 1, 0, 1] and hist.top == 0.5
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_a_non_finite_activation_is_refused(bad):
+    with pytest.raises(ValueError, match="non-finite"):
+        TensorHistogram(2).update(np.array([1.0, bad], np.float32))
+
+
+odd_chunks = st.lists(st.lists(st.integers(-2048, 2047).map(lambda k: 2 * k + 1), max_size=20), min_size=1,
+                     max_size=6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(first_exponent=st.integers(-3, 3), chunks=odd_chunks, bins=st.sampled_from([1, 2, 4, 16]))
+def test_streaming_equals_binning_everything_once_over_the_final_range(first_exponent, chunks, bins):
+    """A power-of-two first peak and values on odd multiples of 1/256 make every product exact and keep the
+    values off every possible top; any split into batches must then give the one-shot histogram over the
+    smallest power-of-two multiple of the first peak covering every value. The first peak itself stays
+    in the bin whose upper edge it was when it set the range."""
+    first_peak = 2.0 ** first_exponent
+    later = [np.array(c, np.float32) / 256 for c in chunks]
+    hist = TensorHistogram(bins)
+    for batch in [np.array([first_peak], np.float32)] + later:
+        hist.update(batch)
+    values = np.abs(np.concatenate(later)).astype(np.float64)
+    largest = max(first_peak, values.max(initial=0.0))
+    top = first_peak
+    while top < largest:
+        top *= 2
+    size = 2 * bins
+    expected = np.bincount(np.minimum(np.floor(values * size / top).astype(np.int64), size - 1), minlength=size)
+    expected[max(0, int(size * first_peak / top) - 1)] += 1
+    assert hist.top == top
+    assert hist.absmax == largest
+    assert hist.exact_zeros == 0
+    assert hist.counts.tolist() == expected.tolist()
+
+
+# ---- percentile ---------------------------------------------------------------------------------------
+
+def four_equal_bins():
+    """Bins of width 0.25 over [0, 1], one value each; the largest value is 0.9."""
+    hist = histogram([1.0], bins=2)
+    hist.counts[:] = [1, 1, 1, 1]
+    hist.absmax = 0.9
+    return hist
+
+
+@pytest.mark.parametrize("percentile, amax", [
+    (0.0, 0.25),    # target 0: the first bin already reaches it
+    (25.0, 0.25),   # target 1 value: bin 0 holds it, its upper edge is 0.25
+    (25.1, 0.5),    # target 1.004 values: needs bin 1
+    (50.0, 0.5),
+    (50.1, 0.75),
+    (75.0, 0.75),
+    (100.0, 0.9),   # the last bin's edge (1.0) is above the largest value: capped at 0.9
+])
+def test_percentile_is_the_upper_edge_of_the_bin_reaching_that_share(percentile, amax):
+    assert percentile_amax(four_equal_bins(), percentile) == pytest.approx(amax, rel=1e-12)
+
+
+def test_percentile_of_a_uniform_grid():
+    # 1/1024 .. 1024/1024 over 1024 bins of width 1/1024: value k sits in bin k (1024 is clamped to 1023)
+    values = np.arange(1, 1025) / 1024
+    hist = histogram(values, bins=512)
+    assert hist.counts[0] == 0 and hist.counts[1:1023].tolist() == [1] * 1022 and hist.counts[1023] == 2
+    # p% of 1024 values is t = 10.24 p values; value t sits in bin t, whose upper edge is (t + 1) / 1024
+    assert percentile_amax(hist, 50.0) == 513 / 1024
+    assert percentile_amax(hist, 25.0) == 257 / 1024
+    assert percentile_amax(hist, 99.9) == 1.0
+
+
+def test_percentile_of_an_empty_histogram_is_zero():
+    assert percentile_amax(TensorHistogram(2), 99.0) == 0.0
+
+
+# ---- entropy (KL) -------------------------------------------------------------------------------------
+
+def kl_of_clip(counts, kept, levels=128):
+    """KL(P || Q) of clipping after `kept` bins, as the recipe reads: P is the kept bins with the clipped
+    mass added to the last one; Q merges the kept bins into `levels` levels and spreads each level's mass
+    evenly over the bins where P is non-zero."""
+    p = counts[:kept].astype(np.float64)
+    p[-1] += counts[kept:].sum()
+    q = np.zeros(kept)
+    for level in range(levels):
+        start, stop = level * kept // levels, (level + 1) * kept // levels
+        support = p[start:stop] > 0
+        if support.any():
+            q[start:stop][support] = counts[start:stop].sum() / support.sum()
+    if q.sum() == 0:
+        return math.inf
+    p, q = p / p.sum(), q / q.sum()
+    support = p > 0
+    if np.any(q[support] == 0):
+        return math.inf
+    return float(np.sum(p[support] * np.log(p[support] / q[support])))
+
+
+def test_entropy_of_129_bins_clips_the_lone_tail_bin():
+    # bins 0..126 hold a = 100, bin 127 b = 100, bin 128 c = 1; only 128 and 129 kept bins are candidates
+    a, b, c = 100, 100, 1
+    total = 127 * a + b + c
+    # keep 129: one level merges bins 127 and 128 into (b + c) / 2 each, the others are exact
+    kl_keep_all = (b * math.log(2 * b / (b + c)) + c * math.log(2 * c / (b + c))) / total
+    # keep 128: every level is one bin; P folds c into bin 127, Q is the kept bins renormalised
+    kl_clip = (127 * a * math.log((total - c) / total)
+               + (b + c) * math.log((b + c) * (total - c) / (total * b))) / total
+    assert kl_clip < kl_keep_all  # 0.005 / total against 64.4 / total
+    hist = histogram_of_counts([a] * 127 + [b, c], bin_width=0.5)
+    assert entropy_amax(hist) == 128 * 0.5
+    assert amax_of(hist, "entropy") == 64.0
+
+
+def test_entropy_of_129_bins_keeps_everything_when_the_last_level_is_flat():
+    # b == c: keeping all 129 bins quantizes exactly (KL 0), so the range is the maximum
+    hist = histogram_of_counts([100] * 127 + [100, 100], bin_width=0.5)
+    assert entropy_amax(hist) == hist.absmax == 64.25
+
+
+def test_entropy_keeps_everything_when_the_bin_before_the_tail_is_empty():
+    # clipping at 128 bins would fold the tail into an empty level Q cannot represent (KL infinite)
+    hist = histogram_of_counts([100] * 127 + [0, 7], bin_width=0.5)
+    assert entropy_amax(hist) == hist.absmax
+
+
+def test_entropy_of_at_most_128_bins_is_the_maximum():
+    hist = histogram_of_counts([1000] * 127 + [1], bin_width=0.5)
+    assert entropy_amax(hist) == hist.absmax == 63.75
+
+
+def test_entropy_of_a_clean_uniform_is_about_its_maximum():
+    values = np.random.default_rng(0).uniform(0, 1, 20_000)
+    hist = histogram(values, bins=256)
+    assert 0.99 * hist.absmax <= entropy_amax(hist) <= hist.absmax
+
+
+def test_entropy_clips_a_few_far_outliers_to_the_bulk():
+    values = np.concatenate([np.random.default_rng(0).uniform(0, 1, 20_000), [2.5, 3.0]])
+    hist = histogram(values, bins=256)  # bins of width 3/512: the bulk ends in bin 170
+    assert hist.absmax == 3.0
+    assert 0.99 <= entropy_amax(hist) <= 1.01
+
+
+def test_entropy_ignores_exact_zeros():
+    """Half of a ReLU output is exact zeros; counted, that spike would halve the threshold here."""
+    magnitudes = np.abs(np.random.default_rng(0).standard_normal(20_000))
+    with_zeros = histogram(np.concatenate([magnitudes, np.zeros(20_000)]), bins=256)
+    without = histogram(magnitudes, bins=256)
+    assert with_zeros.counts[0] == without.counts[0] + 20_000
+    assert entropy_amax(with_zeros) == entropy_amax(without)
+    assert entropy_amax(without) > 0.9 * without.absmax
+
+
+sparse_counts = st.lists(st.one_of(st.just(0), st.integers(1, 3), st.integers(50, 5000)), min_size=129, max_size=190)
+
+
+@settings(max_examples=40, deadline=None)
+@given(counts=sparse_counts, zero_share=st.floats(0, 1))
+def test_entropy_picks_a_threshold_of_least_kl(counts, zero_share):
+    counts[-1] = max(counts[-1], 1)  # the maximum lies in the last used bin
+    exact_zeros = int(counts[0] * zero_share)
+    hist = histogram_of_counts(counts, bin_width=0.25, exact_zeros=exact_zeros)
+    counts = np.array(counts)
+    counts[0] -= exact_zeros
+    kl = {kept: kl_of_clip(counts, kept) for kept in range(128, len(counts) + 1)}
+
+    threshold = entropy_amax(hist)
+    kept = len(counts) if threshold == hist.absmax else threshold / 0.25
+    assert kept == int(kept) and 128 <= kept <= len(counts)
+    assert kl[int(kept)] <= min(kl.values()) + 1e-12
+
+
+# ---- dispatch -----------------------------------------------------------------------------------------
+
+def test_max_is_the_largest_magnitude_not_the_histogram_top():
+    hist = histogram([0.5], bins=2)
+    hist.update(np.array([-0.7], np.float32))
+    assert hist.top == 1.0
+    assert amax_of(hist, "max") == pytest.approx(0.7)
+
+
+def test_percentile_defaults_to_99_99():
+    hist = histogram([0.9], bins=2)  # 4 bins of width 0.225
+    hist.update(np.full(19_999, 0.1, np.float32))
+    # 99.99% of 20000 values is 19998, fewer than bin 0 holds; 99.999% (19999.8) needs the bin of 0.9
+    assert amax_of(hist, "percentile") == pytest.approx(0.225, rel=1e-7)
+    assert amax_of(hist, "percentile", 99.999) == pytest.approx(0.9, rel=1e-7)
+
+
+def test_unknown_method_is_a_usage_error():
+    with pytest.raises(UsageError, match=r"unknown calibration method 'minmax'; choose one of max, entropy, percentile"):
+        amax_of(histogram([1.0], bins=2), "minmax")
