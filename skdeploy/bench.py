@@ -48,6 +48,16 @@ def latency_stats(seconds, batch: int) -> dict:
             "mean_ms": float(ms.mean()), "throughput": float(batch * len(ms) / (ms.sum() / 1000.0))}
 
 
+def add_speedups(results):
+    """Give each timed row its speedup: the first result's p50 at that batch size over the row's p50."""
+    baseline = {row["batch"]: row for row in results[0]["rows"] if "skipped" not in row}
+    for result in results:
+        for row in result["rows"]:
+            base = baseline.get(row["batch"])
+            if "skipped" not in row and base:
+                row["speedup"] = base["p50_ms"] / row["p50_ms"]
+
+
 def bench_runner(runner, settings: BenchSettings, advance=None) -> list:
     """One row per batch size; sizes the model cannot take get a row with "skipped" and the reason."""
     spec = runner.input_specs()[0]
@@ -123,11 +133,6 @@ def bench(targets, settings: BenchSettings = None, checkpoint=None, runner_optio
         with runner, ui.progress(total, f"{Path(label).name} ({runner.name})") as advance:
             rows = bench_runner(runner, settings, advance)
         results.append({"target": label, "runner": runner.name, "precision": precision, "rows": rows})
-    baseline = {row["batch"]: row for row in results[0]["rows"] if "skipped" not in row}
-    for result in results:
-        for row in result["rows"]:
-            base = baseline.get(row["batch"])
-            if "skipped" not in row and base:
-                row["speedup"] = base["p50_ms"] / row["p50_ms"]
+    add_speedups(results)
     return {"settings": {"batches": list(settings.batches), "iterations": settings.iterations,
                          "warmup": settings.warmup}, "baseline": results[0]["target"], "results": results}
