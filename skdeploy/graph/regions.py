@@ -64,7 +64,7 @@ def _renamed(region, tag, constants):
         copy.CopyFrom(node)
         copy.input[:] = [rename(n) for n in node.input]
         copy.output[:] = [rename(n) for n in node.output]
-        copy.name = f"{tag}{node.name}"
+        copy.name = f"{tag}{node.name}" if node.name else ""  # unnamed nodes are valid ONNX; "r0:" twice is not
         nodes.append(copy)
     return nodes
 

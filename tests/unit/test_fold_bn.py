@@ -144,6 +144,17 @@ def test_conv_folds_to_hand_computed_weights_and_bias(with_bias, folded_bias, ex
     np.testing.assert_array_equal(run(model, x=np.ones((1, 2, 1, 1))).ravel(), expected)
 
 
+def test_unnamed_conv_and_batchnorm_fold():
+    # Node names are optional in ONNX; the parity check must still run a region of two unnamed nodes.
+    constants = dict(EXACT_BN, w=np.array([[1.0, 2.0], [3.0, -1.0]]).reshape(2, 2, 1, 1))
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"]),
+             helper.make_node("BatchNormalization", ["y", "gamma", "beta", "mean", "var"], ["out"], epsilon=EXACT_EPS)]
+    model = build_model(nodes, {"x": [1, 2, 1, 1]}, constants)
+    report = fold_batchnorms(model, TOLERANCE)
+    assert (report["folded"], report["left"]) == ({"Conv": 1}, [])
+    np.testing.assert_array_equal(run(model, x=np.ones((1, 2, 1, 1))).ravel(), [6.0, -1.0])
+
+
 def gemm_bn_model(trans_b, beta, bias):
     """A = [1, 1] times B = [[1, 2], [3, 4]] (stored transposed when trans_b) plus beta * C, then EXACT_BN."""
     b_matrix = np.array([[1.0, 2.0], [3.0, 4.0]])
