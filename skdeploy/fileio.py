@@ -11,10 +11,10 @@ from .errors import SkdeployError, UsageError
 def check_output_path(path, force: bool) -> Path:
     """Refuse to overwrite without --force and fail early when the folder cannot be written."""
     path = Path(path)
-    if path.exists() and not force:
-        raise UsageError(f"{path} already exists; pass --force to overwrite it")
     if path.is_dir():
         raise UsageError(f"{path} is a folder, not a file name")
+    if path.exists() and not force:
+        raise UsageError(f"{path} already exists; pass --force to overwrite it")
     folder = path.parent if str(path.parent) else Path(".")
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -41,6 +41,8 @@ def atomic_path(path):
         if os.path.exists(tmp):  # mkstemp makes 0600 files; results get the usual permissions
             os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
+    except OSError as exc:  # a full disk or a failed rename is a failure to report, not a bug
+        raise SkdeployError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
