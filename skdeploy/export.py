@@ -170,6 +170,11 @@ def export_model(loaded, output, settings: ExportSettings, force=False) -> dict:
     add_stage(manifest, "export", exporter=settings.exporter, settings=asdict(settings), simplified=simplified,
               parity=parity, passes=passes, node_counts_exported=exported_counts,
               node_counts=node_counts(model), seconds=round(time.time() - started, 2))
+    write_onnx_and_manifest(model, output, manifest)
+    return manifest
+
+
+def write_onnx_and_manifest(model, output, manifest: dict) -> None:
+    """The ONNX first, then its manifest, which records the ONNX's sha256."""
     save_onnx(model, output)
     write_manifest(output, manifest, kind="onnx")
-    return manifest
