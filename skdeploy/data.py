@@ -105,6 +105,8 @@ def read_idx(path) -> np.ndarray:
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise UsageError(f"{path} is not an IDX file")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise UsageError(f"{path} is truncated: its header promises {ndim} dimensions")
     dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
     count = int(np.prod(dims))
