@@ -52,8 +52,9 @@ def fp32_reason(node, index: GraphIndex, floats: list, absmax: dict, limit: floa
     if node.op_type in FP32_ONLY_OPS:
         return f"{node.op_type} takes float32 parameters"
     for name in floats:
-        if name in index.initializers:
-            peak = float(np.abs(numpy_helper.to_array(index.initializers[name])).max(initial=0.0))
+        values = constant_values(name, index)
+        if values is not None:
+            peak = float(np.abs(values).max(initial=0.0))
             if peak > FP16_MAX:
                 return f"weight {name} reaches {peak:.3g}, beyond FP16"
         elif absmax.get(name, 0.0) > limit:
@@ -61,8 +62,24 @@ def fp32_reason(node, index: GraphIndex, floats: list, absmax: dict, limit: floa
     return ""
 
 
+def constant_values(name, index: GraphIndex):
+    """The values of an initializer or of a Constant node's output (calibration measures neither), else None."""
+    if name in index.initializers:
+        return numpy_helper.to_array(index.initializers[name])
+    producer = index.producer.get(name)
+    if producer is None or producer.op_type != "Constant":
+        return None
+    attribute = producer.attribute[0]
+    if attribute.name == "value":
+        return numpy_helper.to_array(attribute.t)
+    return np.asarray(helper.get_attribute_value(attribute), np.float32)  # value_float, value_floats
+
+
 def _to_fp16_constant(node) -> None:
     for attribute in node.attribute:
+        if node.op_type == "Constant" and attribute.name in ("value_float", "value_floats"):
+            values = np.asarray(helper.get_attribute_value(attribute), np.float16)
+            attribute.CopyFrom(helper.make_attribute("value", numpy_helper.from_array(values)))
         if attribute.name == "value" and attribute.t.data_type == TensorProto.FLOAT:
             attribute.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attribute.t).astype(np.float16),
                                                          attribute.t.name))
