@@ -104,6 +104,12 @@ def unit_errors(shadow_model, outputs: dict, selection: Selection, indices, batc
     return {unit: error[unit] / signal[unit] if signal[unit] > 0 else 0.0 for unit in outputs}
 
 
+def rank_by_sensitivity(errors: dict) -> list:
+    """Units from the largest own error to the smallest: the fallback returns the first k to float.
+    Equal errors keep the order of `errors` (graph order)."""
+    return sorted(errors, key=lambda unit: -errors[unit])
+
+
 def smallest_fallback(count: int, meets) -> int:
     """The smallest k in 1..count with meets(k), assuming meets is (nearly) monotone: gallop 1, 2, 4, ...
     then bisect. meets(count) must already be known true. Each k is evaluated at most once."""

@@ -220,7 +220,7 @@ def _build_int8(model, ranges, settings, evaluation) -> tuple:
     ui.info(f"INT8 drops top-1 by {score['drop']:.2f} points, over the budget of {budget:g}; ranking layers")
     shadow, outputs = sensitivity_model(model, plan, amax)
     errors = accuracy.unit_errors(shadow, outputs, evaluation.selection, evaluation.indices, evaluation.batch_size)
-    ranked = sorted(plan.units, key=lambda unit: -errors[unit])
+    ranked = accuracy.rank_by_sensitivity(errors)
     scores = {}
 
     def attempt(count):
