@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-ARTICLE_SKNET = Path(__file__).parent / "fixtures" / "article_sknet.py"
+REPO = Path(__file__).resolve().parents[1]
+ARTICLE_SKNET = REPO / "tests" / "fixtures" / "article_sknet.py"
 
 
 @pytest.fixture(scope="session")
