@@ -20,9 +20,8 @@ import numpy as np
 import onnx
 
 from skdeploy.calib import CalibrationSettings, calibrate_model
-from skdeploy.calib.sources import default_data_path, select
-from skdeploy.datasets import InputShape, open_source
-from skdeploy.data import load_fashion_mnist
+from skdeploy.data import InputShape, Preprocessing, default_calibration_path, load_fashion_mnist, open_source, \
+    select_calibration
 from skdeploy.export import ExportSettings, export_model
 from skdeploy.manifest import load_manifest
 from skdeploy.models import load_model
@@ -67,10 +66,9 @@ def modelopt_rows(python, source, work, methods):
     """Quantize with ModelOpt in its own interpreter from our 512 preprocessed calibration images."""
     manifest = load_manifest(source)
     shape = InputShape(*manifest["inputs"][0]["shape"][1:])
-    from skdeploy.data import Preprocessing
-
     prep = Preprocessing.from_dict(manifest["preprocessing"])
-    selection = select(open_source(default_data_path(manifest), shape, lambda _: prep), shape, 512, 0, 0)
+    selection = select_calibration(open_source(default_calibration_path(manifest), shape, lambda _: prep), shape,
+                                   512, 0, 0)
     data = work / "modelopt_calibration.npy"
     np.save(data, np.concatenate([b for b, _ in selection.batches(selection.calibration, 512)]))
     outputs = {}

@@ -172,7 +172,7 @@ def _candidate_section(candidate, names, data, thresholds) -> str:
 
 
 def render_report(result: dict, data) -> str:
-    """The HTML page for a validate() result and its ValidationData."""
+    """The HTML page for a validate() result and its LoadedData."""
     names = result["data"].get("class_names") or None
     thresholds = result["thresholds"]
     verdict = "pass" if result["passed"] else "fail"

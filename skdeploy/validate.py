@@ -6,7 +6,6 @@ preprocessed batches, compare, and give one verdict per candidate against thresh
 The reference is a PyTorch model (a name plus checkpoint, or the one a candidate's manifest records)
 or a saved reference (.npz: FP32 logits plus the inputs' sha256), which needs no PyTorch.
 """
-import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -16,14 +15,13 @@ import numpy as np
 
 from . import __version__, ui
 from .compare import accuracy, logit_agreement, prediction_agreement
-from .data import FASHION_MNIST_DIR, Preprocessing, class_names_for
+from .data import FASHION_MNIST_DIR, LoadedData, Preprocessing, class_names_for, load_data, pad_batch
 from .errors import SkdeployError, UsageError
 from .fileio import atomic_path, check_output_path
 from .manifest import last_stage, load_manifest, manifest_path
 from .runners import runner_kind
 
 REFERENCE_FORMAT = "skdeploy-reference/1"
-FASHION_MNIST_TEST_IMAGES = "t10k-images-idx3-ubyte.gz"
 
 
 @dataclass
@@ -43,62 +41,6 @@ class ValidateSettings:
             raise UsageError(f"--batch must be at least 1, got {self.batch}")
         if self.limit is not None and self.limit < 1:
             raise UsageError(f"--limit must be at least 1, got {self.limit}")
-
-
-# ---- data ---------------------------------------------------------------------------------------
-@dataclass
-class ValidationData:
-    """Preprocessed inputs (N, C, H, W) float32, labels (N,) or None, and how to show sample i."""
-
-    inputs: np.ndarray
-    labels: np.ndarray
-    source: str
-    pictures: object = None  # uint8 (N, H, W[, C]) array or a list of image paths, for the report
-    class_names: tuple = None
-
-    def sha256(self) -> str:
-        return hashlib.sha256(np.ascontiguousarray(self.inputs, dtype=np.float32).tobytes()).hexdigest()
-
-    def picture(self, index: int):
-        """Sample `index` as a PIL image (the original picture when known, else the input rescaled)."""
-        from PIL import Image
-
-        if isinstance(self.pictures, np.ndarray):
-            return Image.fromarray(self.pictures[index])
-        if isinstance(self.pictures, list):
-            return Image.open(self.pictures[index])
-        array = self.inputs[index].astype(np.float64)
-        array = (array - array.min()) / max(array.max() - array.min(), 1e-12) * 255
-        array = array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0)
-        return Image.fromarray(array.astype(np.uint8))
-
-
-def load_data(path, preprocessing: Preprocessing, limit=None, class_names=None) -> ValidationData:
-    """`path`: a Fashion-MNIST folder (its test split), or any calibration-data format
-    (calibration/README.md): an image folder (one subfolder per class gives labels), .npy/.npz
-    (uint8 pictures or preprocessed float32 NCHW, optional labels), an IDX images file."""
-    from .datasets import InputShape, UnreadableSample, open_source
-
-    path = Path(path)
-    kind = "images" if path.is_dir() else path.suffix.lstrip(".") or "data"
-    if path.is_dir() and (path / FASHION_MNIST_TEST_IMAGES).exists():
-        kind, file = "fashion-mnist", path / FASHION_MNIST_TEST_IMAGES
-    else:
-        file = path
-    shape = InputShape(preprocessing.channels, *preprocessing.crop)
-    source = open_source(file, shape, lambda what: preprocessing, option="--data")
-    count = len(source) if limit is None else min(limit, len(source))
-    inputs = np.empty((count, shape.channels, shape.height, shape.width), np.float32)
-    with ui.progress(count, f"preprocessing {count} samples") as advance:
-        for index in range(count):
-            try:
-                inputs[index] = source.sample(index)
-            except UnreadableSample as exc:
-                raise UsageError(f"cannot read {exc}") from None
-            advance()
-    labels = None if source.labels is None else source.labels[:count]
-    pictures = None if source.pictures is None else source.pictures[:count]
-    return ValidationData(inputs, labels, f"{kind}:{path}", pictures, source.class_names or class_names)
 
 
 # ---- the reference ------------------------------------------------------------------------------
@@ -184,7 +126,7 @@ def resolve_reference(reference=None, checkpoint=None, candidates=()) -> Referen
     return reference_from_model(text, checkpoint=checkpoint)
 
 
-def save_reference(path, logits, data: ValidationData, reference: Reference, force=False) -> Path:
+def save_reference(path, logits, data: LoadedData, reference: Reference, force=False) -> Path:
     """FP32 logits, the inputs' sha256 and the labels, so validation can run later without PyTorch."""
     path = check_output_path(path, force)
     meta = {"format": REFERENCE_FORMAT, "skdeploy_version": __version__, "model": reference.model,
@@ -203,7 +145,7 @@ def save_reference(path, logits, data: ValidationData, reference: Reference, for
 # ---- running ------------------------------------------------------------------------------------
 def run_batched(runner, inputs: np.ndarray, batch: int, advance=None) -> np.ndarray:
     """The runner's first output over all inputs, in chunks its batch limits accept (a fixed-batch
-    model gets its batch, the last chunk zero-padded)."""
+    model gets its batch, the last chunk padded with copies of its last sample)."""
     low, high = runner.batch_limits()
     step = low if low == high else min(batch, high or batch)
     name = runner.output_names()[0]
@@ -211,9 +153,7 @@ def run_batched(runner, inputs: np.ndarray, batch: int, advance=None) -> np.ndar
     for start in range(0, len(inputs), step):
         chunk = inputs[start:start + step]
         count = len(chunk)
-        if count < low:
-            chunk = np.concatenate([chunk, np.zeros((low - count, *chunk.shape[1:]), chunk.dtype)])
-        outputs.append(runner.infer(chunk)[name][:count])
+        outputs.append(runner.infer(pad_batch(chunk, low))[name][:count])
         if advance:
             advance(count)
     return np.concatenate(outputs).astype(np.float32)
@@ -237,7 +177,7 @@ def candidate_precision(manifest) -> str:
     return (calibration or {}).get("precision") or (calibration or {}).get("settings", {}).get("precision") or "fp32"
 
 
-def check_input_shape(runner, data: ValidationData, what: str):
+def check_input_shape(runner, data: LoadedData, what: str):
     spec = runner.input_specs()[0]
     want = tuple(spec.shape[1:])
     got = tuple(data.inputs.shape[1:])
@@ -282,7 +222,7 @@ def error_histogram(reference, candidate, bins: int = 24) -> dict:
 
 def validate(candidates, reference=None, checkpoint=None, data=None, settings: ValidateSettings = None,
              save_reference_to=None, force=False, runner_options=None):
-    """Validate every candidate against the FP32 reference; returns (result dict, ValidationData)."""
+    """Validate every candidate against the FP32 reference; returns (result dict, LoadedData)."""
     settings = settings or ValidateSettings()
     settings.check()
     candidates = [str(c) for c in candidates]
@@ -347,7 +287,7 @@ def validate(candidates, reference=None, checkpoint=None, data=None, settings: V
     return result, samples
 
 
-def _saved_logits(ref: Reference, samples: ValidationData) -> np.ndarray:
+def _saved_logits(ref: Reference, samples: LoadedData) -> np.ndarray:
     logits = ref.saved["logits"]
     if len(logits) != len(samples.inputs) or str(ref.saved["inputs_sha256"]) != samples.sha256():
         raise UsageError(f"the data ({samples.source}, {len(samples.inputs)} samples) is not what {ref.source} was "

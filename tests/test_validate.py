@@ -13,9 +13,9 @@ from conftest import run_cli
 from validation_helpers import perturbed_copy
 
 from skdeploy.compare import accuracy, logit_agreement, prediction_agreement, top_k
-from skdeploy.data import Preprocessing
+from skdeploy.data import Preprocessing, load_data
 from skdeploy.errors import UsageError
-from skdeploy.validate import error_histogram, load_data
+from skdeploy.validate import error_histogram
 
 LIMIT = 96
 

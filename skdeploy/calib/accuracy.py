@@ -11,9 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import ui
+from ..data import Selection, pad_batch
 from ..errors import SkdeployError
-from .collect import padded
-from .sources import Selection
 
 
 def runs(model, selection: Selection, indices, batch_size: int, description: str):
@@ -26,7 +25,7 @@ def runs(model, selection: Selection, indices, batch_size: int, description: str
         static = isinstance(spec.shape[0], int) and spec.shape[0] > 0
         size = spec.shape[0] if static else batch_size
         for batch, _ in selection.batches(indices, size):
-            feed = padded(batch, size) if static else batch
+            feed = pad_batch(batch, size) if static else batch
             yield runner.infer({spec.name: feed.astype(spec.dtype)}), len(batch)
             advance(len(batch))
 

@@ -12,10 +12,10 @@ import onnx
 from onnx import helper
 
 from .. import ui
+from ..data import Selection, pad_batch
 from ..errors import SkdeployError
 from .graphutil import GraphIndex
 from .ranges import TensorHistogram
-from .sources import Selection
 
 MAX_AUTO_BATCH = 32
 # ops whose output range follows from their inputs' (max, min) instead of being measured: exactly, except
@@ -68,13 +68,6 @@ def batch_size_for(index: GraphIndex, names, memory_mb: int) -> int:
     return int(np.clip(memory_mb * 2 ** 20 // per_sample, 1, MAX_AUTO_BATCH))
 
 
-def padded(batch: np.ndarray, size: int) -> np.ndarray:
-    """A short last batch, padded with copies of its last sample for a model with a static batch."""
-    if len(batch) == size:
-        return batch
-    return np.concatenate([batch, np.repeat(batch[-1:], size - len(batch), axis=0)])
-
-
 def overflow_message(name) -> str:
     return f"tensor {name!r} is NaN or infinite on the calibration data; the FP32 model itself overflows"
 
@@ -101,7 +94,7 @@ def collect_statistics(model: onnx.ModelProto, selection: Selection, histogram_t
             ui.progress(len(indices), "calibrating") as advance:
         for batch, _ in selection.batches(indices, size):
             real = len(batch)
-            outputs = runner.infer({input_name: padded(batch, size) if static else batch})
+            outputs = runner.infer({input_name: pad_batch(batch, size) if static else batch})
             for name in histogram_tensors:
                 values = outputs[name]
                 if static and real < size and values.ndim and values.shape[0] == size:

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from onnx import TensorProto
 
 from .. import ui
-from ..data import Preprocessing
+from ..data import InputShape, Preprocessing, default_calibration_path, open_source, select_calibration
 from ..errors import SkdeployError, UsageError
 from ..fileio import check_output_path, sha256_file
 from ..manifest import add_stage, derive, load_manifest, new_manifest, write_manifest
@@ -22,8 +22,6 @@ from .fp16 import FP16_MAX, convert_fp16, float_tensors, fp16_candidates, fp32_r
 from .graphutil import GraphIndex
 from .qdq import insert_qdq, plan_int8, sensitivity_model
 from .ranges import ALGORITHM, METHODS, MIN_BINS, amax_of
-from ..datasets import InputShape, open_source
-from .sources import default_data_path, select
 
 PRECISIONS = ("int8", "fp16")
 FALLBACKS = ("fp16", "fp32")
@@ -273,13 +271,13 @@ def calibrate_model(input_onnx, output_onnx, settings: CalibrationSettings, forc
     manifest = load_manifest(input_onnx, required=False)
     _, shape = _model_input(model)
     resolve = _preprocessing_resolver(input_onnx, manifest, settings, shape)
-    data_path = settings.calib_data or default_data_path(manifest)
+    data_path = settings.calib_data or default_calibration_path(manifest)
     if data_path is None:
         raise UsageError("--calib-data is required (a folder of images, .npy/.npz, or an IDX file); only the "
                          "demo model has a shipped calibration set")
     source = open_source(data_path, shape, resolve)
     budget = settings.max_top1_drop
-    selection = select(source, shape, settings.calib_images, settings.holdout_images, settings.seed)
+    selection = select_calibration(source, shape, settings.calib_images, settings.holdout_images, settings.seed)
     if budget is not None and not selection.holdout:
         raise UsageError(f"--max-top1-drop needs held-out samples, but all {len(selection.calibration)} usable "
                          "samples calibrate; lower --calib-images or give more data")

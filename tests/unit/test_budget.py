@@ -21,8 +21,8 @@ from onnx import TensorProto, helper, numpy_helper
 from skdeploy.calib.accuracy import Judge, rank_by_sensitivity, smallest_fallback, unit_errors
 from skdeploy.calib.pipeline import CalibrationSettings, Evaluation, _build_int8, int8_with_fallback
 from skdeploy.calib.qdq import plan_int8, sensitivity_model
-from skdeploy.calib.sources import Selection
-from skdeploy.datasets import ArraySamples, InputShape
+from skdeploy.data import Selection
+from skdeploy.data.sources import ArraySamples, InputShape
 from skdeploy.errors import SkdeployError
 
 UNITS = ("spread", "sensitive", "mix", "head")

@@ -412,10 +412,11 @@ def test_timing_cache_save_failing_leaves_no_file(tmp_path, monkeypatch):
 
 # ---- validate: the saved reference and the HTML report ----------------------------------------------
 def reference_parts():
-    """(logits, ValidationData, Reference) for two 1x2x2 samples."""
-    from skdeploy.validate import Reference, ValidationData
+    """(logits, LoadedData, Reference) for two 1x2x2 samples."""
+    from skdeploy.data import LoadedData
+    from skdeploy.validate import Reference
 
-    data = ValidationData(np.arange(8, dtype=np.float32).reshape(2, 1, 2, 2), np.array([0, 1]), "npy:data.npy")
+    data = LoadedData(np.arange(8, dtype=np.float32).reshape(2, 1, 2, 2), np.array([0, 1]), "npy:data.npy")
     reference = Reference("tiny (random weights)", "pytorch", {"spec": "tiny"},
                           {"resize": 2, "crop": [2, 2], "mean": [0.0], "std": [1.0], "channel_order": "GRAY"})
     return np.array([[1.0, -1.0], [0.5, 2.0]], np.float32), data, reference

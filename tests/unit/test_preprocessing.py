@@ -16,7 +16,7 @@ from PIL import Image
 
 from skdeploy.data import (FASHION_MNIST_CLASSES, Preprocessing, class_names_for, load_fashion_mnist,
                            read_idx)
-from skdeploy.datasets import InputShape, UnreadableSample, open_source
+from skdeploy.data import InputShape, UnreadableSample, open_source
 from skdeploy.errors import SkdeployError, UsageError
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)

@@ -10,9 +10,10 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 from skdeploy.calib.accuracy import Judge, smallest_fallback
+from skdeploy.data import LoadedData
 from skdeploy.errors import UsageError
 from skdeploy.runners.onnxrt import OnnxRuntimeRunner
-from skdeploy.validate import (ValidateSettings, ValidationData, check_input_shape, compare_candidate,
+from skdeploy.validate import (ValidateSettings, check_input_shape, compare_candidate,
                                error_histogram, run_batched)
 
 # Four samples, seven classes. The candidate gets samples 0 and 1 right (top-1 = 0.5), has sample 2's
@@ -205,38 +206,40 @@ class ProfileRunner(OnnxRuntimeRunner):
 INPUTS = np.arange(20, dtype=np.float32).reshape(10, 2)  # row i = [2i, 2i + 1]
 
 
-def expected_for_chunks(sizes):
-    """Each row plus the sum of the rows in its chunk (zero padding adds nothing)."""
+def expected_for_chunks(sizes, padded_to=None):
+    """Each row plus the sum of the rows its chunk ran with: a chunk shorter than `padded_to` ran with its
+    last row repeated to fill the batch."""
     rows, start = [], 0
     for size in sizes:
         chunk = INPUTS[start:start + size]
-        rows.extend(chunk + chunk.sum(axis=0))
+        filler = max(0, (padded_to or 0) - size) * chunk[-1]
+        rows.extend(chunk + chunk.sum(axis=0) + filler)
         start += size
     return np.array(rows)
 
 
-@pytest.mark.parametrize("runner, batch, chunks", [
-    (OnnxRuntimeRunner(plus_batch_sum_model(4)), 3, [4, 4, 2]),  # fixed batch 4, last chunk padded
-    (OnnxRuntimeRunner(plus_batch_sum_model("N")), 3, [3, 3, 3, 1]),  # dynamic: --batch
-    (ProfileRunner(plus_batch_sum_model("N"), (1, 4)), 256, [4, 4, 2]),  # profile max 4 caps --batch
-    (ProfileRunner(plus_batch_sum_model("N"), (2, 3)), 256, [3, 3, 3, 1]),  # last chunk padded to 2
+@pytest.mark.parametrize("runner, batch, chunks, padded_to", [
+    (OnnxRuntimeRunner(plus_batch_sum_model(4)), 3, [4, 4, 2], 4),  # fixed batch 4, last chunk padded
+    (OnnxRuntimeRunner(plus_batch_sum_model("N")), 3, [3, 3, 3, 1], None),  # dynamic: --batch
+    (ProfileRunner(plus_batch_sum_model("N"), (1, 4)), 256, [4, 4, 2], None),  # profile max 4 caps --batch
+    (ProfileRunner(plus_batch_sum_model("N"), (2, 3)), 256, [3, 3, 3, 1], 2),  # last chunk padded to 2
 ])
-def test_run_batched_chunks_and_pads(runner, batch, chunks):
+def test_run_batched_chunks_and_pads(runner, batch, chunks, padded_to):
     advanced = []
     with runner:
         outputs = run_batched(runner, INPUTS, batch, advanced.append)
     assert outputs.dtype == np.float32
-    np.testing.assert_array_equal(outputs, expected_for_chunks(chunks))
+    np.testing.assert_array_equal(outputs, expected_for_chunks(chunks, padded_to))
     assert advanced == chunks
 
 
 def test_check_input_shape_compares_fixed_sample_dims_only():
-    data = ValidationData(np.zeros((5, 2), np.float32), None, "test")
+    data = LoadedData(np.zeros((5, 2), np.float32), None, "test")
     with OnnxRuntimeRunner(plus_batch_sum_model("N")) as runner:
         check_input_shape(runner, data, "model.onnx")
         for wrong, shown in [((5, 3), "(N, 3)"), ((5, 2, 1), "(N, 2, 1)")]:
             with pytest.raises(UsageError) as error:
-                check_input_shape(runner, ValidationData(np.zeros(wrong, np.float32), None, "test"), "model.onnx")
+                check_input_shape(runner, LoadedData(np.zeros(wrong, np.float32), None, "test"), "model.onnx")
             assert str(error.value).startswith(f"model.onnx takes inputs (N, 2) but the data is preprocessed to {shown};")
 
 
@@ -247,7 +250,7 @@ def test_check_input_shape_accepts_any_size_in_a_dynamic_dim():
                               opset_imports=[helper.make_opsetid("", 13)])
     onnx.checker.check_model(model)
     with OnnxRuntimeRunner(model) as runner:
-        check_input_shape(runner, ValidationData(np.zeros((5, 7), np.float32), None, "test"), "any.onnx")
+        check_input_shape(runner, LoadedData(np.zeros((5, 7), np.float32), None, "test"), "any.onnx")
 
 
 # ---- calibration: Judge.score --------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Calibration samples: the shipped default set, and a seeded choice of calibration and held-out samples.
+"""Calibration and held-out samples: the shipped default set, and a seeded choice of both.
 
 A seeded permutation picks the calibration subset; the samples after it form the held-out split the
 accuracy check uses, so the two never overlap. Samples are decoded again for every pass, never cached.
@@ -10,23 +10,21 @@ from pathlib import Path
 import numpy as np
 
 from .. import ui
-from ..datasets import InputShape, Source, UnreadableSample
 from ..errors import UsageError
+from .sources import InputShape, Source, UnreadableSample, fashion_mnist_file
 
 REPO_CALIBRATION_DIR = Path(__file__).resolve().parents[2] / "calibration"
 DEMO_CALIBRATION_FILE = "fashion-mnist-train-2048.npz"
 
 
-def default_data_path(manifest):
+def default_calibration_path(manifest):
     """The shipped calibration set for the demo model (Fashion-MNIST train split), else None."""
     if not manifest or (manifest.get("model") or {}).get("dataset") != "fashion-mnist":
         return None
     shipped = REPO_CALIBRATION_DIR / DEMO_CALIBRATION_FILE
     if shipped.exists():
         return shipped
-    from ..data import FASHION_MNIST_DIR
-
-    system = FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz"
+    system = fashion_mnist_file("train")
     return system if system.exists() else None
 
 
@@ -48,7 +46,7 @@ class Selection:
             yield np.stack([self.source.sample(i) for i in chunk]), labels
 
 
-def select(source: Source, shape: InputShape, count: int, holdout: int, seed: int) -> Selection:
+def select_calibration(source: Source, shape: InputShape, count: int, holdout: int, seed: int) -> Selection:
     """Walk a seeded permutation: the first `count` readable samples calibrate, the next `holdout` check."""
     if count < 1:
         raise UsageError(f"--calib-images must be at least 1, got {count}")

@@ -1,22 +1,74 @@
-"""Datasets for calibration and validation: image folders, .npy/.npz arrays and IDX files, read sample by
-sample and preprocessed as the manifest says (formats: calibration/README.md).
+"""Every reader of samples: image folders, .npy/.npz arrays, IDX files and the system's Fashion-MNIST,
+read sample by sample and preprocessed as the manifest says (formats: calibration/README.md).
 
 Samples are decoded one at a time, so a stage holds only what it asks for: calibration streams 1024
 images at 224x224 in one batch of memory. Labels come with the data when it has them (an array named
 labels, the IDX labels file, or one subfolder per class).
 """
+import gzip
+import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .data import read_idx
-from .errors import UsageError
+from ..errors import SkdeployError, UsageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 IDX_IMAGES_MARK = "-images-idx3-ubyte"
+IDX_LABELS_MARK = "-labels-idx1-ubyte"
 ARRAY_KEYS = ("images", "inputs", "x", "data")
 LABEL_KEYS = ("labels", "y", "targets")
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+FASHION_MNIST_DIR = Path(os.environ.get("SKDEPLOY_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+DATASET_CLASSES = {"fashion-mnist": FASHION_MNIST_CLASSES}
+
+
+def class_names_for(dataset):
+    """Class names of a known dataset (as manifests name it), else None."""
+    return DATASET_CLASSES.get(dataset)
+
+
+def read_idx(path) -> np.ndarray:
+    """An IDX file (the MNIST family's format), gzipped or not."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+    except (OSError, EOFError) as exc:
+        raise SkdeployError(f"cannot read IDX file {path}: {exc}") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise UsageError(f"{path} is not an IDX file")
+    ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise UsageError(f"{path} is truncated: its header promises {ndim} dimensions")
+    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    count = int(np.prod(dims))
+    body = raw[4 + 4 * ndim:]
+    if len(body) != count * dtype.itemsize:
+        raise UsageError(f"{path} is truncated: header promises {dims}")
+    return np.frombuffer(body, dtype=dtype).reshape(dims)
+
+
+def fashion_mnist_file(split: str, root=None, mark: str = IDX_IMAGES_MARK) -> Path:
+    """The gzipped IDX images (or, with IDX_LABELS_MARK, labels) of split 'train' or 't10k'/'test'."""
+    prefix = "train" if split == "train" else "t10k"
+    return Path(root or FASHION_MNIST_DIR) / f"{prefix}{mark}.gz"
+
+
+def load_fashion_mnist(split: str = "test", root=None):
+    """(images uint8 (N, 28, 28), labels int64 (N,)) for split 'train' or 't10k'/'test'."""
+    images_path = fashion_mnist_file(split, root)
+    if not images_path.exists():
+        raise SkdeployError(f"Fashion-MNIST not found in {images_path.parent}; install it with: "
+                            "sudo apt-get install dataset-fashion-mnist")
+    return read_idx(images_path), read_idx(fashion_mnist_file(split, root, IDX_LABELS_MARK)).astype(np.int64)
 
 
 class UnreadableSample(Exception):
@@ -113,12 +165,7 @@ class ArraySamples(Source):
     def sample(self, index):
         if self.preprocessing is None:
             return np.ascontiguousarray(self.array[index], dtype=np.float32)
-        from PIL import Image
-
-        picture = self.array[index]
-        if picture.ndim == 3 and picture.shape[-1] == 1:
-            picture = picture[..., 0]
-        return self.preprocessing(Image.fromarray(picture))
+        return self.preprocessing.pixels(self.array[index])
 
 
 def _load_array_file(path: Path, shape: InputShape, preprocessing_for) -> ArraySamples:
@@ -144,7 +191,7 @@ def _load_array_file(path: Path, shape: InputShape, preprocessing_for) -> ArrayS
 
 def _load_idx_file(path: Path, shape: InputShape, preprocessing_for) -> ArraySamples:
     images = read_idx(path)
-    labels_path = path.with_name(path.name.replace(IDX_IMAGES_MARK, "-labels-idx1-ubyte"))
+    labels_path = path.with_name(path.name.replace(IDX_IMAGES_MARK, IDX_LABELS_MARK))
     labels = read_idx(labels_path).astype(np.int64) if labels_path.exists() and labels_path != path else None
     return ArraySamples(np.asarray(images), labels, str(path), shape, preprocessing_for)
 
