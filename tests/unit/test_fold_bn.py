@@ -94,8 +94,9 @@ def test_bn_affine_seeded_statistics_match_the_textbook_formula():
 @pytest.mark.parametrize("attrs, outputs, opset", [
     ({"training_mode": 1}, ("out",), 15),
     ({}, ("out", "running_mean", "running_var"), 15),
+    ({}, ("out", "running_mean"), 15),
     ({}, ("out", "", "", "saved_mean", ""), 9),
-], ids=["training_mode=1", "running statistics written", "opset 9 saved mean"])
+], ids=["training_mode=1", "running statistics written", "running mean written", "opset 9 saved mean"])
 def test_bn_affine_refuses_training_mode(attrs, outputs, opset):
     with pytest.raises(Unfoldable, match="training-mode"):
         affine_of(EXACT_BN, EXACT_EPS, opset, outputs=outputs, **attrs)
@@ -138,6 +139,7 @@ def test_conv_folds_to_hand_computed_weights_and_bias(with_bias, folded_bias, ex
     assert report["max_rel"] <= 1e-6
     conv = node_of(model, "Conv")
     assert [node.op_type for node in model.graph.node] == ["Conv"] and conv.output[0] == "out"
+    assert (conv.name, conv.input[1]) == ("conv", "conv/weight_bn_folded")  # named after the layer
     # each output channel's filter times s = [2, 0.5]
     np.testing.assert_array_equal(constant_input(model, conv, 1).reshape(2, 2), [[2.0, 4.0], [1.5, -0.5]])
     np.testing.assert_array_equal(constant_input(model, conv, 2), folded_bias)
@@ -156,15 +158,16 @@ def test_unnamed_conv_and_batchnorm_fold():
 
 
 def gemm_bn_model(trans_b, beta, bias):
-    """A = [1, 1] times B = [[1, 2], [3, 4]] (stored transposed when trans_b) plus beta * C, then EXACT_BN."""
+    """A = [1, 1] times B = [[1, 2], [3, 4]] (stored transposed when trans_b) plus beta * C, then EXACT_BN.
+    Attributes at their defaults (transB 0, beta 1) are left out, as exporters do."""
     b_matrix = np.array([[1.0, 2.0], [3.0, 4.0]])
     constants = dict(EXACT_BN, B=b_matrix.T if trans_b else b_matrix)
     inputs = ["a", "B"]
     if bias is not None:
         constants["C"] = bias
         inputs.append("C")
-    nodes = [helper.make_node("Gemm", inputs, ["y"], name="gemm", transB=trans_b, beta=beta),
-             batchnorm("y", EXACT_EPS)]
+    attrs = {name: value for name, value, default in (("transB", trans_b, 0), ("beta", beta, 1.0)) if value != default}
+    nodes = [helper.make_node("Gemm", inputs, ["y"], name="gemm", **attrs), batchnorm("y", EXACT_EPS)]
     return build_model(nodes, {"a": [1, 2]}, constants)
 
 
@@ -173,12 +176,13 @@ def gemm_bn_model(trans_b, beta, bias):
     # A @ B = [4, 6]; + 2 * C = [6, 2]; BN: [(6 - 0.5) * 2 + 1, (2 - 2) * 0.5 - 1] = [12, -1].
     # C' = C * s + t / beta = [2, -1] + [0, -1]
     (2.0, [1.0, -2.0], [2.0, -2.0], [12.0, -1.0]),
+    (2.0, [[1.0, -2.0]], [2.0, -2.0], [12.0, -1.0]),  # C as a (1, N) row: the same per-column bias
     # A @ B + 3 = [7, 9]; BN: [13 + 1, 3.5 - 1]; C' = 3 * s + t = [6, 1.5] + [0, -2]
     (1.0, [3.0], [6.0, -0.5], [14.0, 2.5]),
     # beta = 0 ignores C: BN([4, 6]) = [3.5 * 2 + 1, 4 * 0.5 - 1] = [8, 1]; C' = t with beta 1
     (0.0, [5.0, 5.0], [0.0, -2.0], [8.0, 1.0]),
     (1.0, None, [0.0, -2.0], [8.0, 1.0]),
-], ids=["beta 2", "scalar C", "beta 0", "no C"])
+], ids=["beta 2", "row C", "scalar C", "beta 0", "no C"])
 def test_gemm_folds_columns_and_bias_by_hand(trans_b, beta, bias, folded_bias, expected):
     model = gemm_bn_model(trans_b, beta, bias)
     report = fold_batchnorms(model, TOLERANCE)
@@ -187,7 +191,7 @@ def test_gemm_folds_columns_and_bias_by_hand(trans_b, beta, bias, folded_bias, e
     folded = np.array([[2.0, 1.0], [6.0, 2.0]])  # column j of B times s_j = [2, 0.5]
     np.testing.assert_array_equal(constant_input(model, gemm, 1), folded.T if trans_b else folded)
     np.testing.assert_array_equal(constant_input(model, gemm, 2), folded_bias)
-    assert helper.get_attribute_value(next(a for a in gemm.attribute if a.name == "beta")) == (beta or 1.0)
+    assert {a.name: helper.get_attribute_value(a) for a in gemm.attribute}.get("beta", 1.0) == (beta or 1.0)
     np.testing.assert_array_equal(run(model, a=[[1.0, 1.0]]), [expected])
 
 
@@ -203,21 +207,38 @@ def test_gemm_with_per_row_bias_becomes_scale_and_shift():
 
 
 def test_grouped_conv_transpose_folds_per_output_channel():
-    # group 2, W (2 in, 2 out per group): output channel 2g + j = x_g * W[g, j]. eps 0.25 with
-    # var [0.75, 3.75, 0.75, 3.75] gives sqrt [1, 2, 1, 2]; s = [2, 1, -1, 4] / that = [2, 0.5, -1, 2];
-    # t = [1, 1, 0, 0] - [0, 0, 1, 1] * s = [1, 1, 1, -2]. Folded W = [[1 * 2, 2 * 0.5], [3 * -1, 4 * 2]].
+    # group 2, 2 input channels per group, W (4 in, 2 out per group): output 2g + j = sum over the group's
+    # inputs i of x_i * W[i, j]. eps 0.25 with var [0.75, 3.75, 0.75, 3.75] gives sqrt [1, 2, 1, 2];
+    # s = [2, 1, -1, 4] / that = [2, 0.5, -1, 2]; t = [1, 1, 0, 0] - [0, 0, 1, 1] * s = [1, 1, 1, -2].
     stats = {"gamma": [2.0, 1.0, -1.0, 4.0], "beta": [1.0, 1.0, 0.0, 0.0], "mean": [0.0, 0.0, 1.0, 1.0],
              "var": [0.75, 3.75, 0.75, 3.75]}
-    constants = dict(stats, w=np.array([[1.0, 2.0], [3.0, 4.0]]).reshape(2, 2, 1, 1))
+    constants = dict(stats, w=np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0]]).reshape(4, 2, 1, 1))
     nodes = [helper.make_node("ConvTranspose", ["x", "w"], ["y"], group=2), batchnorm("y", EXACT_EPS)]
-    model = build_model(nodes, {"x": [1, 2, 1, 1]}, constants)
+    model = build_model(nodes, {"x": [1, 4, 1, 1]}, constants)
     report = fold_batchnorms(model, TOLERANCE)
     assert (report["folded"], report["left"]) == ({"ConvTranspose": 1}, [])
     layer = node_of(model, "ConvTranspose")
-    np.testing.assert_array_equal(constant_input(model, layer, 1).reshape(2, 2), [[2.0, 1.0], [-3.0, 8.0]])
+    # rows 0, 1 (group 0) times s[0:2] = [2, 0.5]; rows 2, 3 (group 1) times s[2:4] = [-1, 2]
+    np.testing.assert_array_equal(constant_input(model, layer, 1).reshape(4, 2),
+                                  [[2.0, 1.0], [6.0, 2.0], [-5.0, 12.0], [-7.0, 16.0]])
     np.testing.assert_array_equal(constant_input(model, layer, 2), [1.0, 1.0, 1.0, -2.0])
-    # x = [1, 2]: before BN [1, 2, 6, 8]; after [2 + 1, 1 + 1, -5 + 0, 14 + 0]
-    np.testing.assert_array_equal(run(model, x=[[[[1.0]], [[2.0]]]]).ravel(), [3.0, 2.0, -5.0, 14.0])
+    # x = [1, 1, 1, 1]: before BN [1 + 3, 2 + 4, 5 + 7, 6 + 8]; after [8 + 1, 3 + 1, -12 + 1, 28 - 2]
+    np.testing.assert_array_equal(run(model, x=np.ones((1, 4, 1, 1))).ravel(), [9.0, 4.0, -11.0, 26.0])
+
+
+def test_conv_transpose_with_bias_folds_it():
+    # one input, three outputs (no group attribute): y_j = x * W[0, j] + b_j. With eps 0.25:
+    # sqrt(var + eps) = [1, 2, 1]; s = [2, 1, -1] / that = [2, 0.5, -1]; t = [1, 1, 0] - [0, 0, 1] * s = [1, 1, 1].
+    stats = {"gamma": [2.0, 1.0, -1.0], "beta": [1.0, 1.0, 0.0], "mean": [0.0, 0.0, 1.0], "var": [0.75, 3.75, 0.75]}
+    constants = dict(stats, w=np.array([1.0, 2.0, 3.0]).reshape(1, 3, 1, 1), b=[1.0, -2.0, 0.5])
+    nodes = [helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"]), batchnorm("y", EXACT_EPS)]
+    model = build_model(nodes, {"x": [1, 1, 1, 1]}, constants)
+    assert fold_batchnorms(model, TOLERANCE)["folded"] == {"ConvTranspose": 1}
+    layer = node_of(model, "ConvTranspose")
+    np.testing.assert_array_equal(constant_input(model, layer, 1).ravel(), [2.0, 1.0, -3.0])
+    np.testing.assert_array_equal(constant_input(model, layer, 2), [1 * 2 + 1, -2 * 0.5 + 1, 0.5 * -1 + 1])
+    # x = 2: before BN [3, 2, 6.5]; after [6 + 1, 1 + 1, -6.5 + 1]
+    np.testing.assert_array_equal(run(model, x=[[[[2.0]]]]).ravel(), [7.0, 2.0, -5.5])
 
 
 @pytest.mark.parametrize("shape", [[1, 2], [1, 2, 3], [1, 2, 2, 2]], ids=["rank 2", "rank 3", "rank 4"])
@@ -264,18 +285,35 @@ def test_conv_with_computed_weights_becomes_scale_and_shift(computed):
     np.testing.assert_array_equal(run(model, x=np.ones((1, 2, 1, 1))).ravel(), [4.0, -0.5])
 
 
-def test_batchnorms_left_alone_are_counted_with_their_reasons():
-    nodes = [helper.make_node("Relu", ["x"], ["y"]), batchnorm("y", EXACT_EPS, outputs=("normed",)),
-             helper.make_node("BatchNormalization", ["normed", "gamma", "beta", "mean", "var"],
-                              ["out", "running_mean", "running_var"], name="trained", training_mode=1)]
-    unknown_rank = build_model([batchnorm("x", EXACT_EPS)], {"x": None}, EXACT_BN, opset=15)
-    model = build_model(nodes, {"x": [1, 2]}, EXACT_BN, opset=15)
+def test_each_batchnorm_is_planned_whatever_came_before():
+    # In graph order: a training-mode BN (left), a BN after a Conv (folded), a BN of unknown rank (left),
+    # a BN after a Relu (scale and shift).
+    stats = {f"{name}{n}": value for n in (1, 2, 3, 4) for name, value in EXACT_BN.items()}
+    constants = dict(stats, w=np.array([[1.0, 2.0], [3.0, -1.0]]).reshape(2, 2, 1, 1))
+
+    def numbered_bn(n, source, outputs, **attrs):
+        return helper.make_node("BatchNormalization", [source] + [f"{name}{n}" for name in EXACT_BN], outputs,
+                                name=f"bn{n}", epsilon=EXACT_EPS, **attrs)
+
+    nodes = [numbered_bn(1, "x", ["trained", "running_mean", "running_var"], training_mode=1),
+             helper.make_node("Conv", ["trained", "w"], ["y"], name="conv"), numbered_bn(2, "y", ["folded"]),
+             numbered_bn(3, "free", ["unranked"]),
+             helper.make_node("Relu", ["folded"], ["r"]), numbered_bn(4, "r", ["out"])]
+    model = build_model(nodes, {"x": [1, 2, 1, 1], "free": None}, constants, opset=15)
+    model.graph.output.append(helper.make_tensor_value_info("unranked", TensorProto.FLOAT, None))
     report = fold_batchnorms(model, TOLERANCE)
-    assert (report["batchnorms"], report["scale_and_shift"]) == (2, 1)
-    assert report["left"] == [{"node": "trained", "reason": "training-mode BatchNormalization (it normalises "
-                                                             "with batch statistics)"}]
-    report = fold_batchnorms(unknown_rank, TOLERANCE)
-    assert report["left"] == [{"node": "bn", "reason": "the rank of its input is unknown"}]
+    assert (report["batchnorms"], report["folded"], report["scale_and_shift"]) == (4, {"Conv": 1}, 1)
+    assert report["left"] == [
+        {"node": "bn1", "reason": "training-mode BatchNormalization (it normalises with batch statistics)"},
+        {"node": "bn3", "reason": "the rank of its input is unknown"}]
+    assert [node.name for node in model.graph.node if node.op_type == "BatchNormalization"] == ["bn1", "bn3"]
+
+
+def test_rewrites_outside_the_callers_tolerance_are_left():
+    report = fold_batchnorms(conv_bn_model(with_bias=True), tolerance=-1.0)
+    assert (report["folded"], report["max_rel"]) == ({}, 0.0)
+    [entry] = report["left"]
+    assert entry["node"] == "bn" and entry["reason"].startswith("parity failed: max relative error ")
 
 
 finite = {"allow_nan": False, "allow_infinity": False}

@@ -97,6 +97,7 @@ def test_softmax_axis(opset, attrs, rank, expected):
 def test_softmax_groups_by_hand(shape, axis, opset, group, slot, size):
     got_group, got_slot, got_size = softmax_groups(shape, axis, opset)
     assert (got_group.tolist(), got_slot.tolist(), got_size) == (group, slot, size)
+    assert got_group.dtype.kind == got_slot.dtype.kind == "i"  # they index arrays
 
 
 @settings(max_examples=30, deadline=None)
@@ -120,7 +121,7 @@ def test_softmax_groups_are_what_onnxruntime_normalises_together(shape, data, op
 
 @pytest.mark.parametrize("opset, constants, inputs, attrs, length, expected", [
     (13, {"sizes": [1, 3, 2]}, ["x", "sizes"], {}, 6, [1, 3, 2]),
-    (11, {}, ["x"], {"split": [2, 2, 2]}, 6, [2, 2, 2]),
+    (11, {}, ["x"], {"split": [1, 2, 3]}, 6, [1, 2, 3]),
     (18, {}, ["x"], {"num_outputs": 3}, 10, [4, 4, 2]),  # ceil(10 / 3) = 4, the last part smaller
     (18, {}, ["x"], {"num_outputs": 3}, 9, [3, 3, 3]),
     (18, {}, ["x"], {"num_outputs": 3}, 7, [3, 3, 1]),
@@ -167,13 +168,22 @@ def test_stacked_tensors(unsqueeze_axis, concat_axis, opset, expected):
     assert stacked_tensors(GraphIndex(model), infer_types(model), "stack") == expected
 
 
-def test_stacked_tensors_needs_an_unsqueeze_for_every_part():
+@pytest.mark.parametrize("second_part", ["b2", "b1"], ids=["Identity", "graph input"])
+def test_stacked_tensors_needs_an_unsqueeze_for_every_part(second_part):
     nodes = [helper.make_node("Unsqueeze", ["a", "axes"], ["a1"]), helper.make_node("Identity", ["b1"], ["b2"]),
-             helper.make_node("Concat", ["a1", "b2"], ["stack"], axis=0)]
+             helper.make_node("Concat", ["a1", second_part], ["stack"], axis=0)]
     model = build_model(nodes, {"a": [2, 3], "b1": [1, 2, 3]}, ["stack"], {"axes": [0]})
     index, types = GraphIndex(model), infer_types(model)
     assert stacked_tensors(index, types, "stack") is None
     assert stacked_tensors(index, types, "a1") is None  # not a Concat
+
+
+def test_stacked_tensors_of_unknown_shape_are_not_read():
+    nodes = [helper.make_node("Unsqueeze", [name, "axes"], [f"{name}1"]) for name in "ab"]
+    nodes.append(helper.make_node("Concat", ["a1", "b1"], ["stack"], axis=0))
+    model = build_model(nodes, {"a": None, "b": None}, ["stack"], {"axes": [0]})
+    types = infer_types(model)
+    assert types["stack"].shape is None and stacked_tensors(GraphIndex(model), types, "stack") is None
 
 
 def slice_bounds(model, nodes):
@@ -206,6 +216,20 @@ def test_split_output_left_unnamed_still_advances_the_offset():
     assert slice_bounds(model, rewrite.new.nodes) == {"first": [[0], [1], [1]], "last": [[4], [6], [1]]}
 
 
+def test_split_along_the_default_axis_after_one_it_cannot_change():
+    # The first Split's sizes are computed (left alone); the second has no axis attribute: axis 0, sizes 2, 4.
+    nodes = [helper.make_node("Shape", ["x"], ["computed"]),
+             helper.make_node("Slice", ["computed", "one", "two"], ["sizes"]),
+             helper.make_node("Split", ["x", "sizes"], ["left_top", "left_bottom"]),
+             helper.make_node("Split", ["x", "fixed_sizes"], ["top", "bottom"])]
+    model = build_model(nodes, {"x": [6, 2]}, ["left_top", "left_bottom", "top", "bottom"],
+                        {"one": [0], "two": [2], "fixed_sizes": [2, 4]})
+    assert rewrite_sk_blocks(model, TOLERANCE)["splits_to_slices"] == 1
+    assert [node.op_type for node in model.graph.node].count("Split") == 1
+    bounds = slice_bounds(model, model.graph.node)
+    assert (bounds["top"], bounds["bottom"]) == ([[0], [2], [0]], [[2], [6], [0]])
+
+
 def test_split_into_equal_parts_becomes_slices():
     outputs = ["p0", "p1", "p2"]
     model = build_model([helper.make_node("Split", ["x"], outputs, axis=1, num_outputs=3)], {"x": [1, 10]}, outputs,
@@ -223,14 +247,14 @@ def stacked_sum_model(count, reduce_axis=0, keepdims=0):
     return build_model(nodes, {name: [1, 2] for name in names}, ["y"], {"stack_axis": [0], "sum_axis": [reduce_axis]})
 
 
-def test_stacked_sum_becomes_a_chain_of_adds():
-    model = stacked_sum_model(3)
+@pytest.mark.parametrize("count, expected", [(2, [[11, 22]]), (3, [[111, 222]])])
+def test_stacked_sum_becomes_a_chain_of_adds(count, expected):
+    model = stacked_sum_model(count)
     report = rewrite_sk_blocks(model, TOLERANCE)
     assert report["stacked_sums_unrolled"] == 1
-    assert [node.op_type for node in model.graph.node] == ["Add", "Add"]
-    [total] = run(model, t0=np.array([[1, 2]], np.float32), t1=np.array([[10, 20]], np.float32),
-                  t2=np.array([[100, 200]], np.float32))
-    np.testing.assert_array_equal(total, [[111, 222]])
+    assert [node.op_type for node in model.graph.node] == ["Add"] * (count - 1)
+    terms = {f"t{i}": np.array([[1, 2]], np.float32) * 10 ** i for i in range(count)}
+    np.testing.assert_array_equal(run(model, **terms)[0], expected)
 
 
 @pytest.mark.parametrize("count, reduce_axis, keepdims", [(3, 1, 0), (3, 0, 1), (1, 0, 0)],
@@ -239,3 +263,18 @@ def test_stacked_sum_left_when_it_is_not_a_plain_sum(count, reduce_axis, keepdim
     model = stacked_sum_model(count, reduce_axis, keepdims)
     assert rewrite_sk_blocks(model, TOLERANCE)["stacked_sums_unrolled"] == 0
     assert "ReduceSum" in [node.op_type for node in model.graph.node]
+
+
+def test_stacked_sum_unrolled_after_reduce_sums_that_are_not_one():
+    # Before the stacked sum: a ReduceSum of a plain input, and one of a stack over all its axes.
+    nodes = [helper.make_node("ReduceSum", ["plain"], ["plain_total"], keepdims=0),
+             helper.make_node("Unsqueeze", ["t0", "stack_axis"], ["t0_stacked"]),
+             helper.make_node("Unsqueeze", ["t1", "stack_axis"], ["t1_stacked"]),
+             helper.make_node("Concat", ["t0_stacked", "t1_stacked"], ["stack"], axis=0),
+             helper.make_node("ReduceSum", ["stack"], ["grand_total"], keepdims=0),
+             helper.make_node("ReduceSum", ["stack", "stack_axis"], ["y"], keepdims=0)]
+    model = build_model(nodes, {"plain": [2], "t0": [1, 2], "t1": [1, 2]}, ["plain_total", "grand_total", "y"],
+                        {"stack_axis": [0]})
+    assert rewrite_sk_blocks(model, TOLERANCE)["stacked_sums_unrolled"] == 1
+    assert [node.output[0] for node in model.graph.node if node.op_type == "ReduceSum"] == ["plain_total",
+                                                                                           "grand_total"]

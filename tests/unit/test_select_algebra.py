@@ -21,6 +21,7 @@ from skdeploy.graph.sk_select import Select, many_branch_select, rewrite_sk_bloc
 BRANCH_MAJOR = "branch-major"  # the reference and SKConv: logits viewed (N, M, C), channel m*C + c
 CHANNEL_MAJOR = "channel-major"  # a user module: logits viewed (N, C, M), channel c*M + m
 STACKED = "stacked"  # timm: (N, M, C, 1, 1) softmax times the 5-D stack of branches, ReduceSum
+FLAT = "flat"  # one channel (C = 1): logits viewed (N, M), a 2-D softmax
 
 
 def softmax_select(logits, branches):
@@ -40,8 +41,8 @@ def float_input(name, shape):
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
 
 
-def to_model(nodes, inputs, initializers, opset=17):
-    graph = helper.make_graph(nodes, "select", inputs, [float_input("v", None)], initializers)
+def to_model(nodes, inputs, initializers, opset=17, outputs=("v",)):
+    graph = helper.make_graph(nodes, "select", inputs, [float_input(name, None) for name in outputs], initializers)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
 
 
@@ -162,48 +163,59 @@ def test_builders_equal_the_softmax_weighted_sum(data, branches, channels, seed)
                                rtol=0, atol=5e-4)
 
 
-def exported_select(weight, bias, branches, layout, softmax_axis=None):
-    """fc2 (1x1 conv "sk.fc2", M*C logits) -> softmax over the branches written as `layout` -> V."""
+BRANCH_NAMES = ["branch_d", "branch_c", "branch_b", "branch_a"]  # against the alphabet: only slot order fits
+
+
+def exported_select(weight, bias, branches, layout, softmax_axis=None, opset=17, **fc2_attrs):
+    """x -> Relu -> z -> fc2 (conv "sk.fc2" of `weight` (M*C, Cz) or 4-D, M*C logits) -> softmax over the
+    branches as `layout` writes it -> V. A classifier softmax of x comes first: it is no select."""
+    weight = np.asarray(weight, np.float32)
+    weight = weight.reshape(weight.shape + (1, 1)) if weight.ndim == 2 else weight
     channels = len(weight) // branches
-    constants = {"sk.fc2.weight": np.reshape(weight, np.shape(weight) + (1, 1))}
+    units = BRANCH_NAMES[:branches]
+    constants = {"sk.fc2.weight": weight}
     fc2_inputs = ["z", "sk.fc2.weight"]
     if bias is not None:
         constants["sk.fc2.bias"] = bias
         fc2_inputs.append("sk.fc2.bias")
-    units = [f"u{m}" for m in range(branches)]
-    nodes = [helper.make_node("Conv", fc2_inputs, ["logits"], kernel_shape=[1, 1])]
+    nodes = [helper.make_node("Softmax", ["x"], ["class_probs"], axis=1), helper.make_node("Relu", ["x"], ["z"]),
+             helper.make_node("Conv", fc2_inputs, ["logits"], kernel_shape=list(weight.shape[2:]), **fc2_attrs)]
     if layout == STACKED:
         constants.update(grouped_shape=[-1, branches, channels, 1, 1], stack_axis=[1])
         nodes += [helper.make_node("Reshape", ["logits", "grouped_shape"], ["grouped"]),
                   helper.make_node("Softmax", ["grouped"], ["attention"], axis=softmax_axis or 1)]
         nodes += [helper.make_node("Unsqueeze", [unit, "stack_axis"], [f"{unit}_stacked"]) for unit in units]
         nodes += [helper.make_node("Concat", [f"{unit}_stacked" for unit in units], ["stack"], axis=1),
-                  helper.make_node("Mul", ["stack", "attention"], ["weighted"]),
+                  helper.make_node("Mul", ["attention", "stack"], ["weighted"]),
                   helper.make_node("ReduceSum", ["weighted", "stack_axis"], ["v"], keepdims=0)]
     else:
         constants["branch_shape"] = [-1, channels, 1, 1]
+        constants.update({f"index{m}": np.array(m) for m in range(branches)})
         if layout == BRANCH_MAJOR:
-            constants["grouped_shape"] = [-1, branches, channels, 1]
+            constants["grouped_shape"], axis = [-1, branches, channels, 1], 1
             slices = [helper.make_node("Split", ["attention"], [f"a{m}" for m in range(branches)], axis=1)]
-        else:
-            constants["grouped_shape"] = [-1, channels, branches]
-            constants.update({f"index{m}": np.array(m) for m in range(branches)})
-            slices = [helper.make_node("Gather", ["attention", f"index{m}"], [f"a{m}"], axis=2) for m in range(branches)]
+        else:  # CHANNEL_MAJOR gathers slot m from the last axis of (N, C, M), FLAT (C = 1) from (N, M)
+            constants["grouped_shape"] = [-1, channels, branches] if layout == CHANNEL_MAJOR else [-1, branches]
+            axis = -1 if layout == CHANNEL_MAJOR else 1
+            last = len(constants["grouped_shape"]) - 1
+            slices = [helper.make_node("Gather", ["attention", f"index{m}"], [f"a{m}"], axis=last)
+                      for m in range(branches)]
         nodes += [helper.make_node("Reshape", ["logits", "grouped_shape"], ["grouped"]),
-                  helper.make_node("Softmax", ["grouped"], ["attention"], axis=softmax_axis or len(slices[0].input))]
+                  helper.make_node("Softmax", ["grouped"], ["attention"], axis=softmax_axis or axis)]
         nodes += slices
-        for m, unit in enumerate(units):
+        for m, unit in enumerate(units):  # the attention on either side of the multiply
+            operands = [unit, f"w{m}"] if m % 2 == 0 else [f"w{m}", unit]
             nodes += [helper.make_node("Reshape", [f"a{m}", "branch_shape"], [f"w{m}"]),
-                      helper.make_node("Mul", [unit, f"w{m}"], [f"p{m}"])]
+                      helper.make_node("Mul", operands, [f"p{m}"])]
         total = "p0"
         for m in range(1, branches):
             nodes.append(helper.make_node("Add", [total, f"p{m}"], ["v" if m == branches - 1 else f"s{m}"]))
             total = f"s{m}"
     initializers = [numpy_helper.from_array(np.asarray(value, np.float32 if "fc2" in name else np.int64), name)
                     for name, value in constants.items()]
-    inputs = [float_input("z", ["N", np.shape(weight)[1], 1, 1])]
-    inputs += [float_input(unit, ["N", channels, 2, 2]) for unit in units]
-    return to_model(nodes, inputs, initializers)
+    inputs = [float_input("x", ["N", weight.shape[1] * fc2_attrs.get("group", 1), 1, 1])]
+    inputs += [float_input(unit, ["N", channels, 3, 2]) for unit in units]
+    return to_model(nodes, inputs, initializers, opset, outputs=("v", "class_probs"))
 
 
 def logit_channels(branches, channels, layout):
@@ -214,17 +226,27 @@ def logit_channels(branches, channels, layout):
 
 def check_against_softmax(model, weight, bias, branches, layout):
     rng = np.random.default_rng(3)
-    z = rng.standard_normal((3, np.shape(weight)[1])).astype(np.float32)
-    units = [rng.standard_normal((3, len(weight) // branches, 2, 2)).astype(np.float32) for _ in range(branches)]
-    logits = z.astype(np.float64) @ np.float32(weight).T.astype(np.float64)
+    x = rng.standard_normal((3, np.shape(weight)[1], 1, 1)).astype(np.float32)
+    units = [rng.standard_normal((3, len(weight) // branches, 3, 2)).astype(np.float32) for _ in range(branches)]
+    logits = np.maximum(x.reshape(3, -1), 0).astype(np.float64) @ np.float32(weight).T.astype(np.float64)
     if bias is not None:
         logits = logits + np.float32(bias)
     expected = softmax_select(logits[:, logit_channels(branches, len(weight) // branches, layout)], units)
-    np.testing.assert_allclose(run(model, select_feed(z, units)), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(run(model, {"x": x, **dict(zip(BRANCH_NAMES, units))}), expected, rtol=1e-5, atol=1e-6)
 
 
 def initializer(model, name):
     return next(numpy_helper.to_array(init) for init in model.graph.initializer if init.name == name)
+
+
+def block_nodes(model):
+    """{name: node} of the nodes the rewrite made for block "sk"."""
+    return {node.name: node for node in model.graph.node if node.name.startswith("sk/")}
+
+
+def rewritten(report):
+    assert all(entry["max_rel"] <= 1e-6 for entry in report["rewritten"])
+    return [{key: entry[key] for key in ("block", "M", "C", "form", "rewritten_as")} for entry in report["rewritten"]]
 
 
 TWO_BRANCH_WEIGHT = [[1.0, 2.0], [3.0, 5.0], [7.0, 11.0], [13.0, 17.0]]
@@ -240,10 +262,15 @@ def test_pass_rewrites_two_branches_as_sigmoid_of_w1_minus_w2(layout, gap_weight
     model = exported_select(TWO_BRANCH_WEIGHT, TWO_BRANCH_BIAS, 2, layout)
     report = rewrite_sk_blocks(model, TOLERANCE)
     form = "stacked" if layout == STACKED else "sum of products"
-    assert [{key: entry[key] for key in ("block", "M", "C", "form", "rewritten_as")} for entry in report["rewritten"]] \
-        == [{"block": "sk", "M": 2, "C": 2, "form": form, "rewritten_as": "sigmoid"}]
+    assert rewritten(report) == [{"block": "sk", "M": 2, "C": 2, "form": form, "rewritten_as": "sigmoid"}]
     assert (report["blocks_found"], report["left"]) == (1, [])
-    assert sorted(node.op_type for node in model.graph.node) == ["Add", "Conv", "Mul", "Sigmoid", "Sub"]
+    nodes = block_nodes(model)
+    assert {name: node.op_type for name, node in nodes.items()} == {
+        "sk/logit_gap": "Conv", "sk/branch_weight": "Sigmoid", "sk/branch_gap": "Sub", "sk/weighted_gap": "Mul",
+        "sk/select": "Add"}
+    assert sorted(node.op_type for node in model.graph.node if node.name not in nodes) == ["Relu", "Softmax"]
+    gap_conv = nodes["sk/logit_gap"]
+    assert {a.name: helper.get_attribute_value(a) for a in gap_conv.attribute} == {"kernel_shape": [1, 1]}
     np.testing.assert_array_equal(initializer(model, "sk/logit_gap_weight").reshape(2, 2), gap_weight)
     np.testing.assert_array_equal(initializer(model, "sk/logit_gap_bias"), gap_bias)
     check_against_softmax(model, TWO_BRANCH_WEIGHT, TWO_BRANCH_BIAS, 2, layout)
@@ -259,22 +286,56 @@ def test_pass_rewrites_three_branches_as_channel_major_softmax(layout, rows, wit
     bias = np.float32(rng.uniform(-1, 1, 6)) if with_bias else None
     model = exported_select(weight, bias, 3, layout)
     report = rewrite_sk_blocks(model, TOLERANCE)
-    assert [(entry["M"], entry["C"], entry["rewritten_as"]) for entry in report["rewritten"]] == \
-        [(3, 2, "softmax over axis 3")]
-    assert sum(node.op_type == "Softmax" for node in model.graph.node) == 1
+    form = "stacked" if layout == STACKED else "sum of products"
+    assert rewritten(report) == [{"block": "sk", "M": 3, "C": 2, "form": form, "rewritten_as": "softmax over axis 3"}]
+    assert sorted(block_nodes(model)) == [
+        "sk/branch0_weight", "sk/branch1_weight", "sk/branch2_weight", "sk/branch_weights", "sk/logits",
+        "sk/logits_by_channel", "sk/select", "sk/select_partial", "sk/weighted_branch0", "sk/weighted_branch1",
+        "sk/weighted_branch2"]
     np.testing.assert_array_equal(initializer(model, "sk/logits_weight").reshape(6, 3), weight[rows])
     if with_bias:
         np.testing.assert_array_equal(initializer(model, "sk/logits_bias"), bias[rows])
     check_against_softmax(model, weight, bias, 3, layout)
 
 
-@pytest.mark.parametrize("layout", [BRANCH_MAJOR, STACKED])
-def test_pass_leaves_a_softmax_over_the_channels(layout):
-    model = exported_select(TWO_BRANCH_WEIGHT, TWO_BRANCH_BIAS, 2, layout, softmax_axis=2)
+@pytest.mark.parametrize("branches", [2, 3])
+def test_pass_rewrites_a_one_channel_select_softmaxed_in_two_dimensions(branches):
+    weight = np.arange(2.0 * branches).reshape(branches, 2) / 4
+    model = exported_select(weight, None, branches, FLAT)
     report = rewrite_sk_blocks(model, TOLERANCE)
-    assert report["rewritten"] == []
-    assert report["splits_to_slices"] == (layout == BRANCH_MAJOR)  # the tidy-up still makes the Split Slices
-    assert report["left"] == [{"block": "attention", "reason": "a branch takes its weights from several softmax "
-                                                               "slots (softmax over the wrong axis)"}]
-    softmax = [node for node in model.graph.node if node.op_type in ("Softmax", "Sigmoid")]
-    assert [(node.op_type, node.attribute[0].i) for node in softmax] == [("Softmax", 2)]
+    assert [(entry["M"], entry["C"]) for entry in rewritten(report)] == [(branches, 1)]
+    check_against_softmax(model, weight, None, branches, FLAT)
+
+
+@pytest.mark.parametrize("opset, left", [(11, []), (10, [{"block": "(model)", "reason": "opset 10 is below 11"}])])
+def test_pass_needs_opset_11(opset, left):
+    model = exported_select(TWO_BRANCH_WEIGHT, TWO_BRANCH_BIAS, 2, CHANNEL_MAJOR, opset=opset)
+    report = rewrite_sk_blocks(model, TOLERANCE)
+    assert (len(report["rewritten"]), report["left"]) == (1 - len(left), left)
+
+
+def test_pass_keeps_every_rewrite_that_fails_the_callers_tolerance():
+    model = exported_select(TWO_BRANCH_WEIGHT, TWO_BRANCH_BIAS, 2, BRANCH_MAJOR)
+    report = rewrite_sk_blocks(model, tolerance=-1.0)
+    assert (report["rewritten"], report["splits_to_slices"], report["max_rel"]) == ([], 0, 0.0)
+    [entry] = report["left"]
+    assert entry["block"] == "sk" and entry["reason"].startswith("parity failed: max relative error ")
+
+
+TWO_BRANCH_REASON = "a branch takes its weights from several softmax slots (softmax over the wrong axis)"
+FC2_REASON = "the logits convolution is not 1x1, ungrouped and unpadded"
+
+
+@pytest.mark.parametrize("layout, weight, settings, reason", [
+    (BRANCH_MAJOR, TWO_BRANCH_WEIGHT, {"softmax_axis": 2}, TWO_BRANCH_REASON),
+    (STACKED, TWO_BRANCH_WEIGHT, {"softmax_axis": 2}, TWO_BRANCH_REASON),
+    (BRANCH_MAJOR, np.ones((4, 1, 1, 1)), {"group": 2}, FC2_REASON),
+    (BRANCH_MAJOR, np.ones((4, 2, 3, 3)), {"pads": [1, 1, 1, 1]}, FC2_REASON),
+], ids=["softmax over channels", "stacked softmax over channels", "grouped fc2", "3x3 fc2"])
+def test_pass_leaves_near_misses_with_the_reason(layout, weight, settings, reason):
+    model = exported_select(weight, TWO_BRANCH_BIAS, 2, layout, **settings)
+    softmax_before = [node for node in model.graph.node if node.output[0] == "attention"]
+    report = rewrite_sk_blocks(model, TOLERANCE)
+    assert (report["rewritten"], report["left"], report["max_rel"]) == ([], [{"block": "attention", "reason": reason}],
+                                                                         0.0)
+    assert [node for node in model.graph.node if node.output[0] == "attention"] == softmax_before
