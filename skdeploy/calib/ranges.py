@@ -84,16 +84,24 @@ def entropy_amax(hist: TensorHistogram) -> float:
     counts = hist.used_bins().astype(np.float64)
     if counts.size:
         counts[0] -= hist.exact_zeros
-    n = counts.size
-    if n <= QUANT_LEVELS or counts.sum() == 0:
+    if counts.size <= QUANT_LEVELS or counts.sum() == 0:
         return hist.absmax
+    candidates, kl = clipping_divergences(counts)
+    best = int(candidates[int(np.argmin(kl))])
+    return min(hist.absmax, best * hist.bin_width)
+
+
+def clipping_divergences(counts: np.ndarray) -> tuple:
+    """(i, KL(P || Q)) of clipping after i bins, for every i from 128 to all of `counts`: P is bins [0, i)
+    with the clipped mass added to the last, Q merges them into 128 levels spread evenly over the bins
+    where P is non-zero. Infinite where Q misses mass that P has."""
     total = counts.sum()
     below = np.concatenate([[0.0], np.cumsum(counts)])  # below[m] = mass of bins [0, m)
     nonzero_below = np.concatenate([[0], np.cumsum(counts > 0)])
     plogp = np.where(counts > 0, counts * np.log(np.where(counts > 0, counts, 1.0)), 0.0)
     plogp_below = np.concatenate([[0.0], np.cumsum(plogp)])
 
-    candidates = np.arange(QUANT_LEVELS, n + 1)  # keep bins [0, i)
+    candidates = np.arange(QUANT_LEVELS, counts.size + 1)  # keep bins [0, i)
     edges = (np.arange(QUANT_LEVELS + 1)[None, :] * candidates[:, None]) // QUANT_LEVELS
     level_mass = np.diff(below[edges], axis=1)  # the kept histogram merged into 128 levels
     level_nonzero = np.diff(nonzero_below[edges], axis=1).astype(np.float64)
@@ -112,8 +120,7 @@ def entropy_amax(hist: TensorHistogram) -> float:
         per_level = np.where(reference_mass > 0, reference_mass * np.log(level_mass / level_nonzero), 0.0)
         kl = (plogp_reference - per_level.sum(axis=1)) / total - math.log(total) + np.log(below[candidates])
     kl[~np.isfinite(kl)] = np.inf  # a level whose whole reference mass came from clipping cannot be matched
-    best = int(candidates[int(np.argmin(kl))])
-    return min(hist.absmax, best * hist.bin_width)
+    return candidates, kl
 
 
 def amax_of(hist: TensorHistogram, method: str, percentile: float = 99.99) -> float:
