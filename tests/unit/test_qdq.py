@@ -144,12 +144,14 @@ def index_with_input_b(shape):
     ("Gemm", {"transB": 0}, (20, 10), (20, 10), True),
     ("Gemm", {"transB": 1}, (16, 15), (15, 16), True),    # K = 15
     ("Gemm", {"transB": 1}, (16, 16), (16, 16), False),   # 16 is enough
+    ("Gemm", {}, (20, 10), (20, 10), True),               # transB defaults to 0: (K, N)
     ("MatMul", {}, (16, 16), (16, 16), False),
     ("MatMul", {}, (15, 16), (15, 16), True),
     ("MatMul", {}, (16, 15), (16, 15), True),
     ("MatMul", {}, (3, 16, 32), (16, 32), False),         # batched weights: the last two dims
     ("MatMul", {}, (8,), (None, None), False),            # a vector: no GEMM to judge
-], ids=["gemm-transB1-10-classes", "gemm-transB0-10-classes", "gemm-K15", "gemm-16", "matmul-16", "matmul-K15",
+], ids=["gemm-transB1-10-classes", "gemm-transB0-10-classes", "gemm-K15", "gemm-16", "gemm-no-transB", "matmul-16",
+        "matmul-K15",
         "matmul-N15", "matmul-batched", "matmul-vector"])
 def test_gemm_dims_and_the_16_threshold(op_type, attributes, shape, dims, too_small):
     node = helper.make_node(op_type, ["x", "w"], ["y"], **attributes)
@@ -178,19 +180,22 @@ def test_gemm_dims_of_a_computed_operand_come_from_shape_inference(shape, dims, 
 # ---- placement ----------------------------------------------------------------------------------------
 
 def classifier():
-    """x -> Conv -> Relu -> Flatten -> Gemm 64->16 -> Gemm 16->10 (a 10-class head), plus an FP16 Gemm."""
-    nodes = [helper.make_node("Conv", ["x", "conv_w", "conv_b"], ["c"], name="conv"),
+    """A MatMul of two constants, then x -> Conv -> Relu -> Flatten -> f, and on f: an FP16 MatMul, a
+    10-class Gemm head and a 64 -> 16 Gemm. Every layer that stays float comes before one that does not."""
+    nodes = [helper.make_node("MatMul", ["table_a", "table_b"], ["table"], name="const_mm"),
+             helper.make_node("Conv", ["x", "conv_w", "conv_b"], ["c"], name="conv"),
              helper.make_node("Relu", ["c"], ["r"], name="relu"),
              helper.make_node("Flatten", ["r"], ["f"], name="flatten"),
-             helper.make_node("Gemm", ["f", "fc_w"], ["h"], name="fc", transB=1),
-             helper.make_node("Gemm", ["h", "head_w"], ["logits"], name="head", transB=1),
              helper.make_node("Cast", ["f"], ["f16"], to=TensorProto.FLOAT16),
              helper.make_node("MatMul", ["f16", "half_w"], ["half"], name="half_mm"),
-             helper.make_node("Cast", ["half"], ["half32"], to=FLOAT)]
-    return model_of(nodes, {"x": [1, 2, 4, 4]}, {"logits": [1, 10], "half32": [1, 16]},
-                    {"conv_w": np.ones((4, 2, 1, 1), np.float32), "conv_b": np.zeros(4, np.float32),
-                     "fc_w": np.ones((16, 64), np.float32), "head_w": np.ones((10, 16), np.float32),
-                     "half_w": np.ones((64, 16), np.float16)})
+             helper.make_node("Cast", ["half"], ["half32"], to=FLOAT),
+             helper.make_node("Gemm", ["f", "head_w"], ["logits"], name="head", transB=1),
+             helper.make_node("Gemm", ["f", "fc_w"], ["h"], name="fc", transB=1)]
+    return model_of(nodes, {"x": [1, 2, 4, 4]}, {"table": [16, 16], "half32": [1, 16], "logits": [1, 10], "h": [1, 16]},
+                    {"table_a": np.ones((16, 16), np.float32), "table_b": np.ones((16, 16), np.float32),
+                     "conv_w": np.ones((4, 2, 1, 1), np.float32), "conv_b": np.zeros(4, np.float32),
+                     "half_w": np.ones((64, 16), np.float16), "head_w": np.ones((10, 64), np.float32),
+                     "fc_w": np.ones((16, 64), np.float32)})
 
 
 def test_plan_quantizes_conv_and_large_gemm_only():
@@ -225,8 +230,7 @@ def residual_model(nodes, add_inputs):
         helper.make_node("Add", add_inputs, ["out"], name="add")]
     read = {name for node in nodes for name in node.input}
     outputs = {name: None for node in nodes for name in node.output if name not in read}
-    return model_of(nodes, {"x": [1, 4, 4, 4], "bias": [1, 4, 1, 1]}, outputs,
-                    {"w": np.ones((4, 4, 1, 1), np.float32), "shift": np.ones((1, 4, 4, 4), np.float32)})
+    return model_of(nodes, {"x": [1, 4, 4, 4], "bias": [1, 4, 1, 1]}, outputs, {"w": np.ones((4, 4, 1, 1), np.float32)})
 
 
 DEEP_AND_SHALLOW = [conv("deep1", "r", "d1"), helper.make_node("Relu", ["d1"], ["d1r"], name="relu1"),
@@ -249,7 +253,8 @@ def test_residual_add_quantizes_the_input_that_is_not_the_main_conv(nodes, add_i
 
 @pytest.mark.parametrize("nodes, add_inputs", [
     ([conv("c1", "r", "b")], ["b", "bias"]),    # broadcasting: a bias, not a residual
-    ([conv("c1", "r", "b")], ["b", "shift"]),   # a constant input
+    ([conv("c1", "r", "b"), helper.make_node("Constant", [], ["shift"], value=numpy_helper.from_array(
+        np.ones((1, 4, 4, 4), np.float32)))], ["b", "shift"]),  # a constant of the same shape
     ([conv("c1", "r", "b"), helper.make_node("Sigmoid", ["b"], ["gate"])], ["b", "r"]),  # b read twice
     ([helper.make_node("Relu", ["r"], ["b"])], ["b", "r"]),  # no Conv feeds the Add
 ], ids=["broadcast", "constant", "conv-output-read-twice", "no-conv"])
@@ -373,6 +378,52 @@ def test_residual_shortcut_shares_the_conv_inputs_quantization():
     assert list(add.input) == ["c", "x_dequantized"]
     x = np.array([0.5, 1.0, -1.5, 0.013, 10.0]).reshape(5, 1, 1, 1)
     assert run(quantized, x=x).reshape(5) == pytest.approx([1.0, 2.0, -3.0, 0.04, 5.08], rel=1e-6)
+
+
+def test_each_tensor_gets_its_own_named_qdq_and_layers_chain():
+    """x -> Conv(w1 = 2) -> Relu -> r -> Conv(w2 = 0.5): two activations on their own grids, two weights."""
+    model = model_of([helper.make_node("Conv", ["x", "w1"], ["c"], name="conv1"),
+                      helper.make_node("Relu", ["c"], ["r"], name="relu"),
+                      helper.make_node("Conv", ["r", "w2"], ["y"], name="conv2")],
+                     {"x": [5, 1, 1, 1]}, {"y": [5, 1, 1, 1]},
+                     {"w1": np.full((1, 1, 1, 1), 2.0, np.float32), "w2": np.full((1, 1, 1, 1), 0.5, np.float32)})
+    quantized = insert_qdq(model, plan_int8(model), {"x": 2.54, "r": 3.81})  # steps 0.02 and 0.03
+    assert sorted(n.name for n in nodes_of(quantized, "QuantizeLinear")) == ["r_QuantizeLinear", "x_QuantizeLinear"]
+    assert sorted(n.name for n in nodes_of(quantized, "DequantizeLinear")) == [
+        "r_DequantizeLinear", "w1_DequantizeLinear", "w2_DequantizeLinear", "x_DequantizeLinear"]
+    assert initializer(quantized, "r_scale") == np.float32(0.03)
+    assert initializer(quantized, "w2_scale") == pytest.approx([0.5 / 127], rel=1e-7)
+    (conv2,) = [n for n in quantized.graph.node if n.name == "conv2"]
+    assert list(conv2.input) == ["r_dequantized", "w2_dequantized"]
+
+    x = np.array([0.5, 1.0, -1.5, 0.013, 10.0]).reshape(5, 1, 1, 1)
+    # x on its grid: 0.5, 1.0, -1.5, 0.02, 2.54; times 2, ReLU: 1.0, 2.0, 0, 0.04, 5.08
+    # on the 0.03 grid: 33, 67, 0, 1, 127 (saturated) steps = 0.99, 2.01, 0, 0.03, 3.81; times 0.5:
+    assert run(quantized, x=x).reshape(5) == pytest.approx([0.495, 1.005, 0.0, 0.015, 1.905], rel=1e-5)
+
+
+def test_a_matmul_of_two_activations_quantizes_both_sides():
+    model = model_of([helper.make_node("MatMul", ["a", "b"], ["y"], name="mm")],
+                     {"a": [16, 16], "b": [16, 16]}, {"y": [16, 16]})
+    quantized = insert_qdq(model, plan_int8(model), {"a": 1.0, "b": 2.54})
+    rows = np.resize([0.5, 1.0, -1.5, 0.013, 10.0], 16)
+    b = np.repeat(rows[:, None], 16, axis=1)
+    # a = 2 I saturates to 1 I on a's grid, so y is b on its own grid (steps of 0.02, at most 2.54)
+    on_grid = np.resize([0.5, 1.0, -1.5, 0.02, 2.54], 16)
+    assert run(quantized, a=2 * np.eye(16), b=b) == pytest.approx(np.repeat(on_grid[:, None], 16, axis=1),
+                                                                    rel=1e-6)
+
+
+def test_a_weight_shared_by_two_layers_is_quantized_once():
+    model = model_of([helper.make_node("Conv", ["x", "w"], ["c"], name="conv_a"),
+                      helper.make_node("Conv", ["c", "w"], ["y"], name="conv_b")],
+                     {"x": [1, 1, 1, 1]}, {"y": [1, 1, 1, 1]}, {"w": np.full((1, 1, 1, 1), 3.0, np.float32)})
+    quantized = insert_qdq(model, plan_int8(model), {"x": 1.27, "c": 3.81})
+    assert [n.name for n in nodes_of(quantized, "DequantizeLinear") if n.input[0] == "w_int8"] == [
+        "w_DequantizeLinear"]
+    assert [n.input[1] for n in nodes_of(quantized, "Conv")] == ["w_dequantized", "w_dequantized"]
+    # 1 -> 100 steps of 0.01 -> 1.0; x 3 -> 3.0 = 100 steps of 0.03; x 3 -> 9.0
+    assert run(quantized, x=np.ones((1, 1, 1, 1))).item() == pytest.approx(9.0, rel=1e-6)
 
 
 def test_insert_qdq_leaves_the_input_model_alone():
