@@ -15,11 +15,11 @@ from ..data import Preprocessing
 from ..errors import SkdeployError, UsageError
 from ..fileio import check_output_path, sha256_file
 from ..manifest import add_stage, derive, load_manifest, new_manifest, write_manifest
+from ..onnx.index import GraphIndex
 from ..onnx.io import io_spec, load_onnx, node_counts, opset_of, save_onnx
 from . import accuracy, cache
 from .collect import collect_statistics
 from .fp16 import FP16_MAX, convert_fp16, float_tensors, fp16_candidates, fp32_reason
-from ..onnx.index import GraphIndex
 from .qdq import insert_qdq, plan_int8, sensitivity_model
 from .ranges import ALGORITHM, METHODS, MIN_BINS, amax_of
 from ..datasets import InputShape, open_source

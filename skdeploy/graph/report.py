@@ -7,9 +7,10 @@ ADDED_BY_PIPELINE = ("node_counts_before", "node_counts_after", "seconds")
 
 @dataclass(kw_only=True)
 class PassReport:
-    """Base of the pass reports. A pass fills in its own fields; the pipeline adds node counts by op type
-    before and after the pass and its time. `as_dict()` is the form stored in manifests (its own fields,
-    then the pipeline's, then the printed summary line); `from_dict` reads that form back."""
+    """Base of the pass reports. Each pass declares its own fields, `left` ([{left_key, reason}]) among
+    them, and says them in `headline()`; the pipeline adds node counts by op type before and after the pass
+    and its time. `as_dict()` is the form stored in manifests (the pass's fields, then the pipeline's,
+    then the printed summary line); `from_dict` reads that form back."""
 
     name: ClassVar[str]  # the pass, as manifests and --json name it
     left_key: ClassVar[str]  # what one entry of `left` names: a node or a block
