@@ -46,8 +46,8 @@ def load(name):
 
 def block_audit(model) -> dict:
     """Ops TensorRT handles worst and the largest tensor rank, over the whole graph."""
-    from skdeploy.graph.shapes import infer_types
-    from skdeploy.onnxutil import node_counts
+    from skdeploy.onnx.io import node_counts
+    from skdeploy.onnx.shapes import infer_types
 
     counts = node_counts(model)
     ranks = [len(t.shape) for t in infer_types(model, 1).values() if t.shape is not None]
@@ -69,7 +69,7 @@ def run_build(args):
 
     from skdeploy.export import ExportSettings, export_model
     from skdeploy.graph import optimize_graph
-    from skdeploy.onnxutil import node_counts
+    from skdeploy.onnx.io import node_counts
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -88,7 +88,7 @@ def run_build(args):
                 onnx.save(model, str(after))
                 row = {"model": name, "exporter": exporter, "nodes_before": counts_before,
                        "nodes_after": node_counts(model), "rewrite_seconds": round(rewrite_seconds, 1),
-                       "blocks": len(reports[0]["rewritten"])}
+                       "blocks": len(reports[0].rewritten)}
                 for _ in range(args.repeats if exporter in args.build_exporters.split(",") else 0):
                     for side, path in (("before", before), ("after", after)):  # alternate: load drifts alike
                         engine = build(path, tmp / f"{path.stem}.engine", args.compute_capability)

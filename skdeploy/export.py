@@ -21,7 +21,7 @@ from .deps import require
 from .errors import SkdeployError, UsageError
 from .fileio import check_output_path
 from .manifest import add_stage, new_manifest, write_manifest
-from .onnxutil import io_spec, node_counts, opset_of, save_onnx
+from .onnx.io import graph_inputs, io_spec, node_counts, opset_of, save_onnx
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -93,7 +93,7 @@ def simplify(model):
     if not ok:
         ui.warn("simplification skipped: the simplified model failed onnxsim's own check")
         return model, False
-    from .graph.model import copy_node_metadata
+    from .onnx.scopes import copy_node_metadata
 
     copy_node_metadata(model, simplified)
     return simplified, True
@@ -113,14 +113,15 @@ def parity_inputs(input_shape, settings: ExportSettings, real_images=None):
 def check_parity(module, model, batches, tolerance) -> dict:
     """Compare onnxruntime against the PyTorch module on every batch; worst case over all."""
     torch = require("torch")
-    from .runners.onnxrt import OnnxRuntimeRunner
+    from .onnx.run import run_model
 
+    input_name, output_name = graph_inputs(model)[0].name, model.graph.output[0].name
+    outputs = run_model(model, [{input_name: batch} for _, batch in batches])
     results = []
-    with OnnxRuntimeRunner(model) as runner, torch.no_grad():
-        for kind, batch in batches:
+    with torch.no_grad():
+        for (kind, batch), got in zip(batches, outputs):
             expected = module(torch.from_numpy(batch)).numpy()
-            got = runner.infer(batch)[runner.output_names()[0]]
-            results.append(dict(compare_outputs(expected, got), batch=len(batch), inputs=kind))
+            results.append(dict(compare_outputs(expected, got[output_name]), batch=len(batch), inputs=kind))
     worst = merge_comparisons(results)
     return dict(worst, tolerance=tolerance, passed=worst["max_rel"] <= tolerance,
                 batches=sorted({r["batch"] for r in results}), inputs=sorted({r["inputs"] for r in results}))
@@ -168,7 +169,7 @@ def export_model(loaded, output, settings: ExportSettings, force=False) -> dict:
         manifest["model"]["num_classes"] = last if isinstance(last, int) else None
     manifest["opset"] = opset_of(model)
     add_stage(manifest, "export", exporter=settings.exporter, settings=asdict(settings), simplified=simplified,
-              parity=parity, passes=passes, node_counts_exported=exported_counts,
+              parity=parity, passes=[report.as_dict() for report in passes], node_counts_exported=exported_counts,
               node_counts=node_counts(model), seconds=round(time.time() - started, 2))
     write_onnx_and_manifest(model, output, manifest)
     return manifest

@@ -21,7 +21,7 @@ from skdeploy.errors import SkdeployError, UsageError
 from skdeploy.graph import optimize_graph, optimize_onnx
 from skdeploy.graph import sk_select
 from skdeploy.manifest import load_manifest
-from skdeploy.onnxutil import node_counts
+from skdeploy.onnx.io import node_counts
 from skdeploy.runners import OnnxRuntimeRunner
 
 PARITY = 1e-5  # max |onnx - pytorch| / max |pytorch| after all passes
@@ -253,8 +253,8 @@ def test_batchnorm_folds_into_layers_or_becomes_scale_and_shift(tmp_path):
     assert node_counts(model)["BatchNormalization"] == 5
     original = onnx.load(str(tmp_path / "bn.onnx"))
     optimized, reports = optimize_graph(model, sk_rewrite=False)
-    assert reports[0]["folded"] == {"Conv": 1, "ConvTranspose": 1, "Gemm": 1}
-    assert reports[0]["scale_and_shift"] == 2 and reports[0]["left"] == []
+    assert reports[0].folded == {"Conv": 1, "ConvTranspose": 1, "Gemm": 1}
+    assert reports[0].scale_and_shift == 2 and reports[0].left == []
     assert "BatchNormalization" not in node_counts(optimized)
     assert ort_parity(original, optimized, (3, 16, 16), batches=(1, 3)) <= PARITY
     x = torch.randn(3, 3, 16, 16)
@@ -285,7 +285,7 @@ def test_training_mode_batchnorm_is_left_with_a_reason(tmp_path):
     before = node_counts(model)
     optimized, reports = optimize_graph(model, sk_rewrite=False)
     assert node_counts(optimized) == before
-    assert reports[0]["left"] and all("batch statistics" in entry["reason"] for entry in reports[0]["left"])
+    assert reports[0].left and all("batch statistics" in entry["reason"] for entry in reports[0].left)
 
 
 def test_no_fold_bn_and_no_sk_rewrite_switch_the_passes_off(article_sknet, tmp_path):
@@ -325,8 +325,8 @@ def test_softmax_over_channels_is_left_untouched(unit_export, exporter):
     model = onnx.load(str(path))
     optimized, reports = optimize_graph(onnx.load(str(path)))
     report = reports[-1]
-    assert report["blocks_found"] == 0 and report["rewritten"] == []
-    assert len(report["left"]) == 1 and "softmax slots" in report["left"][0]["reason"]
+    assert report.blocks_found == 0 and report.rewritten == []
+    assert len(report.left) == 1 and "softmax slots" in report.left[0]["reason"]
     assert node_counts(optimized)["Softmax"] == 1
     assert ort_parity(model, optimized, (32, 8, 8)) <= PARITY
 
@@ -345,8 +345,8 @@ def test_failed_parity_leaves_the_block_as_exported(unit_export, monkeypatch):
     model = onnx.load(str(path))
     optimized, reports = optimize_graph(onnx.load(str(path)))
     report = reports[-1]
-    assert report["blocks_found"] == 1 and report["rewritten"] == []
-    assert "parity failed" in report["left"][0]["reason"]
+    assert report.blocks_found == 1 and report.rewritten == []
+    assert "parity failed" in report.left[0]["reason"]
     assert node_counts(optimized) == node_counts(model)
 
 
@@ -435,9 +435,9 @@ def test_export_prints_what_each_pass_did(tmp_path):
 def test_topological_sort_places_a_node_reading_two_outputs_of_one_producer_once():
     from onnx import helper
 
-    from skdeploy.graph.model import topological_sort
+    from skdeploy.onnx.toposort import replace_nodes
 
     graph = helper.make_graph([helper.make_node("Concat", ["a", "b"], ["c"], axis=0, name="concat"),
                                helper.make_node("Split", ["x"], ["a", "b"], axis=0, name="split")], "g", [], [])
-    topological_sort(graph)
+    replace_nodes(graph, graph.node)
     assert [node.name for node in graph.node] == ["split", "concat"]

@@ -9,7 +9,7 @@ def perturbed_copy(onnx_path, output, scale=0.5, seed=0):
     from onnx import numpy_helper
 
     from skdeploy.manifest import add_stage, derive, load_manifest, write_manifest
-    from skdeploy.onnxutil import save_onnx
+    from skdeploy.onnx.io import save_onnx
 
     model = onnx.load(str(onnx_path))
     rng = np.random.default_rng(seed)

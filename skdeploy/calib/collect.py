@@ -14,7 +14,7 @@ from onnx import helper
 from .. import ui
 from ..data import Selection, pad_batch
 from ..errors import SkdeployError
-from .graphutil import GraphIndex
+from ..onnx.index import GraphIndex
 from .ranges import TensorHistogram
 
 MAX_AUTO_BATCH = 32
@@ -41,7 +41,7 @@ def probe_model(model: onnx.ModelProto, index: GraphIndex, whole, reduced) -> on
             nodes.append(helper.make_node(op, [name], [name + suffix], keepdims=0))
             probed.graph.output.append(helper.make_tensor_value_info(name + suffix, index.elem_type(name), []))
 
-    for name in index.graph_inputs:
+    for name in index.inputs:
         if name in reduced:
             reduce(name)
     for node in model.graph.node:
@@ -82,7 +82,7 @@ def collect_statistics(model: onnx.ModelProto, selection: Selection, histogram_t
     histogram_tensors = list(dict.fromkeys(histogram_tensors))
     derived = _derived_tensors(index, set(histogram_tensors))
     reduced = [name for name in index.activations() if name not in set(histogram_tensors) and name not in derived]
-    input_name = index.graph_inputs[0]
+    input_name = index.inputs[0]
     input_batch = (index.shape(input_name) or [None])[0]
     static = isinstance(input_batch, int) and input_batch > 0
     # onnxruntime keeps about every activation of the batch alive once some are outputs: size for all

@@ -12,7 +12,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import UsageError
-from .graphutil import GraphIndex, replace_nodes
+from ..onnx.index import GraphIndex
+from ..onnx.toposort import replace_nodes
 
 FP16_MAX = 65504.0
 FP32_ONLY_OPS = {"QuantizeLinear", "DequantizeLinear", "Resize", "Upsample", "Range", "RoiAlign",
@@ -95,7 +96,7 @@ def convert_fp16(model: onnx.ModelProto, fp16_nodes, fp16_io: bool = False) -> o
     converted = copy.deepcopy(model)
     graph = converted.graph
     dtype = {}  # float tensor -> its element type in the converted graph
-    for name in index.graph_inputs:
+    for name in index.inputs:
         if index.is_float(name):
             dtype[name] = TensorProto.FLOAT16 if fp16_io else TensorProto.FLOAT
     for node in graph.node:
@@ -162,5 +163,5 @@ def convert_fp16(model: onnx.ModelProto, fp16_nodes, fp16_io: bool = False) -> o
         if graph_input.name in dtype and graph_input.name not in index.initializers:
             graph_input.type.tensor_type.elem_type = dtype[graph_input.name]
     del graph.value_info[:]
-    replace_nodes(converted, new_nodes)
+    replace_nodes(converted.graph, new_nodes)
     return converted

@@ -15,11 +15,11 @@ from ..data import InputShape, Preprocessing, default_calibration_path, open_sou
 from ..errors import SkdeployError, UsageError
 from ..fileio import check_output_path, sha256_file
 from ..manifest import add_stage, derive, load_manifest, new_manifest, write_manifest
-from ..onnxutil import io_spec, load_onnx, node_counts, opset_of, save_onnx
+from ..onnx.index import GraphIndex
+from ..onnx.io import io_spec, load_onnx, node_counts, opset_of, save_onnx
 from . import accuracy, cache
 from .collect import collect_statistics
 from .fp16 import FP16_MAX, convert_fp16, float_tensors, fp16_candidates, fp32_reason
-from .graphutil import GraphIndex
 from .qdq import insert_qdq, plan_int8, sensitivity_model
 from .ranges import ALGORITHM, METHODS, MIN_BINS, amax_of
 
@@ -71,9 +71,9 @@ class CalibrationSettings:
 
 def _model_input(model) -> tuple:
     index = GraphIndex(model)
-    if len(index.graph_inputs) != 1:
-        raise UsageError(f"calibration feeds one image input; this model has {len(index.graph_inputs)} inputs")
-    name = index.graph_inputs[0]
+    if len(index.inputs) != 1:
+        raise UsageError(f"calibration feeds one image input; this model has {len(index.inputs)} inputs")
+    name = index.inputs[0]
     if index.elem_type(name) != TensorProto.FLOAT:
         raise UsageError(f"input {name!r} is not float32; calibrate takes an FP32 ONNX")
     dims = index.shape(name) or []
@@ -158,7 +158,7 @@ def _collect_ranges(model, selection, settings, onnx_sha256, output) -> tuple:
     histograms, absmax, batch = collect_statistics(model, selection, histogram_tensors, settings.bins,
                                                    settings.memory_mb, settings.batch_size)
     tensors = {name: {"absmax": float(peak)} for name, peak in absmax.items()}
-    inputs = set(GraphIndex(model).graph_inputs)
+    inputs = set(GraphIndex(model).inputs)
     for name, hist in histograms.items():
         # the model input keeps its full range: preprocessing bounds it, and a spike such as a constant
         # background would otherwise pull the entropy threshold below the brightest pixels of every image

@@ -17,7 +17,10 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import UsageError
-from .graphutil import GraphIndex, replace_nodes
+from ..onnx.cleanup import prune_initializers
+from ..onnx.index import GraphIndex
+from ..onnx.io import attribute, opset_of
+from ..onnx.toposort import replace_nodes
 
 LAYER_OPS = ("Conv", "Gemm", "MatMul")
 MIN_GEMM_DIM = 16  # INT8 tensor-core GEMMs need K and N of 16 or more; smaller ones gain nothing and lose accuracy
@@ -49,8 +52,7 @@ def _weight_axis(node, weight) -> int:
     if node.op_type == "Conv":
         return 0
     if node.op_type == "Gemm":
-        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
-        return 0 if trans_b else 1
+        return 0 if attribute(node, "transB", 0) else 1
     return len(weight.dims) - 1  # MatMul: (..., K, N), output features last
 
 
@@ -59,7 +61,7 @@ def _gemm_dims(node, weight, index: GraphIndex):
     dims = list(weight.dims) if weight is not None else (index.shape(node.input[1]) or [])
     if len(dims) < 2:
         return None, None
-    if node.op_type == "Gemm" and next((a.i for a in node.attribute if a.name == "transB"), 0):
+    if node.op_type == "Gemm" and attribute(node, "transB", 0):
         return dims[-1], dims[-2]
     return dims[-2], dims[-1]
 
@@ -185,8 +187,6 @@ class QdqBuilder:
 
 
 def _check_opset(model):
-    from ..onnxutil import opset_of
-
     if opset_of(model) < MIN_OPSET:
         raise UsageError(f"INT8 Q/DQ with per-channel weights needs opset {MIN_OPSET} or newer; this model is "
                          f"opset {opset_of(model)} (re-export with --opset 17)")
@@ -194,11 +194,8 @@ def _check_opset(model):
 
 def _finish(model, builder: QdqBuilder, nodes: list):
     model.graph.initializer.extend(builder.initializers)
-    replace_nodes(model, nodes + builder.nodes)
-    used = {name for node in model.graph.node for name in node.input}
-    kept = [init for init in model.graph.initializer if init.name in used]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(kept)
+    replace_nodes(model.graph, nodes + builder.nodes)
+    prune_initializers(model.graph)
     del model.graph.value_info[:]
 
 

@@ -17,7 +17,7 @@ from rich.markup import escape
 from .. import ui
 from ..errors import MissingDependency, SkdeployError, UsageError
 from ..fileio import atomic_path, check_output_path
-from ..onnxutil import load_onnx
+from ..onnx.io import load_onnx
 from .backend import BACKENDS, HARDWARE_COMPATIBILITY, installed, load_backend, missing_backend_message
 from .memory import PeakMemory
 from .network import batch_profile, capturing_logger, io_tensors, is_dynamic, network_flags, parse_onnx

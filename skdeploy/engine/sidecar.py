@@ -18,7 +18,7 @@ def source_manifest(onnx_path: Path) -> dict:
     if manifest is not None:
         return derive(manifest)
     ui.warn(f"no manifest beside {onnx_path}; the engine's sidecar will not record the model or preprocessing")
-    from ..onnxutil import io_spec, load_onnx
+    from ..onnx.io import io_spec, load_onnx
 
     manifest = new_manifest({"spec": None, "checkpoint": None, "kwargs": {}, "num_classes": None, "dataset": None},
                             {})

@@ -5,15 +5,37 @@ t = beta - mean * s.  After a Conv, ConvTranspose or Gemm it folds into the weig
 channel's filter times s) and the bias (b * s + t). Anywhere else it becomes one Mul by s and one Add of t.
 """
 import collections
+from dataclasses import dataclass
 
 import numpy as np
 
-from .model import GraphIndex, NodeFactory, attribute
+from ..onnx.build import NodeFactory
+from ..onnx.index import GraphIndex
+from ..onnx.io import attribute
 from .regions import Region, region_between
-from .rewrite import Rewrite, apply_checked
-from .shapes import Shapes
+from .report import PassReport
+from .rewrite import Rewrite, Shapes, apply_checked
 
 FOLDABLE = ("Conv", "ConvTranspose", "Gemm")
+
+
+@dataclass(kw_only=True)
+class FoldReport(PassReport):
+    """BatchNormalization nodes found, how many folded into each layer type or made a scale-and-shift, and
+    the ones left with the reason ({node, reason}); max_rel is the worst parity of an applied fold."""
+
+    name = "fold_bn"
+    left_key = "node"
+    batchnorms: int
+    folded: dict
+    scale_and_shift: int
+    left: list
+    max_rel: float
+
+    def headline(self) -> str:
+        into = f" (into {', '.join(f'{op} {n}' for op, n in self.folded.items())})" if self.folded else ""
+        return (f"{self.batchnorms} BatchNormalization: {sum(self.folded.values())} folded{into}, "
+                f"{self.scale_and_shift} made scale-and-shift, {len(self.left)} left")
 
 
 class Unfoldable(Exception):
@@ -108,18 +130,17 @@ def plan_folds(index, shapes):
     return rewrites, skipped
 
 
-def fold_batchnorms(model, tolerance) -> dict:
+def fold_batchnorms(model, tolerance) -> FoldReport:
     """Fold every BatchNormalization of `model` (in place); returns the pass report."""
     index, shapes = GraphIndex(model), Shapes(model)
     rewrites, skipped = plan_folds(index, shapes)
     applied, kept = apply_checked(model, index, shapes, rewrites, tolerance)
     folded = collections.Counter(rewrite.details["into"] for rewrite, _ in applied)
-    return {
-        "name": "fold_bn",
-        "batchnorms": len(rewrites) + len(skipped),
-        "folded": {op: folded[op] for op in FOLDABLE if folded[op]},
-        "scale_and_shift": folded["scale-and-shift"],
-        "left": [{"node": label, "reason": reason} for label, reason in skipped]
-                + [{"node": rewrite.label, "reason": reason} for rewrite, reason in kept],
-        "max_rel": max((parity["max_rel"] for _, parity in applied), default=0.0),
-    }
+    return FoldReport(
+        batchnorms=len(rewrites) + len(skipped),
+        folded={op: folded[op] for op in FOLDABLE if folded[op]},
+        scale_and_shift=folded["scale-and-shift"],
+        left=[{"node": label, "reason": reason} for label, reason in skipped]
+             + [{"node": rewrite.label, "reason": reason} for rewrite, reason in kept],
+        max_rel=max((parity["max_rel"] for _, parity in applied), default=0.0),
+    )

@@ -1,7 +1,7 @@
 """What a few ONNX ops do, read from their attributes or constant inputs across opset versions."""
 import numpy as np
 
-from .model import attribute
+from ..onnx.io import attribute
 
 
 def _axes_argument(index, node, position):

@@ -1,5 +1,4 @@
 """Running the passes in order, reporting what each did, and the file-to-file `optimize` stage."""
-import collections
 import time
 from pathlib import Path
 
@@ -10,61 +9,56 @@ from ..compare import compare_outputs, merge_comparisons
 from ..errors import SkdeployError
 from ..fileio import check_output_path, sha256_file
 from ..manifest import add_stage, derive, load_manifest, new_manifest, write_manifest
-from ..onnxutil import io_spec, load_onnx, node_counts, opset_of, save_onnx
-from .fold_bn import fold_batchnorms
-from .rewrite import TOLERANCE
-from .shapes import infer_types, parity_batches
-from .sk_select import rewrite_sk_blocks
+from ..onnx.io import graph_inputs, io_spec, load_onnx, node_counts, opset_of, save_onnx
+from ..onnx.run import run_model
+from ..onnx.shapes import infer_types
+from .fold_bn import FoldReport, fold_batchnorms
+from .rewrite import TOLERANCE, parity_batches
+from .sk_select import SkRewriteReport, rewrite_sk_blocks
 
-PASSES = (("fold_bn", "folding BatchNormalization", fold_batchnorms),
-          ("sk_rewrite", "rewriting SK selects", rewrite_sk_blocks))
+PASSES = ((FoldReport, "folding BatchNormalization", fold_batchnorms),
+          (SkRewriteReport, "rewriting SK selects", rewrite_sk_blocks))
+REPORT_TYPES = {report_type.name: report_type for report_type, _, _ in PASSES}
 
 
 def optimize_graph(model, fold_bn=True, sk_rewrite=True, tolerance=TOLERANCE):
-    """Run the enabled passes on `model` (changed in place); returns (model, [report per pass])."""
+    """Run the enabled passes on `model` (changed in place); returns (model, [PassReport per pass])."""
     import onnx
 
     enabled = {"fold_bn": fold_bn, "sk_rewrite": sk_rewrite}
     reports = []
-    for name, message, run in PASSES:
-        if not enabled[name]:
+    for report_type, message, run in PASSES:
+        if not enabled[report_type.name]:
             continue
         before, started = node_counts(model), time.time()
         with ui.status(message):
             report = run(model, tolerance)
-        report.update(node_counts_before=before, node_counts_after=node_counts(model),
-                      seconds=round(time.time() - started, 2))
-        report["summary"] = describe(report)[0]
+        report.node_counts_before, report.node_counts_after = before, node_counts(model)
+        report.seconds = round(time.time() - started, 2)
         reports.append(report)
     onnx.checker.check_model(model)
     return model, reports
 
 
+def as_report(report):
+    """`report` as a PassReport: reports read back from a manifest are plain dicts."""
+    return REPORT_TYPES[report["name"]].from_dict(report) if isinstance(report, dict) else report
+
+
 def describe(report) -> list:
-    """What one pass did, as lines for the terminal."""
-    nodes = f"nodes {sum(report['node_counts_before'].values())} -> {sum(report['node_counts_after'].values())}"
-    if report["name"] == "fold_bn":
-        folded = report["folded"]
-        into = f" (into {', '.join(f'{op} {n}' for op, n in folded.items())})" if folded else ""
-        lines = [f"fold_bn: {report['batchnorms']} BatchNormalization: {sum(folded.values())} folded{into}, "
-                 f"{report['scale_and_shift']} made scale-and-shift, {len(report['left'])} left; {nodes}"]
-        return lines + [f"  left {entry['node']}: {entry['reason']}" for entry in report["left"]]
-    by_m = collections.Counter(entry["M"] for entry in report["rewritten"])
-    kinds = ", ".join(f"M={m}: {n}" for m, n in sorted(by_m.items()))
-    lines = [f"sk_rewrite: {report['blocks_found']} SK blocks found, {len(report['rewritten'])} rewritten"
-             f"{f' ({kinds})' if kinds else ''}; {report['stacked_sums_unrolled']} stacked sums unrolled, "
-             f"{report['splits_to_slices']} Splits made Slices; worst block parity {report['max_rel']:.2g}; {nodes}"]
-    return lines + [f"  left {entry['block']}: {entry['reason']}" for entry in report["left"]]
+    """What one pass did, as lines for the terminal (a PassReport or its manifest dict)."""
+    return as_report(report).describe()
 
 
 def show_passes(reports) -> None:
     """Print what each pass did and the node counts by op type before the first and after the last."""
     if not reports:
         return
+    reports = [as_report(report) for report in reports]
     for report in reports:
-        for line in describe(report):
+        for line in report.describe():
             ui.out.print(line)
-    before, after = reports[0]["node_counts_before"], reports[-1]["node_counts_after"]
+    before, after = reports[0].node_counts_before, reports[-1].node_counts_after
     rows = [(op, before.get(op, 0), after.get(op, 0)) for op in sorted(set(before) | set(after))]
     rows.append(("total", sum(before.values()), sum(after.values())))
     ui.table("nodes by op type", ["op", "before passes", "after passes"], rows)
@@ -72,23 +66,20 @@ def show_passes(reports) -> None:
 
 def model_parity(reference, candidate, seed=0) -> dict:
     """Both models on the same random inputs at the parity batch sizes (worst case over outputs)."""
-    from ..runners.onnxrt import OnnxRuntimeRunner
-
     rng = np.random.default_rng(seed)
-    results, sizes = [], []
-    with OnnxRuntimeRunner(reference) as old, OnnxRuntimeRunner(candidate) as new:
-        for batch in parity_batches(reference):
-            types = infer_types(reference, batch)
-            feed = {}
-            for spec in old.input_specs():
-                shape = types[spec.name].shape
-                if shape is None:
-                    return {"skipped": f"input {spec.name} has symbolic dimensions besides the batch"}
-                feed[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
-            expected, got = old.infer(feed), new.infer(feed)
-            results += [compare_outputs(expected[name], got[name]) for name in old.output_names()]
-            sizes.append(next(iter(feed.values())).shape[0])
-    return dict(merge_comparisons(results), batches=sizes)
+    feeds = []
+    for batch in parity_batches(reference):
+        types = infer_types(reference, batch)
+        feed = {}
+        for value in graph_inputs(reference):
+            tensor = types[value.name]
+            if tensor.shape is None:
+                return {"skipped": f"input {value.name} has symbolic dimensions besides the batch"}
+            feed[value.name] = rng.standard_normal(tensor.shape).astype(tensor.dtype)
+        feeds.append(feed)
+    results = [compare_outputs(expected[name], got[name])
+               for expected, got in zip(run_model(reference, feeds), run_model(candidate, feeds)) for name in expected]
+    return dict(merge_comparisons(results), batches=[next(iter(feed.values())).shape[0] for feed in feeds])
 
 
 def _manifest_for(path, model):
@@ -127,7 +118,8 @@ def optimize_onnx(source, output, fold_bn=True, sk_rewrite=True, force=False, to
     manifest["inputs"], manifest["outputs"] = io_spec(model)
     manifest["opset"] = opset_of(model)
     add_stage(manifest, "optimize", source={"file": str(source), "sha256": sha256_file(source)},
-              settings={"fold_bn": fold_bn, "sk_rewrite": sk_rewrite, "tolerance": tolerance}, passes=reports,
+              settings={"fold_bn": fold_bn, "sk_rewrite": sk_rewrite, "tolerance": tolerance},
+              passes=[report.as_dict() for report in reports],
               node_counts_before=before, node_counts_after=node_counts(model), parity=parity,
               seconds=round(time.time() - started, 2))
     save_onnx(model, output)

@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..onnx.io import graph_inputs
+from ..onnx.run import run_model
+
 SHAPE_READERS = ("Shape", "Size")
 
 
@@ -100,13 +103,10 @@ def regions_model(index, regions, types):
 
 def run_regions(index, regions, feeds, types) -> list:
     """Run the regions on `feeds` ([{input name: array}] per region); returns [{output name: array}]."""
-    from ..runners.onnxrt import OnnxRuntimeRunner
-
     model = regions_model(index, regions, types)
     feed = {f"r{i}:{name}": value for i, region_feed in enumerate(feeds) for name, value in region_feed.items()}
-    with OnnxRuntimeRunner(model, optimize=False) as runner:
-        wanted = {spec.name for spec in runner.input_specs()}
-        results = runner.infer({name: value for name, value in feed.items() if name in wanted})
+    wanted = {value.name for value in graph_inputs(model)}
+    results = run_model(model, [{name: value for name, value in feed.items() if name in wanted}], optimize=False)[0]
     return [{name: results[f"r{i}:{name}"] for name in region.outputs} for i, region in enumerate(regions)]
 
 

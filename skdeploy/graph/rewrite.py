@@ -4,10 +4,33 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..compare import compare_outputs, merge_comparisons
-from .model import remove_dead_code, topological_sort
+from ..onnx.cleanup import remove_dead_code
+from ..onnx.shapes import batch_dim_is_dynamic, infer_types
+from ..onnx.toposort import replace_nodes
 from .regions import Region, random_feed, run_regions
 
 TOLERANCE = 1e-5  # max |old - new| / max |old| per rewrite, on random inputs
+
+
+def parity_batches(model) -> list:
+    """Two runs: batch 1 and 3 for a dynamic batch, the fixed batch twice (new random draws) otherwise."""
+    if batch_dim_is_dynamic(model):
+        return [1, 3]
+    return [None, None]
+
+
+class Shapes:
+    """Tensor types of one version of a model at each parity batch size, inferred once per size."""
+
+    def __init__(self, model):
+        self.model = model
+        self.batches = parity_batches(model)
+        self._types = {}
+
+    def at(self, batch) -> dict:
+        if batch not in self._types:
+            self._types[batch] = infer_types(self.model, batch)
+        return self._types[batch]
 
 
 @dataclass
@@ -96,7 +119,5 @@ def replace_regions(model, index, rewrites) -> None:
                 placed.add(id(rewrite))
                 nodes += rewrite.new.nodes
                 model.graph.initializer.extend(rewrite.new.initializers)
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
-    topological_sort(model.graph)
+    replace_nodes(model.graph, nodes)
     remove_dead_code(model)

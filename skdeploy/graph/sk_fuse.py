@@ -7,7 +7,9 @@ same and keep Split out of the block.
 """
 import numpy as np
 
-from .model import NodeFactory, attribute, common_scope
+from ..onnx.build import NodeFactory
+from ..onnx.io import attribute
+from ..onnx.scopes import common_scope
 from .ops import reduce_axes, split_sizes, stacked_tensors
 from .regions import Region, region_between
 from .rewrite import Rewrite

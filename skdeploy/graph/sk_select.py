@@ -5,10 +5,12 @@ fc2 (one 1x1 conv) computes all M*C logits from the fused vector z.  Exporters w
 (N, M, C, ...) -> Softmax(axis=1) -> Split/Slice/Gather -> reshapes -> Mul -> Add (or, timm, a 5-D
 stack times the softmax, ReduceSum), with Shape/Gather/Concat computing reshape targets.
 
-Rewritten (SKNET.md):
-  M = 2:  a_1 = softmax(l_1, l_2)_1 = sigmoid(l_1 - l_2) and  l_1 - l_2 = (W_1 - W_2) z + (b_1 - b_2),
-          so one 1x1 conv with weights W_1 - W_2, a Sigmoid, and  V = U_2 + a_1 * (U_1 - U_2).
-  M > 2:  fc2 with its output channels reordered channel-major, a static Reshape to (N, C, 1, M)
+Rewritten, per channel c:
+  M = 2:  a_1 = e^l_1 / (e^l_1 + e^l_2) = 1 / (1 + e^-(l_1 - l_2)) = sigmoid(l_1 - l_2), a_2 = 1 - a_1, and
+          l_1 - l_2 = (W_1 - W_2) z + (b_1 - b_2) is one conv. So: one 1x1 conv with weights W_1 - W_2
+          (bias b_1 - b_2), a Sigmoid, and  V = a_1 U_1 + (1 - a_1) U_2 = U_2 + a_1 * (U_1 - U_2).
+  M > 2:  the same softmax over m, laid out so TensorRT sees plain 4-D: fc2 with its output channels
+          reordered channel-major (channel c*M + m computes l_m[c]), a static Reshape to (N, C, 1, M)
           (0 copies the batch), Softmax over axis 3, and V = sum_m U_m * a[..., m].
 
 Matching is by structure and algebra, not names: from each Softmax, the attention must reach the
@@ -18,15 +20,19 @@ branch channel is then read off exactly, by running the layout ops on labelled v
 carries its own index). The rewrite happens only when every branch takes one softmax slot, all
 branches weight channel c from the same softmax group, and the M slots are covered once each.
 """
+import collections
 from dataclasses import dataclass
 
 import numpy as np
 
-from .model import GraphIndex, NodeFactory, attribute, common_scope, module_of_weight
+from ..onnx.build import NodeFactory
+from ..onnx.index import GraphIndex
+from ..onnx.io import attribute
+from ..onnx.scopes import common_scope, module_of_weight
 from .ops import reduce_axes, softmax_axis, softmax_groups, stacked_tensors
 from .regions import SHAPE_READERS, Region, region_between, run_regions
-from .rewrite import Rewrite, apply_checked
-from .shapes import Shapes
+from .report import PassReport
+from .rewrite import Rewrite, Shapes, apply_checked
 from .sk_fuse import split_slices, stacked_sums
 
 LAYOUT_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Slice", "Split", "Gather",
@@ -34,6 +40,28 @@ LAYOUT_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose
 SUM_OPS = ("Add", "Sum")
 MIN_OPSET = 11  # Slice with tensor bounds (opset 10) and Softmax as TensorRT parses it
 LABEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))  # hold element indices exactly (below 2**24)
+
+
+@dataclass(kw_only=True)
+class SkRewriteReport(PassReport):
+    """SK selects found and rewritten ({block, M, C, form, rewritten_as, max_rel}), near misses and failed
+    rewrites left with the reason ({block, reason}), the fuse-end tidy-ups, and the worst parity."""
+
+    name = "sk_rewrite"
+    left_key = "block"
+    blocks_found: int
+    rewritten: list
+    left: list
+    stacked_sums_unrolled: int
+    splits_to_slices: int
+    max_rel: float
+
+    def headline(self) -> str:
+        by_m = collections.Counter(entry["M"] for entry in self.rewritten)
+        kinds = ", ".join(f"M={m}: {n}" for m, n in sorted(by_m.items()))
+        return (f"{self.blocks_found} SK blocks found, {len(self.rewritten)} rewritten"
+                f"{f' ({kinds})' if kinds else ''}; {self.stacked_sums_unrolled} stacked sums unrolled, "
+                f"{self.splits_to_slices} Splits made Slices; worst block parity {self.max_rel:.2g}")
 
 
 class NotSelect(Exception):
@@ -341,7 +369,7 @@ def plan_selects(index, shapes, taken):
     return rewrites, near_misses
 
 
-def rewrite_sk_blocks(model, tolerance) -> dict:
+def rewrite_sk_blocks(model, tolerance) -> SkRewriteReport:
     """Rewrite every SK select of `model` (in place), then the stacked fuse sums and static Splits left
     around the blocks; returns the pass report."""
     index, shapes = GraphIndex(model), Shapes(model)
@@ -351,14 +379,13 @@ def rewrite_sk_blocks(model, tolerance) -> dict:
     taken, types = index.names(), shapes.at(shapes.batches[0])
     sums, splits = stacked_sums(index, types, taken), split_slices(index, types, taken)
     tidied, _ = apply_checked(model, index, shapes, sums + splits, tolerance)
-    return {
-        "name": "sk_rewrite",
-        "blocks_found": len(selects),
-        "rewritten": [dict(block=rewrite.label, **rewrite.details, max_rel=parity["max_rel"])
-                      for rewrite, parity in applied],
-        "left": [{"block": name, "reason": reason} for name, reason in near_misses]
-                + [{"block": rewrite.label, "reason": reason} for rewrite, reason in kept],
-        "stacked_sums_unrolled": sum(rewrite.details["kind"] == "stacked sum" for rewrite, _ in tidied),
-        "splits_to_slices": sum(rewrite.details["kind"] == "split" for rewrite, _ in tidied),
-        "max_rel": max((parity["max_rel"] for _, parity in applied + tidied), default=0.0),
-    }
+    return SkRewriteReport(
+        blocks_found=len(selects),
+        rewritten=[dict(block=rewrite.label, **rewrite.details, max_rel=parity["max_rel"])
+                   for rewrite, parity in applied],
+        left=[{"block": name, "reason": reason} for name, reason in near_misses]
+             + [{"block": rewrite.label, "reason": reason} for rewrite, reason in kept],
+        stacked_sums_unrolled=sum(rewrite.details["kind"] == "stacked sum" for rewrite, _ in tidied),
+        splits_to_slices=sum(rewrite.details["kind"] == "split" for rewrite, _ in tidied),
+        max_rel=max((parity["max_rel"] for _, parity in applied + tidied), default=0.0),
+    )

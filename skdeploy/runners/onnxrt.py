@@ -1,10 +1,7 @@
 """onnxruntime on the CPU: runs FP32, FP16 and Q/DQ INT8 graphs alike."""
-from pathlib import Path
-
 import numpy as np
 
-from ..deps import require
-from ..errors import SkdeployError
+from ..onnx.run import open_session
 from .base import Runner, TensorSpec
 
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -22,26 +19,11 @@ class OnnxRuntimeRunner(Runner):
         self.model = model
         self.threads = threads
         self.optimize = optimize
-        # onnxruntime's priority-based execution order runs consumers early; it keeps peak memory low
-        # when many intermediate tensors are also outputs (calibration probes)
         self.priority_order = priority_order
         self.session = None
 
     def activate_impl(self):
-        ort = require("onnxruntime")
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if self.threads:
-            options.intra_op_num_threads = self.threads
-        if not self.optimize:
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        if self.priority_order:
-            options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
-        source = str(self.model) if isinstance(self.model, (str, Path)) else self.model.SerializeToString()
-        try:
-            self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise SkdeployError(f"onnxruntime cannot load the model: {str(exc).splitlines()[0]}") from None
+        self.session = open_session(self.model, self.threads, self.optimize, self.priority_order)
 
     def deactivate_impl(self):
         self.session = None

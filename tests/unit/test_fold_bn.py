@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from skdeploy.graph.fold_bn import Unfoldable, bn_affine, fold_batchnorms
-from skdeploy.graph.model import GraphIndex
+from skdeploy.onnx.index import GraphIndex
 from skdeploy.graph.rewrite import TOLERANCE
 
 # Per-channel BN statistics whose folded affine map is exact in binary: with eps = 0.25,
@@ -134,9 +134,9 @@ def conv_bn_model(with_bias):
 def test_conv_folds_to_hand_computed_weights_and_bias(with_bias, folded_bias, expected):
     model = conv_bn_model(with_bias)
     report = fold_batchnorms(model, TOLERANCE)
-    assert (report["batchnorms"], report["folded"], report["scale_and_shift"], report["left"]) == \
+    assert (report.batchnorms, report.folded, report.scale_and_shift, report.left) == \
         (1, {"Conv": 1}, 0, [])
-    assert report["max_rel"] <= 1e-6
+    assert report.max_rel <= 1e-6
     conv = node_of(model, "Conv")
     assert [node.op_type for node in model.graph.node] == ["Conv"] and conv.output[0] == "out"
     assert (conv.name, conv.input[1]) == ("conv", "conv/weight_bn_folded")  # named after the layer
@@ -153,7 +153,7 @@ def test_unnamed_conv_and_batchnorm_fold():
              helper.make_node("BatchNormalization", ["y", "gamma", "beta", "mean", "var"], ["out"], epsilon=EXACT_EPS)]
     model = build_model(nodes, {"x": [1, 2, 1, 1]}, constants)
     report = fold_batchnorms(model, TOLERANCE)
-    assert (report["folded"], report["left"]) == ({"Conv": 1}, [])
+    assert (report.folded, report.left) == ({"Conv": 1}, [])
     np.testing.assert_array_equal(run(model, x=np.ones((1, 2, 1, 1))).ravel(), [6.0, -1.0])
 
 
@@ -186,7 +186,7 @@ def gemm_bn_model(trans_b, beta, bias):
 def test_gemm_folds_columns_and_bias_by_hand(trans_b, beta, bias, folded_bias, expected):
     model = gemm_bn_model(trans_b, beta, bias)
     report = fold_batchnorms(model, TOLERANCE)
-    assert (report["folded"], report["left"]) == ({"Gemm": 1}, [])
+    assert (report.folded, report.left) == ({"Gemm": 1}, [])
     gemm = node_of(model, "Gemm")
     folded = np.array([[2.0, 1.0], [6.0, 2.0]])  # column j of B times s_j = [2, 0.5]
     np.testing.assert_array_equal(constant_input(model, gemm, 1), folded.T if trans_b else folded)
@@ -201,7 +201,7 @@ def test_gemm_with_per_row_bias_becomes_scale_and_shift():
     nodes = [helper.make_node("Gemm", ["a", "B", "C"], ["y"]), batchnorm("y", EXACT_EPS)]
     model = build_model(nodes, {"a": [2, 2]}, constants)
     report = fold_batchnorms(model, TOLERANCE)
-    assert (report["folded"], report["scale_and_shift"], report["left"]) == ({}, 1, [])
+    assert (report.folded, report.scale_and_shift, report.left) == ({}, 1, [])
     # rows of A @ B + C: [4 + 1, 6 + 1] and [1 - 1, 2 - 1]; BN: [(5 - 0.5) * 2 + 1, (7 - 2) * 0.5 - 1], ...
     np.testing.assert_array_equal(run(model, a=[[1.0, 1.0], [1.0, 0.0]]), [[10.0, 1.5], [0.0, -1.5]])
 
@@ -216,7 +216,7 @@ def test_grouped_conv_transpose_folds_per_output_channel():
     nodes = [helper.make_node("ConvTranspose", ["x", "w"], ["y"], group=2), batchnorm("y", EXACT_EPS)]
     model = build_model(nodes, {"x": [1, 4, 1, 1]}, constants)
     report = fold_batchnorms(model, TOLERANCE)
-    assert (report["folded"], report["left"]) == ({"ConvTranspose": 1}, [])
+    assert (report.folded, report.left) == ({"ConvTranspose": 1}, [])
     layer = node_of(model, "ConvTranspose")
     # rows 0, 1 (group 0) times s[0:2] = [2, 0.5]; rows 2, 3 (group 1) times s[2:4] = [-1, 2]
     np.testing.assert_array_equal(constant_input(model, layer, 1).reshape(4, 2),
@@ -233,7 +233,7 @@ def test_conv_transpose_with_bias_folds_it():
     constants = dict(stats, w=np.array([1.0, 2.0, 3.0]).reshape(1, 3, 1, 1), b=[1.0, -2.0, 0.5])
     nodes = [helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"]), batchnorm("y", EXACT_EPS)]
     model = build_model(nodes, {"x": [1, 1, 1, 1]}, constants)
-    assert fold_batchnorms(model, TOLERANCE)["folded"] == {"ConvTranspose": 1}
+    assert fold_batchnorms(model, TOLERANCE).folded == {"ConvTranspose": 1}
     layer = node_of(model, "ConvTranspose")
     np.testing.assert_array_equal(constant_input(model, layer, 1).ravel(), [2.0, 1.0, -3.0])
     np.testing.assert_array_equal(constant_input(model, layer, 2), [1 * 2 + 1, -2 * 0.5 + 1, 0.5 * -1 + 1])
@@ -245,7 +245,7 @@ def test_conv_transpose_with_bias_folds_it():
 def test_batchnorm_after_a_non_layer_becomes_mul_and_add(shape):
     model = build_model([helper.make_node("Relu", ["x"], ["y"]), batchnorm("y", EXACT_EPS)], {"x": shape}, EXACT_BN)
     report = fold_batchnorms(model, TOLERANCE)
-    assert (report["batchnorms"], report["folded"], report["scale_and_shift"], report["left"]) == (1, {}, 1, [])
+    assert (report.batchnorms, report.folded, report.scale_and_shift, report.left) == (1, {}, 1, [])
     assert [node.op_type for node in model.graph.node] == ["Relu", "Mul", "Add"]
     per_channel = (2,) + (1,) * (len(shape) - 2)
     scale = constant_input(model, node_of(model, "Mul"), 1)
@@ -264,7 +264,7 @@ def test_conv_whose_output_is_also_read_elsewhere_is_not_changed():
              helper.make_node("Add", ["normed", "y"], ["out"])]
     model = build_model(nodes, {"x": [1, 2, 1, 1]}, constants)
     report = fold_batchnorms(model, TOLERANCE)
-    assert (report["folded"], report["scale_and_shift"]) == ({}, 1)
+    assert (report.folded, report.scale_and_shift) == ({}, 1)
     np.testing.assert_array_equal(constant_input(model, node_of(model, "Conv"), 1).reshape(2, 2),
                                   [[1.0, 2.0], [3.0, -1.0]])
     # conv([1, 1]) = [3, 2]; BN = s * y + t = [3 * 2 + 0, 2 * 0.5 - 2] = [6, -1]; plus the conv output again
@@ -280,7 +280,7 @@ def test_conv_with_computed_weights_becomes_scale_and_shift(computed):
              batchnorm("y", EXACT_EPS)]
     model = build_model(nodes, {"x": [1, 2, 1, 1]}, constants)
     report = fold_batchnorms(model, TOLERANCE)
-    assert (report["folded"], report["scale_and_shift"], report["left"]) == ({}, 1, [])
+    assert (report.folded, report.scale_and_shift, report.left) == ({}, 1, [])
     # conv([1, 1]) = [2, 3]; BN = s * y + t = [2 * 2 + 0, 3 * 0.5 - 2]
     np.testing.assert_array_equal(run(model, x=np.ones((1, 2, 1, 1))).ravel(), [4.0, -0.5])
 
@@ -302,8 +302,8 @@ def test_each_batchnorm_is_planned_whatever_came_before():
     model = build_model(nodes, {"x": [1, 2, 1, 1], "free": None}, constants, opset=15)
     model.graph.output.append(helper.make_tensor_value_info("unranked", TensorProto.FLOAT, None))
     report = fold_batchnorms(model, TOLERANCE)
-    assert (report["batchnorms"], report["folded"], report["scale_and_shift"]) == (4, {"Conv": 1}, 1)
-    assert report["left"] == [
+    assert (report.batchnorms, report.folded, report.scale_and_shift) == (4, {"Conv": 1}, 1)
+    assert report.left == [
         {"node": "bn1", "reason": "training-mode BatchNormalization (it normalises with batch statistics)"},
         {"node": "bn3", "reason": "the rank of its input is unknown"}]
     assert [node.name for node in model.graph.node if node.op_type == "BatchNormalization"] == ["bn1", "bn3"]
@@ -311,8 +311,8 @@ def test_each_batchnorm_is_planned_whatever_came_before():
 
 def test_rewrites_outside_the_callers_tolerance_are_left():
     report = fold_batchnorms(conv_bn_model(with_bias=True), tolerance=-1.0)
-    assert (report["folded"], report["max_rel"]) == ({}, 0.0)
-    [entry] = report["left"]
+    assert (report.folded, report.max_rel) == ({}, 0.0)
+    [entry] = report.left
     assert entry["node"] == "bn" and entry["reason"].startswith("parity failed: max relative error ")
 
 
@@ -342,6 +342,6 @@ def test_folding_matches_conv_then_batchnorm_in_onnxruntime(data, in_channels, o
     x = rng.standard_normal((2, in_channels, 4, 4)).astype(np.float32)
     expected = run(model, x=x)
     report = fold_batchnorms(model, TOLERANCE)
-    assert (report["folded"], report["left"]) == ({"Conv": 1}, [])
+    assert (report.folded, report.left) == ({"Conv": 1}, [])
     assert [node.op_type for node in model.graph.node] == ["Conv"]
     np.testing.assert_allclose(run(model, x=x), expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())

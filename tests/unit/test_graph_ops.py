@@ -10,11 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from skdeploy.graph.model import GraphIndex
+from skdeploy.onnx.index import GraphIndex
 from skdeploy.graph.ops import (normalized, reduce_axes, softmax_axis, softmax_groups, split_sizes, stacked_tensors,
                                 unsqueeze_axes)
 from skdeploy.graph.rewrite import TOLERANCE
-from skdeploy.graph.shapes import infer_types
+from skdeploy.onnx.shapes import infer_types
 from skdeploy.graph.sk_fuse import split_slices
 from skdeploy.graph.sk_select import rewrite_sk_blocks
 
@@ -198,7 +198,7 @@ def test_split_becomes_slices_at_running_offsets():
     outputs = ["first", "middle", "last"]
     model = build_model([helper.make_node("Split", ["x", "sizes"], outputs, axis=-2)], {"x": [1, 6, 2]}, outputs,
                         {"sizes": [1, 3, 2]})
-    assert rewrite_sk_blocks(model, TOLERANCE)["splits_to_slices"] == 1
+    assert rewrite_sk_blocks(model, TOLERANCE).splits_to_slices == 1
     assert slice_bounds(model, model.graph.node) == {"first": [[0], [1], [1]], "middle": [[1], [4], [1]],
                                                      "last": [[4], [6], [1]]}  # start, end, axis
     x = np.arange(12, dtype=np.float32).reshape(1, 6, 2)
@@ -224,7 +224,7 @@ def test_split_along_the_default_axis_after_one_it_cannot_change():
              helper.make_node("Split", ["x", "fixed_sizes"], ["top", "bottom"])]
     model = build_model(nodes, {"x": [6, 2]}, ["left_top", "left_bottom", "top", "bottom"],
                         {"one": [0], "two": [2], "fixed_sizes": [2, 4]})
-    assert rewrite_sk_blocks(model, TOLERANCE)["splits_to_slices"] == 1
+    assert rewrite_sk_blocks(model, TOLERANCE).splits_to_slices == 1
     assert [node.op_type for node in model.graph.node].count("Split") == 1
     bounds = slice_bounds(model, model.graph.node)
     assert (bounds["top"], bounds["bottom"]) == ([[0], [2], [0]], [[2], [6], [0]])
@@ -234,7 +234,7 @@ def test_split_into_equal_parts_becomes_slices():
     outputs = ["p0", "p1", "p2"]
     model = build_model([helper.make_node("Split", ["x"], outputs, axis=1, num_outputs=3)], {"x": [1, 10]}, outputs,
                         opset=18)
-    assert rewrite_sk_blocks(model, TOLERANCE)["splits_to_slices"] == 1
+    assert rewrite_sk_blocks(model, TOLERANCE).splits_to_slices == 1
     x = np.arange(10, dtype=np.float32).reshape(1, 10)
     assert [part.ravel().tolist() for part in run(model, x=x)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
 
@@ -251,7 +251,7 @@ def stacked_sum_model(count, reduce_axis=0, keepdims=0):
 def test_stacked_sum_becomes_a_chain_of_adds(count, expected):
     model = stacked_sum_model(count)
     report = rewrite_sk_blocks(model, TOLERANCE)
-    assert report["stacked_sums_unrolled"] == 1
+    assert report.stacked_sums_unrolled == 1
     assert [node.op_type for node in model.graph.node] == ["Add"] * (count - 1)
     terms = {f"t{i}": np.array([[1, 2]], np.float32) * 10 ** i for i in range(count)}
     np.testing.assert_array_equal(run(model, **terms)[0], expected)
@@ -261,7 +261,7 @@ def test_stacked_sum_becomes_a_chain_of_adds(count, expected):
                          ids=["summed over another axis", "keeps the stacking axis", "one tensor"])
 def test_stacked_sum_left_when_it_is_not_a_plain_sum(count, reduce_axis, keepdims):
     model = stacked_sum_model(count, reduce_axis, keepdims)
-    assert rewrite_sk_blocks(model, TOLERANCE)["stacked_sums_unrolled"] == 0
+    assert rewrite_sk_blocks(model, TOLERANCE).stacked_sums_unrolled == 0
     assert "ReduceSum" in [node.op_type for node in model.graph.node]
 
 
@@ -275,6 +275,6 @@ def test_stacked_sum_unrolled_after_reduce_sums_that_are_not_one():
              helper.make_node("ReduceSum", ["stack", "stack_axis"], ["y"], keepdims=0)]
     model = build_model(nodes, {"plain": [2], "t0": [1, 2], "t1": [1, 2]}, ["plain_total", "grand_total", "y"],
                         {"stack_axis": [0]})
-    assert rewrite_sk_blocks(model, TOLERANCE)["stacked_sums_unrolled"] == 1
+    assert rewrite_sk_blocks(model, TOLERANCE).stacked_sums_unrolled == 1
     assert [node.output[0] for node in model.graph.node if node.op_type == "ReduceSum"] == ["plain_total",
                                                                                            "grand_total"]

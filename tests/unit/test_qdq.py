@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from onnx import TensorProto, helper, numpy_helper
 
-from skdeploy.calib.graphutil import GraphIndex
+from skdeploy.onnx.index import GraphIndex
 from skdeploy.calib.qdq import (_gemm_dims, _too_small, _weight_axis, activation_scale, insert_qdq, plan_int8,
                                 quantize_weight)
 from skdeploy.errors import UsageError

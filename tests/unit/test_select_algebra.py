@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from skdeploy.graph.model import NodeFactory
+from skdeploy.onnx.build import NodeFactory
 from skdeploy.graph.rewrite import TOLERANCE
 from skdeploy.graph.sk_select import Select, many_branch_select, rewrite_sk_blocks, two_branch_select
 
@@ -245,8 +245,8 @@ def block_nodes(model):
 
 
 def rewritten(report):
-    assert all(entry["max_rel"] <= 1e-6 for entry in report["rewritten"])
-    return [{key: entry[key] for key in ("block", "M", "C", "form", "rewritten_as")} for entry in report["rewritten"]]
+    assert all(entry["max_rel"] <= 1e-6 for entry in report.rewritten)
+    return [{key: entry[key] for key in ("block", "M", "C", "form", "rewritten_as")} for entry in report.rewritten]
 
 
 TWO_BRANCH_WEIGHT = [[1.0, 2.0], [3.0, 5.0], [7.0, 11.0], [13.0, 17.0]]
@@ -263,7 +263,7 @@ def test_pass_rewrites_two_branches_as_sigmoid_of_w1_minus_w2(layout, gap_weight
     report = rewrite_sk_blocks(model, TOLERANCE)
     form = "stacked" if layout == STACKED else "sum of products"
     assert rewritten(report) == [{"block": "sk", "M": 2, "C": 2, "form": form, "rewritten_as": "sigmoid"}]
-    assert (report["blocks_found"], report["left"]) == (1, [])
+    assert (report.blocks_found, report.left) == (1, [])
     nodes = block_nodes(model)
     assert {name: node.op_type for name, node in nodes.items()} == {
         "sk/logit_gap": "Conv", "sk/branch_weight": "Sigmoid", "sk/branch_gap": "Sub", "sk/weighted_gap": "Mul",
@@ -311,14 +311,14 @@ def test_pass_rewrites_a_one_channel_select_softmaxed_in_two_dimensions(branches
 def test_pass_needs_opset_11(opset, left):
     model = exported_select(TWO_BRANCH_WEIGHT, TWO_BRANCH_BIAS, 2, CHANNEL_MAJOR, opset=opset)
     report = rewrite_sk_blocks(model, TOLERANCE)
-    assert (len(report["rewritten"]), report["left"]) == (1 - len(left), left)
+    assert (len(report.rewritten), report.left) == (1 - len(left), left)
 
 
 def test_pass_keeps_every_rewrite_that_fails_the_callers_tolerance():
     model = exported_select(TWO_BRANCH_WEIGHT, TWO_BRANCH_BIAS, 2, BRANCH_MAJOR)
     report = rewrite_sk_blocks(model, tolerance=-1.0)
-    assert (report["rewritten"], report["splits_to_slices"], report["max_rel"]) == ([], 0, 0.0)
-    [entry] = report["left"]
+    assert (report.rewritten, report.splits_to_slices, report.max_rel) == ([], 0, 0.0)
+    [entry] = report.left
     assert entry["block"] == "sk" and entry["reason"].startswith("parity failed: max relative error ")
 
 
@@ -336,6 +336,6 @@ def test_pass_leaves_near_misses_with_the_reason(layout, weight, settings, reaso
     model = exported_select(weight, TWO_BRANCH_BIAS, 2, layout, **settings)
     softmax_before = [node for node in model.graph.node if node.output[0] == "attention"]
     report = rewrite_sk_blocks(model, TOLERANCE)
-    assert (report["rewritten"], report["left"], report["max_rel"]) == ([], [{"block": "attention", "reason": reason}],
+    assert (report.rewritten, report.left, report.max_rel) == ([], [{"block": "attention", "reason": reason}],
                                                                          0.0)
     assert [node for node in model.graph.node if node.output[0] == "attention"] == softmax_before

@@ -1,13 +1,17 @@
-"""Reading ONNX files with errors a user can act on, and small graph facts every stage reports."""
+"""Reading and writing ONNX files with errors a user can act on, and small facts read off a model:
+opset, node counts, real inputs, input/output specs, node attributes."""
 import collections
 from pathlib import Path
 
-from .errors import SkdeployError, UsageError
+import onnx
+
+from ..errors import SkdeployError, UsageError
+from ..fileio import atomic_path
+
+EXTERNAL_DATA_ABOVE = 2_000_000_000  # bytes: protobuf cannot serialise a larger model in one message
 
 
 def load_onnx(path, load_weights=True):
-    import onnx
-
     path = Path(path)
     if not path.exists():
         raise UsageError(f"{path} does not exist")
@@ -27,12 +31,28 @@ def load_onnx(path, load_weights=True):
     return model
 
 
-def node_counts(model) -> dict:
-    return dict(sorted(collections.Counter(node.op_type for node in model.graph.node).items()))
+def save_onnx(model, path) -> None:
+    """Write atomically; models over protobuf's 2 GB limit keep weights in a sidecar data file."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        if model.ByteSize() > EXTERNAL_DATA_ABOVE:
+            onnx.save(model, str(tmp), save_as_external_data=True, location=path.name + ".data")
+        else:
+            onnx.save(model, str(tmp))
 
 
 def opset_of(model) -> int:
     return next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), 0)
+
+
+def node_counts(model) -> dict:
+    return dict(sorted(collections.Counter(node.op_type for node in model.graph.node).items()))
+
+
+def graph_inputs(model) -> list:
+    """The inputs a caller feeds (ValueInfoProtos): older exports also list initializers as inputs."""
+    initializers = {init.name for init in model.graph.initializer}
+    return [value for value in model.graph.input if value.name not in initializers]
 
 
 def _dims(value_info):
@@ -44,29 +64,17 @@ def _dims(value_info):
 
 def io_spec(model) -> tuple:
     """([{name, shape, dtype}] inputs, same for outputs); initializers are not inputs."""
-    import onnx
-
-    initializers = {init.name for init in model.graph.initializer}
-
     def spec(value_info):
         elem = value_info.type.tensor_type.elem_type
         return {"name": value_info.name, "shape": _dims(value_info),
                 "dtype": onnx.helper.tensor_dtype_to_np_dtype(elem).name if elem else "unknown"}
 
-    inputs = [spec(v) for v in model.graph.input if v.name not in initializers]
-    outputs = [spec(v) for v in model.graph.output]
-    return inputs, outputs
+    return [spec(v) for v in graph_inputs(model)], [spec(v) for v in model.graph.output]
 
 
-def save_onnx(model, path) -> None:
-    """Write atomically; models over protobuf's 2 GB limit keep weights in a sidecar data file."""
-    import onnx
-
-    from .fileio import atomic_path
-
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        if model.ByteSize() > 2_000_000_000:
-            onnx.save(model, str(tmp), save_as_external_data=True, location=path.name + ".data")
-        else:
-            onnx.save(model, str(tmp))
+def attribute(node, name, default=None):
+    """The value of `node`'s attribute `name` (ints, floats, lists, tensors as onnx gives them), else default."""
+    for attr in node.attribute:
+        if attr.name == name:
+            return onnx.helper.get_attribute_value(attr)
+    return default

@@ -1,0 +1,33 @@
+"""Removing what a rewrite leaves behind: nodes no output depends on, initializers nobody reads."""
+
+
+def prune_initializers(graph) -> None:
+    """Drop initializers that no node reads and no graph output names, and their graph-input entries
+    (older exports list initializers as inputs too, which would otherwise become inputs to feed)."""
+    used = {name for node in graph.node for name in node.input} | {value.name for value in graph.output}
+    unused = {init.name for init in graph.initializer if init.name not in used}
+    if not unused:
+        return
+    kept = [init for init in graph.initializer if init.name not in unused]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    kept_inputs = [value for value in graph.input if value.name not in unused]
+    del graph.input[:]
+    graph.input.extend(kept_inputs)
+
+
+def remove_dead_code(model) -> None:
+    """Drop nodes no graph output depends on, then initializers and value_info nobody uses."""
+    graph = model.graph
+    live = {value.name for value in graph.output}
+    kept = []
+    for node in reversed(graph.node):
+        if any(name in live for name in node.output):
+            kept.append(node)
+            live.update(name for name in node.input if name)
+    del graph.node[:]
+    graph.node.extend(reversed(kept))
+    prune_initializers(graph)
+    produced = {name for node in graph.node for name in node.output}
+    for value in [v for v in graph.value_info if v.name not in produced]:
+        graph.value_info.remove(value)

@@ -1,0 +1,38 @@
+"""Running a model in onnxruntime on the CPU: the one place a session is opened, for the runners and
+for the parity checks of the graph passes and export (which sit below the runners)."""
+from pathlib import Path
+
+import numpy as np
+
+from ..deps import require
+from ..errors import SkdeployError
+
+
+def open_session(model, threads: int = 0, optimize: bool = True, priority_order: bool = False):
+    """An onnxruntime InferenceSession on the CPU for `model` (a path or an onnx.ModelProto).
+
+    optimize=False runs the graph as written (no fusions); priority_order runs readers early, which
+    keeps peak memory low when many intermediate tensors are also outputs (calibration probes).
+    """
+    ort = require("onnxruntime")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if priority_order:
+        options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
+    source = str(model) if isinstance(model, (str, Path)) else model.SerializeToString()
+    try:
+        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise SkdeployError(f"onnxruntime cannot load the model: {str(exc).splitlines()[0]}") from None
+
+
+def run_model(model, feeds, optimize: bool = True) -> list:
+    """`model`'s outputs ({name: array}) for each feed ({input name: array}) in `feeds`, one session."""
+    session = open_session(model, optimize=optimize)
+    names = [output.name for output in session.get_outputs()]
+    return [dict(zip(names, session.run(None, {name: np.ascontiguousarray(value) for name, value in feed.items()})))
+            for feed in feeds]
