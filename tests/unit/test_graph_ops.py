@@ -194,10 +194,10 @@ def slice_bounds(model, nodes):
 
 
 def test_split_becomes_slices_at_running_offsets():
-    # sizes 1, 3, 2 along axis -2 of (1, 6, 2): rows [0, 1), [1, 4), [4, 6)
+    # sizes 1, 3, 2 along axis -2 of (1, 6, 2): rows [0, 1), [1, 4), [4, 6); the data is computed (Relu)
     outputs = ["first", "middle", "last"]
-    model = build_model([helper.make_node("Split", ["x", "sizes"], outputs, axis=-2)], {"x": [1, 6, 2]}, outputs,
-                        {"sizes": [1, 3, 2]})
+    nodes = [helper.make_node("Relu", ["x"], ["data"]), helper.make_node("Split", ["data", "sizes"], outputs, axis=-2)]
+    model = build_model(nodes, {"x": [1, 6, 2]}, outputs, {"sizes": [1, 3, 2]})
     assert rewrite_sk_blocks(model, TOLERANCE).splits_to_slices == 1
     assert slice_bounds(model, model.graph.node) == {"first": [[0], [1], [1]], "middle": [[1], [4], [1]],
                                                      "last": [[4], [6], [1]]}  # start, end, axis
@@ -240,8 +240,10 @@ def test_split_into_equal_parts_becomes_slices():
 
 
 def stacked_sum_model(count, reduce_axis=0, keepdims=0):
+    """ReduceSum(stack(Relu(t0), ..., axis 0), reduce_axis): the stacked tensors are computed, not inputs."""
     names = [f"t{i}" for i in range(count)]
-    nodes = [helper.make_node("Unsqueeze", [name, "stack_axis"], [f"{name}_stacked"]) for name in names]
+    nodes = [helper.make_node("Relu", [name], [f"{name}_relu"]) for name in names]
+    nodes += [helper.make_node("Unsqueeze", [f"{name}_relu", "stack_axis"], [f"{name}_stacked"]) for name in names]
     nodes += [helper.make_node("Concat", [f"{name}_stacked" for name in names], ["stack"], axis=0),
               helper.make_node("ReduceSum", ["stack", "sum_axis"], ["y"], keepdims=keepdims)]
     return build_model(nodes, {name: [1, 2] for name in names}, ["y"], {"stack_axis": [0], "sum_axis": [reduce_axis]})
@@ -252,7 +254,7 @@ def test_stacked_sum_becomes_a_chain_of_adds(count, expected):
     model = stacked_sum_model(count)
     report = rewrite_sk_blocks(model, TOLERANCE)
     assert report.stacked_sums_unrolled == 1
-    assert [node.op_type for node in model.graph.node] == ["Add"] * (count - 1)
+    assert [node.op_type for node in model.graph.node] == ["Relu"] * count + ["Add"] * (count - 1)
     terms = {f"t{i}": np.array([[1, 2]], np.float32) * 10 ** i for i in range(count)}
     np.testing.assert_array_equal(run(model, **terms)[0], expected)
 

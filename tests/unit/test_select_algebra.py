@@ -18,7 +18,8 @@ from skdeploy.onnx.build import NodeFactory
 from skdeploy.graph.rewrite import TOLERANCE
 from skdeploy.graph.sk_select import Select, many_branch_select, rewrite_sk_blocks, two_branch_select
 
-BRANCH_MAJOR = "branch-major"  # the reference and SKConv: logits viewed (N, M, C), channel m*C + c
+BRANCH_MAJOR = "branch-major"  # the reference and SKConv: logits viewed (N, M, C), channel m*C + c; the batch
+# size of that view read by Shape -> Gather -> Concat, as TorchScript exports it
 CHANNEL_MAJOR = "channel-major"  # a user module: logits viewed (N, C, M), channel c*M + m
 STACKED = "stacked"  # timm: (N, M, C, 1, 1) softmax times the 5-D stack of branches, ReduceSum
 FLAT = "flat"  # one channel (C = 1): logits viewed (N, M), a 2-D softmax
@@ -192,7 +193,11 @@ def exported_select(weight, bias, branches, layout, softmax_axis=None, opset=17,
         constants["branch_shape"] = [-1, channels, 1, 1]
         constants.update({f"index{m}": np.array(m) for m in range(branches)})
         if layout == BRANCH_MAJOR:
-            constants["grouped_shape"], axis = [-1, branches, channels, 1], 1
+            constants.update(first=[0], group_dims=[branches, channels, 1])
+            nodes += [helper.make_node("Shape", ["x"], ["x_shape"]),
+                      helper.make_node("Gather", ["x_shape", "first"], ["batch"], axis=0),
+                      helper.make_node("Concat", ["batch", "group_dims"], ["grouped_shape"], axis=0)]
+            axis = 1
             slices = [helper.make_node("Split", ["attention"], [f"a{m}" for m in range(branches)], axis=1)]
         else:  # CHANNEL_MAJOR gathers slot m from the last axis of (N, C, M), FLAT (C = 1) from (N, M)
             constants["grouped_shape"] = [-1, channels, branches] if layout == CHANNEL_MAJOR else [-1, branches]
@@ -331,7 +336,8 @@ FC2_REASON = "the logits convolution is not 1x1, ungrouped and unpadded"
     (STACKED, TWO_BRANCH_WEIGHT, {"softmax_axis": 2}, TWO_BRANCH_REASON),
     (BRANCH_MAJOR, np.ones((4, 1, 1, 1)), {"group": 2}, FC2_REASON),
     (BRANCH_MAJOR, np.ones((4, 2, 3, 3)), {"pads": [1, 1, 1, 1]}, FC2_REASON),
-], ids=["softmax over channels", "stacked softmax over channels", "grouped fc2", "3x3 fc2"])
+    (CHANNEL_MAJOR, np.ones((4, 2, 1, 1)), {"pads": [0, 0, 1, 1]}, FC2_REASON),
+], ids=["softmax over channels", "stacked softmax over channels", "grouped fc2", "3x3 fc2", "padded fc2"])
 def test_pass_leaves_near_misses_with_the_reason(layout, weight, settings, reason):
     model = exported_select(weight, TWO_BRANCH_BIAS, 2, layout, **settings)
     softmax_before = [node for node in model.graph.node if node.output[0] == "attention"]
