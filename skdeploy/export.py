@@ -22,6 +22,7 @@ from .errors import SkdeployError, UsageError
 from .fileio import check_output_path
 from .manifest import add_stage, new_manifest, write_manifest
 from .onnxutil import io_spec, node_counts, opset_of, save_onnx
+from .reference import Reference, reference_of
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -110,15 +111,14 @@ def parity_inputs(input_shape, settings: ExportSettings, real_images=None):
     return batches
 
 
-def check_parity(module, model, batches, tolerance) -> dict:
-    """Compare onnxruntime against the PyTorch module on every batch; worst case over all."""
-    torch = require("torch")
+def check_parity(reference: Reference, model, batches, tolerance) -> dict:
+    """Compare onnxruntime against the FP32 PyTorch reference on every batch; worst case over all."""
     from .runners.onnxrt import OnnxRuntimeRunner
 
     results = []
-    with OnnxRuntimeRunner(model) as runner, torch.no_grad():
+    with reference.runner() as torch_runner, OnnxRuntimeRunner(model) as runner:
         for kind, batch in batches:
-            expected = module(torch.from_numpy(batch)).numpy()
+            expected = torch_runner.run_batched(batch, len(batch))
             got = runner.infer(batch)[runner.output_names()[0]]
             results.append(dict(compare_outputs(expected, got), batch=len(batch), inputs=kind))
     worst = merge_comparisons(results)
@@ -154,7 +154,8 @@ def export_model(loaded, output, settings: ExportSettings, force=False) -> dict:
 
         model, passes = optimize_graph(model, fold_bn=settings.fold_bn, sk_rewrite=settings.sk_rewrite)
     with ui.status("checking parity with onnxruntime"):
-        parity = check_parity(loaded.module, model, parity_inputs(input_shape, settings, dataset_images(loaded.config)),
+        parity = check_parity(reference_of(loaded), model,
+                              parity_inputs(input_shape, settings, dataset_images(loaded.config)),
                               settings.parity_tolerance)
     ui.info(f"parity vs PyTorch (batches {parity['batches']}, {'+'.join(parity['inputs'])} inputs): "
             f"max abs {parity['max_abs']:.3g}, max rel {parity['max_rel']:.3g} (tolerance {settings.parity_tolerance:g})")

@@ -78,6 +78,24 @@ class Runner:
         with self.lock:
             return self._checked_infer(feed)
 
+    def run_batched(self, inputs: np.ndarray, batch: int, progress=None) -> np.ndarray:
+        """The first output over all `inputs` (float32), in chunks of `batch` or of what the model's batch
+        limits accept: a fixed-batch model gets its own batch, the last chunk zero-padded. Every stage
+        that runs a model over a data set runs it through here; `progress(count)` follows each chunk."""
+        low, high = self.batch_limits()
+        step = low if low == high else min(batch, high or batch)
+        name = self.output_names()[0]
+        outputs = []
+        for start in range(0, len(inputs), step):
+            chunk = inputs[start:start + step]
+            count = len(chunk)
+            if count < low:
+                chunk = np.concatenate([chunk, np.zeros((low - count, *chunk.shape[1:]), chunk.dtype)])
+            outputs.append(self.infer(chunk)[name][:count])
+            if progress:
+                progress(count)
+        return np.concatenate(outputs).astype(np.float32)
+
     def _checked_infer(self, feed) -> dict:
         if not self.is_active:
             raise UsageError(f"{self.name} is not active; use it in a 'with' block or call activate()")
