@@ -89,6 +89,32 @@ def test_wrong_inputs_get_clear_errors(demo_checkpoint_export, tmp_path):
             runner.infer(good)
 
 
+def doubling_onnx(path, batch):
+    """y = 2 * x for x of shape (batch, 3); `batch` an int (static) or a name (dynamic)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    two = helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "two"], ["y"])], "double",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 3])], [two])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.mark.parametrize("batch_dim, batch, chunks", [
+    (4, 256, [4, 4, 2]),              # a static batch sets the chunk size; the last chunk is padded to 4
+    ("batch", 3, [3, 3, 3, 1]),       # a dynamic batch takes the requested size
+])
+def test_run_batched_covers_every_row_once(tmp_path, batch_dim, batch, chunks):
+    inputs = np.arange(30, dtype=np.float32).reshape(10, 3)
+    seen = []
+    with OnnxRuntimeRunner(doubling_onnx(tmp_path / "double.onnx", batch_dim)) as runner:
+        outputs = runner.run_batched(inputs, batch, progress=seen.append)
+    assert seen == chunks
+    assert outputs.dtype == np.float32 and outputs.tolist() == (2 * inputs).tolist()
+
+
 def test_load_runner_and_classify_use_the_manifest(demo_checkpoint_export, demo_batch):
     _, onnx_path = demo_checkpoint_export
     from PIL import Image
