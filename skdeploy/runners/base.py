@@ -80,8 +80,9 @@ class Runner:
 
     def run_batched(self, inputs: np.ndarray, batch: int, progress=None) -> np.ndarray:
         """The first output over all `inputs` (float32), in chunks of `batch` or of what the model's batch
-        limits accept: a fixed-batch model gets its own batch, the last chunk zero-padded. Every stage
-        that runs a model over a data set runs it through here; `progress(count)` follows each chunk."""
+        limits accept: a fixed-batch model gets its own batch, the last chunk padded and the padding's
+        outputs dropped. Every stage that runs a model over a data set runs it through here;
+        `progress(count)` follows each chunk."""
         low, high = self.batch_limits()
         step = low if low == high else min(batch, high or batch)
         name = self.output_names()[0]
