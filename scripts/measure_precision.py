@@ -25,9 +25,10 @@ from skdeploy.data import InputShape, Preprocessing, default_calibration_path, l
 from skdeploy.export import ExportSettings, export_model
 from skdeploy.manifest import load_manifest
 from skdeploy.models import load_model
+from skdeploy.reference import reference_of
 from skdeploy.runners import OnnxRuntimeRunner
 
-TARGETS = {"int8": (0.3, 99.0), "fp16": (0.05, 99.9)}
+TARGETS = {"int8": (0.3, 0.99), "fp16": (0.05, 0.999)}  # (max drop in points, min agreement as a fraction)
 MODELOPT_SNIPPET = """
 import sys, numpy as np
 from modelopt.onnx.quantization import quantize
@@ -39,8 +40,7 @@ quantize(source, quantize_mode="int8", calibration_data=np.load(data), calibrati
 
 def predict(path, images, batch=500) -> np.ndarray:
     with OnnxRuntimeRunner(path) as runner:
-        return np.concatenate([runner.infer(images[i:i + batch])["logits"].argmax(1)
-                               for i in range(0, len(images), batch)])
+        return runner.run_batched(images, batch).argmax(1)
 
 
 def placement(path) -> dict:
@@ -124,10 +124,9 @@ def main():
     pixels, labels = load_fashion_mnist("test")
     pixels, labels = pixels[:args.test_images], labels[:args.test_images]
     images = loaded.config.preprocessing.arrays(pixels)
-    with torch.no_grad():
-        reference = np.concatenate([loaded.module(torch.from_numpy(images[i:i + 500])).argmax(1).numpy()
-                                    for i in range(0, len(images), 500)])
-    reference_top1 = 100 * float(np.mean(reference == labels))
+    with reference_of(loaded).runner() as runner:
+        reference = runner.run_batched(images, 500).argmax(1)
+    reference_top1 = float(np.mean(reference == labels))
 
     variants = {"FP32 (onnxruntime)": (source, None)}
     for method in ("max", "entropy", "percentile"):
@@ -144,26 +143,26 @@ def main():
     rows = []
     for name, (path, precision) in variants.items():
         predictions = predict(path, images)
-        top1 = 100 * float(np.mean(predictions == labels))
-        agreement = 100 * float(np.mean(predictions == reference))
-        drop = reference_top1 - top1
+        top1 = float(np.mean(predictions == labels))
+        agreement = float(np.mean(predictions == reference))
+        drop = 100 * (reference_top1 - top1)
         met = None
         if precision:
             max_drop, min_agreement = TARGETS[precision]
             met = drop <= max_drop and agreement >= min_agreement
-        rows.append({"variant": name, "file": path.name, "top1": round(top1, 2), "drop": round(drop, 2),
-                     "agreement": round(agreement, 2), "meets_target": met,
+        rows.append({"variant": name, "file": path.name, "top1": round(top1, 4), "drop": round(drop, 2),
+                     "agreement": round(agreement, 4), "meets_target": met,
                      "placement": placement(path) if precision == "int8" else None})
         print(json.dumps(rows[-1]), flush=True)
     (work / "precision.json").write_text(json.dumps({"pytorch_fp32_top1": reference_top1, "images": len(labels),
                                                      "rows": rows}, indent=1))
     print(f"\nDemo model (sknet-fmnist), {len(labels)} Fashion-MNIST test images; FP32 PyTorch top-1 "
-          f"{reference_top1:.2f}%\n")
+          f"{reference_top1:.2%}\n")
     print("| variant | top-1 % | drop vs FP32 PyTorch (points) | agreement with FP32 PyTorch % | target met |")
     print("|---|---|---|---|---|")
     for row in rows:
         met = "-" if row["meets_target"] is None else ("yes" if row["meets_target"] else "NO")
-        print(f"| {row['variant']} | {row['top1']:.2f} | {row['drop']:.2f} | {row['agreement']:.2f} | {met} |")
+        print(f"| {row['variant']} | {100 * row['top1']:.2f} | {row['drop']:.2f} | {100 * row['agreement']:.2f} | {met} |")
     print()
     for row in rows:
         if row["placement"]:

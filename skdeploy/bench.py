@@ -14,6 +14,8 @@ import numpy as np
 
 from . import ui
 from .errors import UsageError
+from .manifest import artifact_precision
+from .reference import reference_from_manifest
 
 
 @dataclass
@@ -92,7 +94,6 @@ def bench_runner(runner, settings: BenchSettings, advance=None) -> list:
 def target_runner(target, checkpoint=None, runner_options=None):
     """(runner, precision) for an ONNX file, an engine, or a model name/spec (PyTorch eager, FP32)."""
     from .runners import load_runner, runner_kind
-    from .validate import candidate_precision
 
     kind = runner_kind(target)
     wanted = ("cuda_graph",) if kind == "tensorrt" else ("threads",)
@@ -104,15 +105,7 @@ def target_runner(target, checkpoint=None, runner_options=None):
     if not Path(target).is_file():
         raise UsageError(f"{target} does not exist")
     runner = load_runner(target, **options)
-    return runner, candidate_precision(runner.manifest)
-
-
-def reference_runner(artifact, threads=0):
-    """The FP32 PyTorch model an artifact's manifest says it came from."""
-    from .runners.torch_runner import TorchRunner
-    from .validate import reference_from_manifest
-
-    return TorchRunner(reference_from_manifest(artifact).loaded, threads=threads), "fp32"
+    return runner, artifact_precision(runner.manifest)
 
 
 def bench(targets, settings: BenchSettings = None, checkpoint=None, runner_options=None, reference=False) -> dict:
@@ -123,8 +116,9 @@ def bench(targets, settings: BenchSettings = None, checkpoint=None, runner_optio
     targets = [str(t) for t in targets]
     if not targets:
         raise UsageError("give at least one ONNX file, engine or model name to benchmark")
-    plan = [(f"pytorch:{Path(targets[0]).name}", lambda: reference_runner(
-        targets[0], (runner_options or {}).get("threads", 0)))] if reference else []
+    threads = (runner_options or {}).get("threads", 0)
+    plan = [(f"pytorch:{Path(targets[0]).name}",
+             lambda: (reference_from_manifest(targets[0]).runner(threads), "fp32"))] if reference else []
     plan += [(target, lambda target=target: target_runner(target, checkpoint, runner_options)) for target in targets]
     results = []
     for label, make in plan:

@@ -62,3 +62,12 @@ def prediction_agreement(reference: np.ndarray, candidate: np.ndarray, k: int = 
 def accuracy(logits: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
     """Fraction of rows whose label is among the k best logits."""
     return float(np.mean(np.any(top_k(logits, k) == np.asarray(labels)[:, None], axis=1)))
+
+
+def error_histogram(reference, candidate, bins: int = 24) -> dict:
+    """Counts of |candidate - reference| per logit in log-spaced bins from 1e-7 up to the largest error."""
+    errors = np.abs(np.asarray(candidate, np.float64) - np.asarray(reference, np.float64)).ravel()
+    top = max(float(errors.max()) if errors.size else 0.0, 1e-6)
+    edges = np.logspace(-7, np.log10(top) + 1e-9, bins + 1)
+    counts, _ = np.histogram(np.clip(errors, edges[0], edges[-1]), bins=edges)
+    return {"edges": edges.tolist(), "counts": counts.tolist()}

@@ -11,7 +11,6 @@ import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -22,6 +21,7 @@ from .errors import SkdeployError, UsageError
 from .fileio import check_output_path
 from .manifest import add_stage, new_manifest, write_manifest
 from .onnx.io import graph_inputs, io_spec, node_counts, opset_of, save_onnx
+from .reference import Reference, reference_of
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -110,17 +110,16 @@ def parity_inputs(input_shape, settings: ExportSettings, real_images=None):
     return batches
 
 
-def check_parity(module, model, batches, tolerance) -> dict:
-    """Compare onnxruntime against the PyTorch module on every batch; worst case over all."""
-    torch = require("torch")
+def check_parity(reference: Reference, model, batches, tolerance) -> dict:
+    """Compare onnxruntime against the FP32 PyTorch reference on every batch; worst case over all."""
     from .onnx.run import run_model
 
     input_name, output_name = graph_inputs(model)[0].name, model.graph.output[0].name
     outputs = run_model(model, [{input_name: batch} for _, batch in batches])
     results = []
-    with torch.no_grad():
+    with reference.runner() as torch_runner:
         for (kind, batch), got in zip(batches, outputs):
-            expected = module(torch.from_numpy(batch)).numpy()
+            expected = torch_runner.run_batched(batch, len(batch))
             results.append(dict(compare_outputs(expected, got[output_name]), batch=len(batch), inputs=kind))
     worst = merge_comparisons(results)
     return dict(worst, tolerance=tolerance, passed=worst["max_rel"] <= tolerance,
@@ -155,7 +154,8 @@ def export_model(loaded, output, settings: ExportSettings, force=False) -> dict:
 
         model, passes = optimize_graph(model, fold_bn=settings.fold_bn, sk_rewrite=settings.sk_rewrite)
     with ui.status("checking parity with onnxruntime"):
-        parity = check_parity(loaded.module, model, parity_inputs(input_shape, settings, dataset_images(loaded.config)),
+        parity = check_parity(reference_of(loaded), model,
+                              parity_inputs(input_shape, settings, dataset_images(loaded.config)),
                               settings.parity_tolerance)
     ui.info(f"parity vs PyTorch (batches {parity['batches']}, {'+'.join(parity['inputs'])} inputs): "
             f"max abs {parity['max_abs']:.3g}, max rel {parity['max_rel']:.3g} (tolerance {settings.parity_tolerance:g})")

@@ -75,3 +75,14 @@ def write_manifest(artifact, manifest: dict, kind: str) -> Path:
     path = manifest_path(artifact)
     write_text_atomic(path, json.dumps(manifest, indent=2, sort_keys=False) + "\n")
     return path
+
+
+def artifact_precision(manifest) -> str:
+    """What an artifact runs in, from its manifest: the engine's precision, else the calibrated ONNX's,
+    else fp32; "unknown" without a manifest."""
+    if not manifest:
+        return "unknown"
+    if manifest.get("engine"):
+        return manifest["engine"].get("precision", "unknown")
+    calibration = last_stage(manifest, "calibrate")
+    return (calibration or {}).get("precision") or (calibration or {}).get("settings", {}).get("precision") or "fp32"

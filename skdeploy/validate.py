@@ -6,22 +6,21 @@ preprocessed batches, compare, and give one verdict per candidate against thresh
 The reference is a PyTorch model (a name plus checkpoint, or the one a candidate's manifest records)
 or a saved reference (.npz: FP32 logits plus the inputs' sha256), which needs no PyTorch.
 """
-import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import __version__, ui
-from .compare import accuracy, logit_agreement, prediction_agreement
-from .data import FASHION_MNIST_DIR, LoadedData, Preprocessing, class_names_for, load_data, pad_batch
+from . import ui
+from .compare import accuracy, error_histogram, logit_agreement, prediction_agreement
+from .data import FASHION_MNIST_DIR, Preprocessing, class_names_for, load_data
 from .errors import SkdeployError, UsageError
-from .fileio import atomic_path, check_output_path
-from .manifest import last_stage, load_manifest, manifest_path
+from .fileio import check_output_path
+from .manifest import artifact_precision, load_manifest
+from .reference import resolve_reference, save_reference
 from .runners import runner_kind
 
-REFERENCE_FORMAT = "skdeploy-reference/1"
 
 
 @dataclass
@@ -43,122 +42,7 @@ class ValidateSettings:
             raise UsageError(f"--limit must be at least 1, got {self.limit}")
 
 
-# ---- the reference ------------------------------------------------------------------------------
-@dataclass
-class Reference:
-    """FP32 logits for the data, or the means to compute them (a PyTorch model)."""
-
-    source: str
-    kind: str  # "pytorch" or "saved"
-    model: dict  # the manifest's "model" entry
-    preprocessing: dict
-    loaded: object = None  # models.LoadedModel for kind "pytorch"
-    saved: dict = field(default_factory=dict)  # logits, labels, inputs_sha256, meta for kind "saved"
-
-
-def reference_from_model(spec, checkpoint=None, input_shape=None, model_kwargs=None, pretrained=True) -> Reference:
-    from .models import load_model
-
-    return _reference_of(load_model(spec=spec, checkpoint=checkpoint, input_shape=input_shape,
-                                    model_kwargs=model_kwargs, pretrained=pretrained))
-
-
-def _reference_of(loaded) -> Reference:
-    source = f"{loaded.spec}" + (f" ({loaded.checkpoint['path']})" if loaded.checkpoint else " (random weights)")
-    return Reference(source, "pytorch", loaded.manifest_entry(), loaded.config.preprocessing.to_dict(), loaded)
-
-
-def reference_from_manifest(artifact) -> Reference:
-    """The PyTorch model a manifest says its artifact was exported from, with the same checkpoint."""
-    from .models import load_from_manifest
-
-    path = Path(artifact)
-    if path.suffix == ".json":
-        path = path.with_suffix("")
-    manifest = load_manifest(path)
-    loaded = load_from_manifest(manifest, path)
-    recorded = manifest["model"]["checkpoint"]
-    if loaded.checkpoint["sha256"] != recorded["sha256"]:
-        ui.warn(f"checkpoint {recorded['path']} changed since {path.name} was made (sha256 differs)")
-    return _reference_of(loaded)
-
-
-def load_saved_reference(path) -> Reference:
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"reference {path} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            saved = {key: archive[key] for key in archive.files}
-        meta = json.loads(str(saved["meta"]))
-    except (OSError, ValueError, KeyError) as exc:
-        raise UsageError(f"{path} is not a saved skdeploy reference ({exc})") from None
-    if meta.get("format") != REFERENCE_FORMAT or "logits" not in saved or "inputs_sha256" not in saved:
-        raise UsageError(f"{path} is not a saved skdeploy reference (format {REFERENCE_FORMAT})")
-    saved["meta"] = meta
-    return Reference(f"saved {path.name} ({meta['model'].get('spec')})", "saved", meta["model"],
-                     meta["preprocessing"], saved=saved)
-
-
-def resolve_reference(reference=None, checkpoint=None, candidates=()) -> Reference:
-    """--reference as given (ref.npz, an artifact or its manifest, a model name/spec), else the model
-    the first candidate's manifest records, else the shipped demo model."""
-    if reference is None:
-        if checkpoint:
-            raise UsageError("--checkpoint needs --reference MODEL")
-        with_manifest = [c for c in candidates if manifest_path(c).exists()]
-        if with_manifest:
-            return reference_from_manifest(with_manifest[0])
-        if candidates:
-            raise UsageError(f"{candidates[0]} has no manifest to take the reference from; pass --reference")
-        from .models import DEMO_MODEL
-
-        return reference_from_model(DEMO_MODEL)
-    text = str(reference)
-    if text.endswith(".npz"):
-        if checkpoint:
-            raise UsageError("--checkpoint does not apply to a saved reference (.npz)")
-        return load_saved_reference(text)
-    if text.endswith(".json") or (Path(text).is_file() and manifest_path(text).exists()):
-        return reference_from_manifest(text)
-    if Path(text).is_file() and not text.endswith(".py"):
-        raise UsageError(f"--reference {text}: give a model name with --checkpoint, a manifest, or a saved .npz")
-    return reference_from_model(text, checkpoint=checkpoint)
-
-
-def save_reference(path, logits, data: LoadedData, reference: Reference, force=False) -> Path:
-    """FP32 logits, the inputs' sha256 and the labels, so validation can run later without PyTorch."""
-    path = check_output_path(path, force)
-    meta = {"format": REFERENCE_FORMAT, "skdeploy_version": __version__, "model": reference.model,
-            "preprocessing": reference.preprocessing, "data": {"source": data.source, "count": len(data.inputs)},
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    arrays = {"logits": logits.astype(np.float32), "inputs_sha256": np.array(data.sha256()),
-              "meta": np.array(json.dumps(meta))}
-    if data.labels is not None:
-        arrays["labels"] = data.labels
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, **arrays)
-    return path
-
-
 # ---- running ------------------------------------------------------------------------------------
-def run_batched(runner, inputs: np.ndarray, batch: int, advance=None) -> np.ndarray:
-    """The runner's first output over all inputs, in chunks its batch limits accept (a fixed-batch
-    model gets its batch, the last chunk padded with copies of its last sample)."""
-    low, high = runner.batch_limits()
-    step = low if low == high else min(batch, high or batch)
-    name = runner.output_names()[0]
-    outputs = []
-    for start in range(0, len(inputs), step):
-        chunk = inputs[start:start + step]
-        count = len(chunk)
-        outputs.append(runner.infer(pad_batch(chunk, low))[name][:count])
-        if advance:
-            advance(count)
-    return np.concatenate(outputs).astype(np.float32)
-
-
 def candidate_runner(path, runner_options=None):
     from .runners import load_runner
 
@@ -168,19 +52,10 @@ def candidate_runner(path, runner_options=None):
     return load_runner(path, **(runner_options or {}))
 
 
-def candidate_precision(manifest) -> str:
-    if not manifest:
-        return "unknown"
-    if manifest.get("engine"):
-        return manifest["engine"].get("precision", "unknown")
-    calibration = last_stage(manifest, "calibrate")
-    return (calibration or {}).get("precision") or (calibration or {}).get("settings", {}).get("precision") or "fp32"
-
-
-def check_input_shape(runner, data: LoadedData, what: str):
+def check_input_shape(runner, inputs: np.ndarray, what: str):
     spec = runner.input_specs()[0]
     want = tuple(spec.shape[1:])
-    got = tuple(data.inputs.shape[1:])
+    got = tuple(inputs.shape[1:])
     if len(want) != len(got) or any(isinstance(w, int) and w != g for w, g in zip(want, got)):
         raise UsageError(f"{what} takes inputs {spec.shape_text} but the data is preprocessed to (N, "
                          f"{', '.join(map(str, got))}); check --data and the manifest's preprocessing")
@@ -209,15 +84,6 @@ def compare_candidate(reference_logits, logits, labels, settings: ValidateSettin
             "disagreements": len(predictions["disagreements"]), "examples": examples,
             "error_histogram": error_histogram(reference_logits, logits), "checks": checks,
             "passed": all(check["passed"] for check in checks)}
-
-
-def error_histogram(reference, candidate, bins: int = 24) -> dict:
-    """Counts of |candidate - reference| per logit in log-spaced bins from 1e-7 up to the largest error."""
-    errors = np.abs(np.asarray(candidate, np.float64) - np.asarray(reference, np.float64)).ravel()
-    top = max(float(errors.max()) if errors.size else 0.0, 1e-6)
-    edges = np.logspace(-7, np.log10(top) + 1e-9, bins + 1)
-    counts, _ = np.histogram(np.clip(errors, edges[0], edges[-1]), bins=edges)
-    return {"edges": edges.tolist(), "counts": counts.tolist()}
 
 
 def validate(candidates, reference=None, checkpoint=None, data=None, settings: ValidateSettings = None,
@@ -251,13 +117,13 @@ def validate(candidates, reference=None, checkpoint=None, data=None, settings: V
         data = FASHION_MNIST_DIR
     samples = load_data(data, preprocessing, limit, class_names_for(dataset))
     if ref.kind == "saved":
-        reference_logits = _saved_logits(ref, samples)
+        reference_logits = ref.saved_logits(samples.inputs, samples.source)
+        if samples.labels is None and ref.saved.get("labels") is not None:
+            samples.labels = ref.saved["labels"]
     else:
-        from .runners.torch_runner import TorchRunner
-
-        with TorchRunner(ref.loaded) as runner, ui.progress(len(samples.inputs), "FP32 PyTorch reference") as advance:
-            check_input_shape(runner, samples, "the reference model")
-            reference_logits = run_batched(runner, samples.inputs, settings.batch, advance)
+        with ref.runner() as runner, ui.progress(len(samples.inputs), "FP32 PyTorch reference") as advance:
+            check_input_shape(runner, samples.inputs, "the reference model")
+            reference_logits = runner.run_batched(samples.inputs, settings.batch, advance)
     if save_reference_to:
         save_reference(save_reference_to, reference_logits, samples, ref, force)
     labels = samples.labels
@@ -273,27 +139,16 @@ def validate(candidates, reference=None, checkpoint=None, data=None, settings: V
         started = time.time()
         with candidate_runner(path, runner_options) as runner, \
                 ui.progress(len(samples.inputs), f"{Path(path).name} ({runner.name})") as advance:
-            check_input_shape(runner, samples, Path(path).name)
-            logits = run_batched(runner, samples.inputs, settings.batch, advance)
+            check_input_shape(runner, samples.inputs, Path(path).name)
+            logits = runner.run_batched(samples.inputs, settings.batch, advance)
             runner_name = runner.name
         if logits.shape != reference_logits.shape:
             raise SkdeployError(f"{Path(path).name} outputs {logits.shape[1:]} per sample but the reference outputs "
                                 f"{reference_logits.shape[1:]}; is it the same model?")
         entry = {"path": path, "name": Path(path).name, "runner": runner_name,
-                 "precision": candidate_precision(manifests[path]), "seconds": round(time.time() - started, 2)}
+                 "precision": artifact_precision(manifests[path]), "seconds": round(time.time() - started, 2)}
         entry.update(compare_candidate(reference_logits, logits, labels, settings, reference_top1))
         result["candidates"].append(entry)
     result["passed"] = all(c["passed"] for c in result["candidates"])
     return result, samples
 
-
-def _saved_logits(ref: Reference, samples: LoadedData) -> np.ndarray:
-    logits = ref.saved["logits"]
-    if len(logits) != len(samples.inputs) or str(ref.saved["inputs_sha256"]) != samples.sha256():
-        raise UsageError(f"the data ({samples.source}, {len(samples.inputs)} samples) is not what {ref.source} was "
-                         f"saved from ({ref.saved['meta']['data']['source']}, {len(logits)} samples): input sha256 "
-                         "differs; use the same --data, --limit and preprocessing")
-    saved_labels = ref.saved.get("labels")
-    if samples.labels is None and saved_labels is not None:
-        samples.labels = saved_labels
-    return logits.astype(np.float32)

@@ -1,6 +1,7 @@
 """Calibration end to end on real ONNX exports, real data (Fashion-MNIST train split, skimage/sklearn
 photos) and real onnxruntime; TensorRT-RTX builds of the results in test_calib_build.py."""
 import json
+import re
 import shutil
 
 import numpy as np
@@ -118,6 +119,36 @@ def test_int8_placement_and_accuracy_on_real_images(passes, demo, demo_no_passes
     assert stage["accuracy"]["reference"] == "onnx-fp32"  # random weights: no PyTorch checkpoint to load
     assert stage["budget"]["max_top1_drop"] is None and stage["fallback_layers"] == []
     assert (output.parent / stage["ranges_file"]).exists() and (output.parent / stage["calibration_table"]).exists()
+
+
+def test_judge_gives_agreement_and_top1_as_fractions_and_the_drop_in_points():
+    from skdeploy.calib.accuracy import Judge
+
+    reference, predictions = np.array([0, 1, 2, 0]), np.array([0, 1, 2, 3])
+    # candidate agrees with the reference on 3 of 4; with labels the reference is right on samples 0, 1
+    # (2 of 4) and the candidate on 0, 1, 3 (3 of 4), so it "drops" -25 points
+    assert Judge(reference, np.array([0, 1, 1, 3]), "pytorch").score(predictions) == {
+        "images": 4, "reference": "pytorch", "agreement": 0.75, "metric": "labels", "reference_top1": 0.5,
+        "top1": 0.75, "drop": -25.0}
+    assert Judge(reference, None, "onnx-fp32").score(predictions) == {
+        "images": 4, "reference": "onnx-fp32", "agreement": 0.75, "metric": "agreement", "drop": 25.0}
+
+
+def test_agreement_is_a_fraction_in_json_and_a_percentage_on_screen(demo, tmp_path, monkeypatch):
+    from skdeploy import ui
+
+    monkeypatch.setattr(ui, "quiet", ui.quiet)  # --json silences ui for the rest of the process; restore it
+    args = ("calibrate", demo, "--int8", "--calib-images", 16, "--holdout-images", 40)
+    shown = run_cli(*args, "-o", tmp_path / "a.onnx")
+    assert shown.exit_code == 0, shown.stderr
+    accuracy = json.loads(run_cli(*args, "-o", tmp_path / "b.onnx", "--json").stdout)["accuracy"]
+    assert accuracy == json.loads((tmp_path / "a.onnx.json").read_text())["stages"][-1]["accuracy"]
+    assert 0 <= accuracy["agreement"] <= 1 and 0 <= accuracy["top1"] <= 1 and 0 <= accuracy["reference_top1"] <= 1
+    assert accuracy["drop"] == pytest.approx(100 * (accuracy["reference_top1"] - accuracy["top1"]), abs=1e-3)
+    line = next(line for line in shown.stdout.splitlines() if line.startswith("top-1 drop"))
+    agreement, top1, reference_top1 = (float(x) for x in re.findall(r"([0-9.]+)%", line))
+    assert agreement == pytest.approx(100 * accuracy["agreement"], abs=0.005)
+    assert (top1, reference_top1) == pytest.approx((100 * accuracy["top1"], 100 * accuracy["reference_top1"]), abs=0.005)
 
 
 def test_methods_give_different_ranges_on_real_data(calibrated):

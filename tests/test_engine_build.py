@@ -16,10 +16,12 @@ from onnx import TensorProto, helper
 
 from conftest import run_cli
 from fake_tensorrt import API, PLAN_MARKER, make_fake_tensorrt, plan_summary
-from skdeploy.engine import TARGETS, BuildSettings, build_engine, capabilities_of, plan_build
+from skdeploy.engine import TARGETS, BuildSettings, build_engine, plan_build
 from skdeploy.errors import MissingDependency, SkdeployError, UsageError
 from skdeploy.fileio import sha256_file
 from skdeploy.manifest import load_manifest
+from skdeploy.pipeline import build
+from skdeploy.trt import capabilities_of
 
 trt_rtx = pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX (pip install 'skdeploy[rtx]') builds the engines")
 
@@ -48,10 +50,10 @@ def photos(tmp_path_factory):
 def rtx_build(exported, photos, tmp_path_factory):
     """rtx_build(model, precision) -> (fp32 onnx, engine path, sidecar): one real CPU-only TensorRT-RTX
     build per configuration per session, dynamic batch 1/8/32, for compute capabilities 8.6 and 8.9.
-    FP16/INT8 go through build_engine's calibration stage from the FP32 export."""
+    FP16/INT8 go through the pipeline's calibration stage from the FP32 export."""
     built = {}
 
-    def build(model, precision):
+    def build_once(model, precision):
         if (model, precision) not in built:
             source = exported(MODELS[model], dynamic_batch=True)
             path = tmp_path_factory.mktemp(f"engine-{model}-{precision}") / f"{model}.engine"
@@ -60,10 +62,10 @@ def rtx_build(exported, photos, tmp_path_factory):
                 max_batch=32, precision=None if precision == "fp32" else precision,
                 calib_data=None if model == "demo" else str(photos), calib_images=CALIB_IMAGES,
                 calibration={"holdout_images": 0})
-            built[model, precision] = (source, path, build_engine(source, path, settings))
+            built[model, precision] = (source, path, build(source, path, settings))
         return built[model, precision]
 
-    return build
+    return build_once
 
 
 @pytest.fixture
@@ -281,6 +283,14 @@ def test_no_backend_at_all(exported, tmp_path, monkeypatch):
         build_engine(exported("sknet-fmnist"), tmp_path / "x.engine")
 
 
+def test_engine_stage_refuses_an_fp32_onnx_that_needs_calibration(tmp_path):
+    """TensorRT-RTX takes INT8 from Q/DQ nodes; the engine stage never calibrates, the pipeline does."""
+    path = tiny_onnx(tmp_path / "m.onnx")
+    with pytest.raises(UsageError, match=r"takes int8 from the ONNX, and m\.onnx is FP32: calibrate it first"):
+        build_engine(path, tmp_path / "x.engine", BuildSettings(backend="tensorrt-rtx", precision="int8"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
 def test_precision_already_in_the_onnx_cannot_change(tmp_path):
     path = tiny_onnx(tmp_path / "q.onnx", qdq=True)
     with pytest.raises(UsageError, match=r"already int8 \(Q/DQ nodes\); build it without --fp16"):
@@ -345,7 +355,7 @@ def test_classic_fp16_from_fp32_onnx(fake_trt, exported, tmp_path, version, netw
     source = exported("sknet-fmnist", dynamic_batch=True)
     settings = BuildSettings(backend="tensorrt", precision="fp16", calib_images=CALIB_IMAGES,
                              calibration={"holdout_images": 0})
-    sidecar = build_engine(source, tmp_path / "e.engine", settings)
+    sidecar = build(source, tmp_path / "e.engine", settings)
     assert calls_named(trt, "create_network") == [("create_network", network_flags)]
     assert [c[1] for c in calls_named(trt, "config.set_flag")] == flags
     engine = sidecar["engine"]
@@ -515,7 +525,7 @@ def gpu_backend():
     """(backend, reason to skip or None): classic TensorRT with a GPU, else TensorRT-RTX on a GPU it supports."""
     if shutil.which("nvidia-smi") is None and not os.path.exists("/dev/nvidia0"):
         return None, "no NVIDIA GPU on this machine"
-    from skdeploy.engine.backend import installed
+    from skdeploy.trt import installed
 
     if installed("tensorrt"):
         return "tensorrt", None

@@ -16,6 +16,7 @@ from skdeploy.errors import SkdeployError, UsageError
 from skdeploy.runners import OnnxRuntimeRunner, TensorRTRunner, TorchRunner, classify, load_runner
 from skdeploy.runners import trt as trt_runner
 from skdeploy.runners.cudamem import DeviceMemory
+from skdeploy.trt import compat
 
 # ---- onnxruntime and PyTorch, for real ----------------------------------------------------------
 
@@ -88,6 +89,32 @@ def test_wrong_inputs_get_clear_errors(demo_checkpoint_export, tmp_path):
             runner.infer(good)
 
 
+def doubling_onnx(path, batch):
+    """y = 2 * x for x of shape (batch, 3); `batch` an int (static) or a name (dynamic)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    two = helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "two"], ["y"])], "double",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 3])], [two])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.mark.parametrize("batch_dim, batch, chunks", [
+    (4, 256, [4, 4, 2]),              # a static batch sets the chunk size; the last chunk is padded to 4
+    ("batch", 3, [3, 3, 3, 1]),       # a dynamic batch takes the requested size
+])
+def test_run_batched_covers_every_row_once(tmp_path, batch_dim, batch, chunks):
+    inputs = np.arange(30, dtype=np.float32).reshape(10, 3)
+    seen = []
+    with OnnxRuntimeRunner(doubling_onnx(tmp_path / "double.onnx", batch_dim)) as runner:
+        outputs = runner.run_batched(inputs, batch, progress=seen.append)
+    assert seen == chunks
+    assert outputs.dtype == np.float32 and outputs.tolist() == (2 * inputs).tolist()
+
+
 def test_load_runner_and_classify_use_the_manifest(demo_checkpoint_export, demo_batch):
     _, onnx_path = demo_checkpoint_export
     from PIL import Image
@@ -127,16 +154,16 @@ def engine_section(**overrides):
 
 
 def test_compatible_engine_has_no_problems():
-    assert trt_runner.check_compatibility(engine_section(), GPU_86, "1.7.1.116") == []
+    assert compat.check_compatibility(engine_section(), GPU_86, "1.7.1.116") == []
     two = engine_section(compute_capabilities=["8.6", "9.0"])
-    assert trt_runner.check_compatibility(two, GPU_90, "1.7.1.116") == []
+    assert compat.check_compatibility(two, GPU_90, "1.7.1.116") == []
 
 
 def test_compute_capability_mismatch_is_explained():
     section = engine_section()
-    problems = trt_runner.check_compatibility(section, GPU_90, "1.7.1.116")
+    problems = compat.check_compatibility(section, GPU_90, "1.7.1.116")
     assert problems == ["this GPU is sm_90 (H100)"]
-    text = trt_runner.explain_incompatibility("demo.engine", section, GPU_90, problems)
+    text = compat.explain_incompatibility("demo.engine", section, GPU_90, problems)
     assert text.startswith("demo.engine was built for sm_86 with TensorRT-RTX 1.7.1.116; this GPU is sm_90 (H100)")
     assert "--compute-capability 9.0" in text
 
@@ -160,17 +187,17 @@ def test_compute_capability_mismatch_is_explained():
      "the engine runs on DLA core 0 but this device has no DLA"),
 ])
 def test_version_backend_and_dla_rules(section, installed, expected):
-    problems = trt_runner.check_compatibility(section, GPU_86, installed)
+    problems = compat.check_compatibility(section, GPU_86, installed)
     assert problems == ([expected] if expected else [])
 
 
 def test_version_compatible_and_ampere_plus_engines_travel():
     classic = engine_section(backend="tensorrt", backend_version="10.3.0", version_compatible=True,
                              hardware_compatibility="ampere-plus", compute_capabilities=[])
-    assert trt_runner.check_compatibility(classic, GPU_90, "10.13.0") == []
-    assert trt_runner.check_compatibility(classic, GPU_90, "11.0.0") == []
+    assert compat.check_compatibility(classic, GPU_90, "10.13.0") == []
+    assert compat.check_compatibility(classic, GPU_90, "11.0.0") == []
     turing = {"name": "T4", "compute_capability": "7.5"}
-    assert trt_runner.check_compatibility(classic, turing, "10.3.0") == [
+    assert compat.check_compatibility(classic, turing, "10.3.0") == [
         "this GPU is sm_75 (T4), older than the Ampere GPUs an ampere-plus engine needs"]
 
 
@@ -542,7 +569,7 @@ def gpu_engine(demo_checkpoint_export, tmp_path_factory):
     if not cc:
         pytest.skip(f"needs an NVIDIA GPU with TensorRT: {reason}")
     from skdeploy.engine import BuildSettings, build_engine
-    from skdeploy.engine.backend import installed, load_backend
+    from skdeploy.trt import installed, load_backend
 
     settings = None
     if installed("tensorrt-rtx") and cc in load_backend("tensorrt-rtx")[1].compute_capabilities:
@@ -550,7 +577,7 @@ def gpu_engine(demo_checkpoint_export, tmp_path_factory):
     elif installed("tensorrt"):
         settings = BuildSettings(backend="tensorrt")
     if settings is None:
-        pytest.skip(f"no TensorRT for this GPU ({trt_runner.sm(cc)}): TensorRT-RTX does not target it and classic "
+        pytest.skip(f"no TensorRT for this GPU ({compat.sm(cc)}): TensorRT-RTX does not target it and classic "
                     "tensorrt is not installed")
     path = tmp_path_factory.mktemp("gpu") / "demo.engine"
     build_engine(demo_checkpoint_export[1], path, settings)

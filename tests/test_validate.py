@@ -12,10 +12,9 @@ import pytest
 from conftest import run_cli
 from validation_helpers import perturbed_copy
 
-from skdeploy.compare import accuracy, logit_agreement, prediction_agreement, top_k
+from skdeploy.compare import accuracy, error_histogram, logit_agreement, prediction_agreement, top_k
 from skdeploy.data import Preprocessing, load_data
 from skdeploy.errors import UsageError
-from skdeploy.validate import error_histogram
 
 LIMIT = 96
 

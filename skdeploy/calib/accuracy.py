@@ -4,7 +4,8 @@ the accuracy-budget search that moves the worst layers back to float.
 The reference is the FP32 PyTorch model when the manifest names weights that can be loaded and hashed
 to the same sha256; otherwise the FP32 ONNX, which export proved equal to PyTorch (its parity record).
 With labels the drop is reference accuracy minus candidate accuracy; without labels the reference's
-own predictions are the labels, so the drop is 100 - agreement.
+own predictions are the labels, so the drop is 100 * (1 - agreement). Agreement and accuracy are
+fractions, drops are percentage points.
 """
 from dataclasses import dataclass
 
@@ -12,7 +13,9 @@ import numpy as np
 
 from .. import ui
 from ..data import Selection, pad_batch
+from ..deps import available
 from ..errors import SkdeployError
+from ..reference import reference_from_manifest
 
 
 def runs(model, selection: Selection, indices, batch_size: int, description: str):
@@ -39,34 +42,27 @@ def onnx_predictions(model, selection: Selection, indices, batch_size: int, desc
     return np.concatenate(top1) if top1 else np.zeros(0, np.int64)
 
 
-def pytorch_module(manifest, artifact):
-    """The FP32 PyTorch model the ONNX came from, when its weights can be found with the same sha256."""
-    from ..deps import available
-
+def pytorch_reference(manifest, artifact):
+    """The FP32 PyTorch model the ONNX came from, when torch is installed and its weights can be found
+    with the same sha256; else None (the FP32 ONNX stands in)."""
     checkpoint = ((manifest or {}).get("model") or {}).get("checkpoint")
     if not checkpoint or not available("torch"):
         return None
-    from ..models import load_from_manifest
-
     try:
-        loaded = load_from_manifest(manifest, artifact)
+        return reference_from_manifest(artifact, same_weights=True)
     except (SkdeployError, OSError):
         return None
-    return loaded.module if loaded.checkpoint["sha256"] == checkpoint.get("sha256") else None
 
 
 def reference_predictions(manifest, artifact, fp32_model, selection: Selection, indices, batch_size: int) -> tuple:
     """(top-1 per sample, "pytorch" | "onnx-fp32"); `artifact` is the FP32 ONNX the manifest describes."""
-    module = pytorch_module(manifest, artifact)
-    if module is None:
+    reference = pytorch_reference(manifest, artifact)
+    if reference is None:
         return onnx_predictions(fp32_model, selection, indices, batch_size, "FP32 reference"), "onnx-fp32"
-    import torch
-
     top1 = []
-    with torch.no_grad(), ui.progress(len(indices), "FP32 PyTorch reference") as advance:
+    with reference.runner() as runner, ui.progress(len(indices), "FP32 PyTorch reference") as advance:
         for batch, _ in selection.batches(indices, batch_size):
-            top1.append(module(torch.from_numpy(batch)).argmax(dim=1).numpy())
-            advance(len(batch))
+            top1.append(runner.run_batched(batch, batch_size, advance).argmax(axis=1))
     return np.concatenate(top1), "pytorch"
 
 
@@ -79,16 +75,18 @@ class Judge:
     reference_kind: str
 
     def score(self, predictions: np.ndarray) -> dict:
-        agreement = 100.0 * float(np.mean(predictions == self.reference))
+        """Agreement and top-1 as fractions (as validation reports them); the drop in points, the unit
+        of --max-top1-drop."""
+        agreement = float(np.mean(predictions == self.reference))
         result = {"images": int(len(predictions)), "reference": self.reference_kind,
-                  "agreement": round(agreement, 3)}
+                  "agreement": round(agreement, 5)}
         if self.labels is None:
-            result.update(metric="agreement", drop=round(100.0 - agreement, 3))
+            result.update(metric="agreement", drop=round(100.0 * (1.0 - agreement), 3))
         else:
-            reference_top1 = 100.0 * float(np.mean(self.reference == self.labels))
-            top1 = 100.0 * float(np.mean(predictions == self.labels))
-            result.update(metric="labels", reference_top1=round(reference_top1, 3), top1=round(top1, 3),
-                          drop=round(reference_top1 - top1, 3))
+            reference_top1 = float(np.mean(self.reference == self.labels))
+            top1 = float(np.mean(predictions == self.labels))
+            result.update(metric="labels", reference_top1=round(reference_top1, 5), top1=round(top1, 5),
+                          drop=round(100.0 * (reference_top1 - top1), 3))
         return result
 
 

@@ -316,7 +316,7 @@ def calibrate_model(input_onnx, output_onnx, settings: CalibrationSettings, forc
     accuracy_line = record.get("accuracy")
     if accuracy_line:
         ui.info(f"{settings.precision.upper()} on {accuracy_line['images']} held-out samples: drop "
-                f"{accuracy_line['drop']:.2f} points, agreement {accuracy_line['agreement']:.2f}% "
+                f"{accuracy_line['drop']:.2f} points, agreement {accuracy_line['agreement']:.2%} "
                 f"(reference: {accuracy_line['reference']})")
     return result_manifest
 

@@ -78,7 +78,8 @@ def command(onnx_path, precision, calib_data, calib_images, backend, target, com
       skdeploy build-engine sknet50.onnx --fp16 --target desktop --workspace 2GiB --timing-cache engines/cache
       skdeploy build-engine sknet50.onnx --int8 --target jetson-orin --dla-core 0 --gpu-fallback
     """
-    from ..engine import BuildSettings, build_engine
+    from ..engine import BuildSettings
+    from ..pipeline import build
 
     settings = BuildSettings(
         backend=backend, target=target, precision=precision, calib_data=calib_data, calib_images=calib_images,
@@ -89,7 +90,7 @@ def command(onnx_path, precision, calib_data, calib_images, backend, target, com
         hardware_compatibility=hardware_compatibility, optimization_level=optimization_level,
         strongly_typed=strongly_typed)
     output = Path(output) if output else default_output(onnx_path, target or _default_target(backend), precision)
-    engine = build_engine(onnx_path, output, settings, force=force)["engine"]
+    engine = build(onnx_path, output, settings, force=force)["engine"]
     if as_json:
         ui.emit_json({"engine": str(output), "sidecar": f"{output}.json", **engine})
         return

@@ -102,9 +102,9 @@ def command(model, precision, output, calib_data, calib_images, holdout_images, 
                  + (f", TensorRT table {stage['calibration_table']})" if stage["calibration_table"] else ")"))
     accuracy = stage["accuracy"]
     if accuracy:
-        line = f"top-1 drop {accuracy['drop']:.2f} points, agreement {accuracy['agreement']:.2f}%"
+        line = f"top-1 drop {accuracy['drop']:.2f} points, agreement {accuracy['agreement']:.2%}"
         if accuracy["metric"] == "labels":
-            line += f" ({accuracy['top1']:.2f}% vs FP32 {accuracy['reference_top1']:.2f}%)"
+            line += f" ({accuracy['top1']:.2%} vs FP32 {accuracy['reference_top1']:.2%})"
         ui.out.print(f"{line} on {accuracy['images']} held-out samples, reference {accuracy['reference']}")
     else:
         ui.out.print("accuracy not measured: no held-out samples beyond the calibration subset")

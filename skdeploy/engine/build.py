@@ -18,7 +18,7 @@ from .. import ui
 from ..errors import MissingDependency, SkdeployError, UsageError
 from ..fileio import atomic_path, check_output_path
 from ..onnx.io import load_onnx
-from .backend import BACKENDS, HARDWARE_COMPATIBILITY, installed, load_backend, missing_backend_message
+from ..trt import BACKENDS, HARDWARE_COMPATIBILITY, first_installed, load_backend
 from .memory import PeakMemory
 from .network import batch_profile, capturing_logger, io_tensors, is_dynamic, network_flags, parse_onnx
 from .sidecar import write_sidecar
@@ -35,7 +35,7 @@ class BuildSettings:
     backend: str = "auto"  # "auto" | "tensorrt" | "tensorrt-rtx"
     target: str = None  # see targets.TARGETS; default: "rtx" for tensorrt-rtx, "desktop" for tensorrt
     compute_capabilities: list = None  # TensorRT-RTX only, e.g. ["8.6", "8.9"]; default: the target's
-    precision: str = None  # None: as the ONNX is; "fp16"/"int8" on an FP32 ONNX runs calibration first
+    precision: str = None  # None: as the ONNX is; "fp16"/"int8" on an FP32 ONNX: skdeploy.pipeline calibrates first
     calib_data: str = None  # calibration data (skdeploy.calib); None: the demo model's shipped set
     calib_images: int = None  # None: the calibration stage's default
     calibration: dict = None  # further skdeploy.calib.CalibrationSettings fields, e.g. {"method": "max"}
@@ -95,13 +95,9 @@ def resolve_backend(settings: BuildSettings) -> tuple:
                              f"{backend} builds: {', '.join(targets_of(backend))}")
         return target.backend, target.name
     if backend == "auto":
-        if settings.compute_capabilities:  # only TensorRT-RTX builds for a list
-            backend = "tensorrt-rtx"
-        elif installed("tensorrt"):
-            backend = "tensorrt"
-        elif installed("tensorrt-rtx"):
-            backend = "tensorrt-rtx"
-        else:
+        # only TensorRT-RTX builds for a list of compute capabilities
+        backend = "tensorrt-rtx" if settings.compute_capabilities else first_installed()
+        if backend is None:
             raise MissingDependency("no TensorRT backend is installed; install one with: pip install "
                                     "'skdeploy[rtx]' (TensorRT for RTX: builds 'rtx' targets without a GPU) or "
                                     "'skdeploy[trt]' (classic TensorRT, on the GPU or Jetson that will run it)")
@@ -276,20 +272,31 @@ def dla_fallback_layers(network, config) -> list:
     return [f"{layer.name} ({layer.type.name})" for layer in layers if not config.can_run_on_DLA(layer)]
 
 
+def plan_onnx(onnx_path, settings: BuildSettings = None) -> BuildPlan:
+    """Settle every choice for building `onnx_path` without building: the pipeline asks this whether
+    the ONNX must be calibrated first."""
+    return _prepare(load_onnx(onnx_path), settings or BuildSettings())[1]
+
+
+def _prepare(model, settings: BuildSettings) -> tuple:
+    """(TensorRT module, BuildPlan) for `model` under `settings`."""
+    backend, target = resolve_backend(settings)
+    trt, caps = load_backend(backend)
+    return trt, plan_build(settings, caps, target, model)
+
+
 def build_engine(onnx_path, engine_path, settings: BuildSettings = None, force=False) -> dict:
-    """Build `onnx_path` into `engine_path` (raw serialized engine) plus ENGINE.json; returns the sidecar."""
+    """Build `onnx_path` as it is into `engine_path` (raw serialized engine) plus ENGINE.json; returns the
+    sidecar. An FP32 ONNX whose precision the backend takes from the graph is refused: calibrate it first
+    (skdeploy.pipeline.build does, for `skdeploy build-engine --int8/--fp16`)."""
     settings = settings or BuildSettings()
     onnx_path, engine_path = Path(onnx_path), check_output_path(engine_path, force)
     model = load_onnx(onnx_path)
-    backend, target = resolve_backend(settings)
-    trt, caps = load_backend(backend)
-    plan = plan_build(settings, caps, target, model)
-    calibration = None
+    trt, plan = _prepare(model, settings)
+    caps = plan.caps
     if plan.needs_calibration:
-        onnx_path, calibration = calibrate_for(onnx_path, engine_path, plan.precision, settings, force)
-        model = load_onnx(onnx_path)
-        plan.onnx_precision = onnx_precision(model)
-
+        raise UsageError(f"{caps.label} takes {plan.precision} from the ONNX, and {onnx_path.name} is FP32: calibrate "
+                         f"it first ('skdeploy calibrate --{plan.precision}', or 'skdeploy build-engine', which does)")
     started = time.time()
     logger = capturing_logger(trt)
     with PeakMemory() as peak:
@@ -324,25 +331,7 @@ def build_engine(onnx_path, engine_path, settings: BuildSettings = None, force=F
     for message in logger.warnings:
         ui.info(f"[dim]builder: {escape(message)}[/dim]")
     return write_sidecar(engine_path, onnx_path, plan, settings, io=io, profile=profile,
-                         calibration=calibration, dla_fallback=fallback, build_seconds=build_seconds,
+                         dla_fallback=fallback, build_seconds=build_seconds,
                          peak_rss_mb=peak.mb, warnings=logger.warnings,
                          timing_cache=cache.summary() if cache else None, settings_record=asdict(settings))
 
-
-def calibrate_for(onnx_path, engine_path, precision, settings: BuildSettings, force) -> tuple:
-    """Run the calibration stage on an FP32 ONNX; the calibrated ONNX lands beside the engine."""
-    try:
-        from ..calib import CalibrationSettings, calibrate_model
-    except ImportError as exc:
-        raise SkdeployError(f"--{precision} on an FP32 ONNX needs the calibration stage, which is unavailable "
-                            f"({exc}); calibrate with 'skdeploy calibrate' and build the result") from None
-    output = engine_path.with_name(f"{engine_path.stem}.{precision}.onnx")
-    options = dict(settings.calibration or {}, precision=precision, calib_data=settings.calib_data)
-    if settings.calib_images is not None:
-        options["calib_images"] = settings.calib_images
-    try:
-        calibration_settings = CalibrationSettings(**options)
-    except TypeError as exc:
-        raise UsageError(f"unknown calibration setting: {exc}") from None
-    manifest = calibrate_model(onnx_path, output, calibration_settings, force=force)
-    return output, manifest["stages"][-1]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from .. import ui
 from ..fileio import sha256_file
-from ..manifest import add_stage, derive, load_manifest, manifest_path, new_manifest, write_manifest
+from ..manifest import add_stage, derive, last_stage, load_manifest, manifest_path, new_manifest, write_manifest
 
 SECTION_KEYS = ("backend", "backend_version", "target", "compute_capabilities", "hardware_compatibility",
                 "version_compatible", "precision", "dla_core", "profiles", "io", "source_onnx",
@@ -26,7 +26,7 @@ def source_manifest(onnx_path: Path) -> dict:
     return manifest
 
 
-def write_sidecar(engine_path: Path, onnx_path: Path, plan, settings, *, io, profile, calibration, dla_fallback,
+def write_sidecar(engine_path: Path, onnx_path: Path, plan, settings, *, io, profile, dla_fallback,
                   build_seconds, peak_rss_mb, warnings, timing_cache, settings_record) -> dict:
     """Derive the manifest, fill the engine section, add the build stage and write ENGINE.json atomically;
     returns the sidecar as written (JSON types)."""
@@ -50,7 +50,7 @@ def write_sidecar(engine_path: Path, onnx_path: Path, plan, settings, *, io, pro
         "io": io,
         "source_onnx": {"file": str(onnx_path), "sha256": sha256_file(onnx_path),
                         "manifest": str(manifest_path(onnx_path)) if has_manifest else None},
-        "calibration": calibration or _calibration_of(manifest),
+        "calibration": last_stage(manifest, "calibrate"),  # the stage that made the source ONNX
         "timing_cache": timing_cache,
         "optimization_level": settings.optimization_level,
         "workspace_bytes": settings.workspace,
@@ -65,10 +65,3 @@ def write_sidecar(engine_path: Path, onnx_path: Path, plan, settings, *, io, pro
                                                "build_seconds", "peak_rss_mb", "engine_bytes")})
     return json.loads(write_manifest(engine_path, manifest, kind="engine").read_text())  # as written
 
-
-def _calibration_of(manifest: dict):
-    """The calibration stage that made the source ONNX, if any."""
-    for stage in reversed(manifest.get("stages", [])):
-        if stage.get("stage") in ("calibrate", "calibration"):
-            return stage
-    return None

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..data import pad_batch
 from ..errors import UsageError
 
 
@@ -77,6 +78,23 @@ class Runner:
         """Check `feed` (a dict, or one array for single-input models) and run it."""
         with self.lock:
             return self._checked_infer(feed)
+
+    def run_batched(self, inputs: np.ndarray, batch: int, progress=None) -> np.ndarray:
+        """The first output over all `inputs` (float32), in chunks of `batch` or of what the model's batch
+        limits accept: a fixed-batch model gets its own batch, the last chunk padded (data.pad_batch) and the padding's
+        outputs dropped. Every stage that runs a model over a data set runs it through here;
+        `progress(count)` follows each chunk."""
+        low, high = self.batch_limits()
+        step = low if low == high else min(batch, high or batch)
+        name = self.output_names()[0]
+        outputs = []
+        for start in range(0, len(inputs), step):
+            chunk = inputs[start:start + step]
+            count = len(chunk)
+            outputs.append(self.infer(pad_batch(chunk, low))[name][:count])
+            if progress:
+                progress(count)
+        return np.concatenate(outputs).astype(np.float32)
 
     def _checked_infer(self, feed) -> dict:
         if not self.is_active:

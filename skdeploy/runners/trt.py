@@ -10,105 +10,20 @@ are reused across calls and grow when a larger batch arrives. Optionally the enq
 a CUDA graph per input shape. Everything is released on deactivate() and, as a last resort, at exit.
 """
 import atexit
-import re
 import weakref
 from pathlib import Path
 
 import numpy as np
 
 from .. import ui
-from ..engine.backend import BACKENDS, EXTRAS, installed, load_backend
 from ..errors import SkdeployError, UsageError
 from ..manifest import load_manifest
+from ..trt import TITLES, check_compatibility, explain_incompatibility, first_installed, load_backend, sm
 from .base import Runner, TensorSpec
 
-TITLES = {"tensorrt": "TensorRT", "tensorrt-rtx": "TensorRT-RTX"}
 # TensorRT DataType name -> numpy dtype (names agree between tensorrt and tensorrt_rtx)
 NUMPY_DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "INT64": np.int64,
                 "BOOL": np.bool_, "UINT8": np.uint8}
-# version-compatible engines may cross these major versions (build major -> runtime major)
-_CROSS_MAJOR = {(8, 10), (10, 11)}
-
-
-def sm(compute_capability: str) -> str:
-    """'8.6' -> 'sm_86'."""
-    return "sm_" + str(compute_capability).replace(".", "")
-
-
-def _version_tuple(text) -> tuple:
-    return tuple(int(part) for part in re.findall(r"\d+", str(text))[:3])
-
-
-def versions_compatible(backend: str, built: str, runtime: str, version_compatible: bool) -> bool:
-    """TensorRT-RTX engines run only on the release that built them; classic TensorRT engines too,
-    unless built version-compatible (then any newer runtime of the same or the next supported major)."""
-    built_v, have_v = _version_tuple(built), _version_tuple(runtime)
-    if backend == "tensorrt" and version_compatible:
-        return have_v >= built_v and (have_v[:1] == built_v[:1] or (built_v[0], have_v[0]) in _CROSS_MAJOR)
-    return built_v == have_v
-
-
-def describe_targets(engine: dict) -> str:
-    if engine.get("hardware_compatibility") == "ampere-plus":
-        return "Ampere or newer GPUs (sm_80+)"
-    wanted = engine.get("compute_capabilities") or []
-    return ", ".join(sm(cc) for cc in wanted) if wanted else "the GPU it was built on"
-
-
-def check_compatibility(engine: dict, gpu: dict, installed_version, dla_cores: int = 0) -> list:
-    """Reasons the engine described by a sidecar's "engine" section cannot run here (empty: it can).
-
-    `gpu` is {"name", "compute_capability"}; `installed_version` is that of the sidecar's backend
-    (None when it is not installed)."""
-    backend = engine.get("backend")
-    if backend not in BACKENDS:
-        return [f"unknown engine backend {backend!r} (expected {' or '.join(BACKENDS)})"]
-    title = TITLES[backend]
-    problems = []
-    built = engine.get("backend_version")
-    if installed_version is None:
-        problems.append(f"{title} is not installed (pip install 'skdeploy[{EXTRAS[backend]}]')")
-    elif built and not versions_compatible(backend, built, installed_version, bool(engine.get("version_compatible"))):
-        if backend == "tensorrt-rtx":
-            rule = "engines run only on the TensorRT-RTX release that built them"
-        elif engine.get("version_compatible"):
-            rule = "a version-compatible engine needs the same or a newer TensorRT of a supported major version"
-        else:
-            rule = "the engine runs only on the TensorRT version that built it; rebuild it, or build it " \
-                   "version-compatible"
-        problems.append(f"the installed {title} is {installed_version} ({rule})")
-    cc = (gpu or {}).get("compute_capability")
-    if cc:
-        here = f"this GPU is {sm(cc)}" + (f" ({gpu['name']})" if gpu.get("name") else "")
-        wanted = [str(c) for c in engine.get("compute_capabilities") or []]
-        if engine.get("hardware_compatibility") == "ampere-plus":
-            if _version_tuple(cc) < (8, 0):
-                problems.append(here + ", older than the Ampere GPUs an ampere-plus engine needs")
-        elif wanted and str(cc) not in wanted:
-            problems.append(here)
-    if engine.get("dla_core") is not None and not dla_cores:
-        problems.append(f"the engine runs on DLA core {engine['dla_core']} but this device has no DLA")
-    return problems
-
-
-def explain_incompatibility(path, engine: dict, gpu: dict, problems: list) -> str:
-    built = f"{TITLES.get(engine.get('backend'), engine.get('backend'))} {engine.get('backend_version', '?')}"
-    advice = ""
-    if engine.get("backend") == "tensorrt-rtx" and gpu and gpu.get("compute_capability"):
-        advice = (f"; rebuild it: skdeploy build-engine ONNX --backend tensorrt-rtx "
-                  f"--compute-capability {gpu['compute_capability']}")
-    elif engine.get("backend") == "tensorrt":
-        advice = "; rebuild it on this device: skdeploy build-engine ONNX --backend tensorrt"
-    return f"{Path(path).name} was built for {describe_targets(engine)} with {built}; " + "; ".join(problems) + advice
-
-
-def default_backend() -> str:
-    """The backend to assume for an engine without a sidecar: whichever is installed, classic first."""
-    for backend in BACKENDS:
-        if installed(backend):
-            return backend
-    raise SkdeployError("neither tensorrt nor tensorrt_rtx is installed; install one with: "
-                        "pip install 'skdeploy[trt]' or 'skdeploy[rtx]'")
 
 
 class TensorBuffer:
@@ -186,7 +101,10 @@ class TensorRTRunner(Runner):
             raise UsageError(f"engine {self.path} does not exist")
         self.manifest = load_manifest(self.path, required=False)
         info = (self.manifest or {}).get("engine")
-        backend = self.backend or (info or {}).get("backend") or default_backend()
+        backend = self.backend or (info or {}).get("backend") or first_installed()
+        if backend is None:
+            raise SkdeployError("neither tensorrt nor tensorrt_rtx is installed; install one with: "
+                                "pip install 'skdeploy[trt]' or 'skdeploy[rtx]'")
         self.name = backend
         try:
             self.trt, _ = load_backend(backend)

@@ -98,24 +98,24 @@ def expected_own_errors(array):
 
 def test_without_labels_the_drop_is_100_minus_agreement():
     judge = Judge(np.array([0, 1, 2, 1]), None, "onnx-fp32")
-    assert judge.score(np.array([0, 1, 1, 1])) == {"images": 4, "reference": "onnx-fp32", "agreement": 75.0,
+    assert judge.score(np.array([0, 1, 1, 1])) == {"images": 4, "reference": "onnx-fp32", "agreement": 0.75,
                                                    "metric": "agreement", "drop": 25.0}
 
 
 def test_with_labels_the_drop_is_reference_top1_minus_candidate_top1():
     judge = Judge(np.array([0, 1, 2, 1]), np.array([0, 1, 2, 2]), "pytorch")
     # reference right on 3 of 4 (75%); candidate right on 0, 1, 3 (75%) while agreeing on only 0 and 1
-    assert judge.score(np.array([0, 1, 1, 2])) == {"images": 4, "reference": "pytorch", "agreement": 50.0,
-                                                   "metric": "labels", "reference_top1": 75.0, "top1": 75.0,
+    assert judge.score(np.array([0, 1, 1, 2])) == {"images": 4, "reference": "pytorch", "agreement": 0.5,
+                                                   "metric": "labels", "reference_top1": 0.75, "top1": 0.75,
                                                    "drop": 0.0}
     better = judge.score(np.array([0, 1, 2, 2]))  # right where the reference is wrong: a negative drop
-    assert (better["top1"], better["drop"]) == (100.0, -25.0)
+    assert (better["top1"], better["drop"]) == (1.0, -25.0)
 
 
-def test_scores_round_to_three_decimals():
+def test_fractions_round_to_five_decimals_and_drops_to_three():
     judge = Judge(np.array([0, 1, 1]), np.array([0, 1, 0]), "onnx-fp32")
     score = judge.score(np.array([2, 1, 2]))  # agrees on 1 of 3; top1 1 of 3; reference top1 2 of 3
-    assert (score["agreement"], score["reference_top1"], score["top1"], score["drop"]) == (33.333, 66.667, 33.333,
+    assert (score["agreement"], score["reference_top1"], score["top1"], score["drop"]) == (0.33333, 0.66667, 0.33333,
                                                                                            33.333)
     assert Judge(np.array([0, 1, 1]), None, "onnx-fp32").score(np.array([0, 1, 0]))["drop"] == 33.333
 

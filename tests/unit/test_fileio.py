@@ -256,7 +256,7 @@ def _build_engine(folder, output, force):
 
 
 def _save_reference(folder, output, force):
-    from skdeploy.validate import save_reference
+    from skdeploy.reference import save_reference
 
     save_reference(output, *reference_parts(), force=force)
 
@@ -414,7 +414,7 @@ def test_timing_cache_save_failing_leaves_no_file(tmp_path, monkeypatch):
 def reference_parts():
     """(logits, LoadedData, Reference) for two 1x2x2 samples."""
     from skdeploy.data import LoadedData
-    from skdeploy.validate import Reference
+    from skdeploy.reference import Reference
 
     data = LoadedData(np.arange(8, dtype=np.float32).reshape(2, 1, 2, 2), np.array([0, 1]), "npy:data.npy")
     reference = Reference("tiny (random weights)", "pytorch", {"spec": "tiny"},
@@ -423,7 +423,7 @@ def reference_parts():
 
 
 def test_save_reference_round_trips(tmp_path):
-    from skdeploy.validate import load_saved_reference, save_reference
+    from skdeploy.reference import load_saved_reference, save_reference
 
     logits, data, reference = reference_parts()
     save_reference(tmp_path / "ref.npz", logits, data, reference)
@@ -435,7 +435,7 @@ def test_save_reference_round_trips(tmp_path):
 
 
 def test_save_reference_failing_midway_leaves_nothing(tmp_path, monkeypatch):
-    from skdeploy.validate import save_reference
+    from skdeploy.reference import save_reference
 
     def savez_half(handle, **arrays):
         handle.write(b"PK\x03\x04")  # the start of a zip archive, then the disk is full

@@ -10,11 +10,10 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 from skdeploy.calib.accuracy import Judge, smallest_fallback
-from skdeploy.data import LoadedData
 from skdeploy.errors import UsageError
 from skdeploy.runners.onnxrt import OnnxRuntimeRunner
-from skdeploy.validate import (ValidateSettings, check_input_shape, compare_candidate,
-                               error_histogram, run_batched)
+from skdeploy.compare import error_histogram
+from skdeploy.validate import ValidateSettings, check_input_shape, compare_candidate
 
 # Four samples, seven classes. The candidate gets samples 0 and 1 right (top-1 = 0.5), has sample 2's
 # label (4) at rank 5 and sample 3's (5) at rank 6 (top-5 = 0.75), and disagrees with FP32 on sample 3
@@ -180,7 +179,7 @@ def test_error_histogram_counts_every_logit_in_log_spaced_bins(errors, bins):
     assert np.allclose(edges[1:] / edges[:-1], (edges[-1] / edges[0]) ** (1 / bins), rtol=1e-9)
 
 
-# ---- run_batched / check_input_shape -------------------------------------------------------------
+# ---- Runner.run_batched / check_input_shape -------------------------------------------------------------
 def plus_batch_sum_model(batch):
     """y = x + (sum of x over the batch it came in): each output shows which rows shared its batch."""
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 2])
@@ -227,19 +226,18 @@ def expected_for_chunks(sizes, padded_to=None):
 def test_run_batched_chunks_and_pads(runner, batch, chunks, padded_to):
     advanced = []
     with runner:
-        outputs = run_batched(runner, INPUTS, batch, advanced.append)
+        outputs = runner.run_batched(INPUTS, batch, advanced.append)
     assert outputs.dtype == np.float32
     np.testing.assert_array_equal(outputs, expected_for_chunks(chunks, padded_to))
     assert advanced == chunks
 
 
 def test_check_input_shape_compares_fixed_sample_dims_only():
-    data = LoadedData(np.zeros((5, 2), np.float32), None, "test")
     with OnnxRuntimeRunner(plus_batch_sum_model("N")) as runner:
-        check_input_shape(runner, data, "model.onnx")
+        check_input_shape(runner, np.zeros((5, 2), np.float32), "model.onnx")
         for wrong, shown in [((5, 3), "(N, 3)"), ((5, 2, 1), "(N, 2, 1)")]:
             with pytest.raises(UsageError) as error:
-                check_input_shape(runner, LoadedData(np.zeros(wrong, np.float32), None, "test"), "model.onnx")
+                check_input_shape(runner, np.zeros(wrong, np.float32), "model.onnx")
             assert str(error.value).startswith(f"model.onnx takes inputs (N, 2) but the data is preprocessed to {shown};")
 
 
@@ -250,34 +248,34 @@ def test_check_input_shape_accepts_any_size_in_a_dynamic_dim():
                               opset_imports=[helper.make_opsetid("", 13)])
     onnx.checker.check_model(model)
     with OnnxRuntimeRunner(model) as runner:
-        check_input_shape(runner, LoadedData(np.zeros((5, 7), np.float32), None, "test"), "any.onnx")
+        check_input_shape(runner, np.zeros((5, 7), np.float32), "any.onnx")
 
 
 # ---- calibration: Judge.score --------------------------------------------------------------------
 def test_judge_without_labels_drop_is_disagreement():
     judge = Judge(reference=np.array([0, 1, 2, 0]), labels=None, reference_kind="pytorch")
-    assert judge.score(np.array([0, 1, 2, 1])) == {"images": 4, "reference": "pytorch", "agreement": 75.0,
+    assert judge.score(np.array([0, 1, 2, 1])) == {"images": 4, "reference": "pytorch", "agreement": 0.75,
                                                    "metric": "agreement", "drop": 25.0}
 
 
-def test_judge_rounds_to_thousandths_of_a_point():
+def test_judge_rounds_fractions_to_five_decimals_and_drops_to_thousandths_of_a_point():
     judge = Judge(reference=np.array([0, 1, 2]), labels=None, reference_kind="onnx-fp32")
     score = judge.score(np.array([0, 1, 0]))
-    assert (score["agreement"], score["drop"]) == (66.667, 33.333)
+    assert (score["agreement"], score["drop"]) == (0.66667, 33.333)
 
 
 def test_judge_with_labels_drop_is_reference_minus_candidate_accuracy():
     judge = Judge(reference=np.array([0, 1, 2, 0, 1]), labels=np.array([0, 1, 2, 1, 1]), reference_kind="pytorch")
     # FP32 right on 4 of 5 (80%); candidate right on samples 0, 1, 3 (60%), equal to FP32 on 0, 1 (40%)
     assert judge.score(np.array([0, 1, 0, 1, 2])) == {
-        "images": 5, "reference": "pytorch", "agreement": 40.0, "metric": "labels",
-        "reference_top1": 80.0, "top1": 60.0, "drop": 20.0}
+        "images": 5, "reference": "pytorch", "agreement": 0.4, "metric": "labels",
+        "reference_top1": 0.8, "top1": 0.6, "drop": 20.0}
 
 
 def test_judge_candidate_better_than_reference_has_negative_drop():
     judge = Judge(reference=np.array([0, 0, 0]), labels=np.array([0, 1, 1]), reference_kind="pytorch")
     score = judge.score(np.array([0, 1, 0]))  # right on 2 of 3, FP32 on 1 of 3
-    assert (score["reference_top1"], score["top1"], score["drop"]) == (33.333, 66.667, -33.333)
+    assert (score["reference_top1"], score["top1"], score["drop"]) == (0.33333, 0.66667, -33.333)
 
 
 # ---- calibration: smallest_fallback --------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The two TensorRT flavours behind one adapter: what each installed module can do, decided once.
+"""What a loaded TensorRT module can do, decided once from the module and its version.
 
 `tensorrt` (classic: 8.6, 10.x, 11.x) and `tensorrt_rtx` share most of their Python API. Where they or
 their versions differ, the difference is a field of `Capabilities`, derived from the module and its
@@ -16,15 +16,7 @@ version, so the build code asks "does this backend have X" instead of scattering
                         lean runtime, its engines are portable through the compute-capability list
   timing cache          classic TensorRT; TensorRT-RTX keeps the calls as no-ops (deprecated since 1.2)
 """
-import importlib
-import importlib.util
-import sys
 from dataclasses import dataclass
-
-from ..errors import MissingDependency, UsageError
-
-BACKENDS = {"tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt_rtx"}  # backend name -> module
-EXTRAS = {"tensorrt": "trt", "tensorrt-rtx": "rtx"}
 
 HARDWARE_COMPATIBILITY = {"none": "NONE", "ampere-plus": "AMPERE_PLUS", "same-cc": "SAME_COMPUTE_CAPABILITY"}
 
@@ -93,29 +85,3 @@ def capabilities_of(module, backend: str) -> Capabilities:
         optimization_level=hasattr(config_type, "builder_optimization_level"),
         timing_cache=not rtx and hasattr(config_type, "create_timing_cache"),
     )
-
-
-def installed(backend: str) -> bool:
-    module = BACKENDS[backend]
-    if module in sys.modules:
-        return sys.modules[module] is not None
-    return importlib.util.find_spec(module) is not None
-
-
-def missing_backend_message(backend: str, reason: str = "") -> str:
-    hint = (" (TensorRT for RTX builds 'rtx' targets without a GPU)" if backend == "tensorrt-rtx" else
-            "; for RTX targets, which build without a GPU, use --backend tensorrt-rtx "
-            "(pip install 'skdeploy[rtx]')")
-    return (f"the {backend} backend is not installed{f' ({reason})' if reason else ''}; "
-            f"install it with: pip install 'skdeploy[{EXTRAS[backend]}]'{hint}")
-
-
-def load_backend(backend: str):
-    """(module, Capabilities) for 'tensorrt' or 'tensorrt-rtx'; one line naming the extra when missing."""
-    if backend not in BACKENDS:
-        raise UsageError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
-    try:
-        module = importlib.import_module(BACKENDS[backend])
-    except ImportError as exc:
-        raise MissingDependency(missing_backend_message(backend, str(exc))) from None
-    return module, capabilities_of(module, backend)

@@ -1,0 +1,152 @@
+"""The FP32 reference every deployed artifact is judged against: built here, run one way.
+
+    reference = reference_from_manifest("out/demo.int8.onnx")   # the PyTorch model its manifest records
+    with reference.runner() as runner:
+        logits = runner.run_batched(inputs, 256)
+
+A reference is a PyTorch model (a name plus checkpoint, an already loaded model, or the model an
+artifact's manifest records) or a saved reference: an .npz of FP32 logits plus the inputs' sha256,
+which needs no PyTorch. Export parity, calibration's accuracy budget, validation and bench all take
+their reference from here and run it through a TorchRunner's Runner.run_batched, so "the FP32 model"
+is the same thing in every stage. Metrics comparing it with a candidate live in compare.py.
+"""
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, ui
+from .errors import SkdeployError, UsageError
+from .fileio import atomic_path, check_output_path
+from .manifest import load_manifest, manifest_path
+
+REFERENCE_FORMAT = "skdeploy-reference/1"
+
+
+@dataclass
+class Reference:
+    """FP32 logits for the data, or the means to compute them (a PyTorch model)."""
+
+    source: str
+    kind: str  # "pytorch" or "saved"
+    model: dict  # the manifest's "model" entry
+    preprocessing: dict
+    loaded: object = None  # models.LoadedModel for kind "pytorch"
+    saved: dict = field(default_factory=dict)  # logits, labels, inputs_sha256, meta for kind "saved"
+
+    def runner(self, threads: int = 0):
+        """A TorchRunner over the FP32 PyTorch model; a saved reference has none."""
+        if self.kind != "pytorch":
+            raise UsageError(f"{self.source} holds saved outputs, not a model to run; give a model as --reference")
+        from .runners.torch_runner import TorchRunner
+
+        return TorchRunner(self.loaded, threads=threads)
+
+    def saved_logits(self, inputs: np.ndarray, described: str) -> np.ndarray:
+        """The saved logits, only when `inputs` (`described` in the error) are the inputs they came from."""
+        logits = self.saved["logits"]
+        if len(logits) != len(inputs) or str(self.saved["inputs_sha256"]) != inputs_sha256(inputs):
+            raise UsageError(f"the data ({described}, {len(inputs)} samples) is not what {self.source} was saved "
+                             f"from ({self.saved['meta']['data']['source']}, {len(logits)} samples): input sha256 "
+                             "differs; use the same --data, --limit and preprocessing")
+        return logits.astype(np.float32)
+
+
+def inputs_sha256(inputs: np.ndarray) -> str:
+    """What a saved reference is keyed by: the sha256 of the preprocessed float32 inputs."""
+    return hashlib.sha256(np.ascontiguousarray(inputs, dtype=np.float32).tobytes()).hexdigest()
+
+
+def reference_of(loaded) -> Reference:
+    """The reference for an already loaded PyTorch model (models.LoadedModel)."""
+    source = f"{loaded.spec}" + (f" ({loaded.checkpoint['path']})" if loaded.checkpoint else " (random weights)")
+    return Reference(source, "pytorch", loaded.manifest_entry(), loaded.config.preprocessing.to_dict(), loaded)
+
+
+def reference_from_model(spec, checkpoint=None, input_shape=None, model_kwargs=None, pretrained=True) -> Reference:
+    from .models import load_model
+
+    return reference_of(load_model(spec=spec, checkpoint=checkpoint, input_shape=input_shape,
+                                   model_kwargs=model_kwargs, pretrained=pretrained))
+
+
+def reference_from_manifest(artifact, same_weights: bool = False) -> Reference:
+    """The PyTorch model a manifest says its artifact was exported from, with the same checkpoint file.
+    A checkpoint changed since (another sha256) is a warning, or an SkdeployError with `same_weights`."""
+    from .models import load_from_manifest
+
+    path = Path(artifact)
+    if path.suffix == ".json":
+        path = path.with_suffix("")
+    manifest = load_manifest(path)
+    loaded = load_from_manifest(manifest, path)
+    recorded = manifest["model"]["checkpoint"]
+    if loaded.checkpoint["sha256"] != recorded["sha256"]:
+        changed = f"checkpoint {recorded['path']} changed since {path.name} was made (sha256 differs)"
+        if same_weights:
+            raise SkdeployError(changed)
+        ui.warn(changed)
+    return reference_of(loaded)
+
+
+def load_saved_reference(path) -> Reference:
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"reference {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            saved = {key: archive[key] for key in archive.files}
+        meta = json.loads(str(saved["meta"]))
+    except (OSError, ValueError, KeyError) as exc:
+        raise UsageError(f"{path} is not a saved skdeploy reference ({exc})") from None
+    if meta.get("format") != REFERENCE_FORMAT or "logits" not in saved or "inputs_sha256" not in saved:
+        raise UsageError(f"{path} is not a saved skdeploy reference (format {REFERENCE_FORMAT})")
+    saved["meta"] = meta
+    return Reference(f"saved {path.name} ({meta['model'].get('spec')})", "saved", meta["model"],
+                     meta["preprocessing"], saved=saved)
+
+
+def resolve_reference(reference=None, checkpoint=None, candidates=()) -> Reference:
+    """--reference as given (ref.npz, an artifact or its manifest, a model name/spec), else the model
+    the first candidate's manifest records, else the shipped demo model."""
+    if reference is None:
+        if checkpoint:
+            raise UsageError("--checkpoint needs --reference MODEL")
+        with_manifest = [c for c in candidates if manifest_path(c).exists()]
+        if with_manifest:
+            return reference_from_manifest(with_manifest[0])
+        if candidates:
+            raise UsageError(f"{candidates[0]} has no manifest to take the reference from; pass --reference")
+        from .models import DEMO_MODEL
+
+        return reference_from_model(DEMO_MODEL)
+    text = str(reference)
+    if text.endswith(".npz"):
+        if checkpoint:
+            raise UsageError("--checkpoint does not apply to a saved reference (.npz)")
+        return load_saved_reference(text)
+    if text.endswith(".json") or (Path(text).is_file() and manifest_path(text).exists()):
+        return reference_from_manifest(text)
+    if Path(text).is_file() and not text.endswith(".py"):
+        raise UsageError(f"--reference {text}: give a model name with --checkpoint, a manifest, or a saved .npz")
+    return reference_from_model(text, checkpoint=checkpoint)
+
+
+def save_reference(path, logits, data, reference: Reference, force=False) -> Path:
+    """FP32 logits, the inputs' sha256 and the labels, so validation can run later without PyTorch.
+    `data` holds the samples the logits came from (inputs, labels, source)."""
+    path = check_output_path(path, force)
+    meta = {"format": REFERENCE_FORMAT, "skdeploy_version": __version__, "model": reference.model,
+            "preprocessing": reference.preprocessing, "data": {"source": data.source, "count": len(data.inputs)},
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    arrays = {"logits": logits.astype(np.float32), "inputs_sha256": np.array(inputs_sha256(data.inputs)),
+              "meta": np.array(json.dumps(meta))}
+    if data.labels is not None:
+        arrays["labels"] = data.labels
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
+    return path
