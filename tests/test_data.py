@@ -63,13 +63,12 @@ def test_a_padded_static_batch_adds_nothing_to_calibration_ranges(tmp_path):
 
 def test_validation_runs_a_static_batch_model_over_any_number_of_samples(tmp_path):
     from skdeploy.runners import OnnxRuntimeRunner
-    from skdeploy.validate import run_batched
 
     path = tmp_path / "distance.onnx"
     onnx.save(distance_from_ten(3), str(path))
     inputs = np.arange(7 * 4, dtype=np.float32).reshape(7, 1, 2, 2)
     with OnnxRuntimeRunner(path) as runner:
-        got = run_batched(runner, inputs, batch=256)
+        got = runner.run_batched(inputs, batch=256)
     np.testing.assert_array_equal(got, 2 * (10 - inputs))  # 7 rows from batches of 3, 3 and a padded 1
 
 
