@@ -303,6 +303,7 @@ def test_each_batchnorm_is_planned_whatever_came_before():
     model.graph.output.append(helper.make_tensor_value_info("unranked", TensorProto.FLOAT, None))
     report = fold_batchnorms(model, TOLERANCE)
     assert (report.batchnorms, report.folded, report.scale_and_shift) == (4, {"Conv": 1}, 1)
+    assert report.headline() == "4 BatchNormalization: 1 folded (into Conv 1), 1 made scale-and-shift, 2 left"
     assert report.left == [
         {"node": "bn1", "reason": "training-mode BatchNormalization (it normalises with batch statistics)"},
         {"node": "bn3", "reason": "the rank of its input is unknown"}]
@@ -312,6 +313,7 @@ def test_each_batchnorm_is_planned_whatever_came_before():
 def test_rewrites_outside_the_callers_tolerance_are_left():
     report = fold_batchnorms(conv_bn_model(with_bias=True), tolerance=-1.0)
     assert (report.folded, report.max_rel) == ({}, 0.0)
+    assert report.headline() == "1 BatchNormalization: 0 folded, 0 made scale-and-shift, 1 left"
     [entry] = report.left
     assert entry["node"] == "bn" and entry["reason"].startswith("parity failed: max relative error ")
 

@@ -293,6 +293,8 @@ def test_pass_rewrites_three_branches_as_channel_major_softmax(layout, rows, wit
     report = rewrite_sk_blocks(model, TOLERANCE)
     form = "stacked" if layout == STACKED else "sum of products"
     assert rewritten(report) == [{"block": "sk", "M": 3, "C": 2, "form": form, "rewritten_as": "softmax over axis 3"}]
+    assert report.headline() == ("1 SK blocks found, 1 rewritten (M=3: 1); 0 stacked sums unrolled, 0 Splits made "
+                                 f"Slices; worst block parity {report.max_rel:.2g}")
     assert sorted(block_nodes(model)) == [
         "sk/branch0_weight", "sk/branch1_weight", "sk/branch2_weight", "sk/branch_weights", "sk/logits",
         "sk/logits_by_channel", "sk/select", "sk/select_partial", "sk/weighted_branch0", "sk/weighted_branch1",
@@ -342,6 +344,7 @@ def test_pass_leaves_near_misses_with_the_reason(layout, weight, settings, reaso
     model = exported_select(weight, TWO_BRANCH_BIAS, 2, layout, **settings)
     softmax_before = [node for node in model.graph.node if node.output[0] == "attention"]
     report = rewrite_sk_blocks(model, TOLERANCE)
+    assert report.headline().startswith("0 SK blocks found, 0 rewritten; 0 stacked sums unrolled, ")
     assert (report.rewritten, report.left, report.max_rel) == ([], [{"block": "attention", "reason": reason}],
                                                                          0.0)
     assert [node for node in model.graph.node if node.output[0] == "attention"] == softmax_before
