@@ -217,15 +217,17 @@ def test_split_output_left_unnamed_still_advances_the_offset():
 
 
 def test_split_along_the_default_axis_after_one_it_cannot_change():
-    # The first Split's sizes are computed (left alone); the second has no axis attribute: axis 0, sizes 2, 4.
-    nodes = [helper.make_node("Shape", ["x"], ["computed"]),
+    # Two Splits are left alone: one of a tensor of unknown shape, one whose sizes are computed. The last has
+    # no axis attribute: axis 0, sizes 2, 4.
+    nodes = [helper.make_node("Split", ["free", "fixed_sizes"], ["free_top", "free_bottom"]),
+             helper.make_node("Shape", ["x"], ["computed"]),
              helper.make_node("Slice", ["computed", "one", "two"], ["sizes"]),
              helper.make_node("Split", ["x", "sizes"], ["left_top", "left_bottom"]),
              helper.make_node("Split", ["x", "fixed_sizes"], ["top", "bottom"])]
-    model = build_model(nodes, {"x": [6, 2]}, ["left_top", "left_bottom", "top", "bottom"],
-                        {"one": [0], "two": [2], "fixed_sizes": [2, 4]})
+    outputs = ["free_top", "free_bottom", "left_top", "left_bottom", "top", "bottom"]
+    model = build_model(nodes, {"x": [6, 2], "free": None}, outputs, {"one": [0], "two": [2], "fixed_sizes": [2, 4]})
     assert rewrite_sk_blocks(model, TOLERANCE).splits_to_slices == 1
-    assert [node.op_type for node in model.graph.node].count("Split") == 1
+    assert [node.op_type for node in model.graph.node].count("Split") == 2
     bounds = slice_bounds(model, model.graph.node)
     assert (bounds["top"], bounds["bottom"]) == ([[0], [2], [0]], [[2], [6], [0]])
 

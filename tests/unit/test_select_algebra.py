@@ -213,8 +213,9 @@ def exported_select(weight, bias, branches, layout, softmax_axis=None, opset=17,
             nodes += [helper.make_node("Reshape", [f"a{m}", "branch_shape"], [f"w{m}"]),
                       helper.make_node("Mul", operands, [f"p{m}"])]
         total = "p0"
-        for m in range(1, branches):
-            nodes.append(helper.make_node("Add", [total, f"p{m}"], ["v" if m == branches - 1 else f"s{m}"]))
+        for m in range(1, branches):  # the partial sum on either side of the Add
+            operands = [total, f"p{m}"] if m % 2 == 1 else [f"p{m}", total]
+            nodes.append(helper.make_node("Add", operands, ["v" if m == branches - 1 else f"s{m}"]))
             total = f"s{m}"
     initializers = [numpy_helper.from_array(np.asarray(value, np.float32 if "fc2" in name else np.int64), name)
                     for name, value in constants.items()]
