@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import ui
 from .errors import UsageError
+from .log import log
 from .manifest import artifact_precision
 from .reference import reference_from_manifest
 
@@ -124,7 +124,7 @@ def bench(targets, settings: BenchSettings = None, checkpoint=None, runner_optio
     for label, make in plan:
         runner, precision = make()
         total = len(settings.batches) * (settings.warmup + settings.iterations)
-        with runner, ui.progress(total, f"{Path(label).name} ({runner.name})") as advance:
+        with runner, log.progress(total, f"{Path(label).name} ({runner.name})") as advance:
             rows = bench_runner(runner, settings, advance)
         results.append({"target": label, "runner": runner.name, "precision": precision, "rows": rows})
     add_speedups(results)

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, ui
+from . import __version__
 from .errors import SkdeployError, UsageError
 from .fileio import atomic_path, check_output_path
+from .log import log
 from .manifest import load_manifest, manifest_path
 
 REFERENCE_FORMAT = "skdeploy-reference/1"
@@ -88,7 +89,7 @@ def reference_from_manifest(artifact, same_weights: bool = False) -> Reference:
         changed = f"checkpoint {recorded['path']} changed since {path.name} was made (sha256 differs)"
         if same_weights:
             raise SkdeployError(changed)
-        ui.warn(changed)
+        log.warning(changed)
     return reference_of(loaded)
 
 

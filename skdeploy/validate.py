@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import ui
 from .compare import accuracy, error_histogram, logit_agreement, prediction_agreement
 from .data import FASHION_MNIST_DIR, Preprocessing, class_names_for, load_data
 from .errors import SkdeployError, UsageError
 from .fileio import check_output_path
+from .log import log
 from .manifest import artifact_precision, load_manifest
 from .reference import resolve_reference, save_reference
 from .runners import runner_kind
@@ -121,7 +121,7 @@ def validate(candidates, reference=None, checkpoint=None, data=None, settings: V
         if samples.labels is None and ref.saved.get("labels") is not None:
             samples.labels = ref.saved["labels"]
     else:
-        with ref.runner() as runner, ui.progress(len(samples.inputs), "FP32 PyTorch reference") as advance:
+        with ref.runner() as runner, log.progress(len(samples.inputs), "FP32 PyTorch reference") as advance:
             check_input_shape(runner, samples.inputs, "the reference model")
             reference_logits = runner.run_batched(samples.inputs, settings.batch, advance)
     if save_reference_to:
@@ -138,7 +138,7 @@ def validate(candidates, reference=None, checkpoint=None, data=None, settings: V
     for path in candidates:
         started = time.time()
         with candidate_runner(path, runner_options) as runner, \
-                ui.progress(len(samples.inputs), f"{Path(path).name} ({runner.name})") as advance:
+                log.progress(len(samples.inputs), f"{Path(path).name} ({runner.name})") as advance:
             check_input_shape(runner, samples.inputs, Path(path).name)
             logits = runner.run_batched(samples.inputs, settings.batch, advance)
             runner_name = runner.name

@@ -10,10 +10,10 @@ from dataclasses import asdict, dataclass, field
 
 from onnx import TensorProto
 
-from .. import ui
 from ..data import InputShape, Preprocessing, default_calibration_path, open_source, select_calibration
 from ..errors import SkdeployError, UsageError
 from ..fileio import check_output_path, sha256_file
+from ..log import log
 from ..manifest import add_stage, derive, load_manifest, new_manifest, write_manifest
 from ..onnx.index import GraphIndex
 from ..onnx.io import io_spec, load_onnx, node_counts, opset_of, save_onnx
@@ -151,7 +151,7 @@ def _collect_ranges(model, selection, settings, onnx_sha256, output) -> tuple:
     path = cache.ranges_path(output)
     tensors = cache.load_ranges(path, key) if settings.reuse_cache else None
     if tensors is not None:
-        ui.info(f"reusing calibration ranges from {path} (same model, data and settings)")
+        log.info(f"reusing calibration ranges from {path} (same model, data and settings)")
         return tensors, "reused"
     started = time.time()
     histogram_tensors = plan_int8(model).activation_tensors(model) if method != "absmax" else []
@@ -165,7 +165,7 @@ def _collect_ranges(model, selection, settings, onnx_sha256, output) -> tuple:
         amax = hist.absmax if name in inputs else amax_of(hist, method, settings.percentile)
         tensors[name]["amax"] = float(amax)
     cache.save_ranges(path, key, tensors)
-    ui.info(f"collected {len(histograms)} histograms and {len(tensors)} maxima from "
+    log.info(f"collected {len(histograms)} histograms and {len(tensors)} maxima from "
             f"{len(selection.calibration)} samples (batch {batch}) in {time.time() - started:.1f}s")
     return tensors, "computed"
 
@@ -215,7 +215,7 @@ def _build_int8(model, ranges, settings, evaluation) -> tuple:
     budget = settings.max_top1_drop
     if budget is None or score["drop"] <= budget:
         return quantized, record
-    ui.info(f"INT8 drops top-1 by {score['drop']:.2f} points, over the budget of {budget:g}; ranking layers")
+    log.info(f"INT8 drops top-1 by {score['drop']:.2f} points, over the budget of {budget:g}; ranking layers")
     shadow, outputs = sensitivity_model(model, plan, amax)
     errors = accuracy.unit_errors(shadow, outputs, evaluation.selection, evaluation.indices, evaluation.batch_size)
     ranked = accuracy.rank_by_sensitivity(errors)
@@ -240,7 +240,7 @@ def _build_int8(model, ranges, settings, evaluation) -> tuple:
                                   "precision": settings.fallback} for unit in ranked[:count]]
     record["accuracy"] = scores[count]
     record["fallback_search"] = {str(k): v["drop"] for k, v in sorted(scores.items())}
-    ui.info(f"budget met with {count} layer(s) in {settings.fallback}: "
+    log.info(f"budget met with {count} layer(s) in {settings.fallback}: "
             + ", ".join(unit for unit in ranked[:count]))
     return final, record
 
@@ -315,7 +315,7 @@ def calibrate_model(input_onnx, output_onnx, settings: CalibrationSettings, forc
     write_manifest(output, result_manifest, kind="onnx")
     accuracy_line = record.get("accuracy")
     if accuracy_line:
-        ui.info(f"{settings.precision.upper()} on {accuracy_line['images']} held-out samples: drop "
+        log.info(f"{settings.precision.upper()} on {accuracy_line['images']} held-out samples: drop "
                 f"{accuracy_line['drop']:.2f} points, agreement {accuracy_line['agreement']:.2%} "
                 f"(reference: {accuracy_line['reference']})")
     return result_manifest

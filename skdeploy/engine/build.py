@@ -14,9 +14,9 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from .. import ui
 from ..errors import MissingDependency, SkdeployError, UsageError
 from ..fileio import atomic_path, check_output_path
+from ..log import log
 from ..onnx.io import load_onnx
 from ..trt import BACKENDS, HARDWARE_COMPATIBILITY, first_installed, load_backend
 from .memory import PeakMemory
@@ -307,7 +307,7 @@ def build_engine(onnx_path, engine_path, settings: BuildSettings = None, force=F
         io = io_tensors(network)
         dynamic = is_dynamic(io)
         if not dynamic and any(v is not None for v in (settings.min_batch, settings.opt_batch, settings.max_batch)):
-            ui.warn(f"{onnx_path.name} has a static batch; --min/--opt/--max-batch are ignored")
+            log.warning(f"{onnx_path.name} has a static batch; --min/--opt/--max-batch are ignored")
         profile = batch_profile(io, plan.batches if dynamic else None)
         config, cache = configure(trt, builder, plan, settings, profile, dynamic)
         fallback = []
@@ -316,7 +316,7 @@ def build_engine(onnx_path, engine_path, settings: BuildSettings = None, force=F
             if fallback and not settings.gpu_fallback:
                 raise UsageError(f"{len(fallback)} layers cannot run on the DLA ({', '.join(fallback[:8])}"
                                  f"{', ...' if len(fallback) > 8 else ''}); pass --gpu-fallback to run them on the GPU")
-        with ui.status(f"building {plan.precision} engine for {plan.target} with {caps.label}"
+        with log.status(f"building {plan.precision} engine for {plan.target} with {caps.label}"
                        + (f" (compute capabilities {', '.join(plan.compute_capabilities)})"
                           if plan.compute_capabilities else "")):
             serialized = builder.build_serialized_network(network, config)
@@ -329,7 +329,7 @@ def build_engine(onnx_path, engine_path, settings: BuildSettings = None, force=F
             cache.save()
     build_seconds = round(time.time() - started, 2)
     for message in logger.warnings:
-        ui.info(f"[dim]builder: {escape(message)}[/dim]")
+        log.info(f"[dim]builder: {escape(message)}[/dim]")
     return write_sidecar(engine_path, onnx_path, plan, settings, io=io, profile=profile,
                          dla_fallback=fallback, build_seconds=build_seconds,
                          peak_rss_mb=peak.mb, warnings=logger.warnings,
