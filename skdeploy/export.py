@@ -26,6 +26,7 @@ from .reference import Reference, reference_of
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 PARITY_TOLERANCE = 1e-4
+EXPORTERS = ("torchscript", "dynamo")
 
 
 @dataclass
@@ -33,11 +34,17 @@ class ExportSettings:
     batch: int = 1
     dynamic_batch: bool = False
     opset: int = None  # default: 17 for torchscript, 18 for dynamo
-    exporter: str = "torchscript"  # or "dynamo"
+    exporter: str = "torchscript"  # or "dynamo" (EXPORTERS)
     simplify: bool = True
     fold_bn: bool = True
     sk_rewrite: bool = True
     parity_tolerance: float = PARITY_TOLERANCE
+
+    def __post_init__(self):
+        if self.exporter not in EXPORTERS:
+            raise UsageError(f"`exporter` must be torchscript or dynamo, got {self.exporter!r}")
+        if self.batch < 1:
+            raise UsageError(f"`batch` must be at least 1, got {self.batch}")
 
     def resolved_opset(self) -> int:
         return self.opset or (18 if self.exporter == "dynamo" else 17)
@@ -47,10 +54,6 @@ def trace_to_onnx(module, input_shape, settings: ExportSettings):
     """Run the chosen PyTorch exporter and return the onnx.ModelProto."""
     torch = require("torch")
     onnx = require("onnx")
-    if settings.exporter not in ("torchscript", "dynamo"):
-        raise UsageError(f"--exporter must be torchscript or dynamo, got {settings.exporter!r}")
-    if settings.batch < 1:
-        raise UsageError(f"--batch must be at least 1, got {settings.batch}")
     trace_batch = max(settings.batch, 2) if settings.dynamic_batch else settings.batch
     example = torch.randn(trace_batch, *input_shape)
     opset = settings.resolved_opset()
@@ -75,8 +78,8 @@ def trace_to_onnx(module, input_shape, settings: ExportSettings):
         model = onnx.load(path)
     if opset_of(model) != opset:
         raise UsageError(f"the {settings.exporter} exporter could not produce opset {opset} for this model "
-                         f"(it produced {opset_of(model)}); pass --opset {opset_of(model)} "
-                         "or use the other --exporter")
+                         f"(it produced {opset_of(model)}); pass `opset={opset_of(model)}` "
+                         "or use the other `exporter`")
     onnx.checker.check_model(model)
     return model
 

@@ -31,15 +31,15 @@ class ValidateSettings:
     limit: int = None  # first N samples only
     max_examples: int = 24  # disagreeing samples listed per candidate
 
-    def check(self):
+    def __post_init__(self):
         if not 0.0 <= self.min_agreement <= 1.0:
-            raise UsageError(f"--min-agreement must be between 0 and 1, got {self.min_agreement:g}")
+            raise UsageError(f"`min_agreement` must be between 0 and 1, got {self.min_agreement:g}")
         if self.max_top1_drop < 0:
-            raise UsageError(f"--max-top1-drop must not be negative, got {self.max_top1_drop:g}")
+            raise UsageError(f"`max_top1_drop` must not be negative, got {self.max_top1_drop:g}")
         if self.batch < 1:
-            raise UsageError(f"--batch must be at least 1, got {self.batch}")
+            raise UsageError(f"`batch` must be at least 1, got {self.batch}")
         if self.limit is not None and self.limit < 1:
-            raise UsageError(f"--limit must be at least 1, got {self.limit}")
+            raise UsageError(f"`limit` must be at least 1, got {self.limit}")
 
 
 # ---- running ------------------------------------------------------------------------------------
@@ -58,7 +58,7 @@ def check_input_shape(runner, inputs: np.ndarray, what: str):
     got = tuple(inputs.shape[1:])
     if len(want) != len(got) or any(isinstance(w, int) and w != g for w, g in zip(want, got)):
         raise UsageError(f"{what} takes inputs {spec.shape_text} but the data is preprocessed to (N, "
-                         f"{', '.join(map(str, got))}); check --data and the manifest's preprocessing")
+                         f"{', '.join(map(str, got))}); check `data` and the manifest's preprocessing")
 
 
 def compare_candidate(reference_logits, logits, labels, settings: ValidateSettings, reference_top1=None) -> dict:
@@ -90,10 +90,9 @@ def validate(candidates, reference=None, checkpoint=None, data=None, settings: V
              save_reference_to=None, force=False, runner_options=None):
     """Validate every candidate against the FP32 reference; returns (result dict, LoadedData)."""
     settings = settings or ValidateSettings()
-    settings.check()
     candidates = [str(c) for c in candidates]
     if not candidates and not save_reference_to:
-        raise UsageError("nothing to validate: give --candidate (or --save-reference to store the FP32 outputs)")
+        raise UsageError("nothing to validate: give `candidates` (or `save_reference_to` to store the FP32 outputs)")
     for path in candidates:
         if not Path(path).is_file():
             raise UsageError(f"candidate {path} does not exist")
@@ -101,7 +100,7 @@ def validate(candidates, reference=None, checkpoint=None, data=None, settings: V
         check_output_path(save_reference_to, force)
     ref = resolve_reference(reference, checkpoint, candidates)
     if ref.kind == "saved" and save_reference_to:
-        raise UsageError("--save-reference needs a PyTorch reference, not a saved one")
+        raise UsageError("`save_reference_to` needs a PyTorch reference, not a saved one")
     manifests = {c: load_manifest(c, required=False) for c in candidates}
     context = next((m for m in manifests.values() if m), None) or {"model": ref.model,
                                                                     "preprocessing": ref.preprocessing}
@@ -113,7 +112,7 @@ def validate(candidates, reference=None, checkpoint=None, data=None, settings: V
         limit = limit or ref.saved["meta"]["data"]["count"]
     if data is None:
         if dataset != "fashion-mnist":
-            raise UsageError(f"--data is required: the model ({context['model'].get('spec')}) has no default dataset")
+            raise UsageError(f"`data` is required: the model ({context['model'].get('spec')}) has no default dataset")
         data = FASHION_MNIST_DIR
     samples = load_data(data, preprocessing, limit, class_names_for(dataset))
     if ref.kind == "saved":

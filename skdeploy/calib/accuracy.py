@@ -76,7 +76,7 @@ class Judge:
 
     def score(self, predictions: np.ndarray) -> dict:
         """Agreement and top-1 as fractions (as validation reports them); the drop in points, the unit
-        of --max-top1-drop."""
+        of `max_top1_drop`."""
         agreement = float(np.mean(predictions == self.reference))
         result = {"images": int(len(predictions)), "reference": self.reference_kind,
                   "agreement": round(agreement, 5)}

@@ -30,7 +30,7 @@ def fp16_candidates(model: onnx.ModelProto, keep_fp32=(), absmax=None, limit=FP1
     names = {node.name for node in model.graph.node}
     unknown = sorted(set(keep_fp32) - names)
     if unknown:
-        raise UsageError(f"--keep-fp32 names no node {unknown[0]!r}; node names are in 'skdeploy inspect' "
+        raise UsageError(f"`keep_fp32` names no node {unknown[0]!r}; node names are in 'skdeploy inspect' "
                          f"or Netron (e.g. {next(iter(sorted(names)))!r})")
     absmax = absmax or {}
     convert, kept = set(), {}

@@ -49,21 +49,23 @@ class CalibrationSettings:
     preprocessing: dict = field(default_factory=dict)  # only for a model without a manifest
     reuse_cache: bool = True
 
-    def validate(self) -> None:
+    def __post_init__(self):
         if self.precision not in PRECISIONS:
-            raise UsageError(f"precision must be int8 or fp16, got {self.precision!r}")
+            raise UsageError(f"`precision` must be int8 or fp16, got {self.precision!r}")
         if self.method not in METHODS:
-            raise UsageError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+            raise UsageError(f"`method` must be one of {', '.join(METHODS)}, got {self.method!r}")
         if not 0 < self.percentile <= 100:
-            raise UsageError(f"--percentile must be in (0, 100], got {self.percentile}")
+            raise UsageError(f"`percentile` must be in (0, 100], got {self.percentile}")
         if self.bins < MIN_BINS:
-            raise UsageError(f"--bins must be at least {MIN_BINS}, got {self.bins}")
+            raise UsageError(f"`bins` must be at least {MIN_BINS}, got {self.bins}")
         if self.fallback not in FALLBACKS:
-            raise UsageError(f"--fallback must be fp16 or fp32, got {self.fallback!r}")
+            raise UsageError(f"`fallback` must be fp16 or fp32, got {self.fallback!r}")
         if self.max_top1_drop is not None and self.max_top1_drop < 0:
-            raise UsageError(f"--max-top1-drop must be 0 or more points, got {self.max_top1_drop}")
+            raise UsageError(f"`max_top1_drop` must be 0 or more points, got {self.max_top1_drop}")
+        if self.calib_images < 1:
+            raise UsageError(f"`calib_images` must be at least 1, got {self.calib_images}")
         if self.holdout_images < 0 or (self.batch_size is not None and self.batch_size < 1):
-            raise UsageError("--holdout-images must be 0 or more and --batch-size at least 1")
+            raise UsageError("`holdout_images` must be 0 or more and `batch_size` at least 1")
         unknown = set(self.preprocessing) - set(PREPROCESSING_OPTIONS)
         if unknown:
             raise UsageError(f"unknown preprocessing option(s): {', '.join(sorted(unknown))}")
@@ -90,7 +92,7 @@ def _check_fp32(model, path) -> None:
 
 
 def _name_nodes(model) -> None:
-    """Unique node names: ranges, fallback reports and --keep-fp32 all refer to nodes by name."""
+    """Unique node names: ranges, fallback reports and `keep_fp32` all refer to nodes by name."""
     seen = set()
     for position, node in enumerate(model.graph.node):
         if not node.name or node.name in seen:
@@ -99,23 +101,23 @@ def _name_nodes(model) -> None:
 
 
 def preprocessing_from_options(options: dict, shape: InputShape) -> Preprocessing:
-    """A Preprocessing from --mean/--std (required) and the optional rest, defaulting to the input size."""
+    """A Preprocessing from mean/std (required) and the optional rest, defaulting to the input size."""
     missing = [key for key in ("mean", "std") if not options.get(key)]
     if missing:
-        raise UsageError("preprocessing needs " + " and ".join(f"--{k}" for k in missing))
+        raise UsageError("preprocessing needs " + " and ".join(f"`{k}`" for k in missing))
 
     def per_channel(key):
         values = tuple(float(v) for v in options[key])
         if len(values) == 1:
             values *= shape.channels
         if len(values) != shape.channels:
-            raise UsageError(f"--{key} needs {shape.channels} values (one per input channel), got {len(values)}")
+            raise UsageError(f"`{key}` needs {shape.channels} values (one per input channel), got {len(values)}")
         return values
 
     crop = tuple(options.get("crop") or (shape.height, shape.width))
     order = options.get("channel_order") or ("GRAY" if shape.channels == 1 else "RGB")
     if order not in ("RGB", "BGR", "GRAY") or (order == "GRAY") != (shape.channels == 1):
-        raise UsageError(f"--channel-order {order} does not fit a {shape.channels}-channel input")
+        raise UsageError(f"`channel_order={order}` does not fit a {shape.channels}-channel input")
     return Preprocessing(resize=int(options.get("resize") or min(crop)), crop=crop, mean=per_channel("mean"),
                          std=per_channel("std"), channel_order=order,
                          interpolation=options.get("interpolation") or "bilinear",
@@ -127,14 +129,14 @@ def _preprocessing_resolver(path, manifest, settings: CalibrationSettings, shape
     recorded = (manifest or {}).get("preprocessing")
     if recorded and given:
         raise UsageError(f"{path} has a manifest that records its preprocessing; "
-                         f"--{', --'.join(sorted(given)).replace('_', '-')} are only for models without one")
+                         + ", ".join(f"`{key}`" for key in sorted(given)) + " are only for models without one")
 
     def resolve(what):
         if recorded:
             return Preprocessing.from_dict(recorded)
         if not given:
-            raise UsageError(f"{path} has no manifest, so its preprocessing is unknown; {what} need --mean and "
-                             f"--std (plus --resize/--crop/--channel-order if not {shape.height}x{shape.width} "
+            raise UsageError(f"{path} has no manifest, so its preprocessing is unknown; {what} need `mean` and "
+                             f"`std` (plus `resize`/`crop`/`channel_order` if not {shape.height}x{shape.width} "
                              f"{'GRAY' if shape.channels == 1 else 'RGB'})")
         return preprocessing_from_options(given, shape)
 
@@ -256,13 +258,12 @@ def _build_fp16(model, ranges, settings, evaluation) -> tuple:
         budget = settings.max_top1_drop
         if budget is not None and record["accuracy"]["drop"] > budget:
             raise SkdeployError(f"FP16 drops top-1 by {record['accuracy']['drop']:.2f} points, over the budget of "
-                                f"{budget:g}; keep the sensitive nodes FP32 with --keep-fp32; nothing written")
+                                f"{budget:g}; keep the sensitive nodes FP32 with `keep_fp32`; nothing written")
     return converted, record
 
 
 def calibrate_model(input_onnx, output_onnx, settings: CalibrationSettings, force=False) -> dict:
     """Calibrate `input_onnx` (FP32) into `output_onnx`; returns the output's manifest."""
-    settings.validate()
     output = check_output_path(output_onnx, force)
     started = time.time()
     model = load_onnx(input_onnx)
@@ -273,14 +274,14 @@ def calibrate_model(input_onnx, output_onnx, settings: CalibrationSettings, forc
     resolve = _preprocessing_resolver(input_onnx, manifest, settings, shape)
     data_path = settings.calib_data or default_calibration_path(manifest)
     if data_path is None:
-        raise UsageError("--calib-data is required (a folder of images, .npy/.npz, or an IDX file); only the "
+        raise UsageError("`calib_data` is required (a folder of images, .npy/.npz, or an IDX file); only the "
                          "demo model has a shipped calibration set")
     source = open_source(data_path, shape, resolve)
     budget = settings.max_top1_drop
     selection = select_calibration(source, shape, settings.calib_images, settings.holdout_images, settings.seed)
     if budget is not None and not selection.holdout:
-        raise UsageError(f"--max-top1-drop needs held-out samples, but all {len(selection.calibration)} usable "
-                         "samples calibrate; lower --calib-images or give more data")
+        raise UsageError(f"`max_top1_drop` needs held-out samples, but all {len(selection.calibration)} usable "
+                         "samples calibrate; lower `calib_images` or give more data")
     onnx_sha256 = sha256_file(input_onnx)
     ranges, cache_state = _collect_ranges(model, selection, settings, onnx_sha256, output)
     batch = settings.batch_size or 16

@@ -50,7 +50,7 @@ def load_data(path, preprocessing: Preprocessing, limit=None, class_names=None) 
     if path.is_dir() and fashion_mnist_file("test", path).exists():
         kind, file = "fashion-mnist", fashion_mnist_file("test", path)
     shape = InputShape(preprocessing.channels, *preprocessing.crop)
-    source = open_source(file, shape, lambda what: preprocessing, option="--data")
+    source = open_source(file, shape, lambda what: preprocessing, argument="data")
     count = len(source) if limit is None else min(limit, len(source))
     inputs = np.empty((count, shape.channels, shape.height, shape.width), np.float32)
     with log.progress(count, f"preprocessing {count} samples") as advance:

@@ -49,7 +49,7 @@ class Selection:
 def select_calibration(source: Source, shape: InputShape, count: int, holdout: int, seed: int) -> Selection:
     """Walk a seeded permutation: the first `count` readable samples calibrate, the next `holdout` check."""
     if count < 1:
-        raise UsageError(f"--calib-images must be at least 1, got {count}")
+        raise UsageError(f"`count` must be at least 1, got {count}")
     order = np.random.default_rng(seed).permutation(len(source))
     digest = hashlib.sha256()
     chosen, held, skipped, reasons = [], [], 0, []
@@ -78,7 +78,7 @@ def select_calibration(source: Source, shape: InputShape, count: int, holdout: i
         raise UsageError(f"no usable calibration samples in {source.description}: all {skipped} files were "
                          "unreadable")
     if len(chosen) < count:
-        log.warning(f"calibration data has {len(chosen)} usable samples, fewer than --calib-images {count}; "
+        log.warning(f"calibration data has {len(chosen)} usable samples, fewer than `calib_images={count}`; "
                     "using all of them and none is held out")
     return Selection(source, chosen, held, skipped, digest.hexdigest())
 
