@@ -161,7 +161,7 @@ def export_model(loaded, output, settings: ExportSettings, force=False) -> dict:
                               parity_inputs(input_shape, settings, dataset_images(loaded.config)),
                               settings.parity_tolerance)
     log.info(f"parity vs PyTorch (batches {parity['batches']}, {'+'.join(parity['inputs'])} inputs): "
-            f"max abs {parity['max_abs']:.3g}, max rel {parity['max_rel']:.3g} (tolerance {settings.parity_tolerance:g})")
+             f"max abs {parity['max_abs']:.3g}, max rel {parity['max_rel']:.3g} (tolerance {settings.parity_tolerance:g})")
     if not parity["passed"]:
         raise SkdeployError(f"exported ONNX does not match PyTorch: max relative error {parity['max_rel']:.3g} "
                             f"exceeds {settings.parity_tolerance:g}; nothing written")

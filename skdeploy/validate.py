@@ -90,39 +90,13 @@ def validate(candidates, reference=None, checkpoint=None, data=None, settings: V
              save_reference_to=None, force=False, runner_options=None):
     """Validate every candidate against the FP32 reference; returns (result dict, LoadedData)."""
     settings = settings or ValidateSettings()
-    candidates = [str(c) for c in candidates]
-    if not candidates and not save_reference_to:
-        raise UsageError("nothing to validate: give `candidates` (or `save_reference_to` to store the FP32 outputs)")
-    for path in candidates:
-        if not Path(path).is_file():
-            raise UsageError(f"candidate {path} does not exist")
-    if save_reference_to:
-        check_output_path(save_reference_to, force)
+    candidates = _existing_candidates(candidates, save_reference_to, force)
     ref = resolve_reference(reference, checkpoint, candidates)
     if ref.kind == "saved" and save_reference_to:
         raise UsageError("`save_reference_to` needs a PyTorch reference, not a saved one")
     manifests = {c: load_manifest(c, required=False) for c in candidates}
-    context = next((m for m in manifests.values() if m), None) or {"model": ref.model,
-                                                                    "preprocessing": ref.preprocessing}
-    preprocessing = Preprocessing.from_dict(context["preprocessing"])
-    dataset = context["model"].get("dataset")
-    limit = settings.limit
-    if data is None and ref.kind == "saved":
-        data = ref.saved["meta"]["data"]["source"].split(":", 1)[1]
-        limit = limit or ref.saved["meta"]["data"]["count"]
-    if data is None:
-        if dataset != "fashion-mnist":
-            raise UsageError(f"`data` is required: the model ({context['model'].get('spec')}) has no default dataset")
-        data = FASHION_MNIST_DIR
-    samples = load_data(data, preprocessing, limit, class_names_for(dataset))
-    if ref.kind == "saved":
-        reference_logits = ref.saved_logits(samples.inputs, samples.source)
-        if samples.labels is None and ref.saved.get("labels") is not None:
-            samples.labels = ref.saved["labels"]
-    else:
-        with ref.runner() as runner, log.progress(len(samples.inputs), "FP32 PyTorch reference") as advance:
-            check_input_shape(runner, samples.inputs, "the reference model")
-            reference_logits = runner.run_batched(samples.inputs, settings.batch, advance)
+    samples = _samples(ref, manifests, data, settings.limit)
+    reference_logits = _reference_logits(ref, samples, settings.batch)
     if save_reference_to:
         save_reference(save_reference_to, reference_logits, samples, ref, force)
     labels = samples.labels
@@ -136,11 +110,7 @@ def validate(candidates, reference=None, checkpoint=None, data=None, settings: V
         result["reference"].update(top1=reference_top1, top5=accuracy(reference_logits, labels, 5))
     for path in candidates:
         started = time.time()
-        with candidate_runner(path, runner_options) as runner, \
-                log.progress(len(samples.inputs), f"{Path(path).name} ({runner.name})") as advance:
-            check_input_shape(runner, samples.inputs, Path(path).name)
-            logits = runner.run_batched(samples.inputs, settings.batch, advance)
-            runner_name = runner.name
+        logits, runner_name = _run_candidate(path, samples.inputs, settings.batch, runner_options)
         if logits.shape != reference_logits.shape:
             raise SkdeployError(f"{Path(path).name} outputs {logits.shape[1:]} per sample but the reference outputs "
                                 f"{reference_logits.shape[1:]}; is it the same model?")
@@ -151,3 +121,52 @@ def validate(candidates, reference=None, checkpoint=None, data=None, settings: V
     result["passed"] = all(c["passed"] for c in result["candidates"])
     return result, samples
 
+
+def _existing_candidates(candidates, save_reference_to, force) -> list:
+    """The candidate paths as text, each an existing file; at least one unless only saving the reference."""
+    candidates = [str(c) for c in candidates]
+    if not candidates and not save_reference_to:
+        raise UsageError("nothing to validate: give `candidates` (or `save_reference_to` to store the FP32 outputs)")
+    for path in candidates:
+        if not Path(path).is_file():
+            raise UsageError(f"candidate {path} does not exist")
+    if save_reference_to:
+        check_output_path(save_reference_to, force)
+    return candidates
+
+
+def _samples(ref, manifests: dict, data, limit):
+    """The data, prepared as the first candidate's manifest (else the reference) says; by default the data
+    a saved reference was made from, else the model's dataset."""
+    context = next((m for m in manifests.values() if m), None) or {"model": ref.model,
+                                                                    "preprocessing": ref.preprocessing}
+    preprocessing = Preprocessing.from_dict(context["preprocessing"])
+    dataset = context["model"].get("dataset")
+    if data is None and ref.kind == "saved":
+        data = ref.saved["meta"]["data"]["source"].split(":", 1)[1]
+        limit = limit or ref.saved["meta"]["data"]["count"]
+    if data is None:
+        if dataset != "fashion-mnist":
+            raise UsageError(f"`data` is required: the model ({context['model'].get('spec')}) has no default dataset")
+        data = FASHION_MNIST_DIR
+    return load_data(data, preprocessing, limit, class_names_for(dataset))
+
+
+def _reference_logits(ref, samples, batch: int) -> np.ndarray:
+    """FP32 logits: saved ones (whose labels the samples take when they have none), or the PyTorch model's."""
+    if ref.kind == "saved":
+        logits = ref.saved_logits(samples.inputs, samples.source)
+        if samples.labels is None and ref.saved.get("labels") is not None:
+            samples.labels = ref.saved["labels"]
+        return logits
+    with ref.runner() as runner, log.progress(len(samples.inputs), "FP32 PyTorch reference") as advance:
+        check_input_shape(runner, samples.inputs, "the reference model")
+        return runner.run_batched(samples.inputs, batch, advance)
+
+
+def _run_candidate(path, inputs: np.ndarray, batch: int, runner_options=None) -> tuple:
+    """(logits, runner name) of one candidate over `inputs`."""
+    with candidate_runner(path, runner_options) as runner, \
+            log.progress(len(inputs), f"{Path(path).name} ({runner.name})") as advance:
+        check_input_shape(runner, inputs, Path(path).name)
+        return runner.run_batched(inputs, batch, advance), runner.name

@@ -168,7 +168,7 @@ def _collect_ranges(model, selection, settings, onnx_sha256, output) -> tuple:
         tensors[name]["amax"] = float(amax)
     cache.save_ranges(path, key, tensors)
     log.info(f"collected {len(histograms)} histograms and {len(tensors)} maxima from "
-            f"{len(selection.calibration)} samples (batch {batch}) in {time.time() - started:.1f}s")
+             f"{len(selection.calibration)} samples (batch {batch}) in {time.time() - started:.1f}s")
     return tensors, "computed"
 
 
@@ -243,7 +243,7 @@ def _build_int8(model, ranges, settings, evaluation) -> tuple:
     record["accuracy"] = scores[count]
     record["fallback_search"] = {str(k): v["drop"] for k, v in sorted(scores.items())}
     log.info(f"budget met with {count} layer(s) in {settings.fallback}: "
-            + ", ".join(unit for unit in ranked[:count]))
+             + ", ".join(unit for unit in ranked[:count]))
     return final, record
 
 
@@ -272,37 +272,19 @@ def calibrate_model(input_onnx, output_onnx, settings: CalibrationSettings, forc
     manifest = load_manifest(input_onnx, required=False)
     _, shape = _model_input(model)
     resolve = _preprocessing_resolver(input_onnx, manifest, settings, shape)
-    data_path = settings.calib_data or default_calibration_path(manifest)
-    if data_path is None:
-        raise UsageError("`calib_data` is required (a folder of images, .npy/.npz, or an IDX file); only the "
-                         "demo model has a shipped calibration set")
-    source = open_source(data_path, shape, resolve)
-    budget = settings.max_top1_drop
-    selection = select_calibration(source, shape, settings.calib_images, settings.holdout_images, settings.seed)
-    if budget is not None and not selection.holdout:
-        raise UsageError(f"`max_top1_drop` needs held-out samples, but all {len(selection.calibration)} usable "
-                         "samples calibrate; lower `calib_images` or give more data")
+    data_path, source, selection = _calibration_data(settings, manifest, shape, resolve)
     onnx_sha256 = sha256_file(input_onnx)
     ranges, cache_state = _collect_ranges(model, selection, settings, onnx_sha256, output)
     batch = settings.batch_size or 16
     evaluation = Evaluation(model, manifest, input_onnx, selection, batch) if selection.holdout else None
-    if settings.precision == "int8":
-        result, record = _build_int8(model, ranges, settings, evaluation)
-    else:
-        result, record = _build_fp16(model, ranges, settings, evaluation)
-
+    build = _build_int8 if settings.precision == "int8" else _build_fp16
+    result, record = build(model, ranges, settings, evaluation)
     table = None
     if settings.precision == "int8":
         table = cache.table_path(output)
         cache.write_table(table, ranges, settings.method, settings.trt_version)
     save_onnx(result, output)
-    if manifest is None:
-        manifest = new_manifest({"spec": None, "checkpoint": None, "kwargs": {}, "num_classes": None,
-                                 "dataset": None, "input_size": [shape.channels, shape.height, shape.width]},
-                                resolve("the manifest").to_dict() if any(settings.preprocessing.values()) else None)
-    result_manifest = derive(manifest)
-    result_manifest["inputs"], result_manifest["outputs"] = io_spec(result)
-    result_manifest["opset"] = opset_of(result)
+    result_manifest = _derived_manifest(manifest, result, shape, resolve, settings)
     add_stage(result_manifest, "calibrate", precision=settings.precision,
               method=settings.method if settings.precision == "int8" else None,
               settings=asdict(settings), source_onnx={"file": str(input_onnx), "sha256": onnx_sha256},
@@ -311,13 +293,39 @@ def calibrate_model(input_onnx, output_onnx, settings: CalibrationSettings, forc
                     "skipped_unreadable": selection.skipped},
               ranges_file=cache.ranges_path(output).name, ranges_cache=cache_state,
               calibration_table=table.name if table else None,
-              budget={"max_top1_drop": budget, "fallback": settings.fallback}, **record,
+              budget={"max_top1_drop": settings.max_top1_drop, "fallback": settings.fallback}, **record,
               node_counts=node_counts(result), seconds=round(time.time() - started, 2))
     write_manifest(output, result_manifest, kind="onnx")
     accuracy_line = record.get("accuracy")
     if accuracy_line:
         log.info(f"{settings.precision.upper()} on {accuracy_line['images']} held-out samples: drop "
-                f"{accuracy_line['drop']:.2f} points, agreement {accuracy_line['agreement']:.2%} "
-                f"(reference: {accuracy_line['reference']})")
+                 f"{accuracy_line['drop']:.2f} points, agreement {accuracy_line['agreement']:.2%} "
+                 f"(reference: {accuracy_line['reference']})")
     return result_manifest
 
+
+def _calibration_data(settings: CalibrationSettings, manifest, shape: InputShape, resolve) -> tuple:
+    """(data path, Source, Selection): the settings' data or the demo model's shipped set, split into the
+    calibration subset and the held-out samples an accuracy budget needs."""
+    data_path = settings.calib_data or default_calibration_path(manifest)
+    if data_path is None:
+        raise UsageError("`calib_data` is required (a folder of images, .npy/.npz, or an IDX file); only the "
+                         "demo model has a shipped calibration set")
+    source = open_source(data_path, shape, resolve)
+    selection = select_calibration(source, shape, settings.calib_images, settings.holdout_images, settings.seed)
+    if settings.max_top1_drop is not None and not selection.holdout:
+        raise UsageError(f"`max_top1_drop` needs held-out samples, but all {len(selection.calibration)} usable "
+                         "samples calibrate; lower `calib_images` or give more data")
+    return data_path, source, selection
+
+
+def _derived_manifest(manifest, result, shape: InputShape, resolve, settings: CalibrationSettings) -> dict:
+    """The output's manifest: the input's carried on (a new one for an ONNX without), with the output's I/O."""
+    if manifest is None:
+        manifest = new_manifest({"spec": None, "checkpoint": None, "kwargs": {}, "num_classes": None,
+                                 "dataset": None, "input_size": [shape.channels, shape.height, shape.width]},
+                                resolve("the manifest").to_dict() if any(settings.preprocessing.values()) else None)
+    derived = derive(manifest)
+    derived["inputs"], derived["outputs"] = io_spec(result)
+    derived["opset"] = opset_of(result)
+    return derived
