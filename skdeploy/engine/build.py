@@ -315,10 +315,29 @@ def configure(trt, builder, plan: BuildPlan, settings: BuildSettings, profile: d
     return config, cache
 
 
-def dla_fallback_layers(network, config) -> list:
-    """'name (type)' of layers that cannot run on the DLA and would fall back to the GPU."""
+def dla_fallback_layers(network, config, settings: BuildSettings) -> list:
+    """'name (type)' of layers that cannot run on the DLA and fall back to the GPU (none without a DLA
+    core); a UsageError when some cannot and the settings do not allow the GPU fallback."""
+    if settings.dla_core is None:
+        return []
     layers = (network.get_layer(i) for i in range(network.num_layers))
-    return [f"{layer.name} ({layer.type.name})" for layer in layers if not config.can_run_on_DLA(layer)]
+    fallback = [f"{layer.name} ({layer.type.name})" for layer in layers if not config.can_run_on_DLA(layer)]
+    if fallback and not settings.gpu_fallback:
+        raise UsageError(f"{len(fallback)} layers cannot run on the DLA ({', '.join(fallback[:8])}"
+                         f"{', ...' if len(fallback) > 8 else ''}); pass `gpu_fallback=True` to run them on the GPU")
+    return fallback
+
+
+def serialize(builder, network, config, plan: BuildPlan, logger, onnx_name: str):
+    """The builder's serialized engine, or an SkdeployError with the builder's last errors."""
+    with log.status(f"building {plan.precision} engine for {plan.target} with {plan.caps.label}"
+                    + (f" (compute capabilities {', '.join(plan.compute_capabilities)})"
+                       if plan.compute_capabilities else "")):
+        serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        detail = "; ".join(logger.errors[-3:]) or "the builder gave no reason"
+        raise SkdeployError(f"{plan.caps.label} could not build {onnx_name}: {detail}")
+    return serialized
 
 
 def plan_onnx(onnx_path, settings: BuildSettings = None) -> BuildPlan:
@@ -359,19 +378,8 @@ def build_engine(onnx_path, engine_path, settings: BuildSettings = None, force=F
             log.warning(f"{onnx_path.name} has a static batch; `min_batch`/`opt_batch`/`max_batch` are ignored")
         profile = batch_profile(io, plan.batches if dynamic else None)
         config, cache = configure(trt, builder, plan, settings, profile, dynamic)
-        fallback = []
-        if settings.dla_core is not None:
-            fallback = dla_fallback_layers(network, config)
-            if fallback and not settings.gpu_fallback:
-                raise UsageError(f"{len(fallback)} layers cannot run on the DLA ({', '.join(fallback[:8])}"
-                                 f"{', ...' if len(fallback) > 8 else ''}); pass `gpu_fallback=True` to run them on the GPU")
-        with log.status(f"building {plan.precision} engine for {plan.target} with {caps.label}"
-                        + (f" (compute capabilities {', '.join(plan.compute_capabilities)})"
-                           if plan.compute_capabilities else "")):
-            serialized = builder.build_serialized_network(network, config)
-        if serialized is None:
-            detail = "; ".join(logger.errors[-3:]) or "the builder gave no reason"
-            raise SkdeployError(f"{caps.label} could not build {onnx_path.name}: {detail}")
+        fallback = dla_fallback_layers(network, config, settings)
+        serialized = serialize(builder, network, config, plan, logger, onnx_path.name)
         with atomic_path(engine_path) as tmp:
             Path(tmp).write_bytes(memoryview(serialized))
         if cache:
