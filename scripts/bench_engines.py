@@ -46,20 +46,10 @@ def photo_folder(folder: Path) -> Path:
     return folder
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="sknet-fmnist,sknet50")
-    parser.add_argument("--precisions", default="fp32,fp16,int8")
-    parser.add_argument("--compute-capability", default="8.6,8.9")
-    parser.add_argument("--calib-images", type=int, default=64, help="calibration samples (the demo model's set; "
-                        "ImageNet-size models use the 8 scikit-image photos)")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
-
-    from skdeploy import ui
+def measure(args) -> list:
+    """One row per model and precision: calibration and engine build costs."""
     from skdeploy.calib import CalibrationSettings, calibrate_model
 
-    ui.quiet = True
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -90,6 +80,23 @@ def main(argv=None):
                              "process_seconds": round(time.time() - started, 1),
                              "warnings": len(engine["warnings"]), "backend_version": engine["backend_version"]})
                 print(f"{model} {precision}: {rows[-1]}", file=sys.stderr)
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="sknet-fmnist,sknet50")
+    parser.add_argument("--precisions", default="fp32,fp16,int8")
+    parser.add_argument("--compute-capability", default="8.6,8.9")
+    parser.add_argument("--calib-images", type=int, default=64, help="calibration samples (the demo model's set; "
+                        "ImageNet-size models use the 8 scikit-image photos)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+
+    from skdeploy.log import QUIET, log
+
+    with log.verbosity(QUIET):
+        rows = measure(args)
     if args.json:
         print(json.dumps(rows, indent=2))
         return

@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from skdeploy import ui  # noqa: E402
+from skdeploy.log import log  # noqa: E402
 from skdeploy.bench import BenchSettings, bench_runner  # noqa: E402
 from skdeploy.calib import CalibrationSettings, calibrate_model  # noqa: E402
 from skdeploy.export import ExportSettings, export_model  # noqa: E402
@@ -54,7 +55,7 @@ def prepare(arch: str, folder: Path) -> tuple:
     config = REGISTRY[arch]
     pretrained = config.weights_path is not None and Path(str(config.weights_path)).exists()
     if config.weights and not pretrained:
-        ui.warn(f"{arch}: shipped weights not found; timing random weights")
+        log.warning(f"{arch}: shipped weights not found; timing random weights")
     loaded = load_model(arch=arch, pretrained=pretrained)
     fp32 = folder / f"{arch}.onnx"
     export_model(loaded, fp32, ExportSettings(dynamic_batch=True), force=True)
@@ -83,7 +84,7 @@ def run(models, iterations, warmup, threads, folder: Path) -> dict:
         for label, runner in variants:
             with runner:
                 rows[label] = bench_runner(runner, settings)
-            ui.info(f"{arch}: {label} done")
+            log.info(f"{arch}: {label} done")
         results["models"][arch] = {"settings": {"batches": list(settings.batches), "iterations": settings.iterations,
                                                 "warmup": settings.warmup, "threads": threads},
                                    "seconds": round(time.time() - started, 1), "rows": rows}

@@ -183,15 +183,15 @@ def main(argv=None):
     parser.add_argument("--tolerance", type=float, default=1e-5, help="parity: max relative error")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    from skdeploy import ui
+    from skdeploy.log import QUIET, log
 
-    ui.quiet = True
-    if args.mode == "build":
-        args.models = args.models or "sknet50"
-        run_build(args)
-    else:
-        args.models = args.models or ",".join(PARITY_MODELS)
-        run_parity(args)
+    with log.verbosity(QUIET):
+        if args.mode == "build":
+            args.models = args.models or "sknet50"
+            run_build(args)
+        else:
+            args.models = args.models or ",".join(PARITY_MODELS)
+            run_parity(args)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import ui
 from .errors import UsageError
+from .log import log
 from .manifest import artifact_precision
 from .reference import reference_from_manifest
 
@@ -24,22 +24,11 @@ class BenchSettings:
     iterations: int = 50
     warmup: int = 5
 
-    def check(self):
+    def __post_init__(self):
         if not self.batches or min(self.batches) < 1:
-            raise UsageError(f"--batch sizes must be positive integers, got {self.batches}")
+            raise UsageError(f"`batches` sizes must be positive integers, got {self.batches}")
         if self.iterations < 1 or self.warmup < 0:
-            raise UsageError("--iterations must be at least 1 and --warmup 0 or more")
-
-
-def parse_batches(text: str) -> tuple:
-    """'1,8,32' -> (1, 8, 32)."""
-    try:
-        batches = tuple(int(part) for part in str(text).split(",") if part.strip())
-    except ValueError:
-        raise UsageError(f"--batch must be comma-separated integers like 1,8,32, got {text!r}") from None
-    if not batches or min(batches) < 1:
-        raise UsageError(f"--batch sizes must be positive integers, got {text!r}")
-    return batches
+            raise UsageError("`iterations` must be at least 1 and `warmup` 0 or more")
 
 
 def latency_stats(seconds, batch: int) -> dict:
@@ -101,7 +90,7 @@ def target_runner(target, checkpoint=None, runner_options=None):
     if kind == "pytorch":
         return load_runner(target, checkpoint=checkpoint, **options), "fp32"
     if checkpoint:
-        raise UsageError("--checkpoint applies to a PyTorch model name, not to an ONNX file or engine")
+        raise UsageError("`checkpoint` applies to a PyTorch model name, not to an ONNX file or engine")
     if not Path(target).is_file():
         raise UsageError(f"{target} does not exist")
     runner = load_runner(target, **options)
@@ -112,7 +101,6 @@ def bench(targets, settings: BenchSettings = None, checkpoint=None, runner_optio
     """Benchmark every target with the same settings; rows carry speedup vs the first one benchmarked
     (the PyTorch model of the first artifact's manifest when `reference`)."""
     settings = settings or BenchSettings()
-    settings.check()
     targets = [str(t) for t in targets]
     if not targets:
         raise UsageError("give at least one ONNX file, engine or model name to benchmark")
@@ -124,7 +112,7 @@ def bench(targets, settings: BenchSettings = None, checkpoint=None, runner_optio
     for label, make in plan:
         runner, precision = make()
         total = len(settings.batches) * (settings.warmup + settings.iterations)
-        with runner, ui.progress(total, f"{Path(label).name} ({runner.name})") as advance:
+        with runner, log.progress(total, f"{Path(label).name} ({runner.name})") as advance:
             rows = bench_runner(runner, settings, advance)
         results.append({"target": label, "runner": runner.name, "precision": precision, "rows": rows})
     add_speedups(results)

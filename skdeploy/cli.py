@@ -51,10 +51,15 @@ class LazyGroup(click.Group):
         return module.command
 
     def invoke(self, ctx):
+        """Run the command with the library's messages and errors in the CLI's words (flags)."""
+        from .commands.flags import in_flags
+        from .log import log
+
         try:
-            return super().invoke(ctx)
+            with log.rewriting(in_flags):
+                return super().invoke(ctx)
         except SkdeployError as exc:
-            raise CommandFailed(str(exc), exc.exit_code) from None
+            raise CommandFailed(in_flags(str(exc)), exc.exit_code) from None
         except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
             raise
         except Exception as exc:  # a bug: one line unless debugging

@@ -1,4 +1,7 @@
-"""Errors that the CLI turns into one line on stderr and an exit code (2 usage, 1 failure)."""
+"""Errors that the CLI turns into one line on stderr and an exit code (2 usage, 1 failure).
+
+Messages speak the API: they quote argument names in backticks (`calib_images`, `precision=int8`,
+`force=True`), which the CLI shows as its flags (--calib-images, --int8, --force)."""
 
 
 class SkdeployError(Exception):

@@ -14,11 +14,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from . import ui
 from .compare import compare_outputs, merge_comparisons
 from .deps import require
 from .errors import SkdeployError, UsageError
 from .fileio import check_output_path
+from .log import log
 from .manifest import add_stage, new_manifest, write_manifest
 from .onnx.io import graph_inputs, io_spec, node_counts, opset_of, save_onnx
 from .reference import Reference, reference_of
@@ -26,6 +26,7 @@ from .reference import Reference, reference_of
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 PARITY_TOLERANCE = 1e-4
+EXPORTERS = ("torchscript", "dynamo")
 
 
 @dataclass
@@ -33,11 +34,17 @@ class ExportSettings:
     batch: int = 1
     dynamic_batch: bool = False
     opset: int = None  # default: 17 for torchscript, 18 for dynamo
-    exporter: str = "torchscript"  # or "dynamo"
+    exporter: str = "torchscript"  # or "dynamo" (EXPORTERS)
     simplify: bool = True
     fold_bn: bool = True
     sk_rewrite: bool = True
     parity_tolerance: float = PARITY_TOLERANCE
+
+    def __post_init__(self):
+        if self.exporter not in EXPORTERS:
+            raise UsageError(f"`exporter` must be torchscript or dynamo, got {self.exporter!r}")
+        if self.batch < 1:
+            raise UsageError(f"`batch` must be at least 1, got {self.batch}")
 
     def resolved_opset(self) -> int:
         return self.opset or (18 if self.exporter == "dynamo" else 17)
@@ -47,10 +54,6 @@ def trace_to_onnx(module, input_shape, settings: ExportSettings):
     """Run the chosen PyTorch exporter and return the onnx.ModelProto."""
     torch = require("torch")
     onnx = require("onnx")
-    if settings.exporter not in ("torchscript", "dynamo"):
-        raise UsageError(f"--exporter must be torchscript or dynamo, got {settings.exporter!r}")
-    if settings.batch < 1:
-        raise UsageError(f"--batch must be at least 1, got {settings.batch}")
     trace_batch = max(settings.batch, 2) if settings.dynamic_batch else settings.batch
     example = torch.randn(trace_batch, *input_shape)
     opset = settings.resolved_opset()
@@ -75,8 +78,8 @@ def trace_to_onnx(module, input_shape, settings: ExportSettings):
         model = onnx.load(path)
     if opset_of(model) != opset:
         raise UsageError(f"the {settings.exporter} exporter could not produce opset {opset} for this model "
-                         f"(it produced {opset_of(model)}); pass --opset {opset_of(model)} "
-                         "or use the other --exporter")
+                         f"(it produced {opset_of(model)}); pass `opset={opset_of(model)}` "
+                         "or use the other `exporter`")
     onnx.checker.check_model(model)
     return model
 
@@ -88,10 +91,10 @@ def simplify(model):
         with contextlib.redirect_stdout(io.StringIO()):
             simplified, ok = onnxsim.simplify(model)
     except Exception as exc:  # onnxsim raises bare RuntimeErrors and C++ errors alike
-        ui.warn(f"simplification skipped: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+        log.warning(f"simplification skipped: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
         return model, False
     if not ok:
-        ui.warn("simplification skipped: the simplified model failed onnxsim's own check")
+        log.warning("simplification skipped: the simplified model failed onnxsim's own check")
         return model, False
     from .onnx.scopes import copy_node_metadata
 
@@ -141,24 +144,24 @@ def export_model(loaded, output, settings: ExportSettings, force=False) -> dict:
     output = check_output_path(output, force)
     started = time.time()
     input_shape = tuple(loaded.config.input_size)
-    with ui.status(f"exporting {loaded.spec} with the {settings.exporter} exporter"):
+    with log.status(f"exporting {loaded.spec} with the {settings.exporter} exporter"):
         model = trace_to_onnx(loaded.module, input_shape, settings)
     exported_counts = node_counts(model)
     simplified = False
     if settings.simplify:
-        with ui.status("simplifying"):
+        with log.status("simplifying"):
             model, simplified = simplify(model)
     passes = []
     if settings.fold_bn or settings.sk_rewrite:
         from .graph import optimize_graph
 
         model, passes = optimize_graph(model, fold_bn=settings.fold_bn, sk_rewrite=settings.sk_rewrite)
-    with ui.status("checking parity with onnxruntime"):
+    with log.status("checking parity with onnxruntime"):
         parity = check_parity(reference_of(loaded), model,
                               parity_inputs(input_shape, settings, dataset_images(loaded.config)),
                               settings.parity_tolerance)
-    ui.info(f"parity vs PyTorch (batches {parity['batches']}, {'+'.join(parity['inputs'])} inputs): "
-            f"max abs {parity['max_abs']:.3g}, max rel {parity['max_rel']:.3g} (tolerance {settings.parity_tolerance:g})")
+    log.info(f"parity vs PyTorch (batches {parity['batches']}, {'+'.join(parity['inputs'])} inputs): "
+             f"max abs {parity['max_abs']:.3g}, max rel {parity['max_rel']:.3g} (tolerance {settings.parity_tolerance:g})")
     if not parity["passed"]:
         raise SkdeployError(f"exported ONNX does not match PyTorch: max relative error {parity['max_rel']:.3g} "
                             f"exceeds {settings.parity_tolerance:g}; nothing written")

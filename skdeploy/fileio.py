@@ -9,12 +9,12 @@ from .errors import SkdeployError, UsageError
 
 
 def check_output_path(path, force: bool) -> Path:
-    """Refuse to overwrite without --force and fail early when the folder cannot be written."""
+    """Refuse to overwrite unless `force` and fail early when the folder cannot be written."""
     path = Path(path)
     if path.is_dir():
         raise UsageError(f"{path} is a folder, not a file name")
     if path.exists() and not force:
-        raise UsageError(f"{path} already exists; pass --force to overwrite it")
+        raise UsageError(f"{path} already exists; pass `force=True` to overwrite it")
     folder = path.parent if str(path.parent) else Path(".")
     try:
         folder.mkdir(parents=True, exist_ok=True)

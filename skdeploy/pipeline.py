@@ -33,7 +33,7 @@ def calibrate_for(onnx_path, engine_path: Path, precision: str, settings: BuildS
     try:
         from .calib import CalibrationSettings, calibrate_model
     except ImportError as exc:
-        raise SkdeployError(f"--{precision} on an FP32 ONNX needs the calibration stage, which is unavailable "
+        raise SkdeployError(f"`precision={precision}` on an FP32 ONNX needs the calibration stage, which is unavailable "
                             f"({exc}); calibrate with 'skdeploy calibrate' and build the result") from None
     output = engine_path.with_name(f"{engine_path.stem}.{precision}.onnx")
     options = dict(settings.calibration or {}, precision=precision, calib_data=settings.calib_data)

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, ui
+from . import __version__
 from .errors import SkdeployError, UsageError
 from .fileio import atomic_path, check_output_path
+from .log import log
 from .manifest import load_manifest, manifest_path
 
 REFERENCE_FORMAT = "skdeploy-reference/1"
@@ -40,7 +41,7 @@ class Reference:
     def runner(self, threads: int = 0):
         """A TorchRunner over the FP32 PyTorch model; a saved reference has none."""
         if self.kind != "pytorch":
-            raise UsageError(f"{self.source} holds saved outputs, not a model to run; give a model as --reference")
+            raise UsageError(f"{self.source} holds saved outputs, not a model to run; give a model as `reference`")
         from .runners.torch_runner import TorchRunner
 
         return TorchRunner(self.loaded, threads=threads)
@@ -51,7 +52,7 @@ class Reference:
         if len(logits) != len(inputs) or str(self.saved["inputs_sha256"]) != inputs_sha256(inputs):
             raise UsageError(f"the data ({described}, {len(inputs)} samples) is not what {self.source} was saved "
                              f"from ({self.saved['meta']['data']['source']}, {len(logits)} samples): input sha256 "
-                             "differs; use the same --data, --limit and preprocessing")
+                             "differs; use the same `data`, `limit` and preprocessing")
         return logits.astype(np.float32)
 
 
@@ -88,7 +89,7 @@ def reference_from_manifest(artifact, same_weights: bool = False) -> Reference:
         changed = f"checkpoint {recorded['path']} changed since {path.name} was made (sha256 differs)"
         if same_weights:
             raise SkdeployError(changed)
-        ui.warn(changed)
+        log.warning(changed)
     return reference_of(loaded)
 
 
@@ -110,28 +111,28 @@ def load_saved_reference(path) -> Reference:
 
 
 def resolve_reference(reference=None, checkpoint=None, candidates=()) -> Reference:
-    """--reference as given (ref.npz, an artifact or its manifest, a model name/spec), else the model
+    """`reference` as given (ref.npz, an artifact or its manifest, a model name/spec), else the model
     the first candidate's manifest records, else the shipped demo model."""
     if reference is None:
         if checkpoint:
-            raise UsageError("--checkpoint needs --reference MODEL")
+            raise UsageError("`checkpoint` needs `reference=MODEL`")
         with_manifest = [c for c in candidates if manifest_path(c).exists()]
         if with_manifest:
             return reference_from_manifest(with_manifest[0])
         if candidates:
-            raise UsageError(f"{candidates[0]} has no manifest to take the reference from; pass --reference")
+            raise UsageError(f"{candidates[0]} has no manifest to take the reference from; pass `reference`")
         from .models import DEMO_MODEL
 
         return reference_from_model(DEMO_MODEL)
     text = str(reference)
     if text.endswith(".npz"):
         if checkpoint:
-            raise UsageError("--checkpoint does not apply to a saved reference (.npz)")
+            raise UsageError("`checkpoint` does not apply to a saved reference (.npz)")
         return load_saved_reference(text)
     if text.endswith(".json") or (Path(text).is_file() and manifest_path(text).exists()):
         return reference_from_manifest(text)
     if Path(text).is_file() and not text.endswith(".py"):
-        raise UsageError(f"--reference {text}: give a model name with --checkpoint, a manifest, or a saved .npz")
+        raise UsageError(f"`reference={text}`: give a model name with `checkpoint`, a manifest, or a saved .npz")
     return reference_from_model(text, checkpoint=checkpoint)
 
 

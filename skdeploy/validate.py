@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import ui
 from .compare import accuracy, error_histogram, logit_agreement, prediction_agreement
 from .data import FASHION_MNIST_DIR, Preprocessing, class_names_for, load_data
 from .errors import SkdeployError, UsageError
 from .fileio import check_output_path
+from .log import log
 from .manifest import artifact_precision, load_manifest
 from .reference import resolve_reference, save_reference
 from .runners import runner_kind
@@ -31,15 +31,15 @@ class ValidateSettings:
     limit: int = None  # first N samples only
     max_examples: int = 24  # disagreeing samples listed per candidate
 
-    def check(self):
+    def __post_init__(self):
         if not 0.0 <= self.min_agreement <= 1.0:
-            raise UsageError(f"--min-agreement must be between 0 and 1, got {self.min_agreement:g}")
+            raise UsageError(f"`min_agreement` must be between 0 and 1, got {self.min_agreement:g}")
         if self.max_top1_drop < 0:
-            raise UsageError(f"--max-top1-drop must not be negative, got {self.max_top1_drop:g}")
+            raise UsageError(f"`max_top1_drop` must not be negative, got {self.max_top1_drop:g}")
         if self.batch < 1:
-            raise UsageError(f"--batch must be at least 1, got {self.batch}")
+            raise UsageError(f"`batch` must be at least 1, got {self.batch}")
         if self.limit is not None and self.limit < 1:
-            raise UsageError(f"--limit must be at least 1, got {self.limit}")
+            raise UsageError(f"`limit` must be at least 1, got {self.limit}")
 
 
 # ---- running ------------------------------------------------------------------------------------
@@ -58,7 +58,7 @@ def check_input_shape(runner, inputs: np.ndarray, what: str):
     got = tuple(inputs.shape[1:])
     if len(want) != len(got) or any(isinstance(w, int) and w != g for w, g in zip(want, got)):
         raise UsageError(f"{what} takes inputs {spec.shape_text} but the data is preprocessed to (N, "
-                         f"{', '.join(map(str, got))}); check --data and the manifest's preprocessing")
+                         f"{', '.join(map(str, got))}); check `data` and the manifest's preprocessing")
 
 
 def compare_candidate(reference_logits, logits, labels, settings: ValidateSettings, reference_top1=None) -> dict:
@@ -90,40 +90,13 @@ def validate(candidates, reference=None, checkpoint=None, data=None, settings: V
              save_reference_to=None, force=False, runner_options=None):
     """Validate every candidate against the FP32 reference; returns (result dict, LoadedData)."""
     settings = settings or ValidateSettings()
-    settings.check()
-    candidates = [str(c) for c in candidates]
-    if not candidates and not save_reference_to:
-        raise UsageError("nothing to validate: give --candidate (or --save-reference to store the FP32 outputs)")
-    for path in candidates:
-        if not Path(path).is_file():
-            raise UsageError(f"candidate {path} does not exist")
-    if save_reference_to:
-        check_output_path(save_reference_to, force)
+    candidates = _existing_candidates(candidates, save_reference_to, force)
     ref = resolve_reference(reference, checkpoint, candidates)
     if ref.kind == "saved" and save_reference_to:
-        raise UsageError("--save-reference needs a PyTorch reference, not a saved one")
+        raise UsageError("`save_reference_to` needs a PyTorch reference, not a saved one")
     manifests = {c: load_manifest(c, required=False) for c in candidates}
-    context = next((m for m in manifests.values() if m), None) or {"model": ref.model,
-                                                                    "preprocessing": ref.preprocessing}
-    preprocessing = Preprocessing.from_dict(context["preprocessing"])
-    dataset = context["model"].get("dataset")
-    limit = settings.limit
-    if data is None and ref.kind == "saved":
-        data = ref.saved["meta"]["data"]["source"].split(":", 1)[1]
-        limit = limit or ref.saved["meta"]["data"]["count"]
-    if data is None:
-        if dataset != "fashion-mnist":
-            raise UsageError(f"--data is required: the model ({context['model'].get('spec')}) has no default dataset")
-        data = FASHION_MNIST_DIR
-    samples = load_data(data, preprocessing, limit, class_names_for(dataset))
-    if ref.kind == "saved":
-        reference_logits = ref.saved_logits(samples.inputs, samples.source)
-        if samples.labels is None and ref.saved.get("labels") is not None:
-            samples.labels = ref.saved["labels"]
-    else:
-        with ref.runner() as runner, ui.progress(len(samples.inputs), "FP32 PyTorch reference") as advance:
-            check_input_shape(runner, samples.inputs, "the reference model")
-            reference_logits = runner.run_batched(samples.inputs, settings.batch, advance)
+    samples = _samples(ref, manifests, data, settings.limit)
+    reference_logits = _reference_logits(ref, samples, settings.batch)
     if save_reference_to:
         save_reference(save_reference_to, reference_logits, samples, ref, force)
     labels = samples.labels
@@ -137,11 +110,7 @@ def validate(candidates, reference=None, checkpoint=None, data=None, settings: V
         result["reference"].update(top1=reference_top1, top5=accuracy(reference_logits, labels, 5))
     for path in candidates:
         started = time.time()
-        with candidate_runner(path, runner_options) as runner, \
-                ui.progress(len(samples.inputs), f"{Path(path).name} ({runner.name})") as advance:
-            check_input_shape(runner, samples.inputs, Path(path).name)
-            logits = runner.run_batched(samples.inputs, settings.batch, advance)
-            runner_name = runner.name
+        logits, runner_name = _run_candidate(path, samples.inputs, settings.batch, runner_options)
         if logits.shape != reference_logits.shape:
             raise SkdeployError(f"{Path(path).name} outputs {logits.shape[1:]} per sample but the reference outputs "
                                 f"{reference_logits.shape[1:]}; is it the same model?")
@@ -152,3 +121,52 @@ def validate(candidates, reference=None, checkpoint=None, data=None, settings: V
     result["passed"] = all(c["passed"] for c in result["candidates"])
     return result, samples
 
+
+def _existing_candidates(candidates, save_reference_to, force) -> list:
+    """The candidate paths as text, each an existing file; at least one unless only saving the reference."""
+    candidates = [str(c) for c in candidates]
+    if not candidates and not save_reference_to:
+        raise UsageError("nothing to validate: give `candidates` (or `save_reference_to` to store the FP32 outputs)")
+    for path in candidates:
+        if not Path(path).is_file():
+            raise UsageError(f"candidate {path} does not exist")
+    if save_reference_to:
+        check_output_path(save_reference_to, force)
+    return candidates
+
+
+def _samples(ref, manifests: dict, data, limit):
+    """The data, prepared as the first candidate's manifest (else the reference) says; by default the data
+    a saved reference was made from, else the model's dataset."""
+    context = next((m for m in manifests.values() if m), None) or {"model": ref.model,
+                                                                    "preprocessing": ref.preprocessing}
+    preprocessing = Preprocessing.from_dict(context["preprocessing"])
+    dataset = context["model"].get("dataset")
+    if data is None and ref.kind == "saved":
+        data = ref.saved["meta"]["data"]["source"].split(":", 1)[1]
+        limit = limit or ref.saved["meta"]["data"]["count"]
+    if data is None:
+        if dataset != "fashion-mnist":
+            raise UsageError(f"`data` is required: the model ({context['model'].get('spec')}) has no default dataset")
+        data = FASHION_MNIST_DIR
+    return load_data(data, preprocessing, limit, class_names_for(dataset))
+
+
+def _reference_logits(ref, samples, batch: int) -> np.ndarray:
+    """FP32 logits: saved ones (whose labels the samples take when they have none), or the PyTorch model's."""
+    if ref.kind == "saved":
+        logits = ref.saved_logits(samples.inputs, samples.source)
+        if samples.labels is None and ref.saved.get("labels") is not None:
+            samples.labels = ref.saved["labels"]
+        return logits
+    with ref.runner() as runner, log.progress(len(samples.inputs), "FP32 PyTorch reference") as advance:
+        check_input_shape(runner, samples.inputs, "the reference model")
+        return runner.run_batched(samples.inputs, batch, advance)
+
+
+def _run_candidate(path, inputs: np.ndarray, batch: int, runner_options=None) -> tuple:
+    """(logits, runner name) of one candidate over `inputs`."""
+    with candidate_runner(path, runner_options) as runner, \
+            log.progress(len(inputs), f"{Path(path).name} ({runner.name})") as advance:
+        check_input_shape(runner, inputs, Path(path).name)
+        return runner.run_batched(inputs, batch, advance), runner.name

@@ -134,10 +134,7 @@ def test_judge_gives_agreement_and_top1_as_fractions_and_the_drop_in_points():
         "images": 4, "reference": "onnx-fp32", "agreement": 0.75, "metric": "agreement", "drop": 25.0}
 
 
-def test_agreement_is_a_fraction_in_json_and_a_percentage_on_screen(demo, tmp_path, monkeypatch):
-    from skdeploy import ui
-
-    monkeypatch.setattr(ui, "quiet", ui.quiet)  # --json silences ui for the rest of the process; restore it
+def test_agreement_is_a_fraction_in_json_and_a_percentage_on_screen(demo, tmp_path):
     args = ("calibrate", demo, "--int8", "--calib-images", 16, "--holdout-images", 40)
     shown = run_cli(*args, "-o", tmp_path / "a.onnx")
     assert shown.exit_code == 0, shown.stderr

@@ -134,6 +134,6 @@ def test_single_channel_pictures_with_and_without_a_channel_axis_preprocess_alik
 
 def test_the_data_layer_imports_no_model_runner_or_stage():
     code = ("import sys, skdeploy.data; print(sorted(m for m in sys.modules if m.startswith('skdeploy.') "
-            "and not m.startswith('skdeploy.data') and m not in ('skdeploy.errors', 'skdeploy.ui')))")
+            "and not m.startswith('skdeploy.data') and m not in ('skdeploy.errors', 'skdeploy.log')))")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

@@ -293,7 +293,7 @@ def test_engine_stage_refuses_an_fp32_onnx_that_needs_calibration(tmp_path):
 
 def test_precision_already_in_the_onnx_cannot_change(tmp_path):
     path = tiny_onnx(tmp_path / "q.onnx", qdq=True)
-    with pytest.raises(UsageError, match=r"already int8 \(Q/DQ nodes\); build it without --fp16"):
+    with pytest.raises(UsageError, match=r"already int8 \(Q/DQ nodes\); build it without `precision=fp16`"):
         build_engine(path, tmp_path / "x.engine", BuildSettings(backend="tensorrt-rtx", precision="fp16"))
 
 
@@ -407,7 +407,7 @@ def test_classic_dla_static_shape_gpu_fallback_and_listed_layers(fake_trt, expor
     trt = fake_trt(version)
     source = exported("sknet-fmnist", dynamic_batch=True)
     settings = BuildSettings(backend="tensorrt", target="jetson-orin", dla_core=1, precision="fp16", opt_batch=4)
-    with pytest.raises(UsageError, match=r"layers cannot run on the DLA \(.*\(GLOBALAVERAGEPOOL\).*--gpu-fallback"):
+    with pytest.raises(UsageError, match=r"layers cannot run on the DLA \(.*\(GLOBALAVERAGEPOOL\).*`gpu_fallback=True`"):
         build_engine(source, tmp_path / "e.engine", settings)
     trt.calls.clear()
     settings.gpu_fallback = True
@@ -514,7 +514,7 @@ def test_auto_backend_prefers_classic_tensorrt_then_rtx(fake_trt, monkeypatch, t
 def test_plan_checks_run_before_any_build(fake_trt, tmp_path):
     trt = fake_trt("10.3.0")
     model = onnx.load(str(tiny_onnx(tmp_path / "m.onnx")))
-    with pytest.raises(UsageError, match="--optimization-level must be 0..5"):
+    with pytest.raises(UsageError, match="`optimization_level` must be 0..5"):
         plan_build(BuildSettings(optimization_level=7), capabilities_of(trt, "tensorrt"), "desktop", model)
     assert trt.calls == []
 

@@ -15,7 +15,7 @@ Layers, highest first (README "Layout"):
     data        data/                      preprocessing, readers, splits, padding
     onnx        onnx/                      the graph toolkit
     compare     compare.py                 metrics: a leaf every layer above may use
-    floor       manifest, fileio, errors, ui, deps, the package __init__
+    floor       manifest, fileio, errors, log, ui, deps, the package __init__
 
 The reference sits below the stages because export parity and calibration's accuracy budget run it as
 well as validation and bench. The check reads every import statement with `ast`, at module level and
@@ -46,7 +46,7 @@ LAYERS = (  # (layer, units): a unit is a set of top-level names under skdeploy/
     ("data", [{"data"}]),
     ("onnx", [{"onnx"}]),
     ("compare", [{"compare"}]),
-    ("floor", [{"manifest", "fileio", "errors", "ui", "deps", "__init__"}]),
+    ("floor", [{"manifest", "fileio", "errors", "log", "ui", "deps", "__init__"}]),
 )
 RANK = {name: (len(LAYERS) - depth, frozenset(unit))
         for depth, (_, units) in enumerate(LAYERS) for unit in units for name in unit}

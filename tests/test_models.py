@@ -6,7 +6,8 @@ import torch
 
 from conftest import randomize_bn, run_cli
 from skdeploy.errors import SkdeployError, UsageError
-from skdeploy.models import REGISTRY, load_model, parse_input_shape, parse_kwargs
+from skdeploy.commands.export import parse_input_shape, parse_kwargs
+from skdeploy.models import REGISTRY, load_model
 from skdeploy.models.flops import count_macs
 from skdeploy.models.sk import SKConv, sknet50, sknet101
 

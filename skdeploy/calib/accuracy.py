@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import ui
 from ..data import Selection, pad_batch
 from ..deps import available
 from ..errors import SkdeployError
+from ..log import log
 from ..reference import reference_from_manifest
 
 
@@ -23,7 +23,7 @@ def runs(model, selection: Selection, indices, batch_size: int, description: str
     model with a static batch gets its own batch size, the last one padded."""
     from ..runners.onnxrt import OnnxRuntimeRunner
 
-    with OnnxRuntimeRunner(model) as runner, ui.progress(len(indices), description) as advance:
+    with OnnxRuntimeRunner(model) as runner, log.progress(len(indices), description) as advance:
         spec = runner.input_specs()[0]
         static = isinstance(spec.shape[0], int) and spec.shape[0] > 0
         size = spec.shape[0] if static else batch_size
@@ -60,7 +60,7 @@ def reference_predictions(manifest, artifact, fp32_model, selection: Selection, 
     if reference is None:
         return onnx_predictions(fp32_model, selection, indices, batch_size, "FP32 reference"), "onnx-fp32"
     top1 = []
-    with reference.runner() as runner, ui.progress(len(indices), "FP32 PyTorch reference") as advance:
+    with reference.runner() as runner, log.progress(len(indices), "FP32 PyTorch reference") as advance:
         for batch, _ in selection.batches(indices, batch_size):
             top1.append(runner.run_batched(batch, batch_size, advance).argmax(axis=1))
     return np.concatenate(top1), "pytorch"
@@ -76,7 +76,7 @@ class Judge:
 
     def score(self, predictions: np.ndarray) -> dict:
         """Agreement and top-1 as fractions (as validation reports them); the drop in points, the unit
-        of --max-top1-drop."""
+        of `max_top1_drop`."""
         agreement = float(np.mean(predictions == self.reference))
         result = {"images": int(len(predictions)), "reference": self.reference_kind,
                   "agreement": round(agreement, 5)}

@@ -12,8 +12,8 @@ import json
 import struct
 from pathlib import Path
 
-from .. import ui
 from ..fileio import write_text_atomic
+from ..log import log
 from .qdq import activation_scale
 
 FORMAT = "skdeploy-ranges/1"
@@ -36,7 +36,7 @@ def load_ranges(path: Path, key: dict):
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
-        ui.warn(f"ignoring unreadable calibration cache {path}")
+        log.warning(f"ignoring unreadable calibration cache {path}")
         return None
     if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("key") != key:
         return None

@@ -11,9 +11,9 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from .. import ui
 from ..data import Selection, pad_batch
 from ..errors import SkdeployError
+from ..log import log
 from ..onnx.index import GraphIndex
 from .ranges import TensorHistogram
 
@@ -91,7 +91,7 @@ def collect_statistics(model: onnx.ModelProto, selection: Selection, histogram_t
     extremes = {name: (-np.inf, np.inf) for name in reduced}  # (max, min)
     indices = selection.calibration
     with OnnxRuntimeRunner(probe_model(model, index, histogram_tensors, reduced), priority_order=True) as runner, \
-            ui.progress(len(indices), "calibrating") as advance:
+            log.progress(len(indices), "calibrating") as advance:
         for batch, _ in selection.batches(indices, size):
             real = len(batch)
             outputs = runner.infer({input_name: pad_batch(batch, size) if static else batch})

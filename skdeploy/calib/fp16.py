@@ -30,7 +30,7 @@ def fp16_candidates(model: onnx.ModelProto, keep_fp32=(), absmax=None, limit=FP1
     names = {node.name for node in model.graph.node}
     unknown = sorted(set(keep_fp32) - names)
     if unknown:
-        raise UsageError(f"--keep-fp32 names no node {unknown[0]!r}; node names are in 'skdeploy inspect' "
+        raise UsageError(f"`keep_fp32` names no node {unknown[0]!r}; node names are in 'skdeploy inspect' "
                          f"or Netron (e.g. {next(iter(sorted(names)))!r})")
     absmax = absmax or {}
     convert, kept = set(), {}
@@ -95,43 +95,65 @@ def convert_fp16(model: onnx.ModelProto, fp16_nodes, fp16_io: bool = False) -> o
     index = GraphIndex(model)
     converted = copy.deepcopy(model)
     graph = converted.graph
-    dtype = {}  # float tensor -> its element type in the converted graph
-    for name in index.inputs:
-        if index.is_float(name):
-            dtype[name] = TensorProto.FLOAT16 if fp16_io else TensorProto.FLOAT
+    dtype = _tensor_types(index, graph, fp16_nodes, fp16_io)
+    weight_types, half_copies = _convert_weights(index, graph, fp16_nodes)
+    dtype.update(weight_types)
+    nodes = _insert_casts(graph, fp16_nodes, dtype, half_copies)
+    _fix_io(index, graph, nodes, dtype, fp16_io)
+    del graph.value_info[:]
+    replace_nodes(graph, nodes)
+    return converted
+
+
+def _tensor_types(index: GraphIndex, graph, fp16_nodes: set, fp16_io: bool) -> dict:
+    """Float tensor -> its element type in the converted graph: graph inputs as `fp16_io` says, every node
+    output as its node computes."""
+    def float_type(half):
+        return TensorProto.FLOAT16 if half else TensorProto.FLOAT
+
+    dtype = {name: float_type(fp16_io) for name in index.inputs if index.is_float(name)}
     for node in graph.node:
         for name in node.output:
             if index.is_float(name):
-                dtype[name] = TensorProto.FLOAT16 if node.name in fp16_nodes else TensorProto.FLOAT
+                dtype[name] = float_type(node.name in fp16_nodes)
+    return dtype
 
-    readers = {}  # initializer -> set of precisions that read it
+
+def _convert_weights(index: GraphIndex, graph, fp16_nodes: set) -> tuple:
+    """Store a float weight as FP16 when only FP16 nodes read it; one read by both precisions stays FP32
+    and gets an FP16 copy. Returns ({weight: its element type}, {weight: its FP16 copy})."""
+    readers = {}  # initializer -> set of precisions that read it (True: FP16)
     for node in graph.node:
         for name in node.input:
             if name in index.initializers and index.is_float(name):
                 readers.setdefault(name, set()).add(node.name in fp16_nodes)
-    half_copies = {}
+    types, half_copies = {}, {}
     for init in graph.initializer:
         if init.name not in readers:
             continue
         if readers[init.name] == {True}:
             init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name))
-            dtype[init.name] = TensorProto.FLOAT16
+            types[init.name] = TensorProto.FLOAT16
         else:
-            dtype[init.name] = TensorProto.FLOAT
+            types[init.name] = TensorProto.FLOAT
             if True in readers[init.name]:
                 half_copies[init.name] = f"{init.name}_fp16"
     graph.initializer.extend(numpy_helper.from_array(numpy_helper.to_array(index.initializers[name])
                                                      .astype(np.float16), copy_name)
                              for name, copy_name in half_copies.items())
+    return types, half_copies
 
-    casts, new_nodes = {}, []
+
+def _insert_casts(graph, fp16_nodes: set, dtype: dict, half_copies: dict) -> list:
+    """The graph's nodes with a Cast before every input whose type differs from what its node computes
+    in (one Cast per tensor and type, shared by all its readers); FP16 nodes read FP16 weight copies."""
+    casts, nodes = {}, []
 
     def cast(name, to):
         if (name, to) not in casts:
             suffix = "fp16" if to == TensorProto.FLOAT16 else "fp32"
             casts[(name, to)] = f"{name}_cast_{suffix}"
-            new_nodes.append(helper.make_node("Cast", [name], [casts[(name, to)]], to=to,
-                                              name=f"{name}_Cast_{suffix}"))
+            nodes.append(helper.make_node("Cast", [name], [casts[(name, to)]], to=to, name=f"{name}_Cast_{suffix}"))
         return casts[(name, to)]
 
     for node in graph.node:
@@ -145,23 +167,25 @@ def convert_fp16(model: onnx.ModelProto, fp16_nodes, fp16_io: bool = False) -> o
                 node.input[slot] = half_copies[name]
             elif dtype[name] != want:
                 node.input[slot] = cast(name, want)
-        new_nodes.append(node)
+        nodes.append(node)
+    return nodes
 
+
+def _fix_io(index: GraphIndex, graph, nodes: list, dtype: dict, fp16_io: bool) -> None:
+    """Give graph outputs the I/O type (a final Cast where the producer computes in the other one) and
+    declare graph inputs with the types they now have."""
+    wanted = TensorProto.FLOAT16 if fp16_io else TensorProto.FLOAT
     for output in graph.output:
         have = dtype.get(output.name)
-        wanted = TensorProto.FLOAT16 if fp16_io else TensorProto.FLOAT
         if have is None or have == wanted:
             output.type.tensor_type.elem_type = have or output.type.tensor_type.elem_type
             continue
         inner = f"{output.name}_before_cast"
-        for node in new_nodes:
+        for node in nodes:
             node.output[:] = [inner if n == output.name else n for n in node.output]
             node.input[:] = [inner if n == output.name else n for n in node.input]
-        new_nodes.append(helper.make_node("Cast", [inner], [output.name], to=wanted, name=f"{output.name}_Cast"))
+        nodes.append(helper.make_node("Cast", [inner], [output.name], to=wanted, name=f"{output.name}_Cast"))
         output.type.tensor_type.elem_type = wanted
     for graph_input in graph.input:
         if graph_input.name in dtype and graph_input.name not in index.initializers:
             graph_input.type.tensor_type.elem_type = dtype[graph_input.name]
-    del graph.value_info[:]
-    replace_nodes(converted.graph, new_nodes)
-    return converted

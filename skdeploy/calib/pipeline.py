@@ -10,10 +10,10 @@ from dataclasses import asdict, dataclass, field
 
 from onnx import TensorProto
 
-from .. import ui
 from ..data import InputShape, Preprocessing, default_calibration_path, open_source, select_calibration
 from ..errors import SkdeployError, UsageError
 from ..fileio import check_output_path, sha256_file
+from ..log import log
 from ..manifest import add_stage, derive, load_manifest, new_manifest, write_manifest
 from ..onnx.index import GraphIndex
 from ..onnx.io import io_spec, load_onnx, node_counts, opset_of, save_onnx
@@ -49,21 +49,23 @@ class CalibrationSettings:
     preprocessing: dict = field(default_factory=dict)  # only for a model without a manifest
     reuse_cache: bool = True
 
-    def validate(self) -> None:
+    def __post_init__(self):
         if self.precision not in PRECISIONS:
-            raise UsageError(f"precision must be int8 or fp16, got {self.precision!r}")
+            raise UsageError(f"`precision` must be int8 or fp16, got {self.precision!r}")
         if self.method not in METHODS:
-            raise UsageError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+            raise UsageError(f"`method` must be one of {', '.join(METHODS)}, got {self.method!r}")
         if not 0 < self.percentile <= 100:
-            raise UsageError(f"--percentile must be in (0, 100], got {self.percentile}")
+            raise UsageError(f"`percentile` must be in (0, 100], got {self.percentile}")
         if self.bins < MIN_BINS:
-            raise UsageError(f"--bins must be at least {MIN_BINS}, got {self.bins}")
+            raise UsageError(f"`bins` must be at least {MIN_BINS}, got {self.bins}")
         if self.fallback not in FALLBACKS:
-            raise UsageError(f"--fallback must be fp16 or fp32, got {self.fallback!r}")
+            raise UsageError(f"`fallback` must be fp16 or fp32, got {self.fallback!r}")
         if self.max_top1_drop is not None and self.max_top1_drop < 0:
-            raise UsageError(f"--max-top1-drop must be 0 or more points, got {self.max_top1_drop}")
+            raise UsageError(f"`max_top1_drop` must be 0 or more points, got {self.max_top1_drop}")
+        if self.calib_images < 1:
+            raise UsageError(f"`calib_images` must be at least 1, got {self.calib_images}")
         if self.holdout_images < 0 or (self.batch_size is not None and self.batch_size < 1):
-            raise UsageError("--holdout-images must be 0 or more and --batch-size at least 1")
+            raise UsageError("`holdout_images` must be 0 or more and `batch_size` at least 1")
         unknown = set(self.preprocessing) - set(PREPROCESSING_OPTIONS)
         if unknown:
             raise UsageError(f"unknown preprocessing option(s): {', '.join(sorted(unknown))}")
@@ -90,7 +92,7 @@ def _check_fp32(model, path) -> None:
 
 
 def _name_nodes(model) -> None:
-    """Unique node names: ranges, fallback reports and --keep-fp32 all refer to nodes by name."""
+    """Unique node names: ranges, fallback reports and `keep_fp32` all refer to nodes by name."""
     seen = set()
     for position, node in enumerate(model.graph.node):
         if not node.name or node.name in seen:
@@ -99,23 +101,23 @@ def _name_nodes(model) -> None:
 
 
 def preprocessing_from_options(options: dict, shape: InputShape) -> Preprocessing:
-    """A Preprocessing from --mean/--std (required) and the optional rest, defaulting to the input size."""
+    """A Preprocessing from mean/std (required) and the optional rest, defaulting to the input size."""
     missing = [key for key in ("mean", "std") if not options.get(key)]
     if missing:
-        raise UsageError("preprocessing needs " + " and ".join(f"--{k}" for k in missing))
+        raise UsageError("preprocessing needs " + " and ".join(f"`{k}`" for k in missing))
 
     def per_channel(key):
         values = tuple(float(v) for v in options[key])
         if len(values) == 1:
             values *= shape.channels
         if len(values) != shape.channels:
-            raise UsageError(f"--{key} needs {shape.channels} values (one per input channel), got {len(values)}")
+            raise UsageError(f"`{key}` needs {shape.channels} values (one per input channel), got {len(values)}")
         return values
 
     crop = tuple(options.get("crop") or (shape.height, shape.width))
     order = options.get("channel_order") or ("GRAY" if shape.channels == 1 else "RGB")
     if order not in ("RGB", "BGR", "GRAY") or (order == "GRAY") != (shape.channels == 1):
-        raise UsageError(f"--channel-order {order} does not fit a {shape.channels}-channel input")
+        raise UsageError(f"`channel_order={order}` does not fit a {shape.channels}-channel input")
     return Preprocessing(resize=int(options.get("resize") or min(crop)), crop=crop, mean=per_channel("mean"),
                          std=per_channel("std"), channel_order=order,
                          interpolation=options.get("interpolation") or "bilinear",
@@ -127,14 +129,14 @@ def _preprocessing_resolver(path, manifest, settings: CalibrationSettings, shape
     recorded = (manifest or {}).get("preprocessing")
     if recorded and given:
         raise UsageError(f"{path} has a manifest that records its preprocessing; "
-                         f"--{', --'.join(sorted(given)).replace('_', '-')} are only for models without one")
+                         + ", ".join(f"`{key}`" for key in sorted(given)) + " are only for models without one")
 
     def resolve(what):
         if recorded:
             return Preprocessing.from_dict(recorded)
         if not given:
-            raise UsageError(f"{path} has no manifest, so its preprocessing is unknown; {what} need --mean and "
-                             f"--std (plus --resize/--crop/--channel-order if not {shape.height}x{shape.width} "
+            raise UsageError(f"{path} has no manifest, so its preprocessing is unknown; {what} need `mean` and "
+                             f"`std` (plus `resize`/`crop`/`channel_order` if not {shape.height}x{shape.width} "
                              f"{'GRAY' if shape.channels == 1 else 'RGB'})")
         return preprocessing_from_options(given, shape)
 
@@ -151,7 +153,7 @@ def _collect_ranges(model, selection, settings, onnx_sha256, output) -> tuple:
     path = cache.ranges_path(output)
     tensors = cache.load_ranges(path, key) if settings.reuse_cache else None
     if tensors is not None:
-        ui.info(f"reusing calibration ranges from {path} (same model, data and settings)")
+        log.info(f"reusing calibration ranges from {path} (same model, data and settings)")
         return tensors, "reused"
     started = time.time()
     histogram_tensors = plan_int8(model).activation_tensors(model) if method != "absmax" else []
@@ -165,8 +167,8 @@ def _collect_ranges(model, selection, settings, onnx_sha256, output) -> tuple:
         amax = hist.absmax if name in inputs else amax_of(hist, method, settings.percentile)
         tensors[name]["amax"] = float(amax)
     cache.save_ranges(path, key, tensors)
-    ui.info(f"collected {len(histograms)} histograms and {len(tensors)} maxima from "
-            f"{len(selection.calibration)} samples (batch {batch}) in {time.time() - started:.1f}s")
+    log.info(f"collected {len(histograms)} histograms and {len(tensors)} maxima from "
+             f"{len(selection.calibration)} samples (batch {batch}) in {time.time() - started:.1f}s")
     return tensors, "computed"
 
 
@@ -215,7 +217,7 @@ def _build_int8(model, ranges, settings, evaluation) -> tuple:
     budget = settings.max_top1_drop
     if budget is None or score["drop"] <= budget:
         return quantized, record
-    ui.info(f"INT8 drops top-1 by {score['drop']:.2f} points, over the budget of {budget:g}; ranking layers")
+    log.info(f"INT8 drops top-1 by {score['drop']:.2f} points, over the budget of {budget:g}; ranking layers")
     shadow, outputs = sensitivity_model(model, plan, amax)
     errors = accuracy.unit_errors(shadow, outputs, evaluation.selection, evaluation.indices, evaluation.batch_size)
     ranked = accuracy.rank_by_sensitivity(errors)
@@ -240,8 +242,8 @@ def _build_int8(model, ranges, settings, evaluation) -> tuple:
                                   "precision": settings.fallback} for unit in ranked[:count]]
     record["accuracy"] = scores[count]
     record["fallback_search"] = {str(k): v["drop"] for k, v in sorted(scores.items())}
-    ui.info(f"budget met with {count} layer(s) in {settings.fallback}: "
-            + ", ".join(unit for unit in ranked[:count]))
+    log.info(f"budget met with {count} layer(s) in {settings.fallback}: "
+             + ", ".join(unit for unit in ranked[:count]))
     return final, record
 
 
@@ -256,13 +258,12 @@ def _build_fp16(model, ranges, settings, evaluation) -> tuple:
         budget = settings.max_top1_drop
         if budget is not None and record["accuracy"]["drop"] > budget:
             raise SkdeployError(f"FP16 drops top-1 by {record['accuracy']['drop']:.2f} points, over the budget of "
-                                f"{budget:g}; keep the sensitive nodes FP32 with --keep-fp32; nothing written")
+                                f"{budget:g}; keep the sensitive nodes FP32 with `keep_fp32`; nothing written")
     return converted, record
 
 
 def calibrate_model(input_onnx, output_onnx, settings: CalibrationSettings, force=False) -> dict:
     """Calibrate `input_onnx` (FP32) into `output_onnx`; returns the output's manifest."""
-    settings.validate()
     output = check_output_path(output_onnx, force)
     started = time.time()
     model = load_onnx(input_onnx)
@@ -271,37 +272,19 @@ def calibrate_model(input_onnx, output_onnx, settings: CalibrationSettings, forc
     manifest = load_manifest(input_onnx, required=False)
     _, shape = _model_input(model)
     resolve = _preprocessing_resolver(input_onnx, manifest, settings, shape)
-    data_path = settings.calib_data or default_calibration_path(manifest)
-    if data_path is None:
-        raise UsageError("--calib-data is required (a folder of images, .npy/.npz, or an IDX file); only the "
-                         "demo model has a shipped calibration set")
-    source = open_source(data_path, shape, resolve)
-    budget = settings.max_top1_drop
-    selection = select_calibration(source, shape, settings.calib_images, settings.holdout_images, settings.seed)
-    if budget is not None and not selection.holdout:
-        raise UsageError(f"--max-top1-drop needs held-out samples, but all {len(selection.calibration)} usable "
-                         "samples calibrate; lower --calib-images or give more data")
+    data_path, source, selection = _calibration_data(settings, manifest, shape, resolve)
     onnx_sha256 = sha256_file(input_onnx)
     ranges, cache_state = _collect_ranges(model, selection, settings, onnx_sha256, output)
     batch = settings.batch_size or 16
     evaluation = Evaluation(model, manifest, input_onnx, selection, batch) if selection.holdout else None
-    if settings.precision == "int8":
-        result, record = _build_int8(model, ranges, settings, evaluation)
-    else:
-        result, record = _build_fp16(model, ranges, settings, evaluation)
-
+    build = _build_int8 if settings.precision == "int8" else _build_fp16
+    result, record = build(model, ranges, settings, evaluation)
     table = None
     if settings.precision == "int8":
         table = cache.table_path(output)
         cache.write_table(table, ranges, settings.method, settings.trt_version)
     save_onnx(result, output)
-    if manifest is None:
-        manifest = new_manifest({"spec": None, "checkpoint": None, "kwargs": {}, "num_classes": None,
-                                 "dataset": None, "input_size": [shape.channels, shape.height, shape.width]},
-                                resolve("the manifest").to_dict() if any(settings.preprocessing.values()) else None)
-    result_manifest = derive(manifest)
-    result_manifest["inputs"], result_manifest["outputs"] = io_spec(result)
-    result_manifest["opset"] = opset_of(result)
+    result_manifest = _derived_manifest(manifest, result, shape, resolve, settings)
     add_stage(result_manifest, "calibrate", precision=settings.precision,
               method=settings.method if settings.precision == "int8" else None,
               settings=asdict(settings), source_onnx={"file": str(input_onnx), "sha256": onnx_sha256},
@@ -310,13 +293,39 @@ def calibrate_model(input_onnx, output_onnx, settings: CalibrationSettings, forc
                     "skipped_unreadable": selection.skipped},
               ranges_file=cache.ranges_path(output).name, ranges_cache=cache_state,
               calibration_table=table.name if table else None,
-              budget={"max_top1_drop": budget, "fallback": settings.fallback}, **record,
+              budget={"max_top1_drop": settings.max_top1_drop, "fallback": settings.fallback}, **record,
               node_counts=node_counts(result), seconds=round(time.time() - started, 2))
     write_manifest(output, result_manifest, kind="onnx")
     accuracy_line = record.get("accuracy")
     if accuracy_line:
-        ui.info(f"{settings.precision.upper()} on {accuracy_line['images']} held-out samples: drop "
-                f"{accuracy_line['drop']:.2f} points, agreement {accuracy_line['agreement']:.2%} "
-                f"(reference: {accuracy_line['reference']})")
+        log.info(f"{settings.precision.upper()} on {accuracy_line['images']} held-out samples: drop "
+                 f"{accuracy_line['drop']:.2f} points, agreement {accuracy_line['agreement']:.2%} "
+                 f"(reference: {accuracy_line['reference']})")
     return result_manifest
 
+
+def _calibration_data(settings: CalibrationSettings, manifest, shape: InputShape, resolve) -> tuple:
+    """(data path, Source, Selection): the settings' data or the demo model's shipped set, split into the
+    calibration subset and the held-out samples an accuracy budget needs."""
+    data_path = settings.calib_data or default_calibration_path(manifest)
+    if data_path is None:
+        raise UsageError("`calib_data` is required (a folder of images, .npy/.npz, or an IDX file); only the "
+                         "demo model has a shipped calibration set")
+    source = open_source(data_path, shape, resolve)
+    selection = select_calibration(source, shape, settings.calib_images, settings.holdout_images, settings.seed)
+    if settings.max_top1_drop is not None and not selection.holdout:
+        raise UsageError(f"`max_top1_drop` needs held-out samples, but all {len(selection.calibration)} usable "
+                         "samples calibrate; lower `calib_images` or give more data")
+    return data_path, source, selection
+
+
+def _derived_manifest(manifest, result, shape: InputShape, resolve, settings: CalibrationSettings) -> dict:
+    """The output's manifest: the input's carried on (a new one for an ONNX without), with the output's I/O."""
+    if manifest is None:
+        manifest = new_manifest({"spec": None, "checkpoint": None, "kwargs": {}, "num_classes": None,
+                                 "dataset": None, "input_size": [shape.channels, shape.height, shape.width]},
+                                resolve("the manifest").to_dict() if any(settings.preprocessing.values()) else None)
+    derived = derive(manifest)
+    derived["inputs"], derived["outputs"] = io_spec(result)
+    derived["opset"] = opset_of(result)
+    return derived

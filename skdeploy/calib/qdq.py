@@ -189,7 +189,7 @@ class QdqBuilder:
 def _check_opset(model):
     if opset_of(model) < MIN_OPSET:
         raise UsageError(f"INT8 Q/DQ with per-channel weights needs opset {MIN_OPSET} or newer; this model is "
-                         f"opset {opset_of(model)} (re-export with --opset 17)")
+                         f"opset {opset_of(model)} (re-export with `opset=17`)")
 
 
 def _finish(model, builder: QdqBuilder, nodes: list):

@@ -3,17 +3,17 @@ import functools
 
 import click
 
-from .. import ui
+from ..log import QUIET, log
 
 
 def json_option(func):
-    """--json: machine-readable result on stdout, no progress output."""
+    """--json: machine-readable result on stdout; stderr keeps only warnings, for this command alone."""
 
     @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout (no progress).")
     @functools.wraps(func)
     def wrapper(*args, as_json=False, **kwargs):
-        ui.quiet = as_json
-        return func(*args, as_json=as_json, **kwargs)
+        with log.verbosity(QUIET if as_json else log.level):
+            return func(*args, as_json=as_json, **kwargs)
 
     return wrapper
 

@@ -1,7 +1,16 @@
 import click
 
 from .. import ui
+from ..errors import UsageError
 from . import json_option
+
+
+def parse_batches(text) -> tuple:
+    """--batch: '1,8,32' -> (1, 8, 32); BenchSettings checks the sizes."""
+    try:
+        return tuple(int(part) for part in str(text).split(",") if part.strip())
+    except ValueError:
+        raise UsageError(f"--batch must be comma-separated integers like 1,8,32, got {text!r}") from None
 
 
 @click.command("bench")
@@ -27,7 +36,7 @@ def command(targets, batches, iterations, warmup, with_torch, checkpoint, thread
       skdeploy bench engines/demo.engine --batch 1,8,32 --iterations 200 --cuda-graph
       skdeploy bench sknet50 --batch 1,8 --iterations 10 --json
     """
-    from ..bench import BenchSettings, bench, parse_batches
+    from ..bench import BenchSettings, bench
 
     settings = BenchSettings(batches=parse_batches(batches), iterations=iterations, warmup=warmup)
     result = bench(targets, settings, checkpoint=checkpoint, runner_options={"threads": threads,

@@ -1,7 +1,34 @@
+import json
+import re
+
 import click
 
 from .. import ui
+from ..errors import UsageError
 from . import force_option, json_option
+
+
+def parse_kwargs(text) -> dict:
+    """--model-kwargs: a JSON object."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"--model-kwargs is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise UsageError("--model-kwargs must be a JSON object, e.g. '{\"num_classes\": 10}'")
+    return value
+
+
+def parse_input_shape(text) -> tuple:
+    """--input-shape: '3x224x224' -> (3, 224, 224)."""
+    if not re.fullmatch(r"\d+x\d+x\d+", text or ""):
+        raise UsageError(f"--input-shape must look like 3x224x224 (C x H x W), got {text!r}")
+    shape = tuple(int(v) for v in text.split("x"))
+    if min(shape) < 1:
+        raise UsageError(f"--input-shape dimensions must be positive, got {text!r}")
+    return shape
 
 
 @click.command("export")
@@ -36,15 +63,15 @@ def command(arch, spec, model_kwargs, checkpoint, input_shape, batch, dynamic_ba
       skdeploy export --model my_net.py:build --model-kwargs '{"width": 64}' -o my_net.onnx
     """
     from ..export import ExportSettings, export_model
-    from ..models import load_model, parse_input_shape, parse_kwargs
     from ..fileio import check_output_path
+    from ..models import load_model
 
     check_output_path(output, force)
+    settings = ExportSettings(batch=batch, dynamic_batch=dynamic_batch, opset=opset, exporter=exporter,
+                              simplify=not no_simplify, fold_bn=not no_fold_bn, sk_rewrite=not no_sk_rewrite)
     shape = parse_input_shape(input_shape) if input_shape else None
     loaded = load_model(arch=arch, spec=spec, model_kwargs=parse_kwargs(model_kwargs), checkpoint=checkpoint,
                         input_shape=shape)
-    settings = ExportSettings(batch=batch, dynamic_batch=dynamic_batch, opset=opset, exporter=exporter,
-                              simplify=not no_simplify, fold_bn=not no_fold_bn, sk_rewrite=not no_sk_rewrite)
     manifest = export_model(loaded, output, settings, force=force)
     stage = manifest["stages"][-1]
     if as_json:

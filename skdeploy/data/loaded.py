@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import ui
 from ..errors import UsageError
+from ..log import log
 from .preprocessing import Preprocessing
 from .sources import InputShape, UnreadableSample, fashion_mnist_file, open_source
 
@@ -50,10 +50,10 @@ def load_data(path, preprocessing: Preprocessing, limit=None, class_names=None) 
     if path.is_dir() and fashion_mnist_file("test", path).exists():
         kind, file = "fashion-mnist", fashion_mnist_file("test", path)
     shape = InputShape(preprocessing.channels, *preprocessing.crop)
-    source = open_source(file, shape, lambda what: preprocessing, option="--data")
+    source = open_source(file, shape, lambda what: preprocessing, argument="data")
     count = len(source) if limit is None else min(limit, len(source))
     inputs = np.empty((count, shape.channels, shape.height, shape.width), np.float32)
-    with ui.progress(count, f"preprocessing {count} samples") as advance:
+    with log.progress(count, f"preprocessing {count} samples") as advance:
         for index in range(count):
             try:
                 inputs[index] = source.sample(index)

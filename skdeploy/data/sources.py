@@ -196,12 +196,12 @@ def _load_idx_file(path: Path, shape: InputShape, preprocessing_for) -> ArraySam
     return ArraySamples(np.asarray(images), labels, str(path), shape, preprocessing_for)
 
 
-def open_source(path, shape: InputShape, preprocessing_for, option="--calib-data") -> Source:
+def open_source(path, shape: InputShape, preprocessing_for, argument="calib_data") -> Source:
     """Pick the reader by what `path` is. `preprocessing_for(what)` returns the Preprocessing or raises;
-    `option` names the command-line option in messages."""
+    `argument` names the API argument `path` came from, in messages."""
     path = Path(path)
     if not path.exists():
-        raise UsageError(f"{option} {path} does not exist")
+        raise UsageError(f"`{argument}={path}` does not exist")
     if path.is_dir():
         return ImageFolder(path, preprocessing_for)
     name = path.name.lower()
@@ -210,6 +210,6 @@ def open_source(path, shape: InputShape, preprocessing_for, option="--calib-data
     if IDX_IMAGES_MARK in name or name.endswith((".idx", ".idx.gz")):
         return _load_idx_file(path, shape, preprocessing_for)
     if name.endswith(IMAGE_SUFFIXES):
-        raise UsageError(f"{option} {path} is a single image; give the folder that holds the images")
-    raise UsageError(f"{option} {path}: unknown format (accepted: a folder of images, .npy, .npz, "
+        raise UsageError(f"`{argument}={path}` is a single image; give the folder that holds the images")
+    raise UsageError(f"`{argument}={path}`: unknown format (accepted: a folder of images, .npy, .npz, "
                      "or a *-images-idx3-ubyte[.gz] file)")

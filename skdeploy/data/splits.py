@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import ui
 from ..errors import UsageError
+from ..log import log
 from .sources import InputShape, Source, UnreadableSample, fashion_mnist_file
 
 REPO_CALIBRATION_DIR = Path(__file__).resolve().parents[2] / "calibration"
@@ -49,7 +49,7 @@ class Selection:
 def select_calibration(source: Source, shape: InputShape, count: int, holdout: int, seed: int) -> Selection:
     """Walk a seeded permutation: the first `count` readable samples calibrate, the next `holdout` check."""
     if count < 1:
-        raise UsageError(f"--calib-images must be at least 1, got {count}")
+        raise UsageError(f"`count` must be at least 1, got {count}")
     order = np.random.default_rng(seed).permutation(len(source))
     digest = hashlib.sha256()
     chosen, held, skipped, reasons = [], [], 0, []
@@ -72,13 +72,13 @@ def select_calibration(source: Source, shape: InputShape, count: int, holdout: i
         else:
             held.append(int(index))
     if skipped:
-        ui.warn(f"skipped {skipped} unreadable file{'s' if skipped != 1 else ''} in the calibration data "
-                f"(first: {reasons[0]})")
+        log.warning(f"skipped {skipped} unreadable file{'s' if skipped != 1 else ''} in the calibration data "
+                    f"(first: {reasons[0]})")
     if not chosen:
         raise UsageError(f"no usable calibration samples in {source.description}: all {skipped} files were "
                          "unreadable")
     if len(chosen) < count:
-        ui.warn(f"calibration data has {len(chosen)} usable samples, fewer than --calib-images {count}; "
-                "using all of them and none is held out")
+        log.warning(f"calibration data has {len(chosen)} usable samples, fewer than `calib_images={count}`; "
+                    "using all of them and none is held out")
     return Selection(source, chosen, held, skipped, digest.hexdigest())
 

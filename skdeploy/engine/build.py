@@ -14,9 +14,9 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from .. import ui
 from ..errors import MissingDependency, SkdeployError, UsageError
 from ..fileio import atomic_path, check_output_path
+from ..log import log
 from ..onnx.io import load_onnx
 from ..trt import BACKENDS, HARDWARE_COMPATIBILITY, first_installed, load_backend
 from .memory import PeakMemory
@@ -52,6 +52,49 @@ class BuildSettings:
     optimization_level: int = None  # 0..5, builder default 3
     strongly_typed: bool = None  # TensorRT 10.x only; None: when the ONNX carries its precision
 
+    def __post_init__(self):
+        """The checks that need no backend: each field alone, and fields that only make sense together."""
+        if self.backend_name not in ("auto", *BACKENDS):
+            raise UsageError(f"unknown `backend` {self.backend!r}; choose auto, {', '.join(BACKENDS)}")
+        if self.precision not in (None, *PRECISIONS):
+            raise UsageError(f"`precision` must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.dla_core is not None and self.dla_core < 0:
+            raise UsageError(f"`dla_core` must be 0 or more, got {self.dla_core}")
+        if self.gpu_fallback and self.dla_core is None:
+            raise UsageError("`gpu_fallback` applies only with `dla_core`")
+        if self.hardware_compatibility_level not in HARDWARE_COMPATIBILITY:
+            raise UsageError(f"`hardware_compatibility` must be one of {', '.join(HARDWARE_COMPATIBILITY)}, "
+                             f"got {self.hardware_compatibility!r}")
+        if self.exclude_lean_runtime and not self.version_compatible:
+            raise UsageError("`exclude_lean_runtime` applies only with `version_compatible`")
+        if self.optimization_level is not None and self.optimization_level not in OPTIMIZATION_LEVELS:
+            raise UsageError(f"`optimization_level` must be 0..5, got {self.optimization_level}")
+        if self.workspace is not None and self.workspace <= 0:
+            raise UsageError(f"`workspace` must be positive, got {self.workspace}")
+        self.profile_batches()  # raises unless 1 <= min <= opt <= max
+
+    @property
+    def backend_name(self) -> str:
+        """The backend as BACKENDS spells it ("tensorrt_rtx" is taken for "tensorrt-rtx"), or "auto"."""
+        return self.backend.replace("_", "-") if self.backend else "auto"
+
+    @property
+    def hardware_compatibility_level(self) -> str:
+        return self.hardware_compatibility or "none"
+
+    def profile_batches(self) -> tuple:
+        """(min, opt, max) for a dynamic batch; DLA pins one size (it runs static shapes only)."""
+        given = (self.min_batch, self.opt_batch, self.max_batch)
+        if self.dla_core is not None:
+            n = self.opt_batch or self.max_batch or self.min_batch or DEFAULT_BATCHES[0]
+            return (n, n, n)
+        low, opt, high = (v if v is not None else d for v, d in zip(given, DEFAULT_BATCHES))
+        if self.opt_batch is None:
+            opt = min(max(opt, low), high)
+        if not (1 <= low <= opt <= high):
+            raise UsageError(f"batch sizes must satisfy 1 <= min <= opt <= max, got {low}/{opt}/{high}")
+        return (low, opt, high)
+
 
 @dataclass
 class BuildPlan:
@@ -84,10 +127,9 @@ def onnx_precision(model) -> str:
 
 
 def resolve_backend(settings: BuildSettings) -> tuple:
-    """(backend, target name) from --backend/--target/--compute-capability and what is installed."""
-    backend = settings.backend.replace("_", "-") if settings.backend else "auto"
-    if backend not in ("auto", *BACKENDS):
-        raise UsageError(f"unknown backend {settings.backend!r}; choose auto, {', '.join(BACKENDS)}")
+    """(backend, target name) from the settings' backend, target and compute capabilities and from what
+    is installed."""
+    backend = settings.backend_name
     if settings.target:
         target = get_target(settings.target)
         if backend not in ("auto", target.backend):
@@ -114,25 +156,27 @@ def normalize_cc(text) -> str:
     raise UsageError(f"compute capability {text!r} is not like 8.6")
 
 
-def resolve_batches(settings: BuildSettings) -> tuple:
-    """(min, opt, max) for a dynamic batch; DLA pins one size (it runs static shapes only)."""
-    given = (settings.min_batch, settings.opt_batch, settings.max_batch)
-    if settings.dla_core is not None:
-        n = settings.opt_batch or settings.max_batch or settings.min_batch or DEFAULT_BATCHES[0]
-        return (n, n, n)
-    low, opt, high = (v if v is not None else d for v, d in zip(given, DEFAULT_BATCHES))
-    if settings.opt_batch is None:
-        opt = min(max(opt, low), high)
-    if not (1 <= low <= opt <= high):
-        raise UsageError(f"batch sizes must satisfy 1 <= min <= opt <= max, got {low}/{opt}/{high}")
-    return (low, opt, high)
-
-
 def plan_build(settings: BuildSettings, caps, target_name, model) -> BuildPlan:
     """Check the settings against the backend's capabilities and the target; decide precision,
     typing and builder flags."""
     target = get_target(target_name)
-    # compute capabilities: an RTX list, or the classic build GPU's own
+    compute_capabilities = _compute_capabilities(settings, caps, target)
+    for check in CAPABILITY_CHECKS:
+        check(settings, caps, target)
+    source = onnx_precision(model)
+    wanted = _wanted_precision(settings, source)
+    dla = settings.dla_core is not None
+    flag_fp16 = wanted == "fp16" and source == "fp32" and "FP16" in caps.precision_flags
+    strongly = _strong_typing(settings, caps, source, wanted, dla, flag_fp16)
+    return BuildPlan(backend=caps.backend, target=target.name, caps=caps, onnx_precision=source, precision=wanted,
+                     needs_calibration=source == "fp32" and wanted != "fp32" and not flag_fp16,
+                     strongly_typed=strongly, builder_flags=_builder_flags(settings, caps, wanted, strongly),
+                     compute_capabilities=compute_capabilities, batches=settings.profile_batches())
+
+
+def _compute_capabilities(settings: BuildSettings, caps, target) -> list:
+    """The ahead-of-time list TensorRT-RTX builds for (the target's default when none is given); classic
+    TensorRT builds for the GPU it runs on and takes none."""
     ccs = [normalize_cc(c) for c in (settings.compute_capabilities or [])]
     if caps.compute_capabilities:
         ccs = ccs or list(target.default_compute_capabilities)
@@ -141,74 +185,65 @@ def plan_build(settings: BuildSettings, caps, target_name, model) -> BuildPlan:
             raise UsageError(f"{caps.label} cannot build for compute capability {', '.join(unknown)}; "
                              f"it builds for {', '.join(caps.compute_capabilities)}")
     elif ccs:
-        raise UsageError(f"{caps.label} builds for the GPU it runs on and takes no --compute-capability list "
+        raise UsageError(f"{caps.label} builds for the GPU it runs on and takes no `compute_capabilities` list "
                          f"(targets: {', '.join(targets_of(caps.backend))}); ahead-of-time builds for a list "
-                         "are the rtx target's (--backend tensorrt-rtx)")
-    # DLA
-    if settings.dla_core is not None:
-        if not target.dla:
-            raise UsageError(f"target {target.name} has no DLA; DLA targets: "
-                             + ", ".join(t for t in targets_of("tensorrt") if get_target(t).dla))
-        if not caps.dla:
-            raise UsageError(f"{caps.label} cannot build for DLA (TensorRT 8.6 and 10.x on Jetson can)")
-        if settings.dla_core < 0:
-            raise UsageError(f"--dla-core must be 0 or more, got {settings.dla_core}")
-    elif settings.gpu_fallback:
-        raise UsageError("--gpu-fallback applies only with --dla-core")
-    # portability
-    level = settings.hardware_compatibility or "none"
-    if level not in HARDWARE_COMPATIBILITY:
-        raise UsageError(f"hardware compatibility must be one of {', '.join(HARDWARE_COMPATIBILITY)}, got {level!r}")
-    if level != "none":
-        if not target.hardware_compatibility:
-            raise UsageError(f"target {target.name} cannot build hardware-compatible engines "
-                             "(Jetson and DLA engines run only on the device kind they were built on)")
-        if level not in caps.hardware_compatibility:
-            raise UsageError(f"{caps.label} cannot build hardware compatibility {level}; it can: "
-                             f"{', '.join(caps.hardware_compatibility) or 'none'}"
-                             + (" (RTX engines cover GPUs through --compute-capability)"
-                                if caps.compute_capabilities else ""))
+                         "are the rtx target's (`backend=tensorrt-rtx`)")
+    return ccs
+
+
+def _check_dla(settings: BuildSettings, caps, target) -> None:
+    if settings.dla_core is None:
+        return
+    if not target.dla:
+        raise UsageError(f"target {target.name} has no DLA; DLA targets: "
+                         + ", ".join(t for t in targets_of("tensorrt") if get_target(t).dla))
+    if not caps.dla:
+        raise UsageError(f"{caps.label} cannot build for DLA (TensorRT 8.6 and 10.x on Jetson can)")
+
+
+def _check_hardware_compatibility(settings: BuildSettings, caps, target) -> None:
+    level = settings.hardware_compatibility_level
+    if level == "none":
+        return
+    if not target.hardware_compatibility:
+        raise UsageError(f"target {target.name} cannot build hardware-compatible engines "
+                         "(Jetson and DLA engines run only on the device kind they were built on)")
+    if level not in caps.hardware_compatibility:
+        raise UsageError(f"{caps.label} cannot build hardware compatibility {level}; it can: "
+                         f"{', '.join(caps.hardware_compatibility) or 'none'}"
+                         + (" (RTX engines cover GPUs through `compute_capabilities`)"
+                            if caps.compute_capabilities else ""))
+
+
+def _check_version_compatibility(settings: BuildSettings, caps, target) -> None:
     if settings.version_compatible and not caps.version_compatible:
         raise UsageError(f"{caps.label} cannot build version-compatible engines (TensorRT 8.6 or later can)")
-    if settings.exclude_lean_runtime and not settings.version_compatible:
-        raise UsageError("--exclude-lean-runtime applies only with --version-compatible")
     if settings.exclude_lean_runtime and not caps.exclude_lean_runtime:
         raise UsageError(f"{caps.label} cannot leave the lean runtime out of the engine")
-    if settings.optimization_level is not None:
-        if not caps.optimization_level:
-            raise UsageError(f"{caps.label} has no builder optimization level")
-        if settings.optimization_level not in OPTIMIZATION_LEVELS:
-            raise UsageError(f"--optimization-level must be 0..5, got {settings.optimization_level}")
+
+
+def _check_builder_options(settings: BuildSettings, caps, target) -> None:
+    if settings.optimization_level is not None and not caps.optimization_level:
+        raise UsageError(f"{caps.label} has no builder optimization level")
     if settings.timing_cache and not caps.timing_cache:
         raise UsageError(f"{caps.label} has no timing cache (TensorRT-RTX tunes kernels on the target GPU at run "
-                         "time); leave out --timing-cache")
-    if settings.workspace is not None and settings.workspace <= 0:
-        raise UsageError(f"--workspace must be positive, got {settings.workspace}")
-    # precision and typing
-    source = onnx_precision(model)
+                         "time); leave out `timing_cache`")
+
+
+# what the settings ask of the backend and the target, checked in this order: (settings, caps, target) -> None
+CAPABILITY_CHECKS = (_check_dla, _check_hardware_compatibility, _check_version_compatibility, _check_builder_options)
+
+
+def _wanted_precision(settings: BuildSettings, source: str) -> str:
+    """The engine's precision: the settings' or, by default, the ONNX's; an ONNX already INT8 or FP16
+    builds only as what it is."""
     wanted = settings.precision or source
-    if wanted not in PRECISIONS:
-        raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {wanted!r}")
     if source not in ("fp32", wanted):
         raise UsageError(f"the ONNX is already {source} ({'Q/DQ nodes' if source == 'int8' else 'FP16 tensors'}); "
-                         f"build it without --{wanted}, or start from the FP32 ONNX")
-    dla = settings.dla_core is not None
-    if dla and wanted == "fp32":
-        raise UsageError("DLA runs FP16 or INT8 only; pass --fp16 or --int8")
-    flag_fp16 = wanted == "fp16" and source == "fp32" and "FP16" in caps.precision_flags
-    strongly = _strong_typing(settings, caps, source, wanted, dla, flag_fp16)
-    flags = []
-    if not strongly and wanted != "fp32":
-        flags = ["INT8", "FP16"] if wanted == "int8" and dla else [wanted.upper()]
-        missing = [f for f in flags if f not in caps.precision_flags]
-        if missing:  # only when strong typing is unavailable and flags are too: not a real TensorRT
-            raise UsageError(f"{caps.label} has no {'/'.join(missing)} builder flag")
-    if dla and settings.gpu_fallback:
-        flags.append("GPU_FALLBACK")
-    return BuildPlan(backend=caps.backend, target=target.name, caps=caps, onnx_precision=source, precision=wanted,
-                     needs_calibration=source == "fp32" and wanted != "fp32" and not flag_fp16,
-                     strongly_typed=strongly, builder_flags=flags, compute_capabilities=ccs,
-                     batches=resolve_batches(settings))
+                         f"build it without `precision={wanted}`, or start from the FP32 ONNX")
+    if settings.dla_core is not None and wanted == "fp32":
+        raise UsageError("DLA runs FP16 or INT8 only; pass `precision=fp16` or `precision=int8`")
+    return wanted
 
 
 def _strong_typing(settings, caps, source, wanted, dla, flag_fp16) -> bool:
@@ -222,11 +257,25 @@ def _strong_typing(settings, caps, source, wanted, dla, flag_fp16) -> bool:
         return False
     if settings.strongly_typed and (dla or flag_fp16):
         raise UsageError("strongly typed networks take no precision builder flags: "
-                         + ("DLA needs them" if dla else "give an FP16 ONNX instead of --fp16"))
+                         + ("DLA needs them" if dla else "give an FP16 ONNX instead of `precision=fp16`"))
     if settings.strongly_typed is not None:
         return settings.strongly_typed
     # opt in when the ONNX carries its precision, as 11.x and RTX always do; DLA needs the flags
     return wanted != "fp32" and not dla and not flag_fp16
+
+
+def _builder_flags(settings: BuildSettings, caps, wanted: str, strongly: bool) -> list:
+    """Precision flags for a weakly typed network (DLA INT8 needs FP16 too), and DLA's GPU fallback."""
+    dla = settings.dla_core is not None
+    flags = []
+    if not strongly and wanted != "fp32":
+        flags = ["INT8", "FP16"] if wanted == "int8" and dla else [wanted.upper()]
+        missing = [f for f in flags if f not in caps.precision_flags]
+        if missing:  # only when strong typing is unavailable and flags are too: not a real TensorRT
+            raise UsageError(f"{caps.label} has no {'/'.join(missing)} builder flag")
+    if dla and settings.gpu_fallback:
+        flags.append("GPU_FALLBACK")
+    return flags
 
 
 def configure(trt, builder, plan: BuildPlan, settings: BuildSettings, profile: dict, dynamic: bool):
@@ -248,9 +297,9 @@ def configure(trt, builder, plan: BuildPlan, settings: BuildSettings, profile: d
     if settings.dla_core is not None:
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = settings.dla_core
-    if settings.hardware_compatibility not in (None, "none"):
+    if settings.hardware_compatibility_level != "none":
         config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel,
-                                                      HARDWARE_COMPATIBILITY[settings.hardware_compatibility])
+                                                      HARDWARE_COMPATIBILITY[settings.hardware_compatibility_level])
     if settings.version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
         if settings.exclude_lean_runtime:
@@ -266,10 +315,29 @@ def configure(trt, builder, plan: BuildPlan, settings: BuildSettings, profile: d
     return config, cache
 
 
-def dla_fallback_layers(network, config) -> list:
-    """'name (type)' of layers that cannot run on the DLA and would fall back to the GPU."""
+def dla_fallback_layers(network, config, settings: BuildSettings) -> list:
+    """'name (type)' of layers that cannot run on the DLA and fall back to the GPU (none without a DLA
+    core); a UsageError when some cannot and the settings do not allow the GPU fallback."""
+    if settings.dla_core is None:
+        return []
     layers = (network.get_layer(i) for i in range(network.num_layers))
-    return [f"{layer.name} ({layer.type.name})" for layer in layers if not config.can_run_on_DLA(layer)]
+    fallback = [f"{layer.name} ({layer.type.name})" for layer in layers if not config.can_run_on_DLA(layer)]
+    if fallback and not settings.gpu_fallback:
+        raise UsageError(f"{len(fallback)} layers cannot run on the DLA ({', '.join(fallback[:8])}"
+                         f"{', ...' if len(fallback) > 8 else ''}); pass `gpu_fallback=True` to run them on the GPU")
+    return fallback
+
+
+def serialize(builder, network, config, plan: BuildPlan, logger, onnx_name: str):
+    """The builder's serialized engine, or an SkdeployError with the builder's last errors."""
+    with log.status(f"building {plan.precision} engine for {plan.target} with {plan.caps.label}"
+                    + (f" (compute capabilities {', '.join(plan.compute_capabilities)})"
+                       if plan.compute_capabilities else "")):
+        serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        detail = "; ".join(logger.errors[-3:]) or "the builder gave no reason"
+        raise SkdeployError(f"{plan.caps.label} could not build {onnx_name}: {detail}")
+    return serialized
 
 
 def plan_onnx(onnx_path, settings: BuildSettings = None) -> BuildPlan:
@@ -296,7 +364,7 @@ def build_engine(onnx_path, engine_path, settings: BuildSettings = None, force=F
     caps = plan.caps
     if plan.needs_calibration:
         raise UsageError(f"{caps.label} takes {plan.precision} from the ONNX, and {onnx_path.name} is FP32: calibrate "
-                         f"it first ('skdeploy calibrate --{plan.precision}', or 'skdeploy build-engine', which does)")
+                         "it first (skdeploy.calib.calibrate_model, or skdeploy.pipeline.build, which does)")
     started = time.time()
     logger = capturing_logger(trt)
     with PeakMemory() as peak:
@@ -307,29 +375,18 @@ def build_engine(onnx_path, engine_path, settings: BuildSettings = None, force=F
         io = io_tensors(network)
         dynamic = is_dynamic(io)
         if not dynamic and any(v is not None for v in (settings.min_batch, settings.opt_batch, settings.max_batch)):
-            ui.warn(f"{onnx_path.name} has a static batch; --min/--opt/--max-batch are ignored")
+            log.warning(f"{onnx_path.name} has a static batch; `min_batch`/`opt_batch`/`max_batch` are ignored")
         profile = batch_profile(io, plan.batches if dynamic else None)
         config, cache = configure(trt, builder, plan, settings, profile, dynamic)
-        fallback = []
-        if settings.dla_core is not None:
-            fallback = dla_fallback_layers(network, config)
-            if fallback and not settings.gpu_fallback:
-                raise UsageError(f"{len(fallback)} layers cannot run on the DLA ({', '.join(fallback[:8])}"
-                                 f"{', ...' if len(fallback) > 8 else ''}); pass --gpu-fallback to run them on the GPU")
-        with ui.status(f"building {plan.precision} engine for {plan.target} with {caps.label}"
-                       + (f" (compute capabilities {', '.join(plan.compute_capabilities)})"
-                          if plan.compute_capabilities else "")):
-            serialized = builder.build_serialized_network(network, config)
-        if serialized is None:
-            detail = "; ".join(logger.errors[-3:]) or "the builder gave no reason"
-            raise SkdeployError(f"{caps.label} could not build {onnx_path.name}: {detail}")
+        fallback = dla_fallback_layers(network, config, settings)
+        serialized = serialize(builder, network, config, plan, logger, onnx_path.name)
         with atomic_path(engine_path) as tmp:
             Path(tmp).write_bytes(memoryview(serialized))
         if cache:
             cache.save()
     build_seconds = round(time.time() - started, 2)
     for message in logger.warnings:
-        ui.info(f"[dim]builder: {escape(message)}[/dim]")
+        log.info(f"[dim]builder: {escape(message)}[/dim]")
     return write_sidecar(engine_path, onnx_path, plan, settings, io=io, profile=profile,
                          dla_fallback=fallback, build_seconds=build_seconds,
                          peak_rss_mb=peak.mb, warnings=logger.warnings,

@@ -3,8 +3,8 @@ checks before deserialising (contract in docs/engines.md)."""
 import json
 from pathlib import Path
 
-from .. import ui
 from ..fileio import sha256_file
+from ..log import log
 from ..manifest import add_stage, derive, last_stage, load_manifest, manifest_path, new_manifest, write_manifest
 
 SECTION_KEYS = ("backend", "backend_version", "target", "compute_capabilities", "hardware_compatibility",
@@ -17,7 +17,7 @@ def source_manifest(onnx_path: Path) -> dict:
     manifest = load_manifest(onnx_path, required=False)
     if manifest is not None:
         return derive(manifest)
-    ui.warn(f"no manifest beside {onnx_path}; the engine's sidecar will not record the model or preprocessing")
+    log.warning(f"no manifest beside {onnx_path}; the engine's sidecar will not record the model or preprocessing")
     from ..onnx.io import io_spec, load_onnx
 
     manifest = new_manifest({"spec": None, "checkpoint": None, "kwargs": {}, "num_classes": None, "dataset": None},

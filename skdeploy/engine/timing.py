@@ -24,7 +24,7 @@ class TimingCache:
         self.cache = config.create_timing_cache(data)
         if self.cache is None or not config.set_timing_cache(self.cache, ignore_mismatch=False):
             raise SkdeployError(f"timing cache {self.path} does not fit this TensorRT version or GPU; "
-                                "delete it or pass another --timing-cache")
+                                "delete it or pass another `timing_cache`")
         self.saved_bytes = 0
 
     def save(self) -> None:

@@ -8,6 +8,7 @@ from .. import ui
 from ..compare import compare_outputs, merge_comparisons
 from ..errors import SkdeployError
 from ..fileio import check_output_path, sha256_file
+from ..log import log
 from ..manifest import add_stage, derive, load_manifest, new_manifest, write_manifest
 from ..onnx.io import graph_inputs, io_spec, load_onnx, node_counts, opset_of, save_onnx
 from ..onnx.run import run_model
@@ -31,7 +32,7 @@ def optimize_graph(model, fold_bn=True, sk_rewrite=True, tolerance=TOLERANCE):
         if not enabled[report_type.name]:
             continue
         before, started = node_counts(model), time.time()
-        with ui.status(message):
+        with log.status(message):
             report = run(model, tolerance)
         report.node_counts_before, report.node_counts_after = before, node_counts(model)
         report.seconds = round(time.time() - started, 2)
@@ -108,7 +109,7 @@ def optimize_onnx(source, output, fold_bn=True, sk_rewrite=True, force=False, to
     original.CopyFrom(model)
     before = node_counts(model)
     model, reports = optimize_graph(model, fold_bn=fold_bn, sk_rewrite=sk_rewrite, tolerance=tolerance)
-    with ui.status("checking the optimized model against the input in onnxruntime"):
+    with log.status("checking the optimized model against the input in onnxruntime"):
         parity = model_parity(original, model)
     if "skipped" not in parity:
         parity.update(tolerance=tolerance, passed=parity["max_rel"] <= tolerance)

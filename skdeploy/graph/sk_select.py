@@ -271,7 +271,13 @@ def _label_maps(index, types, softmax, logits, terms):
         if slot.size != 1:
             raise NearMiss("a branch takes its weights from several softmax slots (softmax over the wrong axis)")
         found.append((int(slot[0]), branch, group_of[position], logit_of_position[position]))
-    found.sort(key=lambda item: item[0])
+    return _in_slot_order(found, slots)
+
+
+def _in_slot_order(found, slots):
+    """(branches, their logit channels) by softmax slot, from (slot, branch, softmax group per channel,
+    logit channel per channel) per term: every slot taken once, each channel weighted from one group."""
+    found = sorted(found, key=lambda item: item[0])
     if [slot for slot, *_ in found] != list(range(slots)) or slots < 2:
         raise NearMiss(f"{len(found)} branches do not take the {slots} softmax slots once each")
     groups = found[0][2]

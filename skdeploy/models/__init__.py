@@ -5,20 +5,19 @@ returns a LoadedModel whose `config` is what the manifest records (input size, p
 """
 import importlib
 import importlib.util
-import json
 import re
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..data import Preprocessing
+from ..deps import available, require
 from ..errors import SkdeployError, UsageError
 from ..fileio import sha256_file
 from .registry import DEMO_MODEL, IMAGENET_MEAN, IMAGENET_STD, REGISTRY, TIMM_MODELS, ModelConfig, \
     imagenet_preprocessing
 
 __all__ = ["DEMO_MODEL", "REGISTRY", "TIMM_MODELS", "ModelConfig", "LoadedModel", "load_model", "build_model",
-           "load_from_manifest", "parse_kwargs", "parse_input_shape", "list_models"]
+           "load_from_manifest", "list_models"]
 
 SHIPPED_WEIGHTS_PREFIX = "skdeploy/weights/"
 
@@ -36,36 +35,14 @@ class LoadedModel:
                 "input_size": list(self.config.input_size)}
 
 
-def parse_kwargs(text) -> dict:
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise UsageError(f"--model-kwargs is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise UsageError("--model-kwargs must be a JSON object, e.g. '{\"num_classes\": 10}'")
-    return value
-
-
-def parse_input_shape(text) -> tuple:
-    """'3x224x224' -> (3, 224, 224)."""
-    if not re.fullmatch(r"\d+x\d+x\d+", text or ""):
-        raise UsageError(f"--input-shape must look like 3x224x224 (C x H x W), got {text!r}")
-    shape = tuple(int(v) for v in text.split("x"))
-    if min(shape) < 1:
-        raise UsageError(f"--input-shape dimensions must be positive, got {text!r}")
-    return shape
-
-
 def _import_factory(spec: str):
     path_part, sep, attr = spec.rpartition(":")
     if not sep or not path_part or not attr.isidentifier():
-        raise UsageError(f"--model must be 'path/to/file.py:factory' or 'package.module:factory', got {spec!r}")
+        raise UsageError(f"`spec` must be 'path/to/file.py:factory' or 'package.module:factory', got {spec!r}")
     if path_part.endswith(".py"):
         file = Path(path_part)
         if not file.is_file():
-            raise UsageError(f"--model file {file} does not exist")
+            raise UsageError(f"`spec` file {file} does not exist")
         name = f"skdeploy_user_{abs(hash(str(file.resolve())))}"
         module_spec = importlib.util.spec_from_file_location(name, file)
         module = importlib.util.module_from_spec(module_spec)
@@ -76,11 +53,11 @@ def _import_factory(spec: str):
             raise SkdeployError(f"importing {file} failed: {type(exc).__name__}: {exc}") from None
     else:
         if not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", path_part):
-            raise UsageError(f"--model module name {path_part!r} is not a Python module path")
+            raise UsageError(f"`spec` module name {path_part!r} is not a Python module path")
         try:
             module = importlib.import_module(path_part)
         except ImportError as exc:
-            raise UsageError(f"cannot import module {path_part!r} for --model: {exc}") from None
+            raise UsageError(f"cannot import module {path_part!r} for `spec`: {exc}") from None
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise UsageError(f"{path_part} has no callable {attr!r}")
@@ -93,7 +70,7 @@ def _call_factory(factory, kwargs, what):
     except (SkdeployError, UsageError):
         raise
     except TypeError as exc:
-        raise UsageError(f"{what} does not accept these --model-kwargs: {exc}") from None
+        raise UsageError(f"{what} does not accept these `model_kwargs`: {exc}") from None
     except (ValueError, RuntimeError, AssertionError) as exc:
         raise UsageError(f"{what} cannot be built with these settings: {exc}") from None
 
@@ -125,10 +102,10 @@ def _with_input_size(config: ModelConfig, input_shape) -> ModelConfig:
 def load_model(arch=None, spec=None, model_kwargs=None, checkpoint=None, input_shape=None,
                pretrained=True) -> LoadedModel:
     """Build a model by registered name (arch) or spec ('timm:NAME', 'file.py:fn', 'pkg.mod:fn')."""
-    torch = __import__("skdeploy.deps", fromlist=["require"]).require("torch")
+    torch = require("torch")
     kwargs = dict(model_kwargs or {})
     if arch and spec:
-        raise UsageError("give either --arch or --model, not both")
+        raise UsageError("give either `arch` or `spec`, not both")
     name = arch or spec or DEMO_MODEL
     if name in REGISTRY:
         config = REGISTRY[name]
@@ -137,14 +114,14 @@ def load_model(arch=None, spec=None, model_kwargs=None, checkpoint=None, input_s
         if "num_classes" in kwargs or kwargs:
             config = replace(config, num_classes=int(kwargs.get("num_classes", config.num_classes)), kwargs=kwargs)
     elif name.startswith("timm:"):
-        timm = __import__("skdeploy.deps", fromlist=["require"]).require("timm")
+        timm = require("timm")
         model_name = name[len("timm:"):]
         if model_name not in timm.list_models():
             raise UsageError(f"timm has no model {model_name!r} (SK models: {', '.join(TIMM_MODELS)})")
         module = _call_factory(lambda **kw: timm.create_model(model_name, pretrained=False, **kw), kwargs, name)
         config = _timm_config(model_name, module, kwargs)
     elif arch:
-        raise UsageError(f"unknown --arch {arch!r}; known: {', '.join(REGISTRY)} (see 'skdeploy models')")
+        raise UsageError(f"unknown `arch` {arch!r}; known: {', '.join(REGISTRY)} (see 'skdeploy models')")
     else:
         factory = _import_factory(name)
         module = _call_factory(factory, kwargs, name)
@@ -178,7 +155,7 @@ def load_from_manifest(manifest: dict, artifact) -> LoadedModel:
     checkpoint = model.get("checkpoint")
     if checkpoint is None:
         raise UsageError(f"the manifest of {artifact.name} records no checkpoint (exported with random weights), "
-                         "so its FP32 model cannot be rebuilt; pass --reference MODEL --checkpoint PATH")
+                         "so its FP32 model cannot be rebuilt; pass `reference=MODEL` `checkpoint=PATH`")
     file = None
     if not checkpoint["path"].startswith(SHIPPED_WEIGHTS_PREFIX):
         recorded = Path(checkpoint["path"])
@@ -186,7 +163,7 @@ def load_from_manifest(manifest: dict, artifact) -> LoadedModel:
                      if c.is_file()), None)
         if file is None:
             raise UsageError(f"checkpoint {checkpoint['path']} recorded in the manifest of {artifact.name} is not "
-                             "here; pass --reference MODEL --checkpoint PATH, or --reference ref.npz")
+                             "here; pass `reference=MODEL` `checkpoint=PATH`, or `reference=ref.npz`")
     size = model.get("input_size")
     return load_model(spec=model["spec"], checkpoint=file, model_kwargs=model.get("kwargs") or None,
                       input_shape=tuple(size) if size else None)
@@ -204,8 +181,6 @@ def _resolve(factory: str):
 
 def list_models() -> list:
     """Every selectable name with parameters (when torch is installed), input shape and shipped weights."""
-    from ..deps import available
-
     rows = []
     have_torch = available("torch")
     for config in REGISTRY.values():

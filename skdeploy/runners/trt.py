@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import ui
 from ..errors import SkdeployError, UsageError
+from ..log import log
 from ..manifest import load_manifest
 from ..trt import TITLES, check_compatibility, explain_incompatibility, first_installed, load_backend, sm
 from .base import Runner, TensorSpec
@@ -116,7 +116,7 @@ class TensorRTRunner(Runner):
             gpu = self.memory.device()
             self.runtime = self.trt.Runtime(self.trt.Logger(self.trt.Logger.WARNING))
             if info is None:
-                ui.warn(f"no sidecar manifest beside {self.path}; cannot check it fits this GPU and {TITLES[backend]}")
+                log.warning(f"no sidecar manifest beside {self.path}; cannot check it fits this GPU and {TITLES[backend]}")
             elif self.check:
                 problems = check_compatibility(info, gpu, getattr(self.trt, "__version__", None),
                                                getattr(self.runtime, "num_DLA_cores", 0))
@@ -269,7 +269,7 @@ class TensorRTRunner(Runner):
             try:
                 graph = self.memory.end_capture(self.stream)
             except SkdeployError as exc:
-                ui.warn(f"CUDA graph capture failed ({exc}); running without CUDA graphs")
+                log.warning(f"CUDA graph capture failed ({exc}); running without CUDA graphs")
                 self.cuda_graph = False
                 graph = None
         return graph

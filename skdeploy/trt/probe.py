@@ -26,7 +26,7 @@ def first_installed():
 
 def missing_backend_message(backend: str, reason: str = "") -> str:
     hint = (" (TensorRT for RTX builds 'rtx' targets without a GPU)" if backend == "tensorrt-rtx" else
-            "; for RTX targets, which build without a GPU, use --backend tensorrt-rtx "
+            "; for RTX targets, which build without a GPU, use `backend=tensorrt-rtx` "
             "(pip install 'skdeploy[rtx]')")
     return (f"the {backend} backend is not installed{f' ({reason})' if reason else ''}; "
             f"install it with: pip install 'skdeploy[{EXTRAS[backend]}]'{hint}")

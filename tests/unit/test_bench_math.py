@@ -1,43 +1,50 @@
-"""bench's numbers by hand: --batch parsing, latency percentiles and throughput, speedups, which batch
+"""bench's numbers by hand: --batch parsing and the sizes BenchSettings takes, latency percentiles and throughput, speedups, which batch
 sizes a model can take."""
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
-from skdeploy.bench import BenchSettings, add_speedups, bench_runner, latency_stats, parse_batches
+from skdeploy.bench import BenchSettings, add_speedups, bench_runner, latency_stats
+from skdeploy.commands.bench import parse_batches
 from skdeploy.errors import UsageError
 from skdeploy.runners.onnxrt import OnnxRuntimeRunner
 
 
-# ---- parse_batches / BenchSettings.check ---------------------------------------------------------
+# ---- parse_batches / BenchSettings' own checks ---------------------------------------------------------
 @pytest.mark.parametrize("text, batches", [("1,8,32", (1, 8, 32)), (" 1, 8 ,32 ", (1, 8, 32)), ("1", (1,)),
                                            ("4,,2,", (4, 2)), (16, (16,))])
 def test_parse_batches(text, batches):
     assert parse_batches(text) == batches
 
 
-@pytest.mark.parametrize("text, why", [("", "positive"), (" , ", "positive"), ("0", "positive"),
-                                       ("8,0", "positive"), ("-1", "positive"), ("1.5", "comma-separated"),
-                                       ("a,8", "comma-separated")])
-def test_parse_batches_refuses(text, why):
-    with pytest.raises(UsageError, match=why):
+@pytest.mark.parametrize("text", ["1.5", "a,8"])
+def test_parse_batches_refuses_what_is_not_integers(text):
+    with pytest.raises(UsageError) as error:
         parse_batches(text)
+    assert str(error.value) == f"--batch must be comma-separated integers like 1,8,32, got {text!r}"
+
+
+@pytest.mark.parametrize("text, parsed", [("", ()), (" , ", ()), ("0", (0,)), ("8,0", (8, 0)), ("-1", (-1,))])
+def test_sizes_that_parse_but_are_not_positive_are_the_settings_to_refuse(text, parsed):
+    assert parse_batches(text) == parsed
+    with pytest.raises(UsageError, match=r"^`batches` sizes must be positive integers"):
+        BenchSettings(batches=parsed)
 
 
 @pytest.mark.parametrize("fields", [dict(batches=(1,)), dict(iterations=1), dict(warmup=0)])
 def test_bench_settings_accept_their_boundaries(fields):
-    BenchSettings(**fields).check()
+    BenchSettings(**fields)
 
 
 @pytest.mark.parametrize("fields, message", [
-    (dict(batches=()), "--batch sizes must be positive integers, got ()"),
-    (dict(batches=(4, 0)), "--batch sizes must be positive integers, got (4, 0)"),
-    (dict(iterations=0), "--iterations must be at least 1 and --warmup 0 or more"),
-    (dict(warmup=-1), "--iterations must be at least 1 and --warmup 0 or more")])
+    (dict(batches=()), "`batches` sizes must be positive integers, got ()"),
+    (dict(batches=(4, 0)), "`batches` sizes must be positive integers, got (4, 0)"),
+    (dict(iterations=0), "`iterations` must be at least 1 and `warmup` 0 or more"),
+    (dict(warmup=-1), "`iterations` must be at least 1 and `warmup` 0 or more")])
 def test_bench_settings_refuse_values_past_their_boundaries(fields, message):
     with pytest.raises(UsageError) as error:
-        BenchSettings(**fields).check()
+        BenchSettings(**fields)
     assert str(error.value) == message
 
 

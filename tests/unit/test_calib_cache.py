@@ -5,9 +5,9 @@ import struct
 
 import pytest
 
-from skdeploy import ui
 from skdeploy.calib.cache import (calibration_table, load_ranges, ranges_path, save_ranges, table_path,
                                   trt_version_code, write_table)
+from skdeploy.log import log
 
 
 @pytest.mark.parametrize("version, code", [
@@ -93,7 +93,7 @@ def test_a_cache_of_another_format_is_ignored(tmp_path):
 
 def test_an_unreadable_cache_is_ignored_with_a_warning(tmp_path, monkeypatch):
     warnings = []
-    monkeypatch.setattr(ui, "warn", warnings.append)
+    monkeypatch.setattr(log, "warning", warnings.append)
     path = tmp_path / "broken.ranges.json"
     path.write_text('{"format": "skdeploy-ranges/1", "key": ')
     assert load_ranges(path, KEY) is None

@@ -93,7 +93,7 @@ def test_check_output_path_refuses_an_existing_file_without_force(tmp_path):
     target.write_bytes(b"keep")
     with pytest.raises(UsageError) as failure:
         check_output_path(target, force=False)
-    assert str(failure.value) == f"{target} already exists; pass --force to overwrite it"
+    assert str(failure.value) == f"{target} already exists; pass `force=True` to overwrite it"
     assert check_output_path(target, force=True) == target
     assert target.read_bytes() == b"keep"  # checking never deletes
 
@@ -102,7 +102,7 @@ def test_check_output_path_refuses_an_existing_file_without_force(tmp_path):
 def test_check_output_path_folder_given_as_file(tmp_path, force):
     with pytest.raises(UsageError) as failure:
         check_output_path(tmp_path, force=force)
-    assert str(failure.value) == f"{tmp_path} is a folder, not a file name"  # --force would not help
+    assert str(failure.value) == f"{tmp_path} is a folder, not a file name"  # force would not help
 
 
 def test_check_output_path_folder_that_cannot_be_created(tmp_path):
@@ -265,7 +265,7 @@ def _save_reference(folder, output, force):
 def test_command_outputs_are_not_overwritten_without_force(tmp_path, write):
     output = tmp_path / "existing.out"
     output.write_bytes(b"keep")
-    with pytest.raises(UsageError, match="existing.out already exists; pass --force"):
+    with pytest.raises(UsageError, match="existing.out already exists; pass `force=True`"):
         write(tmp_path, output, force=False)
     assert output.read_bytes() == b"keep"
 

@@ -171,7 +171,7 @@ def test_ops_with_float32_parameters_stay_fp32():
 def test_keep_fp32_wins_over_any_other_reason_and_rejects_unknown_names():
     model = scale_model([1.0, 2.0 * FP16_MAX, 0.0, 0.0])
     assert fp16_candidates(model, keep_fp32=("scale",)) == (set(), {"scale": "named by --keep-fp32"})
-    with pytest.raises(UsageError, match=r"^--keep-fp32 names no node 'scal'; .*\(e\.g\. 'scale'\)$"):
+    with pytest.raises(UsageError, match=r"^`keep_fp32` names no node 'scal'; .*\(e\.g\. 'scale'\)$"):
         fp16_candidates(model, keep_fp32=("scal",))
 
 

@@ -376,7 +376,7 @@ def gray_preprocessing(what):
 
 
 def no_preprocessing(what):
-    raise UsageError(f"{what} need --mean and --std")
+    raise UsageError(f"{what} need `mean` and `std`")
 
 
 def save_png(path, values):
@@ -463,7 +463,7 @@ def test_float_arrays_are_model_inputs_and_need_no_preprocessing(tmp_path):
 
 def test_uint8_arrays_ask_for_preprocessing(tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((2, 1, 2), np.uint8))
-    with pytest.raises(UsageError, match=f"^uint8 pictures in {tmp_path / 'x.npy'} need --mean"):
+    with pytest.raises(UsageError, match=f"^uint8 pictures in {tmp_path / 'x.npy'} need `mean`"):
         open_source(tmp_path / "x.npy", SHAPE, no_preprocessing)
 
 
@@ -540,14 +540,14 @@ def test_plain_idx_file_is_not_its_own_labels(tmp_path, name):
 
 
 @pytest.mark.parametrize("name, message", [
-    ("missing.npy", "--data {path} does not exist"),
-    ("photo.JPG", "--data {path} is a single image; give the folder that holds the images"),
-    ("table.csv", "--data {path}: unknown format"),
+    ("missing.npy", "`data={path}` does not exist"),
+    ("photo.JPG", "`data={path}` is a single image; give the folder that holds the images"),
+    ("table.csv", "`data={path}`: unknown format"),
 ])
-def test_open_source_refusals_name_the_option(tmp_path, name, message):
+def test_open_source_refusals_name_the_argument(tmp_path, name, message):
     path = tmp_path / name
     if name != "missing.npy":
         path.write_bytes(b"x")
     with pytest.raises(UsageError) as failure:
-        open_source(path, SHAPE, gray_preprocessing, option="--data")
+        open_source(path, SHAPE, gray_preprocessing, argument="data")
     assert str(failure.value).startswith(message.format(path=path))

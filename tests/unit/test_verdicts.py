@@ -34,7 +34,7 @@ def check_named(result, name):
     return next(check for check in result["checks"] if check["name"] == name)
 
 
-# ---- ValidateSettings.check ---------------------------------------------------------------------
+# ---- ValidateSettings' own checks ---------------------------------------------------------------------
 def test_documented_defaults():
     defaults = ValidateSettings()
     assert (defaults.max_top1_drop, defaults.min_agreement, defaults.batch, defaults.limit,
@@ -44,16 +44,16 @@ def test_documented_defaults():
 @pytest.mark.parametrize("fields", [dict(min_agreement=0.0), dict(min_agreement=1.0), dict(max_top1_drop=0.0),
                                     dict(max_top1_drop=math.inf), dict(batch=1), dict(limit=1)])
 def test_settings_accept_their_boundaries(fields):
-    ValidateSettings(**fields).check()
+    ValidateSettings(**fields)
 
 
-@pytest.mark.parametrize("fields, option", [
-    (dict(min_agreement=-0.01), "--min-agreement"), (dict(min_agreement=1.01), "--min-agreement"),
-    (dict(min_agreement=math.nan), "--min-agreement"), (dict(max_top1_drop=-0.01), "--max-top1-drop"),
-    (dict(batch=0), "--batch"), (dict(limit=0), "--limit")])
-def test_settings_refuse_values_past_their_boundaries(fields, option):
-    with pytest.raises(UsageError, match=option) as error:
-        ValidateSettings(**fields).check()
+@pytest.mark.parametrize("fields, argument", [
+    (dict(min_agreement=-0.01), "`min_agreement`"), (dict(min_agreement=1.01), "`min_agreement`"),
+    (dict(min_agreement=math.nan), "`min_agreement`"), (dict(max_top1_drop=-0.01), "`max_top1_drop`"),
+    (dict(batch=0), "`batch`"), (dict(limit=0), "`limit`")])
+def test_settings_refuse_values_past_their_boundaries(fields, argument):
+    with pytest.raises(UsageError, match=argument) as error:
+        ValidateSettings(**fields)
     assert "\n" not in str(error.value)
 
 

@@ -1,0 +1,83 @@
+"""Messages and progress on stderr, shown by severity against a verbosity that callers set per block.
+
+    from skdeploy.log import QUIET, log
+    log.info("collected 12 histograms")        # shown at the default verbosity, hidden under QUIET
+    log.warning("skipped 2 unreadable files")  # shown under QUIET too
+    with log.verbosity(QUIET):                 # the previous verbosity comes back when the block ends,
+        calibrate_model(...)                   # whether it ends normally or by an exception
+
+Messages quote API argument names in backticks (`calib_images`); a front end with other names for
+them (the CLI's flags) rewrites each message for a block with `log.rewriting(...)`.
+"""
+import contextlib
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+    TimeRemainingColumn
+
+INFO = 20  # what a stage is doing: steps, spinners, progress bars, figures on the way
+WARNING = 30  # something the user should know even when the result is all they asked for
+QUIET = WARNING  # the verbosity that shows warnings only (the CLI's --json)
+
+
+def _unchanged(message: str) -> str:
+    return message
+
+
+class Logger:
+    """One stderr console, a verbosity and a message rewrite, each changed only for the length of a block."""
+
+    def __init__(self):
+        self.console = Console(stderr=True, highlight=False)
+        self.level = INFO
+        self.rewrite = _unchanged
+
+    def verbosity(self, level: int):
+        """Show messages of severity `level` and above until the block ends."""
+        return self._setting("level", level)
+
+    def rewriting(self, rewrite):
+        """Pass every message through `rewrite` (str -> str) until the block ends."""
+        return self._setting("rewrite", rewrite)
+
+    @contextlib.contextmanager
+    def _setting(self, name: str, value):
+        previous = getattr(self, name)
+        setattr(self, name, value)
+        try:
+            yield self
+        finally:
+            setattr(self, name, previous)
+
+    def shows(self, severity: int) -> bool:
+        return severity >= self.level
+
+    def info(self, message: str) -> None:
+        if self.shows(INFO):
+            self.console.print(self.rewrite(message))
+
+    def warning(self, message: str) -> None:
+        if self.shows(WARNING):
+            self.console.print(f"[yellow]warning:[/yellow] {self.rewrite(message)}")
+
+    @contextlib.contextmanager
+    def status(self, message: str):
+        """A spinner for one long step on a terminal; elsewhere the message as an info line."""
+        if not self.shows(INFO) or not self.console.is_terminal:
+            self.info(message)
+            yield
+            return
+        with self.console.status(self.rewrite(message)):
+            yield
+
+    @contextlib.contextmanager
+    def progress(self, total: int, description: str):
+        """A progress bar at INFO: `with log.progress(n, "calibrating") as advance: advance()` per item."""
+        bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       TimeRemainingColumn(), console=self.console, disable=not self.shows(INFO), transient=False)
+        with bar:
+            task = bar.add_task(self.rewrite(description), total=total)
+            yield lambda n=1: bar.advance(task, n)
+
+
+log = Logger()
