@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import randomize_bn, run_cli
-from skdeploy.errors import SkdeployError, UsageError
+from skdeploy.errors import UsageError
 from skdeploy.commands.export import parse_input_shape, parse_kwargs
 from skdeploy.models import REGISTRY, load_model
 from skdeploy.models.flops import count_macs
