@@ -2,11 +2,13 @@
 ranges cache and TensorRT calibration table.
 
     from skdeploy.calib import CalibrationSettings, calibrate_model
-    manifest = calibrate_model("demo.onnx", "demo_int8.onnx", CalibrationSettings(precision="int8",
-                               method="entropy", max_top1_drop=0.3))
+    result = calibrate_model("demo.onnx", "demo_int8.onnx", CalibrationSettings(precision="int8",
+                             method="entropy", max_top1_drop=0.3))
+    result.accuracy["drop"], result.fallback_layers   # also in the manifest's "calibrate" stage: result.record()
 """
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from onnx import TensorProto
 
@@ -14,7 +16,8 @@ from .. import ui
 from ..data import InputShape, Preprocessing, default_calibration_path, open_source, select_calibration
 from ..errors import SkdeployError, UsageError
 from ..fileio import check_output_path, sha256_file
-from ..manifest import add_stage, derive, load_manifest, new_manifest, write_manifest
+from ..manifest import add_stage, load_manifest, manifest_path, write_manifest
+from ..models.entry import ModelEntry, derive_manifest, new_manifest
 from ..onnx.index import GraphIndex
 from ..onnx.io import io_spec, load_onnx, node_counts, opset_of, save_onnx
 from . import accuracy, cache
@@ -67,6 +70,60 @@ class CalibrationSettings:
         unknown = set(self.preprocessing) - set(PREPROCESSING_OPTIONS)
         if unknown:
             raise UsageError(f"unknown preprocessing option(s): {', '.join(sorted(unknown))}")
+
+
+@dataclass
+class CalibrationResult:
+    """What one calibration made and measured; `record()` is its "calibrate" stage in the manifest.
+    The INT8 fields are None for FP16 and the FP16 fields None for INT8; neither is recorded for the other."""
+
+    output: Path
+    settings: CalibrationSettings
+    source_onnx: dict  # {file, sha256}
+    data: dict  # {path, description, sha256, images, holdout_images, skipped_unreadable}
+    ranges_file: str  # name of the ranges cache beside the output
+    ranges_cache: str  # "computed" | "reused"
+    calibration_table: str  # name of the TensorRT calibration table beside the output (INT8), else None
+    accuracy: dict  # the held-out score (accuracy.Judge.score), None without held-out samples
+    node_counts: dict
+    seconds: float
+    quantized_units: int = None
+    qdq_tensors: int = None
+    fallback_layers: list = None  # [{name, op, own_error, precision}] moved out of INT8 by the budget
+    accuracy_plain_int8: dict = None
+    fallback_search: dict = None  # {layer count: drop} tried by the budget search; None when none ran
+    fp16_nodes: int = None
+    kept_fp32: list = None  # [{name, reason}] left FP32 by the FP16 conversion
+    fp16_io: bool = None
+
+    @property
+    def manifest(self) -> Path:
+        return manifest_path(self.output)
+
+    @property
+    def precision(self) -> str:
+        return self.settings.precision
+
+    @property
+    def method(self) -> str:
+        """The INT8 range method; None for FP16."""
+        return self.settings.method if self.precision == "int8" else None
+
+    def record(self) -> dict:
+        if self.precision == "int8":
+            outcome = {"quantized_units": self.quantized_units, "qdq_tensors": self.qdq_tensors,
+                       "fallback_layers": self.fallback_layers, "accuracy": self.accuracy,
+                       "accuracy_plain_int8": self.accuracy_plain_int8}
+            if self.fallback_search is not None:
+                outcome["fallback_search"] = self.fallback_search
+        else:
+            outcome = {"fp16_nodes": self.fp16_nodes, "kept_fp32": self.kept_fp32, "fp16_io": self.fp16_io,
+                       "accuracy": self.accuracy}
+        return {"precision": self.precision, "method": self.method, "settings": asdict(self.settings),
+                "source_onnx": self.source_onnx, "data": self.data, "ranges_file": self.ranges_file,
+                "ranges_cache": self.ranges_cache, "calibration_table": self.calibration_table,
+                "budget": {"max_top1_drop": self.settings.max_top1_drop, "fallback": self.settings.fallback},
+                **outcome, "node_counts": self.node_counts, "seconds": self.seconds}
 
 
 def _model_input(model) -> tuple:
@@ -260,8 +317,8 @@ def _build_fp16(model, ranges, settings, evaluation) -> tuple:
     return converted, record
 
 
-def calibrate_model(input_onnx, output_onnx, settings: CalibrationSettings, force=False) -> dict:
-    """Calibrate `input_onnx` (FP32) into `output_onnx`; returns the output's manifest."""
+def calibrate_model(input_onnx, output_onnx, settings: CalibrationSettings, force=False) -> CalibrationResult:
+    """Calibrate `input_onnx` (FP32) into `output_onnx`, written with its manifest."""
     settings.validate()
     output = check_output_path(output_onnx, force)
     started = time.time()
@@ -286,37 +343,36 @@ def calibrate_model(input_onnx, output_onnx, settings: CalibrationSettings, forc
     batch = settings.batch_size or 16
     evaluation = Evaluation(model, manifest, input_onnx, selection, batch) if selection.holdout else None
     if settings.precision == "int8":
-        result, record = _build_int8(model, ranges, settings, evaluation)
+        calibrated, outcome = _build_int8(model, ranges, settings, evaluation)
     else:
-        result, record = _build_fp16(model, ranges, settings, evaluation)
+        calibrated, outcome = _build_fp16(model, ranges, settings, evaluation)
 
     table = None
     if settings.precision == "int8":
         table = cache.table_path(output)
         cache.write_table(table, ranges, settings.method, settings.trt_version)
-    save_onnx(result, output)
+    save_onnx(calibrated, output)
     if manifest is None:
-        manifest = new_manifest({"spec": None, "checkpoint": None, "kwargs": {}, "num_classes": None,
-                                 "dataset": None, "input_size": [shape.channels, shape.height, shape.width]},
-                                resolve("the manifest").to_dict() if any(settings.preprocessing.values()) else None)
-    result_manifest = derive(manifest)
-    result_manifest["inputs"], result_manifest["outputs"] = io_spec(result)
-    result_manifest["opset"] = opset_of(result)
-    add_stage(result_manifest, "calibrate", precision=settings.precision,
-              method=settings.method if settings.precision == "int8" else None,
-              settings=asdict(settings), source_onnx={"file": str(input_onnx), "sha256": onnx_sha256},
-              data={"path": str(data_path), "description": source.description, "sha256": selection.sha256,
-                    "images": len(selection.calibration), "holdout_images": len(selection.holdout),
-                    "skipped_unreadable": selection.skipped},
-              ranges_file=cache.ranges_path(output).name, ranges_cache=cache_state,
-              calibration_table=table.name if table else None,
-              budget={"max_top1_drop": budget, "fallback": settings.fallback}, **record,
-              node_counts=node_counts(result), seconds=round(time.time() - started, 2))
+        entry = ModelEntry(input_size=[shape.channels, shape.height, shape.width])
+        result_manifest = new_manifest(entry, resolve("the manifest").to_dict()
+                                       if any(settings.preprocessing.values()) else None)
+    else:
+        result_manifest = derive_manifest(manifest)
+    result_manifest["inputs"], result_manifest["outputs"] = io_spec(calibrated)
+    result_manifest["opset"] = opset_of(calibrated)
+    result = CalibrationResult(
+        output, settings, source_onnx={"file": str(input_onnx), "sha256": onnx_sha256},
+        data={"path": str(data_path), "description": source.description, "sha256": selection.sha256,
+              "images": len(selection.calibration), "holdout_images": len(selection.holdout),
+              "skipped_unreadable": selection.skipped},
+        ranges_file=cache.ranges_path(output).name, ranges_cache=cache_state,
+        calibration_table=table.name if table else None, node_counts=node_counts(calibrated),
+        seconds=round(time.time() - started, 2), **outcome)
+    add_stage(result_manifest, "calibrate", result.record())
     write_manifest(output, result_manifest, kind="onnx")
-    accuracy_line = record.get("accuracy")
-    if accuracy_line:
-        ui.info(f"{settings.precision.upper()} on {accuracy_line['images']} held-out samples: drop "
-                f"{accuracy_line['drop']:.2f} points, agreement {accuracy_line['agreement']:.2%} "
-                f"(reference: {accuracy_line['reference']})")
-    return result_manifest
+    if result.accuracy:
+        ui.info(f"{settings.precision.upper()} on {result.accuracy['images']} held-out samples: drop "
+                f"{result.accuracy['drop']:.2f} points, agreement {result.accuracy['agreement']:.2%} "
+                f"(reference: {result.accuracy['reference']})")
+    return result
 

@@ -273,9 +273,9 @@ def test_command_outputs_are_not_overwritten_without_force(tmp_path, write):
 # ---- export: the ONNX, then its manifest -----------------------------------------------------------
 def export_writes(folder):
     from skdeploy.export import write_onnx_and_manifest
-    from skdeploy.manifest import new_manifest
+    from skdeploy.models.entry import ModelEntry, new_manifest
 
-    write_onnx_and_manifest(tiny_model(), Path(folder) / "m.onnx", new_manifest({"spec": "tiny"}, {}))
+    write_onnx_and_manifest(tiny_model(), Path(folder) / "m.onnx", new_manifest(ModelEntry(spec="tiny"), None))
 
 
 def test_export_writes_the_onnx_then_a_manifest_with_its_hash(tmp_path):
@@ -366,10 +366,11 @@ def build_tiny(folder):
 
 
 def test_build_engine_writes_the_engine_then_its_sidecar(tmp_path):
-    sidecar = build_tiny(tmp_path)
+    result = build_tiny(tmp_path)
     assert files_in(tmp_path) == ["tiny.onnx", "x.engine", "x.engine.json"]
     engine_bytes = (tmp_path / "x.engine").read_bytes()
-    assert sidecar["engine"]["engine_bytes"] == len(engine_bytes) > 0
+    assert result.engine.engine_bytes == len(engine_bytes) > 0
+    sidecar = json.loads((tmp_path / "x.engine.json").read_text())
     assert sidecar["artifact"]["sha256"] == hashlib.sha256(engine_bytes).hexdigest()
 
 
