@@ -12,7 +12,6 @@ import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 
 import numpy as np
 
@@ -21,7 +20,7 @@ from .compare import compare_outputs, merge_comparisons
 from .deps import require
 from .errors import SkdeployError, UsageError
 from .fileio import check_output_path
-from .manifest import add_stage, manifest_path, write_manifest
+from .manifest import StageResult, add_stage, write_manifest
 from .models.entry import new_manifest
 from .onnx.io import graph_inputs, io_spec, node_counts, opset_of, save_onnx
 from .reference import Reference, reference_of
@@ -47,10 +46,9 @@ class ExportSettings:
 
 
 @dataclass
-class ExportResult:
+class ExportResult(StageResult):
     """What one export made and measured; `record()` is its "export" stage in the manifest."""
 
-    output: Path
     settings: ExportSettings
     simplified: bool  # False when onnx-simplifier could not handle the model
     parity: dict  # worst case vs PyTorch: {max_abs, mean_abs, max_rel, tolerance, passed, batches, inputs}
@@ -58,10 +56,6 @@ class ExportResult:
     node_counts_exported: dict  # op type -> count, as traced
     node_counts: dict  # as written
     seconds: float
-
-    @property
-    def manifest(self) -> Path:
-        return manifest_path(self.output)
 
     def record(self) -> dict:
         return {"exporter": self.settings.exporter, "settings": asdict(self.settings), "simplified": self.simplified,

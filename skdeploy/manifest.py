@@ -14,6 +14,7 @@ artifact was made.
 """
 import datetime
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
@@ -25,6 +26,21 @@ FORMAT = "skdeploy-manifest/1"
 
 def manifest_path(artifact) -> Path:
     return Path(str(artifact) + ".json")
+
+
+@dataclass
+class StageResult:
+    """Base of what a stage returns: the artifact it wrote (its manifest beside it) and, from `record()`,
+    the entry the stage appended to that manifest."""
+
+    output: Path
+
+    @property
+    def manifest(self) -> Path:
+        return manifest_path(self.output)
+
+    def record(self) -> dict:
+        raise NotImplementedError
 
 
 def load_manifest(artifact, required: bool = True):

@@ -8,7 +8,6 @@ ranges cache and TensorRT calibration table.
 """
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from onnx import TensorProto
 
@@ -16,7 +15,7 @@ from .. import ui
 from ..data import InputShape, Preprocessing, default_calibration_path, open_source, select_calibration
 from ..errors import SkdeployError, UsageError
 from ..fileio import check_output_path, sha256_file
-from ..manifest import add_stage, load_manifest, manifest_path, write_manifest
+from ..manifest import StageResult, add_stage, load_manifest, write_manifest
 from ..models.entry import ModelEntry, derive_manifest, new_manifest
 from ..onnx.index import GraphIndex
 from ..onnx.io import io_spec, load_onnx, node_counts, opset_of, save_onnx
@@ -73,11 +72,10 @@ class CalibrationSettings:
 
 
 @dataclass
-class CalibrationResult:
+class CalibrationResult(StageResult):
     """What one calibration made and measured; `record()` is its "calibrate" stage in the manifest.
     The INT8 fields are None for FP16 and the FP16 fields None for INT8; neither is recorded for the other."""
 
-    output: Path
     settings: CalibrationSettings
     source_onnx: dict  # {file, sha256}
     data: dict  # {path, description, sha256, images, holdout_images, skipped_unreadable}
@@ -95,10 +93,6 @@ class CalibrationResult:
     fp16_nodes: int = None
     kept_fp32: list = None  # [{name, reason}] left FP32 by the FP16 conversion
     fp16_io: bool = None
-
-    @property
-    def manifest(self) -> Path:
-        return manifest_path(self.output)
 
     @property
     def precision(self) -> str:

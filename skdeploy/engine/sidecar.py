@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from .. import ui
 from ..fileio import sha256_file
-from ..manifest import add_stage, last_stage, load_manifest, manifest_path, write_manifest
+from ..manifest import StageResult, add_stage, last_stage, load_manifest, manifest_path, write_manifest
 from ..models.entry import ModelEntry, derive_manifest, new_manifest
 
 if TYPE_CHECKING:  # build.py defines the settings and imports this module
@@ -46,17 +46,12 @@ class EngineSection:
 
 
 @dataclass
-class BuildResult:
-    """One engine build: the engine file, its settings and its sidecar section; `record()` is the
+class BuildResult(StageResult):
+    """One engine build (`output` is the engine): its settings and its sidecar section; `record()` is the
     "build-engine" stage in ENGINE.json."""
 
-    output: Path  # the engine
     settings: "BuildSettings"
     engine: EngineSection
-
-    @property
-    def manifest(self) -> Path:
-        return manifest_path(self.output)
 
     def record(self) -> dict:
         return {"settings": asdict(self.settings), **{key: getattr(self.engine, key) for key in STAGE_KEYS}}

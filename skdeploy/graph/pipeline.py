@@ -9,7 +9,7 @@ from .. import ui
 from ..compare import compare_outputs, merge_comparisons
 from ..errors import SkdeployError
 from ..fileio import check_output_path, sha256_file
-from ..manifest import add_stage, load_manifest, manifest_path, write_manifest
+from ..manifest import StageResult, add_stage, load_manifest, write_manifest
 from ..models.entry import ModelEntry, derive_manifest, new_manifest
 from ..onnx.io import graph_inputs, io_spec, load_onnx, node_counts, opset_of, save_onnx
 from ..onnx.run import run_model
@@ -85,10 +85,9 @@ def model_parity(reference, candidate, seed=0) -> dict:
 
 
 @dataclass
-class OptimizeResult:
+class OptimizeResult(StageResult):
     """What the optimize stage did to one file; `record()` is its "optimize" stage in the manifest."""
 
-    output: Path
     source: dict  # {file, sha256} of the input ONNX
     settings: dict  # {fold_bn, sk_rewrite, tolerance}
     passes: list  # PassReport per pass run
@@ -96,10 +95,6 @@ class OptimizeResult:
     node_counts_after: dict
     parity: dict  # output vs input: {max_abs, mean_abs, max_rel, batches, tolerance, passed} or {skipped}
     seconds: float
-
-    @property
-    def manifest(self) -> Path:
-        return manifest_path(self.output)
 
     def record(self) -> dict:
         return {"source": self.source, "settings": self.settings,
