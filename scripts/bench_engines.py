@@ -60,10 +60,9 @@ def measure(args) -> list:
                 onnx, calibration_seconds = source, None
                 if precision != "fp32":
                     onnx = tmp / f"{model}.{precision}.onnx"
-                    calibrated = calibrate_model(source, onnx, CalibrationSettings(
+                    calibration_seconds = calibrate_model(source, onnx, CalibrationSettings(
                         precision=precision, calib_data=None if model == "sknet-fmnist" else str(photos),
-                        calib_images=args.calib_images, holdout_images=0))
-                    calibration_seconds = calibrated["stages"][-1]["seconds"]
+                        calib_images=args.calib_images, holdout_images=0)).seconds
                 started = time.time()
                 done = subprocess.run([str(Path(sys.executable).with_name("skdeploy")), "build-engine", str(onnx), "--target",
                                        "rtx", "--compute-capability", args.compute_capability,

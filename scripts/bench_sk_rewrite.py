@@ -140,17 +140,16 @@ def run_parity(args):
                     row = {"model": name, "exporter": exporter, "dynamic": dynamic}
                     started = time.time()
                     try:
-                        manifest = export_model(load(name), path, ExportSettings(
+                        result = export_model(load(name), path, ExportSettings(
                             exporter=exporter, dynamic_batch=dynamic, parity_tolerance=args.tolerance), force=True)
                     except SkdeployError as exc:
                         row["error"] = str(exc)
                     else:
-                        stage = manifest["stages"][-1]
-                        sk = next(r for r in stage["passes"] if r["name"] == "sk_rewrite")
-                        row.update(max_rel=stage["parity"]["max_rel"], batches=stage["parity"]["batches"],
-                                   found=sk["blocks_found"], rewritten=len(sk["rewritten"]),
-                                   M=sorted({r["M"] for r in sk["rewritten"]}), left=len(sk["left"]),
-                                   batchnorms=stage["node_counts"].get("BatchNormalization", 0),
+                        sk = next(report for report in result.passes if report.name == "sk_rewrite")
+                        row.update(max_rel=result.parity["max_rel"], batches=result.parity["batches"],
+                                   found=sk.blocks_found, rewritten=len(sk.rewritten),
+                                   M=sorted({r["M"] for r in sk.rewritten}), left=len(sk.left),
+                                   batchnorms=result.node_counts.get("BatchNormalization", 0),
                                    **block_audit(onnx.load(str(path))))
                     row["seconds"] = round(time.time() - started, 1)
                     rows.append(row)

@@ -1,13 +1,14 @@
 """Latency percentiles and throughput per batch size, for any runner (onnxruntime, TensorRT, PyTorch).
 
     rows = bench_runner(runner, BenchSettings(batches=(1, 8, 32), iterations=50))
+    result = bench(["demo.onnx", "demo.int8.onnx"])       # every target, speedups vs the first
 
 Each batch size gets `warmup` untimed calls, then `iterations` timed calls of runner.infer() on the
 same seeded random batch; latency is wall time per call, throughput is samples per second over the
 timed calls.
 """
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,11 +40,36 @@ def latency_stats(seconds, batch: int) -> dict:
             "mean_ms": float(ms.mean()), "throughput": float(batch * len(ms) / (ms.sum() / 1000.0))}
 
 
-def add_speedups(results):
-    """Give each timed row its speedup: the first result's p50 at that batch size over the row's p50."""
-    baseline = {row["batch"]: row for row in results[0]["rows"] if "skipped" not in row}
-    for result in results:
-        for row in result["rows"]:
+@dataclass
+class TargetTimings:
+    """One benchmarked target: a row per batch size (latency_stats, or {batch, skipped})."""
+
+    target: str
+    runner: str
+    precision: str
+    rows: list
+
+
+@dataclass
+class BenchResult:
+    """Every target timed with the same settings; `record()` is the --json form."""
+
+    settings: BenchSettings
+    baseline: str  # the target speedups are relative to
+    targets: list  # TargetTimings, in the order benchmarked
+
+    def record(self) -> dict:
+        return {"settings": {"batches": list(self.settings.batches), "iterations": self.settings.iterations,
+                             "warmup": self.settings.warmup}, "baseline": self.baseline,
+                "results": [asdict(timings) for timings in self.targets]}
+
+
+def add_speedups(tables):
+    """Give each timed row its speedup: the first table's p50 at that batch size over the row's p50
+    (`tables`: one list of rows per target)."""
+    baseline = {row["batch"]: row for row in tables[0] if "skipped" not in row}
+    for rows in tables:
+        for row in rows:
             base = baseline.get(row["batch"])
             if "skipped" not in row and base:
                 row["speedup"] = base["p50_ms"] / row["p50_ms"]
@@ -97,7 +123,8 @@ def target_runner(target, checkpoint=None, runner_options=None):
     return runner, artifact_precision(runner.manifest)
 
 
-def bench(targets, settings: BenchSettings = None, checkpoint=None, runner_options=None, reference=False) -> dict:
+def bench(targets, settings: BenchSettings = None, checkpoint=None, runner_options=None,
+          reference=False) -> BenchResult:
     """Benchmark every target with the same settings; rows carry speedup vs the first one benchmarked
     (the PyTorch model of the first artifact's manifest when `reference`)."""
     settings = settings or BenchSettings()
@@ -108,13 +135,12 @@ def bench(targets, settings: BenchSettings = None, checkpoint=None, runner_optio
     plan = [(f"pytorch:{Path(targets[0]).name}",
              lambda: (reference_from_manifest(targets[0]).runner(threads), "fp32"))] if reference else []
     plan += [(target, lambda target=target: target_runner(target, checkpoint, runner_options)) for target in targets]
-    results = []
+    timed = []
     for label, make in plan:
         runner, precision = make()
         total = len(settings.batches) * (settings.warmup + settings.iterations)
         with runner, log.progress(total, f"{Path(label).name} ({runner.name})") as advance:
             rows = bench_runner(runner, settings, advance)
-        results.append({"target": label, "runner": runner.name, "precision": precision, "rows": rows})
-    add_speedups(results)
-    return {"settings": {"batches": list(settings.batches), "iterations": settings.iterations,
-                         "warmup": settings.warmup}, "baseline": results[0]["target"], "results": results}
+        timed.append(TargetTimings(label, runner.name, precision, rows))
+    add_speedups([timings.rows for timings in timed])
+    return BenchResult(settings, timed[0].target, timed)

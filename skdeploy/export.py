@@ -1,6 +1,7 @@
 """PyTorch -> ONNX: trace, check, simplify, run the graph passes, and prove parity in onnxruntime.
 
-    manifest = export_model(load_model(arch="sknet50"), "sknet50.onnx", ExportSettings(dynamic_batch=True))
+    result = export_model(load_model(arch="sknet50"), "sknet50.onnx", ExportSettings(dynamic_batch=True))
+    result.parity["max_rel"], result.passes    # also in sknet50.onnx.json's "export" stage: result.record()
 
 Nothing is written unless parity holds: a model that does not reproduce PyTorch is not an output.
 """
@@ -10,7 +11,7 @@ import os
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -19,7 +20,8 @@ from .deps import require
 from .errors import SkdeployError, UsageError
 from .fileio import check_output_path
 from .log import log
-from .manifest import add_stage, new_manifest, write_manifest
+from .manifest import StageResult, add_stage, write_manifest
+from .models.entry import new_manifest
 from .onnx.io import graph_inputs, io_spec, node_counts, opset_of, save_onnx
 from .reference import Reference, reference_of
 
@@ -48,6 +50,25 @@ class ExportSettings:
 
     def resolved_opset(self) -> int:
         return self.opset or (18 if self.exporter == "dynamo" else 17)
+
+
+@dataclass
+class ExportResult(StageResult):
+    """What one export made and measured; `record()` is its "export" stage in the manifest."""
+
+    settings: ExportSettings
+    simplified: bool  # False when onnx-simplifier could not handle the model
+    parity: dict  # worst case vs PyTorch: {max_abs, mean_abs, max_rel, tolerance, passed, batches, inputs}
+    passes: list  # graph.PassReport per pass run
+    node_counts_exported: dict  # op type -> count, as traced
+    node_counts: dict  # as written
+    seconds: float
+
+    def record(self) -> dict:
+        return {"exporter": self.settings.exporter, "settings": asdict(self.settings), "simplified": self.simplified,
+                "parity": self.parity, "passes": [report.as_dict() for report in self.passes],
+                "node_counts_exported": self.node_counts_exported, "node_counts": self.node_counts,
+                "seconds": self.seconds}
 
 
 def trace_to_onnx(module, input_shape, settings: ExportSettings):
@@ -139,8 +160,8 @@ def dataset_images(config, count=8):
     return config.preprocessing.arrays(pixels[:count])
 
 
-def export_model(loaded, output, settings: ExportSettings, force=False) -> dict:
-    """Export `loaded` (models.LoadedModel) to `output` plus its manifest; returns the manifest."""
+def export_model(loaded, output, settings: ExportSettings, force=False) -> ExportResult:
+    """Export `loaded` (models.LoadedModel) to `output` plus its manifest."""
     output = check_output_path(output, force)
     started = time.time()
     input_shape = tuple(loaded.config.input_size)
@@ -165,17 +186,19 @@ def export_model(loaded, output, settings: ExportSettings, force=False) -> dict:
     if not parity["passed"]:
         raise SkdeployError(f"exported ONNX does not match PyTorch: max relative error {parity['max_rel']:.3g} "
                             f"exceeds {settings.parity_tolerance:g}; nothing written")
-    manifest = new_manifest(loaded.manifest_entry(), loaded.config.preprocessing.to_dict())
-    manifest["inputs"], manifest["outputs"] = io_spec(model)
-    if manifest["outputs"] and manifest["model"]["num_classes"] is None:
-        last = manifest["outputs"][0]["shape"][-1]
-        manifest["model"]["num_classes"] = last if isinstance(last, int) else None
+    inputs, outputs = io_spec(model)
+    entry = loaded.entry()
+    if outputs and entry.num_classes is None:
+        last = outputs[0]["shape"][-1]
+        entry = replace(entry, num_classes=last if isinstance(last, int) else None)
+    manifest = new_manifest(entry, loaded.config.preprocessing.to_dict())
+    manifest["inputs"], manifest["outputs"] = inputs, outputs
     manifest["opset"] = opset_of(model)
-    add_stage(manifest, "export", exporter=settings.exporter, settings=asdict(settings), simplified=simplified,
-              parity=parity, passes=[report.as_dict() for report in passes], node_counts_exported=exported_counts,
-              node_counts=node_counts(model), seconds=round(time.time() - started, 2))
+    result = ExportResult(output, settings, simplified, parity, passes, exported_counts, node_counts(model),
+                          round(time.time() - started, 2))
+    add_stage(manifest, "export", result.record())
     write_onnx_and_manifest(model, output, manifest)
-    return manifest
+    return result
 
 
 def write_onnx_and_manifest(model, output, manifest: dict) -> None:

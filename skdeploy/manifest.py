@@ -1,18 +1,20 @@
 """The JSON manifest that travels beside every artifact (ONNX file or engine).
 
-Layout (format "skdeploy-manifest/1"; see README "Manifest format"):
+Layout (format "skdeploy-manifest/1"; see docs/manifest.md):
   artifact       {file, kind, sha256}
-  model          {spec, checkpoint {path, sha256} | null, kwargs, num_classes, dataset}
+  model          {spec, checkpoint {path, sha256} | null, kwargs, num_classes, dataset, input_size}
+                 (models.entry.ModelEntry writes and reads it)
   inputs/outputs [{name, shape, dtype}]   shape entries are ints or a symbolic name ("batch")
-  preprocessing  {resize, crop, interpolation, mean, std, channel_order, scale, layout}
+  preprocessing  {resize, crop, interpolation, mean, std, channel_order, scale, layout} | null
   opset          ONNX opset of the artifact (ONNX artifacts)
   stages         [{stage, skdeploy_version, time, ...settings and results}] oldest first
-Each stage copies its input's manifest, points `artifact` at its own output and appends its record,
-so the newest manifest tells the whole history of how an artifact was made.
+Each stage copies its input's manifest (models.entry.derive_manifest), points `artifact` at its own
+output and appends its result's record, so the newest manifest tells the whole history of how an
+artifact was made.
 """
-import copy
 import datetime
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
@@ -26,9 +28,19 @@ def manifest_path(artifact) -> Path:
     return Path(str(artifact) + ".json")
 
 
-def new_manifest(model: dict, preprocessing: dict) -> dict:
-    return {"format": FORMAT, "artifact": None, "model": model, "preprocessing": preprocessing,
-            "inputs": [], "outputs": [], "stages": []}
+@dataclass
+class StageResult:
+    """Base of what a stage returns: the artifact it wrote (its manifest beside it) and, from `record()`,
+    the entry the stage appended to that manifest."""
+
+    output: Path
+
+    @property
+    def manifest(self) -> Path:
+        return manifest_path(self.output)
+
+    def record(self) -> dict:
+        raise NotImplementedError
 
 
 def load_manifest(artifact, required: bool = True):
@@ -48,12 +60,8 @@ def load_manifest(artifact, required: bool = True):
     return data
 
 
-def derive(parent: dict) -> dict:
-    """A copy of an input's manifest, ready for the next stage to extend."""
-    return copy.deepcopy(parent)
-
-
-def add_stage(manifest: dict, stage: str, **record) -> dict:
+def add_stage(manifest: dict, stage: str, record: dict) -> dict:
+    """Append `stage`'s entry: who and when, then `record` (a stage result's record())."""
     entry = {"stage": stage, "skdeploy_version": __version__,
              "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     entry.update(record)
@@ -85,4 +93,4 @@ def artifact_precision(manifest) -> str:
     if manifest.get("engine"):
         return manifest["engine"].get("precision", "unknown")
     calibration = last_stage(manifest, "calibrate")
-    return (calibration or {}).get("precision") or (calibration or {}).get("settings", {}).get("precision") or "fp32"
+    return calibration["precision"] if calibration else "fp32"

@@ -2,7 +2,7 @@
 
     from skdeploy.engine import BuildSettings
     from skdeploy.pipeline import build
-    sidecar = build("demo.onnx", "engines/demo.engine", BuildSettings(backend="tensorrt-rtx", precision="int8"))
+    result = build("demo.onnx", "engines/demo.engine", BuildSettings(backend="tensorrt-rtx", precision="int8"))
 
 The stages below never call each other: the engine builder does not calibrate and calibration does not
 build. When `skdeploy build-engine --int8/--fp16` gets an FP32 ONNX and the backend takes the precision
@@ -11,14 +11,14 @@ its output.
 """
 from pathlib import Path
 
-from .engine import BuildSettings, build_engine, plan_onnx
+from .engine import BuildResult, BuildSettings, build_engine, plan_onnx
 from .errors import SkdeployError, UsageError
 from .fileio import check_output_path
 
 
-def build(onnx_path, engine_path, settings: BuildSettings = None, force=False) -> dict:
-    """What `skdeploy build-engine` does: calibrate first when the build needs it, then build; returns the
-    sidecar. The calibrated ONNX lands beside the engine as ENGINE_STEM.PRECISION.onnx."""
+def build(onnx_path, engine_path, settings: BuildSettings = None, force=False) -> BuildResult:
+    """What `skdeploy build-engine` does: calibrate first when the build needs it, then build. The
+    calibrated ONNX lands beside the engine as ENGINE_STEM.PRECISION.onnx."""
     settings = settings or BuildSettings()
     engine_path = check_output_path(engine_path, force)
     plan = plan_onnx(onnx_path, settings)
@@ -43,5 +43,4 @@ def calibrate_for(onnx_path, engine_path: Path, precision: str, settings: BuildS
         calibration_settings = CalibrationSettings(**options)
     except TypeError as exc:
         raise UsageError(f"unknown calibration setting: {exc}") from None
-    calibrate_model(onnx_path, output, calibration_settings, force=force)
-    return output
+    return calibrate_model(onnx_path, output, calibration_settings, force=force).output

@@ -23,6 +23,7 @@ from .errors import SkdeployError, UsageError
 from .fileio import atomic_path, check_output_path
 from .log import log
 from .manifest import load_manifest, manifest_path
+from .models.entry import ModelEntry
 
 REFERENCE_FORMAT = "skdeploy-reference/1"
 
@@ -33,7 +34,7 @@ class Reference:
 
     source: str
     kind: str  # "pytorch" or "saved"
-    model: dict  # the manifest's "model" entry
+    model: ModelEntry
     preprocessing: dict
     loaded: object = None  # models.LoadedModel for kind "pytorch"
     saved: dict = field(default_factory=dict)  # logits, labels, inputs_sha256, meta for kind "saved"
@@ -64,7 +65,7 @@ def inputs_sha256(inputs: np.ndarray) -> str:
 def reference_of(loaded) -> Reference:
     """The reference for an already loaded PyTorch model (models.LoadedModel)."""
     source = f"{loaded.spec}" + (f" ({loaded.checkpoint['path']})" if loaded.checkpoint else " (random weights)")
-    return Reference(source, "pytorch", loaded.manifest_entry(), loaded.config.preprocessing.to_dict(), loaded)
+    return Reference(source, "pytorch", loaded.entry(), loaded.config.preprocessing.to_dict(), loaded)
 
 
 def reference_from_model(spec, checkpoint=None, input_shape=None, model_kwargs=None, pretrained=True) -> Reference:
@@ -84,7 +85,7 @@ def reference_from_manifest(artifact, same_weights: bool = False) -> Reference:
         path = path.with_suffix("")
     manifest = load_manifest(path)
     loaded = load_from_manifest(manifest, path)
-    recorded = manifest["model"]["checkpoint"]
+    recorded = ModelEntry.from_manifest(manifest).checkpoint
     if loaded.checkpoint["sha256"] != recorded["sha256"]:
         changed = f"checkpoint {recorded['path']} changed since {path.name} was made (sha256 differs)"
         if same_weights:
@@ -106,8 +107,8 @@ def load_saved_reference(path) -> Reference:
     if meta.get("format") != REFERENCE_FORMAT or "logits" not in saved or "inputs_sha256" not in saved:
         raise UsageError(f"{path} is not a saved skdeploy reference (format {REFERENCE_FORMAT})")
     saved["meta"] = meta
-    return Reference(f"saved {path.name} ({meta['model'].get('spec')})", "saved", meta["model"],
-                     meta["preprocessing"], saved=saved)
+    model = ModelEntry.from_manifest(meta)
+    return Reference(f"saved {path.name} ({model.spec})", "saved", model, meta["preprocessing"], saved=saved)
 
 
 def resolve_reference(reference=None, checkpoint=None, candidates=()) -> Reference:
@@ -140,7 +141,7 @@ def save_reference(path, logits, data, reference: Reference, force=False) -> Pat
     """FP32 logits, the inputs' sha256 and the labels, so validation can run later without PyTorch.
     `data` holds the samples the logits came from (inputs, labels, source)."""
     path = check_output_path(path, force)
-    meta = {"format": REFERENCE_FORMAT, "skdeploy_version": __version__, "model": reference.model,
+    meta = {"format": REFERENCE_FORMAT, "skdeploy_version": __version__, "model": reference.model.record(),
             "preprocessing": reference.preprocessing, "data": {"source": data.source, "count": len(data.inputs)},
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     arrays = {"logits": logits.astype(np.float32), "inputs_sha256": np.array(inputs_sha256(data.inputs)),

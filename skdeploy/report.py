@@ -101,18 +101,18 @@ def _class_name(names, index):
 
 
 def _summary_rows(result) -> list:
-    reference = result["reference"]
+    reference = result.reference
     kind = "pytorch" if reference["kind"] == "pytorch" else "saved"
     rows = [[_escape(f"FP32 reference: {reference['source']}"), kind,
              "fp32", _percent(reference.get("top1")), _percent(reference.get("top5")), "", "100.00%", "100.00%",
              "0", "0", "1", "inf", "reference"]]
-    for candidate in result["candidates"]:
-        m = candidate["metrics"]
-        failed = {check["name"] for check in candidate["checks"] if not check["passed"]}
-        verdict = f'<span class="badge {"pass" if candidate["passed"] else "fail"}">' \
-                  f'{"PASS" if candidate["passed"] else "FAIL"}</span>'
+    for candidate in result.candidates:
+        m = candidate.metrics
+        failed = {check["name"] for check in candidate.failed_checks()}
+        verdict = f'<span class="badge {"pass" if candidate.passed else "fail"}">' \
+                  f'{"PASS" if candidate.passed else "FAIL"}</span>'
         drop = f"{m['top1_drop']:+.2f}" if "top1_drop" in m else "n/a"
-        rows.append([_escape(candidate["name"]), _escape(candidate["runner"]), _escape(candidate["precision"]),
+        rows.append([_escape(candidate.name), _escape(candidate.runner), _escape(candidate.precision),
                      _percent(m.get("top1")), _percent(m.get("top5")),
                      (drop, "top-1 drop (points)" in failed), (_percent(m["agreement"]), "top-1 agreement" in failed),
                      _percent(m["top5_overlap"]), _number(m["max_abs"]), _number(m["mean_abs"]),
@@ -133,31 +133,31 @@ def _table(columns, rows) -> str:
 
 
 def _candidate_section(candidate, names, data, thresholds) -> str:
-    histogram = candidate["error_histogram"]
+    histogram = candidate.error_histogram
     edges = histogram["edges"]
     labels = [f"{edges[i + 1]:.0e}" for i in range(len(histogram["counts"]))]
-    per_class = candidate["per_class_agreement"]
-    parts = [f'<h2 id="{_escape(candidate["name"])}">{_escape(candidate["name"])} '
-             f'<span class="badge {"pass" if candidate["passed"] else "fail"}">'
-             f'{"PASS" if candidate["passed"] else "FAIL"}</span></h2>',
-             f'<p class="meta">{_escape(candidate["runner"])}, {_escape(candidate["precision"])}, '
-             f'{candidate["seconds"]} s; {candidate["disagreements"]} of {data.inputs.shape[0]} samples disagree with '
+    per_class = candidate.per_class_agreement
+    parts = [f'<h2 id="{_escape(candidate.name)}">{_escape(candidate.name)} '
+             f'<span class="badge {"pass" if candidate.passed else "fail"}">'
+             f'{"PASS" if candidate.passed else "FAIL"}</span></h2>',
+             f'<p class="meta">{_escape(candidate.runner)}, {_escape(candidate.precision)}, '
+             f'{candidate.seconds} s; {candidate.disagreements} of {data.inputs.shape[0]} samples disagree with '
              "FP32 on top-1</p>",
              "<ul class=\"meta\">" + "".join(
                  f"<li>{_escape(c['name'])}: {c['value']:.4g} (limit {c['rule']} {c['limit']:g}) — "
-                 f"{'pass' if c['passed'] else '<b>fail</b>'}</li>" for c in candidate["checks"]) + "</ul>",
+                 f"{'pass' if c['passed'] else '<b>fail</b>'}</li>" for c in candidate.checks) + "</ul>",
              '<div class="plots">',
              bar_chart(histogram["counts"], labels, "|logit error| histogram (logits per bin, upper edge)",
                        y_label=lambda v: f"{v:.0f}"),
              bar_chart([None if v is None else v for v in per_class], [_class_name(names, i) for i in
                        range(len(per_class))], "top-1 agreement with FP32 per FP32-predicted class", y_max=1.0,
-                       threshold=thresholds["min_agreement"], color="#8250df", y_label=lambda v: f"{v:.2f}"),
+                       threshold=thresholds.min_agreement, color="#8250df", y_label=lambda v: f"{v:.2f}"),
              "</div>"]
-    if candidate["examples"]:
-        shown = len(candidate["examples"])
-        parts.append(f"<h3>Where it disagrees with FP32 (first {shown} of {candidate['disagreements']})</h3>")
+    if candidate.examples:
+        shown = len(candidate.examples)
+        parts.append(f"<h3>Where it disagrees with FP32 (first {shown} of {candidate.disagreements})</h3>")
         figures = []
-        for example in candidate["examples"]:
+        for example in candidate.examples:
             caption = (f"#{example['index']}<br>FP32: {_escape(_class_name(names, example['reference']))}<br>"
                        f"this: {_escape(_class_name(names, example['candidate']))}")
             if example["label"] is not None:
@@ -171,27 +171,27 @@ def _candidate_section(candidate, names, data, thresholds) -> str:
     return "".join(parts)
 
 
-def render_report(result: dict, data) -> str:
-    """The HTML page for a validate() result and its LoadedData."""
-    names = result["data"].get("class_names") or None
-    thresholds = result["thresholds"]
-    verdict = "pass" if result["passed"] else "fail"
+def render_report(result) -> str:
+    """The HTML page for a validate() result (a ValidationResult, with the samples it ran on)."""
+    names = result.data.get("class_names") or None
+    thresholds = result.thresholds
+    verdict = "pass" if result.passed else "fail"
     columns = ["model", "runner", "precision", "top-1", "top-5", "top-1 drop (pts)", "agreement", "top-5 overlap",
                "max |err|", "mean |err|", "cosine", "SNR dB", "verdict"]
     body = [f'<h1>skdeploy validation <span class="badge {verdict}">{verdict.upper()}</span></h1>',
-            f'<p class="meta">reference: {_escape(result["reference"]["source"])}</p>',
-            f'<p class="meta">data: {_escape(result["data"]["source"])}, {result["data"]["count"]} samples'
-            f'{", labelled" if result["data"]["labels"] else ", no labels"}; inputs sha256 '
-            f'{result["data"]["inputs_sha256"][:16]}…</p>',
-            f'<p class="meta">thresholds: top-1 agreement ≥ {thresholds["min_agreement"]:g}, top-1 drop ≤ '
-            f'{thresholds["max_top1_drop"]:g} points</p>',
+            f'<p class="meta">reference: {_escape(result.reference["source"])}</p>',
+            f'<p class="meta">data: {_escape(result.data["source"])}, {result.data["count"]} samples'
+            f'{", labelled" if result.data["labels"] else ", no labels"}; inputs sha256 '
+            f'{result.data["inputs_sha256"][:16]}…</p>',
+            f'<p class="meta">thresholds: top-1 agreement ≥ {thresholds.min_agreement:g}, top-1 drop ≤ '
+            f'{thresholds.max_top1_drop:g} points</p>',
             _table(columns, _summary_rows(result))]
-    body += [_candidate_section(c, names, data, thresholds) for c in result["candidates"]]
+    body += [_candidate_section(c, names, result.samples, thresholds) for c in result.candidates]
     script = ("<script>addEventListener('load',()=>{document.body.dataset.imagesDecoded="
               "[...document.images].filter(i=>i.complete&&i.naturalWidth>0).length})</script>")
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>skdeploy validation</title>"
             f"<style>{_STYLE}</style></head><body>{''.join(body)}{script}</body></html>\n")
 
 
-def write_report(path, result: dict, data) -> None:
-    write_text_atomic(path, render_report(result, data))
+def write_report(path, result) -> None:
+    write_text_atomic(path, render_report(result))

@@ -1,26 +1,26 @@
 """Is the deployed model still the model? Run the FP32 reference and every candidate on the same
 preprocessed batches, compare, and give one verdict per candidate against thresholds.
 
-    result, data = validate(["demo.onnx", "demo.int8.onnx"], settings=ValidateSettings(min_agreement=0.99))
+    result = validate(["demo.onnx", "demo.int8.onnx"], settings=ValidateSettings(min_agreement=0.99))
+    result.passed, [(c.name, c.metrics["agreement"]) for c in result.candidates]
 
 The reference is a PyTorch model (a name plus checkpoint, or the one a candidate's manifest records)
 or a saved reference (.npz: FP32 logits plus the inputs' sha256), which needs no PyTorch.
 """
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .compare import accuracy, error_histogram, logit_agreement, prediction_agreement
-from .data import FASHION_MNIST_DIR, Preprocessing, class_names_for, load_data
+from .data import FASHION_MNIST_DIR, LoadedData, Preprocessing, class_names_for, load_data
 from .errors import SkdeployError, UsageError
 from .fileio import check_output_path
 from .log import log
 from .manifest import artifact_precision, load_manifest
 from .reference import resolve_reference, save_reference
 from .runners import runner_kind
-
 
 
 @dataclass
@@ -40,6 +40,51 @@ class ValidateSettings:
             raise UsageError(f"`batch` must be at least 1, got {self.batch}")
         if self.limit is not None and self.limit < 1:
             raise UsageError(f"`limit` must be at least 1, got {self.limit}")
+
+
+@dataclass
+class CandidateResult:
+    """One candidate against the reference: metrics, threshold checks and the verdict."""
+
+    path: str
+    name: str
+    runner: str
+    precision: str
+    seconds: float
+    metrics: dict  # agreement, top5_overlap, logit errors, cosine, SNR; top1, top5, top1_drop with labels
+    per_class_agreement: list  # per FP32-predicted class, None for a class FP32 never predicts
+    disagreements: int  # samples whose top-1 differs from the reference's
+    examples: list  # [{index, label, reference, candidate}] of the first disagreements
+    error_histogram: dict
+    checks: list  # [{name, value, limit, rule, passed}]
+    passed: bool
+
+    def failed_checks(self) -> list:
+        return [check for check in self.checks if not check["passed"]]
+
+    def record(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ValidationResult:
+    """Every candidate's verdict against one reference on one data set; `record()` is the --json form."""
+
+    reference: dict  # {source, kind, model}; top1 and top5 with labels
+    data: dict  # {source, count, labels, inputs_sha256, class_names}
+    thresholds: ValidateSettings
+    candidates: list  # CandidateResult per candidate, in the order given
+    saved_reference: str  # where --save-reference wrote the FP32 outputs, else None
+    samples: LoadedData = field(repr=False, compare=False)  # the preprocessed data (the HTML report shows it)
+
+    @property
+    def passed(self) -> bool:
+        return all(candidate.passed for candidate in self.candidates)
+
+    def record(self) -> dict:
+        return {"reference": self.reference, "data": self.data, "thresholds": asdict(self.thresholds),
+                "candidates": [candidate.record() for candidate in self.candidates],
+                "saved_reference": self.saved_reference, "passed": self.passed}
 
 
 # ---- running ------------------------------------------------------------------------------------
@@ -87,8 +132,8 @@ def compare_candidate(reference_logits, logits, labels, settings: ValidateSettin
 
 
 def validate(candidates, reference=None, checkpoint=None, data=None, settings: ValidateSettings = None,
-             save_reference_to=None, force=False, runner_options=None):
-    """Validate every candidate against the FP32 reference; returns (result dict, LoadedData)."""
+             save_reference_to=None, force=False, runner_options=None) -> ValidationResult:
+    """Validate every candidate against the FP32 reference."""
     settings = settings or ValidateSettings()
     candidates = _existing_candidates(candidates, save_reference_to, force)
     ref = resolve_reference(reference, checkpoint, candidates)
@@ -100,26 +145,25 @@ def validate(candidates, reference=None, checkpoint=None, data=None, settings: V
     if save_reference_to:
         save_reference(save_reference_to, reference_logits, samples, ref, force)
     labels = samples.labels
-    result = {"reference": {"source": ref.source, "kind": ref.kind, "model": ref.model.get("spec")},
-              "data": {"source": samples.source, "count": int(len(samples.inputs)), "labels": labels is not None,
-                       "inputs_sha256": samples.sha256(), "class_names": list(samples.class_names or [])},
-              "thresholds": asdict(settings), "candidates": [], "saved_reference": str(save_reference_to or "") or None}
+    result = ValidationResult(
+        reference={"source": ref.source, "kind": ref.kind, "model": ref.model.spec},
+        data={"source": samples.source, "count": int(len(samples.inputs)), "labels": labels is not None,
+              "inputs_sha256": samples.sha256(), "class_names": list(samples.class_names or [])},
+        thresholds=settings, candidates=[], saved_reference=str(save_reference_to or "") or None, samples=samples)
     reference_top1 = None
     if labels is not None:
         reference_top1 = accuracy(reference_logits, labels, 1)
-        result["reference"].update(top1=reference_top1, top5=accuracy(reference_logits, labels, 5))
+        result.reference.update(top1=reference_top1, top5=accuracy(reference_logits, labels, 5))
     for path in candidates:
         started = time.time()
         logits, runner_name = _run_candidate(path, samples.inputs, settings.batch, runner_options)
         if logits.shape != reference_logits.shape:
             raise SkdeployError(f"{Path(path).name} outputs {logits.shape[1:]} per sample but the reference outputs "
                                 f"{reference_logits.shape[1:]}; is it the same model?")
-        entry = {"path": path, "name": Path(path).name, "runner": runner_name,
-                 "precision": artifact_precision(manifests[path]), "seconds": round(time.time() - started, 2)}
-        entry.update(compare_candidate(reference_logits, logits, labels, settings, reference_top1))
-        result["candidates"].append(entry)
-    result["passed"] = all(c["passed"] for c in result["candidates"])
-    return result, samples
+        result.candidates.append(CandidateResult(
+            path, Path(path).name, runner_name, artifact_precision(manifests[path]), round(time.time() - started, 2),
+            **compare_candidate(reference_logits, logits, labels, settings, reference_top1)))
+    return result
 
 
 def _existing_candidates(candidates, save_reference_to, force) -> list:
@@ -138,7 +182,7 @@ def _existing_candidates(candidates, save_reference_to, force) -> list:
 def _samples(ref, manifests: dict, data, limit):
     """The data, prepared as the first candidate's manifest (else the reference) says; by default the data
     a saved reference was made from, else the model's dataset."""
-    context = next((m for m in manifests.values() if m), None) or {"model": ref.model,
+    context = next((m for m in manifests.values() if m), None) or {"model": ref.model.record(),
                                                                     "preprocessing": ref.preprocessing}
     preprocessing = Preprocessing.from_dict(context["preprocessing"])
     dataset = context["model"].get("dataset")

@@ -41,6 +41,24 @@ def run_cli(*args):
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
+def recorded_stage(artifact) -> dict:
+    """The newest stage entry of the manifest beside `artifact`, without who wrote it and when: what the
+    stage's result `record()` must equal (compared after a JSON round trip, as the file stores it)."""
+    from skdeploy.manifest import load_manifest
+
+    entry = dict(load_manifest(artifact)["stages"][-1])
+    for key in ("stage", "skdeploy_version", "time"):
+        entry.pop(key)
+    return entry
+
+
+def as_stored(record: dict) -> dict:
+    """`record` as a manifest stores it (tuples become lists)."""
+    import json
+
+    return json.loads(json.dumps(record))
+
+
 _EXPORT_CACHE = {}
 
 

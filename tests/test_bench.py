@@ -38,12 +38,18 @@ def test_bench_runner_skips_batches_a_static_model_cannot_take(demo_checkpoint_e
 def test_bench_api_with_pytorch_baseline(demo_checkpoint_export):
     result = bench([demo_checkpoint_export[1]], BenchSettings(batches=(1, 2), iterations=2, warmup=1),
                    reference=True)
-    assert [r["runner"] for r in result["results"]] == ["pytorch", "onnxruntime"]
-    assert result["baseline"] == "pytorch:demo.onnx"
-    baseline, onnx_rows = result["results"][0]["rows"], result["results"][1]["rows"]
+    assert [timings.runner for timings in result.targets] == ["pytorch", "onnxruntime"]
+    assert [timings.precision for timings in result.targets] == ["fp32", "fp32"]
+    assert result.baseline == result.targets[0].target == "pytorch:demo.onnx"
+    baseline, onnx_rows = result.targets[0].rows, result.targets[1].rows
     assert [r["speedup"] for r in baseline] == [1.0, 1.0]
     for row, base in zip(onnx_rows, baseline):
         assert row["speedup"] == pytest.approx(base["p50_ms"] / row["p50_ms"])
+    record = result.record()
+    assert record["settings"] == {"batches": [1, 2], "iterations": 2, "warmup": 1}
+    assert record["baseline"] == "pytorch:demo.onnx"
+    assert record["results"][1] == {"target": str(demo_checkpoint_export[1]), "runner": "onnxruntime",
+                                    "precision": "fp32", "rows": onnx_rows}
 
 
 def test_bench_cli_json_and_table(demo_checkpoint_export):

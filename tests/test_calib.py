@@ -9,9 +9,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import REPO, run_cli
+from conftest import REPO, as_stored, recorded_stage, run_cli
 from skdeploy.calib import CalibrationSettings, calibrate_model
 from skdeploy.errors import SkdeployError, UsageError
+from skdeploy.manifest import load_manifest
 from skdeploy.models import REGISTRY
 from skdeploy.runners import OnnxRuntimeRunner
 
@@ -36,7 +37,7 @@ def fmnist_images():
 
 @pytest.fixture(scope="session")
 def calibrated(demo, tmp_path_factory):
-    """calibrated(precision, method=..., ...) -> (manifest, output path), cached per settings."""
+    """calibrated(precision, method=..., ...) -> (CalibrationResult, output path), cached per settings."""
     results = {}
 
     def run(precision="int8", source=None, **settings):
@@ -105,20 +106,27 @@ def assert_tensorrt_placement(model):
 @pytest.mark.parametrize("passes", ["with graph passes", "without graph passes"])
 def test_int8_placement_and_accuracy_on_real_images(passes, demo, demo_no_passes, calibrated, fmnist_images):
     source = demo if passes == "with graph passes" else demo_no_passes
-    manifest, output = calibrated("int8", source=source, method="entropy")
+    result, output = calibrated("int8", source=source, method="entropy")
     model = onnx.load(output)
     onnx.checker.check_model(model)
     assert_tensorrt_placement(model)
     reference, got = fp32_and_candidate(source, output, demo_batch(fmnist_images))
     assert np.linalg.norm(got - reference) <= 0.1 * np.linalg.norm(reference)  # random weights: no accuracy
-    stage = manifest["stages"][-1]
-    assert stage["stage"] == "calibrate" and stage["precision"] == "int8" and stage["method"] == "entropy"
-    assert stage["data"]["images"] == 64 and len(stage["data"]["sha256"]) == 64
-    assert stage["data"]["path"].endswith("fashion-mnist-train-2048.npz")  # the demo's shipped default
-    assert stage["accuracy"]["images"] == 200 and stage["accuracy"]["metric"] == "labels"
-    assert stage["accuracy"]["reference"] == "onnx-fp32"  # random weights: no PyTorch checkpoint to load
-    assert stage["budget"]["max_top1_drop"] is None and stage["fallback_layers"] == []
-    assert (output.parent / stage["ranges_file"]).exists() and (output.parent / stage["calibration_table"]).exists()
+    assert result.output == output and result.manifest == output.with_name(output.name + ".json")
+    assert result.precision == "int8" and result.method == "entropy"
+    assert result.data["images"] == 64 and len(result.data["sha256"]) == 64
+    assert result.data["path"].endswith("fashion-mnist-train-2048.npz")  # the demo's shipped default
+    assert result.accuracy["images"] == 200 and result.accuracy["metric"] == "labels"
+    assert result.accuracy["reference"] == "onnx-fp32"  # random weights: no PyTorch checkpoint to load
+    assert result.fallback_layers == [] and result.fallback_search is None
+    assert (output.parent / result.ranges_file).exists() and (output.parent / result.calibration_table).exists()
+    stage = recorded_stage(output)
+    assert stage == as_stored(result.record())
+    assert load_manifest(output)["stages"][-1]["stage"] == "calibrate"
+    assert list(stage) == ["precision", "method", "settings", "source_onnx", "data", "ranges_file", "ranges_cache",
+                           "calibration_table", "budget", "quantized_units", "qdq_tensors", "fallback_layers",
+                           "accuracy", "accuracy_plain_int8", "node_counts", "seconds"]
+    assert stage["budget"] == {"max_top1_drop": None, "fallback": "fp16"} and stage["settings"]["method"] == "entropy"
 
 
 def test_judge_gives_agreement_and_top1_as_fractions_and_the_drop_in_points():
@@ -172,26 +180,26 @@ def test_cache_is_reused_for_the_same_inputs_and_table_matches_ranges(demo, tmp_
     output = tmp_path / "demo_int8.onnx"
     settings = CalibrationSettings(precision="int8", method="percentile", calib_images=32, holdout_images=0)
     first = calibrate_model(demo, output, settings)
-    assert first["stages"][-1]["ranges_cache"] == "computed"
+    assert first.ranges_cache == "computed"
     first_bytes = output.read_bytes()
     capsys.readouterr()
     second = calibrate_model(demo, output, settings, force=True)
-    assert second["stages"][-1]["ranges_cache"] == "reused"
+    assert second.ranges_cache == "reused" and recorded_stage(output)["ranges_cache"] == "reused"
     assert "reusing calibration ranges" in capsys.readouterr().err
     assert output.read_bytes() == first_bytes
     cached = json.loads((tmp_path / "demo_int8.onnx.ranges.json").read_text())
-    assert cached["key"]["method"] == "percentile" and cached["key"]["data_sha256"] == first["stages"][-1]["data"]["sha256"]
+    assert cached["key"]["method"] == "percentile" and cached["key"]["data_sha256"] == first.data["sha256"]
     table = (tmp_path / "demo_int8.onnx.calib.table").read_text().splitlines()
     assert table[0] == "TRT-100300-EntropyCalibration2"
     assert len(table) - 1 == len(cached["tensors"])
     other = CalibrationSettings(precision="int8", method="max", calib_images=32, holdout_images=0)
-    assert calibrate_model(demo, output, other, force=True)["stages"][-1]["ranges_cache"] == "computed"
+    assert calibrate_model(demo, output, other, force=True).ranges_cache == "computed"
     with pytest.raises(UsageError, match="already exists"):
         calibrate_model(demo, output, other)
 
 
 def test_fp16_keeps_io_fp32_and_named_nodes(demo, calibrated, fmnist_images):
-    manifest, output = calibrated("fp16")
+    result, output = calibrated("fp16")
     model = onnx.load(output)
     onnx.checker.check_model(model)
     assert model.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
@@ -201,18 +209,24 @@ def test_fp16_keeps_io_fp32_and_named_nodes(demo, calibrated, fmnist_images):
     assert all(inits[n.input[1]].data_type == TensorProto.FLOAT16 for n in convs)
     reference, got = fp32_and_candidate(demo, output, demo_batch(fmnist_images))
     assert np.abs(got - reference).max() <= 0.01 * np.abs(reference).max()
-    stage = manifest["stages"][-1]
-    assert stage["kept_fp32"] == [] and stage["accuracy"]["images"] == 200
+    assert result.kept_fp32 == [] and result.accuracy["images"] == 200 and result.method is None
+    stage = recorded_stage(output)
+    assert stage == as_stored(result.record())
+    assert list(stage) == ["precision", "method", "settings", "source_onnx", "data", "ranges_file", "ranges_cache",
+                           "calibration_table", "budget", "fp16_nodes", "kept_fp32", "fp16_io", "accuracy",
+                           "node_counts", "seconds"]
+    assert stage["method"] is None and stage["calibration_table"] is None
 
     keep = convs[0].name
-    manifest, output = calibrated("fp16", keep_fp32=(keep,), fp16_io=True)
+    result, output = calibrated("fp16", keep_fp32=(keep,), fp16_io=True)
     model = onnx.load(output)
     inits = {init.name: init for init in model.graph.initializer}
     kept = next(n for n in model.graph.node if n.name == keep)
     assert inits[kept.input[1]].data_type == TensorProto.FLOAT
     assert model.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT16
-    assert manifest["inputs"][0]["dtype"] == "float16"
-    assert manifest["stages"][-1]["kept_fp32"] == [{"name": keep, "reason": "named by --keep-fp32"}]
+    assert load_manifest(output)["inputs"][0]["dtype"] == "float16"
+    assert result.kept_fp32 == [{"name": keep, "reason": "named by --keep-fp32"}]
+    assert recorded_stage(output)["kept_fp32"] == result.kept_fp32
 
 
 def small_model(path, nodes, initializers, input_shape, output_shape):
@@ -242,14 +256,14 @@ def test_fp16_keeps_overflowing_nodes_fp32(tmp_path):
     data = tmp_path / "inputs.npy"
     np.save(data, rng.standard_normal((40, 1, 8, 8)).astype(np.float32))
     output = tmp_path / "overflow_fp16.onnx"
-    manifest = calibrate_model(model, output, CalibrationSettings(precision="fp16", calib_data=str(data),
-                                                                  calib_images=20, holdout_images=20))
-    kept = {entry["name"] for entry in manifest["stages"][-1]["kept_fp32"]}
+    result = calibrate_model(model, output, CalibrationSettings(precision="fp16", calib_data=str(data),
+                                                                calib_images=20, holdout_images=20))
+    kept = {entry["name"] for entry in result.kept_fp32}
     assert kept == {"amplify", "conv", "attenuate"}
     batch = np.load(data)[:8]
     reference, got = fp32_and_candidate(model, output, batch)
     assert np.isfinite(got).all() and np.abs(got - reference).max() <= 0.01 * np.abs(reference).max()
-    assert manifest["stages"][-1]["accuracy"]["metric"] == "agreement"  # no labels in the npy
+    assert result.accuracy["metric"] == "agreement"  # no labels in the npy
 
 
 def budget_model(path, delta):
@@ -273,12 +287,14 @@ def test_budget_moves_the_worst_layer_to_fp16_when_int8_misses(tmp_path, budget_
     model = budget_model(tmp_path / "m.onnx", delta=0.004)
     settings = CalibrationSettings(precision="int8", calib_data=str(budget_data), calib_images=100,
                                    holdout_images=300, max_top1_drop=2.0)
-    manifest = calibrate_model(model, tmp_path / "m_int8.onnx", settings)
-    stage = manifest["stages"][-1]
-    assert stage["accuracy_plain_int8"]["drop"] > 2.0  # plain INT8 misses the budget...
-    assert stage["accuracy"]["drop"] <= 2.0  # ...and the fallback meets it
-    assert stage["fallback_layers"] and stage["fallback_layers"][0]["name"] == "decide"
-    assert stage["fallback_layers"][0]["precision"] == "fp16"
+    result = calibrate_model(model, tmp_path / "m_int8.onnx", settings)
+    assert result.accuracy_plain_int8["drop"] > 2.0  # plain INT8 misses the budget...
+    assert result.accuracy["drop"] <= 2.0  # ...and the fallback meets it
+    assert result.fallback_layers and result.fallback_layers[0]["name"] == "decide"
+    assert result.fallback_layers[0]["precision"] == "fp16"
+    assert result.fallback_search == {"1": result.accuracy["drop"]}  # one quantized layer: all of it, once
+    stage = recorded_stage(tmp_path / "m_int8.onnx")
+    assert stage == as_stored(result.record()) and list(stage)[-3:] == ["fallback_search", "node_counts", "seconds"]
     result = onnx.load(tmp_path / "m_int8.onnx")
     inits = {init.name: init for init in result.graph.initializer}
     decide = next(n for n in result.graph.node if n.name == "decide")
@@ -293,8 +309,8 @@ def test_budget_fails_with_a_report_when_even_fp16_misses(tmp_path, budget_data)
         calibrate_model(model, tmp_path / "m_int8.onnx", settings)
     assert not (tmp_path / "m_int8.onnx").exists()
     settings.fallback = "fp32"
-    stage = calibrate_model(model, tmp_path / "m_int8.onnx", settings)["stages"][-1]
-    assert stage["fallback_layers"][0]["precision"] == "fp32" and stage["accuracy"]["drop"] <= 2.0
+    result = calibrate_model(model, tmp_path / "m_int8.onnx", settings)
+    assert result.fallback_layers[0]["precision"] == "fp32" and result.accuracy["drop"] <= 2.0
 
 
 # ---- bad input: one clear line and the right exit code ----
@@ -381,6 +397,9 @@ def test_model_without_manifest_asks_for_preprocessing(demo, tmp_path, fmnist_im
     assert result.exit_code == 0, result.stderr
     written = json.loads((tmp_path / "o.onnx.json").read_text())
     assert written["preprocessing"]["mean"] == [0.286] and written["preprocessing"]["channel_order"] == "GRAY"
+    # the model entry of an ONNX without a manifest: the input size its graph gives, nothing else known
+    assert written["model"] == {"spec": None, "checkpoint": None, "kwargs": {}, "num_classes": None,
+                                "dataset": None, "input_size": [1, 32, 32]}
     ready = tmp_path / "ready.npy"  # already-preprocessed float inputs need no preprocessing options
     np.save(ready, REGISTRY["sknet-fmnist"].preprocessing.arrays(fmnist_images[:6]))
     result = cli_calibrate(bare, tmp_path / "f.onnx", "--calib-data", ready)

@@ -32,8 +32,8 @@ def test_int8_with_fp16_fallback_layers_builds(exported, tmp_path):
     assert counts["Cast"] >= 2 * len(fallen) and counts["QuantizeLinear"] > 0
     mixed_path = tmp_path / "demo_mixed.onnx"
     onnx.save(mixed, mixed_path)
-    sidecar = build_engine(mixed_path, tmp_path / "demo_mixed.engine", RTX)
-    assert sidecar["engine"]["precision"] == "int8" and sidecar["engine"]["engine_bytes"] > 100_000
+    engine = build_engine(mixed_path, tmp_path / "demo_mixed.engine", RTX).engine
+    assert engine.precision == "int8" and engine.engine_bytes > 100_000
 
 
 def test_fp16_with_fp16_io_and_fp32_islands_builds(exported, tmp_path):
@@ -42,6 +42,6 @@ def test_fp16_with_fp16_io_and_fp32_islands_builds(exported, tmp_path):
     output = tmp_path / "demo_fp16.onnx"
     calibrate_model(source, output, CalibrationSettings(precision="fp16", calib_images=32, holdout_images=0,
                                                         fp16_io=True, keep_fp32=(first_conv,)))
-    sidecar = build_engine(output, tmp_path / "demo_fp16.engine", RTX)
-    assert sidecar["engine"]["precision"] == "fp16"
-    assert [io["dtype"] for io in sidecar["engine"]["io"]] == ["float16", "float16"]
+    engine = build_engine(output, tmp_path / "demo_fp16.engine", RTX).engine
+    assert engine.precision == "fp16"
+    assert [io["dtype"] for io in engine.io] == ["float16", "float16"]

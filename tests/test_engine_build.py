@@ -8,13 +8,14 @@ import json
 import os
 import shutil
 import sys
+from dataclasses import asdict
 
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from conftest import run_cli
+from conftest import as_stored, recorded_stage, run_cli
 from fake_tensorrt import API, PLAN_MARKER, make_fake_tensorrt, plan_summary
 from skdeploy.engine import TARGETS, BuildSettings, build_engine, plan_build
 from skdeploy.errors import MissingDependency, SkdeployError, UsageError
@@ -48,7 +49,7 @@ def photos(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def rtx_build(exported, photos, tmp_path_factory):
-    """rtx_build(model, precision) -> (fp32 onnx, engine path, sidecar): one real CPU-only TensorRT-RTX
+    """rtx_build(model, precision) -> (fp32 onnx, engine path, BuildResult): one real CPU-only TensorRT-RTX
     build per configuration per session, dynamic batch 1/8/32, for compute capabilities 8.6 and 8.9.
     FP16/INT8 go through the pipeline's calibration stage from the FP32 export."""
     built = {}
@@ -106,8 +107,13 @@ def tiny_onnx(path, op="Relu", domain="", batch="batch", elem=TensorProto.FLOAT,
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("model", ["demo", pytest.param("sknet50", marks=pytest.mark.slow)])
 def test_rtx_build_sidecar_field_by_field(rtx_build, model, precision):
-    source, path, sidecar = rtx_build(model, precision)
-    assert json.loads(path.with_name(path.name + ".json").read_text()) == sidecar
+    source, path, result = rtx_build(model, precision)
+    sidecar = load_manifest(path)
+    assert result.output == path and result.manifest == path.with_name(path.name + ".json")
+    assert sidecar["engine"] == as_stored(asdict(result.engine))  # the section is the result's, field by field
+    assert recorded_stage(path) == as_stored(result.record())
+    assert list(result.record()) == ["settings", "backend", "backend_version", "target", "precision", "build_seconds",
+                                     "peak_rss_mb", "engine_bytes"]
     source_manifest = load_manifest(source)
     channels, height, width = source_manifest["inputs"][0]["shape"][1:]
     classes = source_manifest["model"]["num_classes"]
@@ -159,7 +165,7 @@ def test_rtx_build_sidecar_field_by_field(rtx_build, model, precision):
 def test_rtx_reduced_precision_engines_carry_smaller_weights(rtx_build):
     """SKNet-50's 25M weights dominate its engine, so precision shows in the size (the demo model's 1M
     weights do not: there kernels dominate, and INT8 adds some)."""
-    sizes = {p: rtx_build("sknet50", p)[2]["engine"]["engine_bytes"] for p in PRECISIONS}
+    sizes = {p: rtx_build("sknet50", p)[2].engine.engine_bytes for p in PRECISIONS}
     assert sizes["int8"] < sizes["fp16"] < sizes["fp32"], sizes
 
 
@@ -183,12 +189,38 @@ def test_rtx_engine_file_is_the_builders_bytes(rtx_build, tmp_path):
 
 def test_rtx_static_model_has_a_fixed_profile(exported, tmp_path):
     source = exported("sknet-fmnist")  # static batch 1
-    sidecar = build_engine(source, tmp_path / "static.engine",
-                           BuildSettings(backend="tensorrt-rtx", compute_capabilities=["8.6"]))
-    engine = sidecar["engine"]
-    assert engine["io"][0]["shape"] == [1, 1, 32, 32]
-    assert engine["profiles"] == [{"input": {"min": [1, 1, 32, 32], "opt": [1, 1, 32, 32], "max": [1, 1, 32, 32]}}]
-    assert engine["compute_capabilities"] == ["8.6"]
+    result = build_engine(source, tmp_path / "static.engine",
+                          BuildSettings(backend="tensorrt-rtx", compute_capabilities=["8.6"]))
+    engine = result.engine
+    assert engine.io[0]["shape"] == [1, 1, 32, 32]
+    assert engine.profiles == [{"input": {"min": [1, 1, 32, 32], "opt": [1, 1, 32, 32], "max": [1, 1, 32, 32]}}]
+    assert engine.compute_capabilities == ["8.6"]
+
+
+def test_rtx_sidecar_of_an_onnx_without_manifest_records_what_the_graph_tells(tmp_path):
+    result = build_engine(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "e.engine",
+                          BuildSettings(backend="tensorrt-rtx", compute_capabilities=["8.6"]))
+    sidecar = load_manifest(tmp_path / "e.engine")
+    assert sidecar["model"] == {"spec": None, "checkpoint": None, "kwargs": {}, "num_classes": None, "dataset": None,
+                                "input_size": [3, 8, 8]}
+    assert sidecar["preprocessing"] is None
+    assert sidecar["inputs"] == [{"name": "input", "shape": ["batch", 3, 8, 8], "dtype": "float32"}]
+    assert result.engine.source_onnx["manifest"] is None
+
+
+def test_rtx_sidecar_rewrites_a_previous_version_model_entry(tmp_path):
+    """Earlier versions wrote engine sidecars of bare ONNX files without `input_size` and with {} for unknown
+    preprocessing; a stage reading such a manifest carries it on in the current form."""
+    source = tiny_onnx(tmp_path / "m.onnx")
+    previous = {"format": "skdeploy-manifest/1", "artifact": {"file": "m.onnx", "kind": "onnx", "sha256": "0"},
+                "model": {"spec": None, "checkpoint": None, "kwargs": {}, "num_classes": None, "dataset": None},
+                "preprocessing": {}, "inputs": [], "outputs": [], "stages": [{"stage": "optimize", "passes": []}]}
+    (tmp_path / "m.onnx.json").write_text(json.dumps(previous))
+    build_engine(source, tmp_path / "e.engine", BuildSettings(backend="tensorrt-rtx", compute_capabilities=["8.6"]))
+    sidecar = load_manifest(tmp_path / "e.engine")
+    assert sidecar["model"] == dict(previous["model"], input_size=None)
+    assert sidecar["preprocessing"] is None
+    assert [stage["stage"] for stage in sidecar["stages"]] == ["optimize", "build-engine"]
 
 
 def test_cli_json_and_default_output_folder(exported, tmp_path, monkeypatch):
@@ -330,16 +362,16 @@ def test_capabilities_per_version():
 def test_classic_fp32_dynamic_batch(fake_trt, exported, tmp_path, version, network_flags):
     trt = fake_trt(version)
     source = exported("sknet-fmnist", dynamic_batch=True)
-    sidecar = build_engine(source, tmp_path / "e.engine", BuildSettings(backend="tensorrt", min_batch=2, opt_batch=4,
-                                                                         max_batch=16))
+    result = build_engine(source, tmp_path / "e.engine", BuildSettings(backend="tensorrt", min_batch=2, opt_batch=4,
+                                                                        max_batch=16))
     assert calls_named(trt, "create_network") == [("create_network", network_flags)]
     assert calls_named(trt, "config.set_flag") == []
     assert calls_named(trt, "profile.set_shape") == [
         ("profile.set_shape", "input", [2, 1, 32, 32], [4, 1, 32, 32], [16, 1, 32, 32])]
-    engine = sidecar["engine"]
-    assert (engine["backend"], engine["backend_version"], engine["target"]) == ("tensorrt", version, "desktop")
-    assert engine["compute_capabilities"] == [] and engine["strongly_typed"] is (version == "11.0.0")
-    assert engine["warnings"] == ["fake builder: no tactics were timed"]
+    engine = result.engine
+    assert (engine.backend, engine.backend_version, engine.target) == ("tensorrt", version, "desktop")
+    assert engine.compute_capabilities == [] and engine.strongly_typed is (version == "11.0.0")
+    assert engine.warnings == ["fake builder: no tactics were timed"]
     # the engine file is exactly what the builder returned
     assert (tmp_path / "e.engine").read_bytes().startswith(PLAN_MARKER)
     assert plan_summary(tmp_path / "e.engine")["inputs"] == ["input"]
@@ -355,14 +387,14 @@ def test_classic_fp16_from_fp32_onnx(fake_trt, exported, tmp_path, version, netw
     source = exported("sknet-fmnist", dynamic_batch=True)
     settings = BuildSettings(backend="tensorrt", precision="fp16", calib_images=CALIB_IMAGES,
                              calibration={"holdout_images": 0})
-    sidecar = build(source, tmp_path / "e.engine", settings)
+    result = build(source, tmp_path / "e.engine", settings)
     assert calls_named(trt, "create_network") == [("create_network", network_flags)]
     assert [c[1] for c in calls_named(trt, "config.set_flag")] == flags
-    engine = sidecar["engine"]
-    assert engine["precision"] == "fp16" and engine["builder_flags"] == flags
-    assert engine["precision_from"] == ("onnx" if calibrate else "builder-flags")
-    assert (engine["calibration"] is not None) is calibrate
-    assert engine["source_onnx"]["file"].endswith("e.fp16.onnx" if calibrate else "sknet-fmnist.onnx")
+    engine = result.engine
+    assert engine.precision == "fp16" and engine.builder_flags == flags
+    assert engine.precision_from == ("onnx" if calibrate else "builder-flags")
+    assert (engine.calibration is not None) is calibrate
+    assert engine.source_onnx["file"].endswith("e.fp16.onnx" if calibrate else "sknet-fmnist.onnx")
 
 
 @pytest.mark.parametrize("precision", ["int8", "fp16"])
@@ -375,10 +407,10 @@ def test_classic_precision_already_in_the_onnx(fake_trt, tmp_path, version, netw
     trt = fake_trt(version)
     path = tiny_onnx(tmp_path / "m.onnx", qdq=precision == "int8",
                      elem=TensorProto.FLOAT16 if precision == "fp16" else TensorProto.FLOAT)
-    sidecar = build_engine(path, tmp_path / "e.engine", BuildSettings(backend="tensorrt", target="datacenter"))
+    result = build_engine(path, tmp_path / "e.engine", BuildSettings(backend="tensorrt", target="datacenter"))
     assert calls_named(trt, "create_network") == [("create_network", network_flags)]
     assert [c[1] for c in calls_named(trt, "config.set_flag")] == ([precision.upper()] if weak_flag else [])
-    assert sidecar["engine"]["precision"] == precision and sidecar["engine"]["calibration"] is None
+    assert result.engine.precision == precision and result.engine.calibration is None
     assert plan_summary(tmp_path / "e.engine")["strongly_typed"] is not weak_flag
 
 
@@ -411,16 +443,16 @@ def test_classic_dla_static_shape_gpu_fallback_and_listed_layers(fake_trt, expor
         build_engine(source, tmp_path / "e.engine", settings)
     trt.calls.clear()
     settings.gpu_fallback = True
-    engine = build_engine(source, tmp_path / "e.engine", settings)["engine"]
+    engine = build_engine(source, tmp_path / "e.engine", settings).engine
     assert ("config.default_device_type", "DLA") in trt.calls and ("config.DLA_core", 1) in trt.calls
     assert [c[1] for c in calls_named(trt, "config.set_flag")] == ["FP16", "GPU_FALLBACK"]
     assert calls_named(trt, "profile.set_shape") == [
         ("profile.set_shape", "input", [4, 1, 32, 32], [4, 1, 32, 32], [4, 1, 32, 32])]
-    assert engine["dla_core"] == 1 and engine["profiles"][0]["input"]["min"] == [4, 1, 32, 32]
+    assert engine.dla_core == 1 and engine.profiles[0]["input"]["min"] == [4, 1, 32, 32]
     model = onnx.load(str(source))
     from fake_tensorrt import NOT_ON_DLA
-    assert engine["dla_fallback_layers"] == [f"{n.name} ({n.op_type.upper()})" for n in model.graph.node
-                                             if n.op_type in NOT_ON_DLA]
+    assert engine.dla_fallback_layers == [f"{n.name} ({n.op_type.upper()})" for n in model.graph.node
+                                          if n.op_type in NOT_ON_DLA]
 
 
 def test_classic_dla_int8_sets_fp16_too_and_needs_reduced_precision(fake_trt, tmp_path):
@@ -457,20 +489,20 @@ def test_classic_hardware_compatibility_levels(fake_trt, tmp_path, version, leve
         with pytest.raises(UsageError, match=f"cannot build hardware compatibility {level}; it can: none, ampere-plus$"):
             build_engine(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "e.engine", settings)
         return
-    engine = build_engine(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "e.engine", settings)["engine"]
+    engine = build_engine(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "e.engine", settings).engine
     member = {"ampere-plus": "AMPERE_PLUS", "same-cc": "SAME_COMPUTE_CAPABILITY"}[level]
     assert ("config.hardware_compatibility_level", member) in trt.calls
-    assert engine["hardware_compatibility"] == level
+    assert engine.hardware_compatibility == level
 
 
 def test_classic_version_compatible_lean_runtime_and_optimization_level(fake_trt, tmp_path):
     trt = fake_trt("10.3.0")
     engine = build_engine(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "e.engine",
                           BuildSettings(backend="tensorrt", version_compatible=True, exclude_lean_runtime=True,
-                                        optimization_level=5))["engine"]
+                                        optimization_level=5)).engine
     assert [c[1] for c in calls_named(trt, "config.set_flag")] == ["VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME"]
     assert ("config.builder_optimization_level", 5) in trt.calls
-    assert engine["version_compatible"] is True and engine["lean_runtime_excluded"] is True
+    assert engine.version_compatible is True and engine.lean_runtime_excluded is True
     fake_trt("8.2.1")
     with pytest.raises(UsageError, match="cannot build version-compatible engines"):
         build_engine(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "f.engine",
@@ -503,12 +535,12 @@ def test_classic_parse_failure_names_nodes_and_op_types(fake_trt, tmp_path, vers
 
 def test_auto_backend_prefers_classic_tensorrt_then_rtx(fake_trt, monkeypatch, tmp_path):
     fake_trt("10.3.0")
-    assert build_engine(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "a.engine")["engine"]["backend"] == "tensorrt"
+    assert build_engine(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "a.engine").engine.backend == "tensorrt"
     auto_rtx = build_engine(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "b.engine",
-                            BuildSettings(compute_capabilities=["8.6"]))["engine"]
-    assert auto_rtx["backend"] == "tensorrt-rtx"  # a compute-capability list is TensorRT-RTX's
+                            BuildSettings(compute_capabilities=["8.6"])).engine
+    assert auto_rtx.backend == "tensorrt-rtx"  # a compute-capability list is TensorRT-RTX's
     monkeypatch.setitem(sys.modules, "tensorrt", None)
-    assert build_engine(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "c.engine")["engine"]["target"] == "rtx"
+    assert build_engine(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "c.engine").engine.target == "rtx"
 
 
 def test_plan_checks_run_before_any_build(fake_trt, tmp_path):

@@ -7,7 +7,7 @@ import onnx
 import pytest
 import torch
 
-from conftest import randomize_bn, run_cli
+from conftest import as_stored, randomize_bn, recorded_stage, run_cli
 from skdeploy.models import load_model
 from skdeploy.models.checkpoint import read_state_dict
 
@@ -64,6 +64,27 @@ def test_export_cli_writes_onnx_and_manifest(demo_state, tmp_path):
     assert stage["parity"]["passed"] and stage["parity"]["max_rel"] < 1e-4
     assert stage["parity"]["batches"] == [1, 4] and stage["parity"]["inputs"] == ["random", "real"]
     assert stage["node_counts"]["Conv"] >= 30
+
+
+def test_export_api_returns_the_result_its_manifest_records(demo_state, tmp_path):
+    from skdeploy.export import ExportSettings, export_model
+    from skdeploy.fileio import sha256_file
+
+    _, paths = demo_state
+    out = tmp_path / "demo.onnx"
+    settings = ExportSettings(dynamic_batch=True)
+    result = export_model(load_model(arch="sknet-fmnist", checkpoint=paths["raw"]), out, settings)
+    assert result.output == out and result.manifest == tmp_path / "demo.onnx.json" and result.settings is settings
+    assert result.parity["passed"] and result.parity["batches"] == [1, 4] and result.simplified is True
+    assert [report.name for report in result.passes] == ["fold_bn", "sk_rewrite"]
+    assert result.node_counts_exported["Softmax"] == 5 and "Softmax" not in result.node_counts  # 5 SK blocks, M=2
+    assert recorded_stage(out) == as_stored(result.record())
+    assert list(result.record()) == ["exporter", "settings", "simplified", "parity", "passes", "node_counts_exported",
+                                     "node_counts", "seconds"]
+    manifest = json.loads((tmp_path / "demo.onnx.json").read_text())
+    assert manifest["model"] == {"spec": "sknet-fmnist", "checkpoint": {"path": str(paths["raw"]),
+                                                                        "sha256": sha256_file(paths["raw"])},
+                                 "kwargs": {}, "num_classes": 10, "dataset": "fashion-mnist", "input_size": [1, 32, 32]}
 
 
 def test_export_static_batch_with_dynamo(demo_state, tmp_path):

@@ -16,10 +16,13 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import ARTICLE_SKNET, randomize_bn, run_cli
+from conftest import ARTICLE_SKNET, as_stored, randomize_bn, recorded_stage, run_cli
 from skdeploy.errors import SkdeployError, UsageError
+from skdeploy.fileio import sha256_file
 from skdeploy.graph import optimize_graph, optimize_onnx
 from skdeploy.graph import sk_select
+from skdeploy.graph.pipeline import as_report
+from skdeploy.graph.rewrite import TOLERANCE
 from skdeploy.manifest import load_manifest
 from skdeploy.onnx.io import node_counts
 from skdeploy.runners import OnnxRuntimeRunner
@@ -58,8 +61,9 @@ def assert_tensorrt_friendly(model, branches=2):
         assert facts["softmaxes"] and all(axis in (3, -1) and rank == 4 for axis, rank in facts["softmaxes"])
 
 
-def sk_report(manifest) -> dict:
-    return next(r for r in manifest["stages"][-1]["passes"] if r["name"] == "sk_rewrite")
+def sk_report(passes):
+    """The SK rewrite's report among a stage's `passes` (PassReports, or their manifest dicts)."""
+    return next(report for report in map(as_report, passes) if report.name == "sk_rewrite")
 
 
 def ort_parity(reference, candidate, shape, batches=(1, 2)) -> float:
@@ -74,16 +78,16 @@ def ort_parity(reference, candidate, shape, batches=(1, 2)) -> float:
     return worst
 
 
-def rtx_build(path, tmp_path) -> dict:
-    """A real TensorRT-RTX build (CPU only, compute capability 8.6); returns the sidecar."""
+def rtx_build(path, tmp_path):
+    """A real TensorRT-RTX build (CPU only, compute capability 8.6); returns the BuildResult."""
     pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX (pip install 'skdeploy[rtx]') builds the engines")
     from skdeploy.engine import BuildSettings, build_engine
 
     engine = tmp_path / (path.stem + ".engine")
-    sidecar = build_engine(path, engine, BuildSettings(backend="tensorrt-rtx", target="rtx",
-                                                       compute_capabilities=["8.6"], max_batch=4, opt_batch=2))
-    assert engine.stat().st_size == sidecar["engine"]["engine_bytes"] > 0
-    return sidecar
+    result = build_engine(path, engine, BuildSettings(backend="tensorrt-rtx", target="rtx",
+                                                      compute_capabilities=["8.6"], max_batch=4, opt_batch=2))
+    assert engine.stat().st_size == result.engine.engine_bytes > 0
+    return result
 
 
 _UNIT_CACHE = {}
@@ -91,7 +95,7 @@ _UNIT_CACHE = {}
 
 @pytest.fixture(scope="session")
 def unit_export(tmp_path_factory):
-    """unit_export(spec, kwargs, input_shape, exporter, **settings) -> (path, manifest): a small module
+    """unit_export(spec, kwargs, input_shape, exporter, **settings) -> (path, ExportResult): a small module
     exported through `export_model` with all passes, parity against PyTorch held to 1e-5."""
     from skdeploy.export import ExportSettings, export_model
     from skdeploy.models import load_model
@@ -104,8 +108,7 @@ def unit_export(tmp_path_factory):
             randomize_bn(loaded.module, seed=1)
             path = tmp_path_factory.mktemp("units") / "unit.onnx"
             settings = dict(dict(dynamic_batch=True, parity_tolerance=PARITY), **settings)
-            manifest = export_model(loaded, path, ExportSettings(exporter=exporter, **settings))
-            _UNIT_CACHE[key] = (path, manifest)
+            _UNIT_CACHE[key] = (path, export_model(loaded, path, ExportSettings(exporter=exporter, **settings)))
         return _UNIT_CACHE[key]
 
     return export
@@ -117,12 +120,12 @@ def unit_export(tmp_path_factory):
 @pytest.mark.parametrize("branches,stride", [(2, 1), (2, 2), (3, 1), (3, 2)])
 def test_reference_unit_rewritten_exactly(unit_export, tmp_path, exporter, branches, stride):
     kwargs = {"in_channels": 64, "out_channels": 64, "stride": stride, "M": branches}
-    path, manifest = unit_export(REFERENCE, kwargs, (64, 16, 16), exporter)
-    report = sk_report(manifest)
-    assert report["blocks_found"] == 1 and report["left"] == []
-    assert [(r["M"], r["C"]) for r in report["rewritten"]] == [(branches, 64)]
-    assert manifest["stages"][-1]["parity"]["max_rel"] <= PARITY
-    assert manifest["stages"][-1]["parity"]["batches"] == [1, 4]
+    path, result = unit_export(REFERENCE, kwargs, (64, 16, 16), exporter)
+    report = sk_report(result.passes)
+    assert report.blocks_found == 1 and report.left == []
+    assert [(r["M"], r["C"]) for r in report.rewritten] == [(branches, 64)]
+    assert result.parity["max_rel"] <= PARITY
+    assert result.parity["batches"] == [1, 4]
     assert_tensorrt_friendly(onnx.load(str(path)), branches)
     rtx_build(path, tmp_path)
 
@@ -131,12 +134,12 @@ def test_reference_unit_rewritten_exactly(unit_export, tmp_path, exporter, branc
 @pytest.mark.parametrize("split_input", [True, False])
 def test_timm_selective_kernel_rewritten(unit_export, tmp_path, exporter, split_input):
     kwargs = {"in_channels": 64, "out_channels": 64, "split_input": split_input}
-    path, manifest = unit_export(TIMM_SK, kwargs, (64, 16, 16), exporter)
-    report = sk_report(manifest)
-    assert [(r["M"], r["form"]) for r in report["rewritten"]] == [(2, "stacked")]
-    assert report["stacked_sums_unrolled"] == 1  # the 5-D fuse sum, too
-    assert report["splits_to_slices"] == (1 if split_input else 0)
-    assert manifest["stages"][-1]["parity"]["max_rel"] <= PARITY
+    path, result = unit_export(TIMM_SK, kwargs, (64, 16, 16), exporter)
+    report = sk_report(result.passes)
+    assert [(r["M"], r["form"]) for r in report.rewritten] == [(2, "stacked")]
+    assert report.stacked_sums_unrolled == 1  # the 5-D fuse sum, too
+    assert report.splits_to_slices == (1 if split_input else 0)
+    assert result.parity["max_rel"] <= PARITY
     assert_tensorrt_friendly(onnx.load(str(path)))
     rtx_build(path, tmp_path)
 
@@ -161,19 +164,19 @@ class ChannelMajorSK(nn.Module):
 
 @pytest.mark.parametrize("branches,exporter", [(2, "torchscript"), (4, "dynamo")])
 def test_user_module_with_channel_major_logits(unit_export, tmp_path, exporter, branches):
-    path, manifest = unit_export("test_graph_passes:ChannelMajorSK", {"branches": branches}, (32, 8, 8), exporter)
-    report = sk_report(manifest)
-    assert [r["M"] for r in report["rewritten"]] == [branches]
-    assert manifest["stages"][-1]["parity"]["max_rel"] <= PARITY
+    path, result = unit_export("test_graph_passes:ChannelMajorSK", {"branches": branches}, (32, 8, 8), exporter)
+    report = sk_report(result.passes)
+    assert [r["M"] for r in report.rewritten] == [branches]
+    assert result.parity["max_rel"] <= PARITY
     assert_tensorrt_friendly(onnx.load(str(path)), branches)
     rtx_build(path, tmp_path)
 
 
 def test_static_batch_export_rewritten(unit_export, tmp_path):
-    path, manifest = unit_export(REFERENCE, {"in_channels": 64, "out_channels": 64, "M": 3}, (64, 16, 16),
-                                 "torchscript", dynamic_batch=False, batch=2)
-    assert [r["M"] for r in sk_report(manifest)["rewritten"]] == [3]
-    assert manifest["stages"][-1]["parity"]["max_rel"] <= PARITY
+    path, result = unit_export(REFERENCE, {"in_channels": 64, "out_channels": 64, "M": 3}, (64, 16, 16),
+                               "torchscript", dynamic_batch=False, batch=2)
+    assert [r["M"] for r in sk_report(result.passes).rewritten] == [3]
+    assert result.parity["max_rel"] <= PARITY and result.parity["batches"] == [2]
     model = onnx.load(str(path))
     assert_tensorrt_friendly(model, 3)
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 2
@@ -198,11 +201,11 @@ ZOO = [  # (model, exporter, SK blocks); dynamo on the small ones (its exports t
 def test_zoo_models_rewritten_with_parity(exported, tmp_path, name, exporter, blocks):
     settings = {"dynamic_batch": True} if exporter == "torchscript" else {"dynamic_batch": True, "exporter": exporter}
     path = exported(name, **settings)
-    manifest = load_manifest(path)
-    report = sk_report(manifest)
-    assert report["blocks_found"] == blocks and len(report["rewritten"]) == blocks and report["left"] == []
-    assert {r["M"] for r in report["rewritten"]} == {2}
-    assert manifest["stages"][-1]["parity"]["max_rel"] <= PARITY
+    stage = load_manifest(path)["stages"][-1]
+    report = sk_report(stage["passes"])
+    assert report.blocks_found == blocks and len(report.rewritten) == blocks and report.left == []
+    assert {r["M"] for r in report.rewritten} == {2}
+    assert stage["parity"]["max_rel"] <= PARITY
     model = onnx.load(str(path))
     assert_tensorrt_friendly(model)
     assert node_counts(model)["Sigmoid"] == blocks
@@ -320,8 +323,7 @@ class ChannelSoftmaxSK(ChannelMajorSK):
 
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
 def test_softmax_over_channels_is_left_untouched(unit_export, exporter):
-    path, manifest = unit_export("test_graph_passes:ChannelSoftmaxSK", {}, (32, 8, 8), exporter,
-                                 sk_rewrite=False)
+    path, _ = unit_export("test_graph_passes:ChannelSoftmaxSK", {}, (32, 8, 8), exporter, sk_rewrite=False)
     model = onnx.load(str(path))
     optimized, reports = optimize_graph(onnx.load(str(path)))
     report = reports[-1]
@@ -366,17 +368,22 @@ def test_graph_without_sk_blocks_reports_zero(tmp_path):
 # ------------------------------------------------------------------------ optimize: files, manifest
 
 def test_optimize_derives_the_export_manifest(unit_export, tmp_path):
-    path, exported_manifest = unit_export(REFERENCE, {"in_channels": 64, "out_channels": 64}, (64, 16, 16),
-                                          "dynamo", sk_rewrite=False)
-    manifest = optimize_onnx(path, tmp_path / "opt.onnx")
+    path, _ = unit_export(REFERENCE, {"in_channels": 64, "out_channels": 64}, (64, 16, 16), "dynamo",
+                          sk_rewrite=False)
+    result = optimize_onnx(path, tmp_path / "opt.onnx")
+    assert [report.name for report in result.passes] == ["fold_bn", "sk_rewrite"]
+    assert result.node_counts_before["Softmax"] == 1 and "Softmax" not in result.node_counts_after
+    assert result.parity["passed"] and result.parity["batches"] == [1, 3]
+    assert result.source == {"file": str(path), "sha256": sha256_file(path)}
+    assert result.settings == {"fold_bn": True, "sk_rewrite": True, "tolerance": TOLERANCE}
+    manifest, exported_manifest = load_manifest(tmp_path / "opt.onnx"), load_manifest(path)
+    assert result.manifest == tmp_path / "opt.onnx.json"
     assert [s["stage"] for s in manifest["stages"]] == ["export", "optimize"]
     assert manifest["model"] == exported_manifest["model"]
     assert manifest["preprocessing"] == exported_manifest["preprocessing"]
-    stage = manifest["stages"][-1]
-    assert [p["name"] for p in stage["passes"]] == ["fold_bn", "sk_rewrite"]
-    assert stage["node_counts_before"]["Softmax"] == 1 and "Softmax" not in stage["node_counts_after"]
-    assert stage["parity"]["passed"] and stage["parity"]["batches"] == [1, 3]
-    assert load_manifest(tmp_path / "opt.onnx") == manifest
+    assert recorded_stage(tmp_path / "opt.onnx") == as_stored(result.record())
+    assert list(result.record()) == ["source", "settings", "passes", "node_counts_before", "node_counts_after",
+                                     "parity", "seconds"]
     rtx_build(tmp_path / "opt.onnx", tmp_path)
 
 
@@ -387,7 +394,9 @@ def test_optimize_starts_a_manifest_for_foreign_onnx(article_sknet, tmp_path):
     assert "sk_rewrite: 1 SK blocks found, 1 rewritten (M=3: 1)" in result.stdout
     assert "Softmax" in result.stdout and "wrote" in result.stdout
     manifest = load_manifest(tmp_path / "out.onnx")
-    assert manifest["model"]["spec"] == "onnx:foreign.onnx" and manifest["preprocessing"] is None
+    assert manifest["model"] == {"spec": "onnx:foreign.onnx", "checkpoint": None, "kwargs": {}, "num_classes": None,
+                                 "dataset": None, "input_size": [64, 8, 8]}
+    assert manifest["preprocessing"] is None
     assert [s["stage"] for s in manifest["stages"]] == ["optimize"]
     assert_tensorrt_friendly(onnx.load(str(tmp_path / "out.onnx")), 3)
     rtx_build(tmp_path / "out.onnx", tmp_path)

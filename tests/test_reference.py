@@ -10,6 +10,7 @@ import pytest
 from skdeploy.calib.accuracy import pytorch_reference
 from skdeploy.errors import SkdeployError, UsageError
 from skdeploy.manifest import load_manifest
+from skdeploy.models import ModelEntry
 from skdeploy.reference import Reference, load_saved_reference, reference_from_manifest, save_reference
 from skdeploy.runners import OnnxRuntimeRunner
 
@@ -61,10 +62,11 @@ def test_saved_reference_answers_only_for_its_own_inputs(tmp_path):
     inputs = np.arange(24, dtype=np.float32).reshape(2, 3, 2, 2)
     logits = np.array([[1.0, 2.0], [3.0, 0.5]], np.float32)
     data = types.SimpleNamespace(inputs=inputs, labels=np.array([1, 0]), source="npz:samples.npz")
-    model = Reference("toy (toy.pt)", "pytorch", {"spec": "toy"}, {"resize": 2})
+    model = Reference("toy (toy.pt)", "pytorch", ModelEntry(spec="toy", input_size=[3, 2, 2]), {"resize": 2})
     save_reference(tmp_path / "ref.npz", logits, data, model)
     saved = load_saved_reference(tmp_path / "ref.npz")
     assert saved.kind == "saved" and saved.source == "saved ref.npz (toy)" and saved.preprocessing == {"resize": 2}
+    assert saved.model == ModelEntry(spec="toy", input_size=[3, 2, 2])
     assert saved.saved_logits(inputs.copy(), "npz:samples.npz").tolist() == logits.tolist()
     assert saved.saved["labels"].tolist() == [1, 0]
     changed = inputs.copy()

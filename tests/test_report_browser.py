@@ -20,9 +20,9 @@ def report(demo_checkpoint_export, tmp_path_factory):
     _, onnx_path = demo_checkpoint_export
     folder = tmp_path_factory.mktemp("report")
     noisy = perturbed_copy(onnx_path, folder / "noisy.onnx", scale=0.01)
-    result, data = validate([onnx_path, noisy], settings=ValidateSettings(limit=64, max_examples=12))
+    result = validate([onnx_path, noisy], settings=ValidateSettings(limit=64, max_examples=12))
     path = folder / "report.html"
-    write_report(path, result, data)
+    write_report(path, result)
     return path, result
 
 
@@ -42,12 +42,12 @@ def test_report_is_self_contained(report):
 
 def test_report_renders_in_chromium(report, tmp_path):
     path, result = report
-    noisy = result["candidates"][1]
-    assert noisy["disagreements"] > 0 and not noisy["passed"]
+    noisy = result.candidates[1]
+    assert noisy.disagreements > 0 and not noisy.passed
     dom = chromium("--dump-dom", path.as_uri(), profile=tmp_path / "profile-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]
     html = dom.stdout
-    images = len(noisy["examples"]) + len(result["candidates"][0]["examples"])
+    images = len(noisy.examples) + len(result.candidates[0].examples)
     # the page's one script counts images the browser actually decoded
     assert f'data-images-decoded="{images}"' in html
     assert html.count("<svg") == 4 and html.count("<rect") > 20

@@ -2,6 +2,7 @@
 exists here) and a real TensorRT-RTX engine for the sidecar checks; gpu-marked tests run real engines."""
 import enum
 import json
+import math
 import subprocess
 import sys
 import threading
@@ -130,6 +131,31 @@ def test_load_runner_and_classify_use_the_manifest(demo_checkpoint_export, demo_
     for row, sample_logits in zip(top, logits):
         assert row[0][0] == FASHION_MNIST_CLASSES[int(np.argmax(sample_logits))]
         assert row[0][1] >= row[1][1] >= row[2][1] and 0 < sum(p for _, p in row) <= 1.0 + 1e-9
+
+
+@pytest.mark.parametrize("unknown", [None, {}])  # today's form, and the form earlier versions wrote
+def test_classify_without_recorded_preprocessing_asks_for_it(tmp_path, unknown):
+    """A manifest that does not know the preprocessing (an ONNX skdeploy did not export) makes classify ask
+    for it; given, the 2x2 picture [[0, 255], [0, 0]] scaled by 1/255 flattens to logits [0, 1, 0, 0]."""
+    import onnx
+    from onnx import TensorProto, helper
+    from PIL import Image
+
+    from skdeploy.data import Preprocessing
+
+    graph = helper.make_graph([helper.make_node("Flatten", ["x"], ["y"])], "flatten",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, 2, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "flatten.onnx")
+    picture = Image.fromarray(np.array([[0, 255], [0, 0]], np.uint8))
+    with OnnxRuntimeRunner(tmp_path / "flatten.onnx") as runner:
+        runner.manifest = {"model": {"spec": None, "checkpoint": None, "kwargs": {}, "num_classes": None,
+                                     "dataset": None}, "preprocessing": unknown}
+        with pytest.raises(UsageError, match="no manifest with preprocessing; pass preprocessing="):
+            classify(runner, [picture])
+        given = Preprocessing(resize=2, crop=(2, 2), mean=(0.0,), std=(1.0,), channel_order="GRAY")
+        [[(index, probability)]] = classify(runner, [picture], preprocessing=given)
+    assert index == 1 and probability == pytest.approx(math.e / (math.e + 3))
 
 
 def test_import_skdeploy_stays_light():

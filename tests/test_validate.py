@@ -126,6 +126,31 @@ def test_validate_passes_and_reports_every_metric(candidates):
     assert len(candidate["per_class_agreement"]) == 10
 
 
+def test_validate_api_returns_typed_verdicts_whose_record_is_the_json(candidates, tmp_path):
+    from skdeploy.validate import ValidateSettings, validate
+
+    settings = ValidateSettings(limit=LIMIT, max_examples=3)
+    result = validate([candidates["fp32"], candidates["noisy"]], settings=settings)
+    fp32, noisy = result.candidates
+    assert (fp32.name, fp32.runner, fp32.precision) == ("demo.onnx", "onnxruntime", "fp32")
+    assert fp32.passed and fp32.failed_checks() == [] and fp32.disagreements == 0 and fp32.examples == []
+    assert noisy.name == "noisy.onnx" and not noisy.passed and not result.passed
+    assert noisy.failed_checks() == [check for check in noisy.checks if not check["passed"]] != []
+    assert len(noisy.examples) == min(3, noisy.disagreements)
+    assert result.thresholds is settings and result.saved_reference is None
+    assert result.samples.inputs.shape == (LIMIT, 1, 32, 32) and result.data["count"] == LIMIT
+    shown = run_cli("validate", "--candidate", candidates["fp32"], "--candidate", candidates["noisy"], "--limit", LIMIT,
+                    "--max-top1-drop", 100, "--min-agreement", 0, "--json")
+    assert shown.exit_code == 0, shown.stderr
+    on_screen = json_result(shown)
+    assert list(on_screen) == ["reference", "data", "thresholds", "candidates", "saved_reference", "passed"]
+    record = json.loads(json.dumps(result.record()))
+    assert list(record) == list(on_screen) and record["data"] == on_screen["data"]
+    assert [list(c) for c in record["candidates"]] == [list(c) for c in on_screen["candidates"]]
+    for recorded, printed in zip(record["candidates"], on_screen["candidates"]):
+        assert recorded["metrics"] == pytest.approx(printed["metrics"])
+
+
 def test_validate_fails_a_drifted_model_with_exit_code_1(candidates):
     result = run_cli("validate", "--candidate", candidates["fp32"], "--candidate", candidates["noisy"],
                      "--limit", LIMIT, "--min-agreement", "0.999", "--max-top1-drop", "100")

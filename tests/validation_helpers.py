@@ -8,7 +8,8 @@ def perturbed_copy(onnx_path, output, scale=0.5, seed=0):
     import onnx
     from onnx import numpy_helper
 
-    from skdeploy.manifest import add_stage, derive, load_manifest, write_manifest
+    from skdeploy.manifest import add_stage, load_manifest, write_manifest
+    from skdeploy.models.entry import derive_manifest
     from skdeploy.onnx.io import save_onnx
 
     model = onnx.load(str(onnx_path))
@@ -19,8 +20,8 @@ def perturbed_copy(onnx_path, output, scale=0.5, seed=0):
             noisy = array * (1 + scale * rng.standard_normal(array.shape)).astype(np.float32)
             model.graph.initializer[index].CopyFrom(numpy_helper.from_array(noisy, tensor.name))
     save_onnx(model, output)
-    manifest = derive(load_manifest(onnx_path))
-    add_stage(manifest, "test-perturbation", scale=scale, seed=seed)
+    manifest = derive_manifest(load_manifest(onnx_path))
+    add_stage(manifest, "test-perturbation", {"scale": scale, "seed": seed})
     write_manifest(output, manifest, kind="onnx")
     return output
 

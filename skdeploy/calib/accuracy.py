@@ -15,6 +15,7 @@ from ..data import Selection, pad_batch
 from ..deps import available
 from ..errors import SkdeployError
 from ..log import log
+from ..models.entry import ModelEntry
 from ..reference import reference_from_manifest
 
 
@@ -45,8 +46,7 @@ def onnx_predictions(model, selection: Selection, indices, batch_size: int, desc
 def pytorch_reference(manifest, artifact):
     """The FP32 PyTorch model the ONNX came from, when torch is installed and its weights can be found
     with the same sha256; else None (the FP32 ONNX stands in)."""
-    checkpoint = ((manifest or {}).get("model") or {}).get("checkpoint")
-    if not checkpoint or not available("torch"):
+    if not ModelEntry.from_manifest(manifest).checkpoint or not available("torch"):
         return None
     try:
         return reference_from_manifest(artifact, same_weights=True)

@@ -2,8 +2,9 @@
 ranges cache and TensorRT calibration table.
 
     from skdeploy.calib import CalibrationSettings, calibrate_model
-    manifest = calibrate_model("demo.onnx", "demo_int8.onnx", CalibrationSettings(precision="int8",
-                               method="entropy", max_top1_drop=0.3))
+    result = calibrate_model("demo.onnx", "demo_int8.onnx", CalibrationSettings(precision="int8",
+                             method="entropy", max_top1_drop=0.3))
+    result.accuracy["drop"], result.fallback_layers   # also in the manifest's "calibrate" stage: result.record()
 """
 import time
 from dataclasses import asdict, dataclass, field
@@ -14,7 +15,8 @@ from ..data import InputShape, Preprocessing, default_calibration_path, open_sou
 from ..errors import SkdeployError, UsageError
 from ..fileio import check_output_path, sha256_file
 from ..log import log
-from ..manifest import add_stage, derive, load_manifest, new_manifest, write_manifest
+from ..manifest import StageResult, add_stage, load_manifest, write_manifest
+from ..models.entry import ModelEntry, derive_manifest, new_manifest
 from ..onnx.index import GraphIndex
 from ..onnx.io import io_spec, load_onnx, node_counts, opset_of, save_onnx
 from . import accuracy, cache
@@ -69,6 +71,55 @@ class CalibrationSettings:
         unknown = set(self.preprocessing) - set(PREPROCESSING_OPTIONS)
         if unknown:
             raise UsageError(f"unknown preprocessing option(s): {', '.join(sorted(unknown))}")
+
+
+@dataclass
+class CalibrationResult(StageResult):
+    """What one calibration made and measured; `record()` is its "calibrate" stage in the manifest.
+    The INT8 fields are None for FP16 and the FP16 fields None for INT8; neither is recorded for the other."""
+
+    settings: CalibrationSettings
+    source_onnx: dict  # {file, sha256}
+    data: dict  # {path, description, sha256, images, holdout_images, skipped_unreadable}
+    ranges_file: str  # name of the ranges cache beside the output
+    ranges_cache: str  # "computed" | "reused"
+    calibration_table: str  # name of the TensorRT calibration table beside the output (INT8), else None
+    accuracy: dict  # the held-out score (accuracy.Judge.score), None without held-out samples
+    node_counts: dict
+    seconds: float
+    quantized_units: int = None
+    qdq_tensors: int = None
+    fallback_layers: list = None  # [{name, op, own_error, precision}] moved out of INT8 by the budget
+    accuracy_plain_int8: dict = None
+    fallback_search: dict = None  # {layer count: drop} tried by the budget search; None when none ran
+    fp16_nodes: int = None
+    kept_fp32: list = None  # [{name, reason}] left FP32 by the FP16 conversion
+    fp16_io: bool = None
+
+    @property
+    def precision(self) -> str:
+        return self.settings.precision
+
+    @property
+    def method(self) -> str:
+        """The INT8 range method; None for FP16."""
+        return self.settings.method if self.precision == "int8" else None
+
+    def record(self) -> dict:
+        if self.precision == "int8":
+            outcome = {"quantized_units": self.quantized_units, "qdq_tensors": self.qdq_tensors,
+                       "fallback_layers": self.fallback_layers, "accuracy": self.accuracy,
+                       "accuracy_plain_int8": self.accuracy_plain_int8}
+            if self.fallback_search is not None:
+                outcome["fallback_search"] = self.fallback_search
+        else:
+            outcome = {"fp16_nodes": self.fp16_nodes, "kept_fp32": self.kept_fp32, "fp16_io": self.fp16_io,
+                       "accuracy": self.accuracy}
+        return {"precision": self.precision, "method": self.method, "settings": asdict(self.settings),
+                "source_onnx": self.source_onnx, "data": self.data, "ranges_file": self.ranges_file,
+                "ranges_cache": self.ranges_cache, "calibration_table": self.calibration_table,
+                "budget": {"max_top1_drop": self.settings.max_top1_drop, "fallback": self.settings.fallback},
+                **outcome, "node_counts": self.node_counts, "seconds": self.seconds}
 
 
 def _model_input(model) -> tuple:
@@ -262,8 +313,8 @@ def _build_fp16(model, ranges, settings, evaluation) -> tuple:
     return converted, record
 
 
-def calibrate_model(input_onnx, output_onnx, settings: CalibrationSettings, force=False) -> dict:
-    """Calibrate `input_onnx` (FP32) into `output_onnx`; returns the output's manifest."""
+def calibrate_model(input_onnx, output_onnx, settings: CalibrationSettings, force=False) -> CalibrationResult:
+    """Calibrate `input_onnx` (FP32) into `output_onnx`, written with its manifest."""
     output = check_output_path(output_onnx, force)
     started = time.time()
     model = load_onnx(input_onnx)
@@ -278,30 +329,28 @@ def calibrate_model(input_onnx, output_onnx, settings: CalibrationSettings, forc
     batch = settings.batch_size or 16
     evaluation = Evaluation(model, manifest, input_onnx, selection, batch) if selection.holdout else None
     build = _build_int8 if settings.precision == "int8" else _build_fp16
-    result, record = build(model, ranges, settings, evaluation)
+    calibrated, outcome = build(model, ranges, settings, evaluation)
     table = None
     if settings.precision == "int8":
         table = cache.table_path(output)
         cache.write_table(table, ranges, settings.method, settings.trt_version)
-    save_onnx(result, output)
-    result_manifest = _derived_manifest(manifest, result, shape, resolve, settings)
-    add_stage(result_manifest, "calibrate", precision=settings.precision,
-              method=settings.method if settings.precision == "int8" else None,
-              settings=asdict(settings), source_onnx={"file": str(input_onnx), "sha256": onnx_sha256},
-              data={"path": str(data_path), "description": source.description, "sha256": selection.sha256,
-                    "images": len(selection.calibration), "holdout_images": len(selection.holdout),
-                    "skipped_unreadable": selection.skipped},
-              ranges_file=cache.ranges_path(output).name, ranges_cache=cache_state,
-              calibration_table=table.name if table else None,
-              budget={"max_top1_drop": settings.max_top1_drop, "fallback": settings.fallback}, **record,
-              node_counts=node_counts(result), seconds=round(time.time() - started, 2))
+    save_onnx(calibrated, output)
+    result_manifest = _derived_manifest(manifest, calibrated, shape, resolve, settings)
+    result = CalibrationResult(
+        output, settings, source_onnx={"file": str(input_onnx), "sha256": onnx_sha256},
+        data={"path": str(data_path), "description": source.description, "sha256": selection.sha256,
+              "images": len(selection.calibration), "holdout_images": len(selection.holdout),
+              "skipped_unreadable": selection.skipped},
+        ranges_file=cache.ranges_path(output).name, ranges_cache=cache_state,
+        calibration_table=table.name if table else None, node_counts=node_counts(calibrated),
+        seconds=round(time.time() - started, 2), **outcome)
+    add_stage(result_manifest, "calibrate", result.record())
     write_manifest(output, result_manifest, kind="onnx")
-    accuracy_line = record.get("accuracy")
-    if accuracy_line:
-        log.info(f"{settings.precision.upper()} on {accuracy_line['images']} held-out samples: drop "
-                 f"{accuracy_line['drop']:.2f} points, agreement {accuracy_line['agreement']:.2%} "
-                 f"(reference: {accuracy_line['reference']})")
-    return result_manifest
+    if result.accuracy:
+        log.info(f"{settings.precision.upper()} on {result.accuracy['images']} held-out samples: drop "
+                 f"{result.accuracy['drop']:.2f} points, agreement {result.accuracy['agreement']:.2%} "
+                 f"(reference: {result.accuracy['reference']})")
+    return result
 
 
 def _calibration_data(settings: CalibrationSettings, manifest, shape: InputShape, resolve) -> tuple:
@@ -319,13 +368,13 @@ def _calibration_data(settings: CalibrationSettings, manifest, shape: InputShape
     return data_path, source, selection
 
 
-def _derived_manifest(manifest, result, shape: InputShape, resolve, settings: CalibrationSettings) -> dict:
+def _derived_manifest(manifest, calibrated, shape: InputShape, resolve, settings: CalibrationSettings) -> dict:
     """The output's manifest: the input's carried on (a new one for an ONNX without), with the output's I/O."""
     if manifest is None:
-        manifest = new_manifest({"spec": None, "checkpoint": None, "kwargs": {}, "num_classes": None,
-                                 "dataset": None, "input_size": [shape.channels, shape.height, shape.width]},
-                                resolve("the manifest").to_dict() if any(settings.preprocessing.values()) else None)
-    derived = derive(manifest)
-    derived["inputs"], derived["outputs"] = io_spec(result)
-    derived["opset"] = opset_of(result)
+        derived = new_manifest(ModelEntry(input_size=[shape.channels, shape.height, shape.width]),
+                               resolve("the manifest").to_dict() if any(settings.preprocessing.values()) else None)
+    else:
+        derived = derive_manifest(manifest)
+    derived["inputs"], derived["outputs"] = io_spec(calibrated)
+    derived["opset"] = opset_of(calibrated)
     return derived

@@ -43,18 +43,18 @@ def command(targets, batches, iterations, warmup, with_torch, checkpoint, thread
                                                                             "cuda_graph": cuda_graph},
                    reference=with_torch)
     if as_json:
-        ui.emit_json(result)
+        ui.emit_json(result.record())
         return
     rows = []
-    for target in result["results"]:
-        for row in target["rows"]:
+    for timings in result.targets:
+        for row in timings.rows:
             if "skipped" in row:
-                rows.append((target["target"], target["runner"], target["precision"], row["batch"], "-", "-", "-",
+                rows.append((timings.target, timings.runner, timings.precision, row["batch"], "-", "-", "-",
                              "-", f"skipped: {row['skipped']}"))
                 continue
-            rows.append((target["target"], target["runner"], target["precision"], row["batch"],
+            rows.append((timings.target, timings.runner, timings.precision, row["batch"],
                          f"{row['p50_ms']:.2f}", f"{row['p90_ms']:.2f}", f"{row['p99_ms']:.2f}",
                          f"{row['throughput']:.1f}", f"{row['speedup']:.2f}x" if "speedup" in row else "-"))
     ui.table(f"latency (ms) and throughput (samples/s), {settings.iterations} iterations; speedup vs "
-             f"{result['baseline']} (p50)",
+             f"{result.baseline} (p50)",
              ["target", "runner", "precision", "batch", "p50", "p90", "p99", "samples/s", "speedup"], rows)

@@ -1,4 +1,5 @@
 import re
+from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -90,15 +91,15 @@ def command(onnx_path, precision, calib_data, calib_images, backend, target, com
         hardware_compatibility=hardware_compatibility, optimization_level=optimization_level,
         strongly_typed=strongly_typed)
     output = Path(output) if output else default_output(onnx_path, target or _default_target(backend), precision)
-    engine = build(onnx_path, output, settings, force=force)["engine"]
+    engine = build(onnx_path, output, settings, force=force).engine
     if as_json:
-        ui.emit_json({"engine": str(output), "sidecar": f"{output}.json", **engine})
+        ui.emit_json({"engine": str(output), "sidecar": f"{output}.json", **asdict(engine)})
         return
-    ccs = ", ".join(engine["compute_capabilities"]) or "the build GPU"
-    ui.out.print(f"wrote {output} ({engine['engine_bytes'] / 2**20:.1f} MiB) + sidecar {output}.json")
-    ui.out.print(f"{engine['backend']} {engine['backend_version']}, target {engine['target']} ({ccs}), "
-                 f"{engine['precision']}, built in {engine['build_seconds']:.1f} s, peak {engine['peak_rss_mb']:.0f} MiB"
-                 + (f", {len(engine['warnings'])} builder warnings" if engine["warnings"] else ""))
+    ccs = ", ".join(engine.compute_capabilities) or "the build GPU"
+    ui.out.print(f"wrote {output} ({engine.engine_bytes / 2**20:.1f} MiB) + sidecar {output}.json")
+    ui.out.print(f"{engine.backend} {engine.backend_version}, target {engine.target} ({ccs}), "
+                 f"{engine.precision}, built in {engine.build_seconds:.1f} s, peak {engine.peak_rss_mb:.0f} MiB"
+                 + (f", {len(engine.warnings)} builder warnings" if engine.warnings else ""))
 
 
 def _default_target(backend):

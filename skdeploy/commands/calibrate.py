@@ -88,19 +88,17 @@ def command(model, precision, output, calib_data, calib_images, holdout_images, 
         trt_version=trt_version, reuse_cache=not no_cache,
         preprocessing={"mean": _floats(mean, "--mean"), "std": _floats(std, "--std"), "resize": resize,
                        "crop": _crop(crop), "channel_order": channel_order})
-    manifest = calibrate_model(model, output, settings, force=force)
-    stage = manifest["stages"][-1]
-    result = {"output": str(output), "manifest": str(output) + ".json", "precision": stage["precision"],
-              "method": stage["method"], "data": stage["data"], "ranges_file": stage["ranges_file"],
-              "ranges_cache": stage["ranges_cache"], "calibration_table": stage["calibration_table"],
-              "accuracy": stage["accuracy"], "fallback_layers": stage.get("fallback_layers", []),
-              "kept_fp32": stage.get("kept_fp32", [])}
+    result = calibrate_model(model, output, settings, force=force)
+    fallback_layers, kept_fp32 = result.fallback_layers or [], result.kept_fp32 or []
     if as_json:
-        ui.emit_json(result)
+        ui.emit_json({"output": str(output), "manifest": str(output) + ".json", "precision": result.precision,
+                      "method": result.method, "data": result.data, "ranges_file": result.ranges_file,
+                      "ranges_cache": result.ranges_cache, "calibration_table": result.calibration_table,
+                      "accuracy": result.accuracy, "fallback_layers": fallback_layers, "kept_fp32": kept_fp32})
         return
-    ui.out.print(f"wrote {output} (+ manifest, ranges {stage['ranges_file']}"
-                 + (f", TensorRT table {stage['calibration_table']})" if stage["calibration_table"] else ")"))
-    accuracy = stage["accuracy"]
+    ui.out.print(f"wrote {output} (+ manifest, ranges {result.ranges_file}"
+                 + (f", TensorRT table {result.calibration_table})" if result.calibration_table else ")"))
+    accuracy = result.accuracy
     if accuracy:
         line = f"top-1 drop {accuracy['drop']:.2f} points, agreement {accuracy['agreement']:.2%}"
         if accuracy["metric"] == "labels":
@@ -108,7 +106,7 @@ def command(model, precision, output, calib_data, calib_images, holdout_images, 
         ui.out.print(f"{line} on {accuracy['images']} held-out samples, reference {accuracy['reference']}")
     else:
         ui.out.print("accuracy not measured: no held-out samples beyond the calibration subset")
-    for layer in stage.get("fallback_layers", []):
+    for layer in fallback_layers:
         ui.out.print(f"moved to {layer['precision']}: {layer['name']} ({layer['op']}, own error {layer['own_error']:.3g})")
-    for kept in stage.get("kept_fp32", []):
+    for kept in kept_fp32:
         ui.out.print(f"kept FP32: {kept['name']} ({kept['reason']})")

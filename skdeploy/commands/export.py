@@ -72,16 +72,15 @@ def command(arch, spec, model_kwargs, checkpoint, input_shape, batch, dynamic_ba
     shape = parse_input_shape(input_shape) if input_shape else None
     loaded = load_model(arch=arch, spec=spec, model_kwargs=parse_kwargs(model_kwargs), checkpoint=checkpoint,
                         input_shape=shape)
-    manifest = export_model(loaded, output, settings, force=force)
-    stage = manifest["stages"][-1]
+    result = export_model(loaded, output, settings, force=force)
     if as_json:
-        ui.emit_json({"output": str(output), "manifest": str(output) + ".json", "parity": stage["parity"],
-                      "passes": stage["passes"], "node_counts": stage["node_counts"]})
+        ui.emit_json({"output": str(output), "manifest": str(output) + ".json", "parity": result.parity,
+                      "passes": [report.as_dict() for report in result.passes], "node_counts": result.node_counts})
         return
     from ..graph import show_passes
 
-    show_passes(stage["passes"])
-    parity = stage["parity"]
+    show_passes(result.passes)
+    parity = result.parity
     ui.out.print(f"wrote {output} (+ manifest {output}.json)")
     ui.out.print(f"parity: max abs {parity['max_abs']:.3g}, max rel {parity['max_rel']:.3g} "
                  f"(tolerance {parity['tolerance']:g}) over batches {parity['batches']}")

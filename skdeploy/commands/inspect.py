@@ -30,14 +30,15 @@ def command(artifact, as_json):
       skdeploy inspect engines/sknet-fmnist.int8.engine --json
     """
     from ..manifest import load_manifest
+    from ..models.entry import ModelEntry
 
     manifest = load_manifest(artifact)
     if as_json:
         ui.emit_json(manifest)
         return
-    model = manifest.get("model") or {}
+    model = ModelEntry.from_manifest(manifest)
     ui.out.print(f"{artifact}: {manifest['artifact']['kind']} sha256 {manifest['artifact']['sha256'][:16]}...")
-    ui.out.print(f"model: {model.get('spec')}  checkpoint: {(model.get('checkpoint') or {}).get('path', '-')}")
+    ui.out.print(f"model: {model.spec}  checkpoint: {(model.checkpoint or {}).get('path', '-')}")
     for tensor in manifest.get("inputs", []) + manifest.get("outputs", []):
         ui.out.print(f"  {tensor['name']}: {tensor['dtype']} {tensor['shape']}")
     prep = manifest.get("preprocessing")

@@ -31,15 +31,15 @@ def command(source, output, no_fold_bn, no_sk_rewrite, force, as_json):
     if no_fold_bn and no_sk_rewrite:
         raise UsageError("--no-fold-bn with --no-sk-rewrite leaves no pass to run")
     check_output_path(output, force)
-    manifest = optimize_onnx(source, output, fold_bn=not no_fold_bn, sk_rewrite=not no_sk_rewrite, force=force)
-    stage = manifest["stages"][-1]
+    result = optimize_onnx(source, output, fold_bn=not no_fold_bn, sk_rewrite=not no_sk_rewrite, force=force)
     if as_json:
-        ui.emit_json({"output": str(output), "manifest": str(output) + ".json", "passes": stage["passes"],
-                      "node_counts_before": stage["node_counts_before"],
-                      "node_counts_after": stage["node_counts_after"], "parity": stage["parity"]})
+        ui.emit_json({"output": str(output), "manifest": str(output) + ".json",
+                      "passes": [report.as_dict() for report in result.passes],
+                      "node_counts_before": result.node_counts_before, "node_counts_after": result.node_counts_after,
+                      "parity": result.parity})
         return
-    show_passes(stage["passes"])
-    parity = stage["parity"]
+    show_passes(result.passes)
+    parity = result.parity
     if "skipped" in parity:
         ui.out.print(f"whole-model check skipped: {parity['skipped']}")
     else:

@@ -46,25 +46,24 @@ def command(reference, checkpoint, candidates, data, limit, batch, max_top1_drop
     if report:
         check_output_path(report, force)
     settings = ValidateSettings(max_top1_drop=max_top1_drop, min_agreement=min_agreement, batch=batch, limit=limit)
-    result, samples = validate(candidates, reference=reference, checkpoint=checkpoint, data=data, settings=settings,
-                               save_reference_to=save_reference, force=force)
+    result = validate(candidates, reference=reference, checkpoint=checkpoint, data=data, settings=settings,
+                      save_reference_to=save_reference, force=force)
     if report:
         from ..report import write_report
 
-        write_report(report, result, samples)
-        result["report"] = str(report)
+        write_report(report, result)
     if as_json:
-        ui.emit_json(result)
+        ui.emit_json(dict(result.record(), report=str(report)) if report else result.record())
     else:
         print_table(result)
         if save_reference:
             ui.out.print(f"saved the FP32 reference to {save_reference}")
         if report:
             ui.out.print(f"report: {report}")
-    failed = [c for c in result["candidates"] if not c["passed"]]
+    failed = [c for c in result.candidates if not c.passed]
     if failed:
-        reasons = [c["name"] + " (" + ", ".join(f"{k['name']} {k['value']:.4g} vs limit {k['limit']:g}"
-                                                for k in c["checks"] if not k["passed"]) + ")" for c in failed]
+        reasons = [c.name + " (" + ", ".join(f"{k['name']} {k['value']:.4g} vs limit {k['limit']:g}"
+                                             for k in c.failed_checks()) + ")" for c in failed]
         raise SkdeployError("validation failed: " + "; ".join(reasons))
 
 
@@ -72,16 +71,16 @@ def print_table(result):
     def pct(value):
         return "n/a" if value is None else f"{value * 100:.2f}%"
 
-    reference = result["reference"]
+    reference = result.reference
     rows = [("FP32 reference", "pytorch" if reference["kind"] == "pytorch" else "saved .npz", "fp32",
              pct(reference.get("top1")), pct(reference.get("top5")), "", "", "", "", "", "", "")]
-    for c in result["candidates"]:
-        m = c["metrics"]
-        rows.append((c["name"], c["runner"], c["precision"], pct(m.get("top1")), pct(m.get("top5")),
+    for c in result.candidates:
+        m = c.metrics
+        rows.append((c.name, c.runner, c.precision, pct(m.get("top1")), pct(m.get("top5")),
                      f"{m['top1_drop']:+.2f}" if "top1_drop" in m else "n/a", pct(m["agreement"]),
                      pct(m["top5_overlap"]), f"{m['max_abs']:.3g}", f"{m['cosine_mean']:.6f}",
-                     f"{m['snr_db']:.1f}", "PASS" if c["passed"] else "FAIL"))
-    data = result["data"]
+                     f"{m['snr_db']:.1f}", "PASS" if c.passed else "FAIL"))
+    data = result.data
     ui.table(f"validation over {data['count']} samples of {data['source']}",
              ["model", "runner", "precision", "top-1", "top-5", "drop (pts)", "agreement", "top-5 overlap",
               "max |err|", "cosine", "SNR dB", "verdict"], rows)

@@ -1,15 +1,16 @@
 """ONNX -> serialized TensorRT engine plus its sidecar manifest.
 
     from skdeploy.engine import BuildSettings, build_engine
-    sidecar = build_engine("demo.onnx", "engines/demo.engine",
-                           BuildSettings(backend="tensorrt-rtx", compute_capabilities=["8.6", "8.9"]))
+    result = build_engine("demo.onnx", "engines/demo.engine",
+                          BuildSettings(backend="tensorrt-rtx", compute_capabilities=["8.6", "8.9"]))
+    result.engine.engine_bytes, result.engine.precision    # the sidecar's "engine" section
 
 The engine file holds the builder's bytes exactly (trtexec and DeepStream load it as is); everything a
 deployment must know sits beside it in ENGINE.json. `plan_build` settles every choice (backend,
 target, precision, typing, profile) before the builder runs, so bad combinations fail in a second.
 """
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.markup import escape
@@ -21,7 +22,7 @@ from ..onnx.io import load_onnx
 from ..trt import BACKENDS, HARDWARE_COMPATIBILITY, first_installed, load_backend
 from .memory import PeakMemory
 from .network import batch_profile, capturing_logger, io_tensors, is_dynamic, network_flags, parse_onnx
-from .sidecar import write_sidecar
+from .sidecar import BuildResult, write_sidecar
 from .targets import get_target, targets_of
 from .timing import TimingCache
 
@@ -353,9 +354,8 @@ def _prepare(model, settings: BuildSettings) -> tuple:
     return trt, plan_build(settings, caps, target, model)
 
 
-def build_engine(onnx_path, engine_path, settings: BuildSettings = None, force=False) -> dict:
-    """Build `onnx_path` as it is into `engine_path` (raw serialized engine) plus ENGINE.json; returns the
-    sidecar. An FP32 ONNX whose precision the backend takes from the graph is refused: calibrate it first
+def build_engine(onnx_path, engine_path, settings: BuildSettings = None, force=False) -> BuildResult:
+    """Build `onnx_path` as it is into `engine_path` (raw serialized engine) plus ENGINE.json. An FP32 ONNX whose precision the backend takes from the graph is refused: calibrate it first
     (skdeploy.pipeline.build does, for `skdeploy build-engine --int8/--fp16`)."""
     settings = settings or BuildSettings()
     onnx_path, engine_path = Path(onnx_path), check_output_path(engine_path, force)
@@ -390,5 +390,5 @@ def build_engine(onnx_path, engine_path, settings: BuildSettings = None, force=F
     return write_sidecar(engine_path, onnx_path, plan, settings, io=io, profile=profile,
                          dla_fallback=fallback, build_seconds=build_seconds,
                          peak_rss_mb=peak.mb, warnings=logger.warnings,
-                         timing_cache=cache.summary() if cache else None, settings_record=asdict(settings))
+                         timing_cache=cache.summary() if cache else None)
 

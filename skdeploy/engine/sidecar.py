@@ -1,67 +1,110 @@
 """ENGINE.json: the engine's manifest, derived from its ONNX's, with the "engine" section the runtime
 checks before deserialising (contract in docs/engines.md)."""
-import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..fileio import sha256_file
 from ..log import log
-from ..manifest import add_stage, derive, last_stage, load_manifest, manifest_path, new_manifest, write_manifest
+from ..manifest import StageResult, add_stage, last_stage, load_manifest, manifest_path, write_manifest
+from ..models.entry import ModelEntry, derive_manifest, new_manifest
 
-SECTION_KEYS = ("backend", "backend_version", "target", "compute_capabilities", "hardware_compatibility",
-                "version_compatible", "precision", "dla_core", "profiles", "io", "source_onnx",
-                "build_seconds", "peak_rss_mb", "engine_bytes", "warnings")
+if TYPE_CHECKING:  # build.py defines the settings and imports this module
+    from .build import BuildSettings
+
+STAGE_KEYS = ("backend", "backend_version", "target", "precision", "build_seconds", "peak_rss_mb", "engine_bytes")
+
+
+@dataclass
+class EngineSection:
+    """The sidecar's "engine" section: what was built, for what, and at what cost."""
+
+    backend: str  # "tensorrt" | "tensorrt-rtx"
+    backend_version: str
+    target: str
+    compute_capabilities: list  # TensorRT-RTX builds, e.g. ["8.6", "8.9"]; [] for the build GPU
+    hardware_compatibility: str
+    version_compatible: bool
+    lean_runtime_excluded: bool
+    precision: str  # what the engine runs: fp32 | fp16 | int8
+    precision_from: str  # "onnx" (strongly typed / Q/DQ) | "builder-flags"
+    strongly_typed: bool
+    builder_flags: list
+    dla_core: int
+    dla_fallback_layers: list
+    profiles: list  # [{input: {min, opt, max}}]; [] for a static network
+    io: list  # [{name, mode, shape (-1 = dynamic), dtype}]
+    source_onnx: dict  # {file, sha256, manifest (path or None)}
+    calibration: dict  # the "calibrate" stage that made the source ONNX, else None
+    timing_cache: dict
+    optimization_level: int
+    workspace_bytes: int
+    build_seconds: float
+    peak_rss_mb: float
+    engine_bytes: int
+    warnings: list  # the builder's warnings
+
+
+@dataclass
+class BuildResult(StageResult):
+    """One engine build (`output` is the engine): its settings and its sidecar section; `record()` is the
+    "build-engine" stage in ENGINE.json."""
+
+    settings: "BuildSettings"
+    engine: EngineSection
+
+    def record(self) -> dict:
+        return {"settings": asdict(self.settings), **{key: getattr(self.engine, key) for key in STAGE_KEYS}}
 
 
 def source_manifest(onnx_path: Path) -> dict:
     """The ONNX's manifest; a bare one (with a warning) for an ONNX that skdeploy did not make."""
     manifest = load_manifest(onnx_path, required=False)
     if manifest is not None:
-        return derive(manifest)
+        return derive_manifest(manifest)
     log.warning(f"no manifest beside {onnx_path}; the engine's sidecar will not record the model or preprocessing")
     from ..onnx.io import io_spec, load_onnx
 
-    manifest = new_manifest({"spec": None, "checkpoint": None, "kwargs": {}, "num_classes": None, "dataset": None},
-                            {})
-    manifest["inputs"], manifest["outputs"] = io_spec(load_onnx(onnx_path, load_weights=False))
+    inputs, outputs = io_spec(load_onnx(onnx_path, load_weights=False))
+    manifest = new_manifest(ModelEntry.of_graph(inputs), None)
+    manifest["inputs"], manifest["outputs"] = inputs, outputs
     return manifest
 
 
 def write_sidecar(engine_path: Path, onnx_path: Path, plan, settings, *, io, profile, dla_fallback,
-                  build_seconds, peak_rss_mb, warnings, timing_cache, settings_record) -> dict:
-    """Derive the manifest, fill the engine section, add the build stage and write ENGINE.json atomically;
-    returns the sidecar as written (JSON types)."""
+                  build_seconds, peak_rss_mb, warnings, timing_cache) -> BuildResult:
+    """Derive the manifest, fill the engine section, add the build stage and write ENGINE.json atomically."""
     manifest = source_manifest(onnx_path)
     has_manifest = manifest_path(onnx_path).exists()
-    engine = {
-        "backend": plan.backend,
-        "backend_version": plan.caps.version,
-        "target": plan.target,
-        "compute_capabilities": list(plan.compute_capabilities),
-        "hardware_compatibility": settings.hardware_compatibility or "none",
-        "version_compatible": bool(settings.version_compatible),
-        "lean_runtime_excluded": bool(settings.exclude_lean_runtime),
-        "precision": plan.precision,
-        "precision_from": "builder-flags" if plan.builder_flags and not plan.strongly_typed else "onnx",
-        "strongly_typed": plan.strongly_typed,
-        "builder_flags": list(plan.builder_flags),
-        "dla_core": settings.dla_core,
-        "dla_fallback_layers": dla_fallback,
-        "profiles": [profile] if profile else [],
-        "io": io,
-        "source_onnx": {"file": str(onnx_path), "sha256": sha256_file(onnx_path),
-                        "manifest": str(manifest_path(onnx_path)) if has_manifest else None},
-        "calibration": last_stage(manifest, "calibrate"),  # the stage that made the source ONNX
-        "timing_cache": timing_cache,
-        "optimization_level": settings.optimization_level,
-        "workspace_bytes": settings.workspace,
-        "build_seconds": build_seconds,
-        "peak_rss_mb": peak_rss_mb,
-        "engine_bytes": engine_path.stat().st_size,
-        "warnings": list(warnings),
-    }
-    manifest["engine"] = engine
-    add_stage(manifest, "build-engine", settings=settings_record,
-              **{key: engine[key] for key in ("backend", "backend_version", "target", "precision",
-                                               "build_seconds", "peak_rss_mb", "engine_bytes")})
-    return json.loads(write_manifest(engine_path, manifest, kind="engine").read_text())  # as written
-
+    engine = EngineSection(
+        backend=plan.backend,
+        backend_version=plan.caps.version,
+        target=plan.target,
+        compute_capabilities=list(plan.compute_capabilities),
+        hardware_compatibility=settings.hardware_compatibility or "none",
+        version_compatible=bool(settings.version_compatible),
+        lean_runtime_excluded=bool(settings.exclude_lean_runtime),
+        precision=plan.precision,
+        precision_from="builder-flags" if plan.builder_flags and not plan.strongly_typed else "onnx",
+        strongly_typed=plan.strongly_typed,
+        builder_flags=list(plan.builder_flags),
+        dla_core=settings.dla_core,
+        dla_fallback_layers=dla_fallback,
+        profiles=[profile] if profile else [],
+        io=io,
+        source_onnx={"file": str(onnx_path), "sha256": sha256_file(onnx_path),
+                     "manifest": str(manifest_path(onnx_path)) if has_manifest else None},
+        calibration=last_stage(manifest, "calibrate"),
+        timing_cache=timing_cache,
+        optimization_level=settings.optimization_level,
+        workspace_bytes=settings.workspace,
+        build_seconds=build_seconds,
+        peak_rss_mb=peak_rss_mb,
+        engine_bytes=engine_path.stat().st_size,
+        warnings=list(warnings),
+    )
+    result = BuildResult(engine_path, settings, engine)
+    manifest["engine"] = asdict(engine)
+    add_stage(manifest, "build-engine", result.record())
+    write_manifest(engine_path, manifest, kind="engine")
+    return result

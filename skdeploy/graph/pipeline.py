@@ -1,5 +1,6 @@
 """Running the passes in order, reporting what each did, and the file-to-file `optimize` stage."""
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,8 @@ from ..compare import compare_outputs, merge_comparisons
 from ..errors import SkdeployError
 from ..fileio import check_output_path, sha256_file
 from ..log import log
-from ..manifest import add_stage, derive, load_manifest, new_manifest, write_manifest
+from ..manifest import StageResult, add_stage, load_manifest, write_manifest
+from ..models.entry import ModelEntry, derive_manifest, new_manifest
 from ..onnx.io import graph_inputs, io_spec, load_onnx, node_counts, opset_of, save_onnx
 from ..onnx.run import run_model
 from ..onnx.shapes import infer_types
@@ -83,19 +85,33 @@ def model_parity(reference, candidate, seed=0) -> dict:
     return dict(merge_comparisons(results), batches=[next(iter(feed.values())).shape[0] for feed in feeds])
 
 
+@dataclass
+class OptimizeResult(StageResult):
+    """What the optimize stage did to one file; `record()` is its "optimize" stage in the manifest."""
+
+    source: dict  # {file, sha256} of the input ONNX
+    settings: dict  # {fold_bn, sk_rewrite, tolerance}
+    passes: list  # PassReport per pass run
+    node_counts_before: dict
+    node_counts_after: dict
+    parity: dict  # output vs input: {max_abs, mean_abs, max_rel, batches, tolerance, passed} or {skipped}
+    seconds: float
+
+    def record(self) -> dict:
+        return {"source": self.source, "settings": self.settings,
+                "passes": [report.as_dict() for report in self.passes], "node_counts_before": self.node_counts_before,
+                "node_counts_after": self.node_counts_after, "parity": self.parity, "seconds": self.seconds}
+
+
 def _manifest_for(path, model):
     parent = load_manifest(path, required=False)
     if parent is not None:
-        return derive(parent)
-    inputs, _ = io_spec(model)
-    size = inputs[0]["shape"][1:] if inputs else None
-    entry = {"spec": f"onnx:{Path(path).name}", "checkpoint": None, "kwargs": {}, "num_classes": None,
-             "dataset": None, "input_size": size if size and all(isinstance(d, int) for d in size) else None}
-    return new_manifest(entry, None)
+        return derive_manifest(parent)
+    return new_manifest(ModelEntry.of_graph(io_spec(model)[0], spec=f"onnx:{Path(path).name}"), None)
 
 
-def optimize_onnx(source, output, fold_bn=True, sk_rewrite=True, force=False, tolerance=TOLERANCE) -> dict:
-    """Optimize the ONNX file `source` into `output` plus its manifest; returns the manifest.
+def optimize_onnx(source, output, fold_bn=True, sk_rewrite=True, force=False, tolerance=TOLERANCE) -> OptimizeResult:
+    """Optimize the ONNX file `source` into `output` plus its manifest.
 
     Nothing is written unless the whole optimized model matches the input in onnxruntime.
     """
@@ -118,11 +134,10 @@ def optimize_onnx(source, output, fold_bn=True, sk_rewrite=True, force=False, to
                                 f"{parity['max_rel']:.3g} > {tolerance:g}; nothing written")
     manifest["inputs"], manifest["outputs"] = io_spec(model)
     manifest["opset"] = opset_of(model)
-    add_stage(manifest, "optimize", source={"file": str(source), "sha256": sha256_file(source)},
-              settings={"fold_bn": fold_bn, "sk_rewrite": sk_rewrite, "tolerance": tolerance},
-              passes=[report.as_dict() for report in reports],
-              node_counts_before=before, node_counts_after=node_counts(model), parity=parity,
-              seconds=round(time.time() - started, 2))
+    result = OptimizeResult(output, {"file": str(source), "sha256": sha256_file(source)},
+                            {"fold_bn": fold_bn, "sk_rewrite": sk_rewrite, "tolerance": tolerance}, reports,
+                            before, node_counts(model), parity, round(time.time() - started, 2))
+    add_stage(manifest, "optimize", result.record())
     save_onnx(model, output)
     write_manifest(output, manifest, kind="onnx")
-    return manifest
+    return result

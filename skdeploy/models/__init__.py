@@ -13,11 +13,12 @@ from pathlib import Path
 from ..deps import available, require
 from ..errors import SkdeployError, UsageError
 from ..fileio import sha256_file
+from .entry import ModelEntry
 from .registry import DEMO_MODEL, IMAGENET_MEAN, IMAGENET_STD, REGISTRY, TIMM_MODELS, ModelConfig, \
     imagenet_preprocessing
 
-__all__ = ["DEMO_MODEL", "REGISTRY", "TIMM_MODELS", "ModelConfig", "LoadedModel", "load_model", "build_model",
-           "load_from_manifest", "list_models"]
+__all__ = ["DEMO_MODEL", "REGISTRY", "TIMM_MODELS", "ModelConfig", "ModelEntry", "LoadedModel", "load_model",
+           "build_model", "load_from_manifest", "list_models"]
 
 SHIPPED_WEIGHTS_PREFIX = "skdeploy/weights/"
 
@@ -29,10 +30,11 @@ class LoadedModel:
     config: ModelConfig
     checkpoint: dict  # {"path", "sha256"} or None
 
-    def manifest_entry(self) -> dict:
-        return {"spec": self.spec, "checkpoint": self.checkpoint, "kwargs": self.config.kwargs,
-                "num_classes": self.config.num_classes, "dataset": self.config.dataset,
-                "input_size": list(self.config.input_size)}
+    def entry(self) -> ModelEntry:
+        """What the manifest records about this model."""
+        return ModelEntry(spec=self.spec, checkpoint=self.checkpoint, kwargs=self.config.kwargs,
+                          num_classes=self.config.num_classes, dataset=self.config.dataset,
+                          input_size=list(self.config.input_size))
 
 
 def _import_factory(spec: str):
@@ -151,8 +153,8 @@ def load_from_manifest(manifest: dict, artifact) -> LoadedModel:
     (shipped weights, or the recorded path, also looked for beside the artifact). The caller compares
     `checkpoint["sha256"]` with the manifest's to know whether it is still the same file."""
     artifact = Path(artifact)
-    model = manifest["model"]
-    checkpoint = model.get("checkpoint")
+    model = ModelEntry.from_manifest(manifest)
+    checkpoint = model.checkpoint
     if checkpoint is None:
         raise UsageError(f"the manifest of {artifact.name} records no checkpoint (exported with random weights), "
                          "so its FP32 model cannot be rebuilt; pass `reference=MODEL` `checkpoint=PATH`")
@@ -164,9 +166,8 @@ def load_from_manifest(manifest: dict, artifact) -> LoadedModel:
         if file is None:
             raise UsageError(f"checkpoint {checkpoint['path']} recorded in the manifest of {artifact.name} is not "
                              "here; pass `reference=MODEL` `checkpoint=PATH`, or `reference=ref.npz`")
-    size = model.get("input_size")
-    return load_model(spec=model["spec"], checkpoint=file, model_kwargs=model.get("kwargs") or None,
-                      input_shape=tuple(size) if size else None)
+    return load_model(spec=model.spec, checkpoint=file, model_kwargs=model.kwargs or None,
+                      input_shape=tuple(model.input_size) if model.input_size else None)
 
 
 def build_model(name=DEMO_MODEL, pretrained=True, **kwargs):

@@ -44,7 +44,7 @@ def load_runner(target, **options) -> Runner:
     kind = runner_kind(target)
     if kind == "pytorch":
         runner = __getattr__("TorchRunner").from_model(spec=str(target), **options)
-        runner.manifest = {"model": runner.loaded.manifest_entry(),
+        runner.manifest = {"model": runner.loaded.entry().record(),
                            "preprocessing": runner.loaded.config.preprocessing.to_dict()}
         return runner
     from pathlib import Path
@@ -64,14 +64,15 @@ def classify(runner, images, top_k: int = 1, preprocessing=None, class_names=Non
 
     from ..data import Preprocessing, class_names_for
     from ..errors import UsageError
+    from ..models.entry import ModelEntry
 
     manifest = getattr(runner, "manifest", None) or {}
     if preprocessing is None:
-        if "preprocessing" not in manifest:
+        if not manifest.get("preprocessing"):  # absent, null, or {} (earlier versions)
             raise UsageError("the runner has no manifest with preprocessing; pass preprocessing=Preprocessing(...)")
         preprocessing = Preprocessing.from_dict(manifest["preprocessing"])
     if class_names is None:
-        class_names = class_names_for(manifest.get("model", {}).get("dataset"))
+        class_names = class_names_for(ModelEntry.from_manifest(manifest).dataset)
     logits = runner.infer(preprocessing.batch(images))[runner.output_names()[0]].astype(np.float64)
     exp = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs = exp / exp.sum(axis=1, keepdims=True)

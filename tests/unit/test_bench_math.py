@@ -77,13 +77,11 @@ def test_throughput_is_batch_over_mean_latency_and_percentiles_are_ordered(secon
 
 # ---- add_speedups --------------------------------------------------------------------------------
 def test_speedup_is_baseline_p50_over_row_p50_per_batch_size():
-    results = [{"rows": [{"batch": 1, "p50_ms": 12.0}, {"batch": 8, "skipped": "static batch"},
-                         {"batch": 32, "p50_ms": 100.0}]},
-               {"rows": [{"batch": 1, "p50_ms": 3.0}, {"batch": 8, "p50_ms": 10.0},
-                         {"batch": 32, "skipped": "profile"}]},
-               {"rows": [{"batch": 1, "p50_ms": 24.0}, {"batch": 32, "p50_ms": 40.0}]}]
-    add_speedups(results)
-    assert [[row.get("speedup") for row in result["rows"]] for result in results] == [
+    tables = [[{"batch": 1, "p50_ms": 12.0}, {"batch": 8, "skipped": "static batch"}, {"batch": 32, "p50_ms": 100.0}],
+              [{"batch": 1, "p50_ms": 3.0}, {"batch": 8, "p50_ms": 10.0}, {"batch": 32, "skipped": "profile"}],
+              [{"batch": 1, "p50_ms": 24.0}, {"batch": 32, "p50_ms": 40.0}]]
+    add_speedups(tables)
+    assert [[row.get("speedup") for row in rows] for rows in tables] == [
         [1.0, None, 1.0], [4.0, None, None], [0.5, 2.5]]
 
 

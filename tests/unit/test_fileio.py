@@ -10,7 +10,6 @@ import json
 import os
 import stat
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -273,9 +272,9 @@ def test_command_outputs_are_not_overwritten_without_force(tmp_path, write):
 # ---- export: the ONNX, then its manifest -----------------------------------------------------------
 def export_writes(folder):
     from skdeploy.export import write_onnx_and_manifest
-    from skdeploy.manifest import new_manifest
+    from skdeploy.models.entry import ModelEntry, new_manifest
 
-    write_onnx_and_manifest(tiny_model(), Path(folder) / "m.onnx", new_manifest({"spec": "tiny"}, {}))
+    write_onnx_and_manifest(tiny_model(), Path(folder) / "m.onnx", new_manifest(ModelEntry(spec="tiny"), None))
 
 
 def test_export_writes_the_onnx_then_a_manifest_with_its_hash(tmp_path):
@@ -366,10 +365,11 @@ def build_tiny(folder):
 
 
 def test_build_engine_writes_the_engine_then_its_sidecar(tmp_path):
-    sidecar = build_tiny(tmp_path)
+    result = build_tiny(tmp_path)
     assert files_in(tmp_path) == ["tiny.onnx", "x.engine", "x.engine.json"]
     engine_bytes = (tmp_path / "x.engine").read_bytes()
-    assert sidecar["engine"]["engine_bytes"] == len(engine_bytes) > 0
+    assert result.engine.engine_bytes == len(engine_bytes) > 0
+    sidecar = json.loads((tmp_path / "x.engine.json").read_text())
     assert sidecar["artifact"]["sha256"] == hashlib.sha256(engine_bytes).hexdigest()
 
 
@@ -414,10 +414,11 @@ def test_timing_cache_save_failing_leaves_no_file(tmp_path, monkeypatch):
 def reference_parts():
     """(logits, LoadedData, Reference) for two 1x2x2 samples."""
     from skdeploy.data import LoadedData
+    from skdeploy.models.entry import ModelEntry
     from skdeploy.reference import Reference
 
     data = LoadedData(np.arange(8, dtype=np.float32).reshape(2, 1, 2, 2), np.array([0, 1]), "npy:data.npy")
-    reference = Reference("tiny (random weights)", "pytorch", {"spec": "tiny"},
+    reference = Reference("tiny (random weights)", "pytorch", ModelEntry(spec="tiny"),
                           {"resize": 2, "crop": [2, 2], "mean": [0.0], "std": [1.0], "channel_order": "GRAY"})
     return np.array([[1.0, -1.0], [0.5, 2.0]], np.float32), data, reference
 
@@ -449,15 +450,15 @@ def test_save_reference_failing_midway_leaves_nothing(tmp_path, monkeypatch):
 
 def test_report_failing_rename_leaves_nothing(tmp_path, monkeypatch):
     from skdeploy.report import write_report
-    from skdeploy.validate import ValidateSettings
+    from skdeploy.validate import ValidateSettings, ValidationResult
 
-    result = {"reference": {"source": "saved ref.npz", "kind": "saved"},
-              "data": {"source": "npy:data.npy", "count": 2, "labels": False, "inputs_sha256": "0" * 64,
-                       "class_names": []},
-              "thresholds": asdict(ValidateSettings()), "candidates": [], "passed": True}
-    write_report(tmp_path / "ok.html", result, None)
+    result = ValidationResult(reference={"source": "saved ref.npz", "kind": "saved"},
+                              data={"source": "npy:data.npy", "count": 2, "labels": False, "inputs_sha256": "0" * 64,
+                                    "class_names": []},
+                              thresholds=ValidateSettings(), candidates=[], saved_reference=None, samples=None)
+    write_report(tmp_path / "ok.html", result)
     assert (tmp_path / "ok.html").read_text().startswith("<!DOCTYPE html>")
     fail_rename_onto(monkeypatch, "report.html")
     with pytest.raises(SkdeployError, match=f"cannot write {tmp_path / 'report.html'}: {DISK_FULL}"):
-        write_report(tmp_path / "report.html", result, None)
+        write_report(tmp_path / "report.html", result)
     assert files_in(tmp_path) == ["ok.html"]
