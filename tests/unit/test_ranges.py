@@ -345,3 +345,15 @@ def test_percentile_defaults_to_99_99():
 def test_unknown_method_is_a_usage_error():
     with pytest.raises(UsageError, match=r"unknown calibration method 'minmax'; choose one of max, entropy, percentile"):
         amax_of(histogram([1.0], bins=2), "minmax")
+
+
+@no_numpy_warnings
+def test_kl_of_keeping_a_trailing_empty_bin_spreads_nothing_onto_it():
+    """Bins 0..126 hold 100, bin 127 50, bin 128 30 and bin 129 is empty. Keeping all 130 bins clips nothing
+    and bin 129 stays empty: its level (bins 128 and 129) gives its 30 values to bin 128 alone, every other
+    level is one bin, so Q equals P and the KL is exactly 0."""
+    counts = np.array([100] * 127 + [50, 30, 0], np.float64)
+    kept, kl = clipping_divergences(counts)
+    assert kept.tolist() == [128, 129, 130]
+    assert kl[-1] == pytest.approx(0.0, abs=1e-12)
+    assert kl.tolist() == pytest.approx([kl_of_clip(counts, k) for k in (128, 129, 130)], rel=1e-7, abs=1e-10)
