@@ -141,7 +141,7 @@ def test_reference_and_data_entries(setup):
     np.testing.assert_array_equal(result.samples.inputs, INPUTS)
     (candidate,) = result.candidates
     assert (candidate.runner, candidate.precision) == ("onnxruntime", "unknown")
-    assert candidate.seconds >= 0
+    assert 0 <= candidate.seconds < 60  # the elapsed time of a four-sample run
     record = result.record()
     assert record["thresholds"] == {"max_top1_drop": 30.0, "min_agreement": 0.5, "batch": 256, "limit": None,
                                     "max_examples": 24}
