@@ -9,6 +9,10 @@ set -eu
 cd "$(dirname "$0")/.."
 .venv/bin/python -m pip install -q -e '.[mutation]'
 rm -rf mutants
+# One thread per test process: mutmut forks workers from a parent that has loaded torch and onnxruntime,
+# and a forked child whose thread pool was started in the parent can wait forever (it uses no CPU time,
+# so mutmut's CPU-time limit never fires).
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 .venv/bin/mutmut run --max-children "${MUTATION_JOBS:-2}" >/dev/null || true
 .venv/bin/mutmut results --all true >mutants/results.txt
 .venv/bin/python scripts/mutation_report.py mutants/results.txt docs/testing.md

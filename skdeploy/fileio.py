@@ -1,4 +1,5 @@
-"""Atomic output: results appear whole under their final name or not at all."""
+"""File checks and atomic output: inputs are checked before use, results appear whole under their final
+name or not at all."""
 import contextlib
 import hashlib
 import os
@@ -6,6 +7,17 @@ import tempfile
 from pathlib import Path
 
 from .errors import SkdeployError, UsageError
+
+
+def existing_file(path, what: str = "") -> Path:
+    """`path` as a Path when it names a file, else a one-line usage error ("checkpoint x.pt does not exist")."""
+    path = Path(path)
+    named = f"{what} {path}" if what else str(path)
+    if not path.exists():
+        raise UsageError(f"{named} does not exist")
+    if not path.is_file():
+        raise UsageError(f"{named} is not a file")
+    return path
 
 
 def check_output_path(path, force: bool) -> Path:

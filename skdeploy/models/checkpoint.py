@@ -1,9 +1,9 @@
 """Checkpoint loading that never unpickles code: torch.load(weights_only=True), then unwrap the common
 containers ({'state_dict': ...}, {'model': ...}, DataParallel's 'module.' prefix)."""
 import pickle
-from pathlib import Path
 
-from ..errors import SkdeployError, UsageError
+from ..errors import SkdeployError
+from ..fileio import existing_file
 
 _CONTAINER_KEYS = ("state_dict", "model", "model_state_dict", "model_state", "net")
 
@@ -11,11 +11,7 @@ _CONTAINER_KEYS = ("state_dict", "model", "model_state_dict", "model_state", "ne
 def read_state_dict(path) -> dict:
     import torch
 
-    path = Path(path)
-    if not path.exists():
-        raise UsageError(f"checkpoint {path} does not exist")
-    if not path.is_file():
-        raise UsageError(f"checkpoint {path} is not a file")
+    path = existing_file(path, "checkpoint")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except PermissionError:

@@ -5,18 +5,14 @@ from pathlib import Path
 
 import onnx
 
-from ..errors import SkdeployError, UsageError
-from ..fileio import atomic_path
+from ..errors import SkdeployError
+from ..fileio import atomic_path, existing_file
 
 EXTERNAL_DATA_ABOVE = 2_000_000_000  # bytes: protobuf cannot serialise a larger model in one message
 
 
 def load_onnx(path, load_weights=True):
-    path = Path(path)
-    if not path.exists():
-        raise UsageError(f"{path} does not exist")
-    if not path.is_file():
-        raise UsageError(f"{path} is not a file")
+    path = existing_file(path)
     try:
         model = onnx.load(str(path), load_external_data=load_weights)
     except Exception as exc:  # protobuf raises DecodeError and friends, not a common base
