@@ -32,7 +32,9 @@ def tiny_model(nodes, inputs, outputs, initializers=()):
 
 
 def run(model, **feeds):
-    """Every output of `model` from onnxruntime on the CPU, in graph-output order."""
+    """Every output of `model` from onnxruntime on the CPU, in graph-output order; the model must be valid
+    ONNX first (onnxruntime tolerates some malformed nodes that TensorRT's parser rejects)."""
+    onnx.checker.check_model(model)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     return session.run(None, feeds)
 
@@ -383,3 +385,66 @@ def test_scalar_and_list_float_constants_become_fp16_too(attribute, value, expec
     assert convert == {"c", "scale"}
     (y,) = run(convert_fp16(model, convert), x=np.array([1.0, -2.0], np.float32))
     assert y.tolist() == expected
+
+
+# ---- weights and graph outputs ----
+
+def test_an_empty_float_weight_does_not_stop_the_conversion():
+    """An empty tensor has no largest magnitude: it fits FP16 like any other weight."""
+    model = tiny_model([helper.make_node("Concat", ["x", "nothing"], ["y"], name="join", axis=0)],
+                       [("x", F32, [2])], [("y", F32, [2])],
+                       [numpy_helper.from_array(np.zeros(0, np.float32), "nothing")])
+    assert fp16_candidates(model) == ({"join"}, {})
+    (y,) = run(convert_fp16(model, {"join"}), x=np.array([0.1, 2049.0], np.float32))
+    assert y.dtype == np.float32 and y.tolist() == [1638 / 16384, 2048.0]
+
+
+def test_an_integer_initializer_read_by_an_fp16_node_keeps_its_type():
+    """Reshape's target shape is int64 data, not a float weight: it must not be stored as FP16."""
+    model = tiny_model([helper.make_node("Reshape", ["x", "shape"], ["y"], name="flatten")],
+                       [("x", F32, [2, 2])], [("y", F32, [4])],
+                       [numpy_helper.from_array(np.array([4], np.int64), "shape")])
+    converted = convert_fp16(model, {"flatten"})
+    assert weights(converted)["shape"].data_type == TensorProto.INT64
+    (y,) = run(converted, x=np.array([[0.1, 1.0], [2.0, 2049.0]], np.float32))
+    assert y.tolist() == [1638 / 16384, 1.0, 2.0, 2048.0]
+
+
+def test_weights_read_only_by_fp32_nodes_stay_fp32_without_an_fp16_copy():
+    model = tiny_model([helper.make_node("Mul", ["x", "w_half"], ["m"], name="half_scale"),
+                        helper.make_node("Mul", ["m", "w_full"], ["y"], name="full_scale")],
+                       [("x", F32, [2])], [("y", F32, [2])],
+                       [numpy_helper.from_array(np.array([0.1, 1.0], np.float32), "w_half"),
+                        numpy_helper.from_array(np.array([1.0, 0.1], np.float32), "w_full")])
+    stored = weights(convert_fp16(model, {"half_scale"}))
+    assert {name: init.data_type for name, init in stored.items()} == {"w_half": F16, "w_full": F32}
+
+
+def test_every_output_of_an_fp16_node_gets_its_cast_and_fp16_readers_keep_the_fp16_value():
+    """Outputs: a from an FP32 node (no Cast), b from an FP16 node that an FP16 node also reads (squared),
+    c from that node. b and c end in Casts to float32; the square reads b's FP16 value, so it rounds in FP16:
+    0.1 -> 1638/16384 in FP16, squared 0.0099951... rounds to 0.0099945068359375 (655 x 2^-16)."""
+    model = tiny_model([helper.make_node("Relu", ["x"], ["a"], name="full"),
+                        helper.make_node("Neg", ["x"], ["b"], name="half_neg"),
+                        helper.make_node("Mul", ["b", "b"], ["c"], name="half_square")],
+                       [("x", F32, [1])], [("a", F32, [1]), ("b", F32, [1]), ("c", F32, [1])])
+    converted = convert_fp16(model, {"half_neg", "half_square"})
+    assert casts(converted) == {"x_Cast_fp16": ("x", "x_cast_fp16", F16), "b_Cast": ("b_before_cast", "b", F32),
+                                "c_Cast": ("c_before_cast", "c", F32)}
+    assert list(nodes(converted)["half_square"].input) == ["b_before_cast", "b_before_cast"]
+    onnx.checker.check_model(converted)
+    a, b, c = evaluate(converted, x=np.array([0.1], np.float32))  # onnxruntime may drop the exact Neg's Casts
+    assert (a.dtype, b.dtype, c.dtype) == (np.float32,) * 3
+    assert a.tolist() == [np.float32(0.1)] and b.tolist() == [-1638 / 16384] and c.tolist() == [655 / 65536]
+
+
+def test_an_fp16_node_casts_its_float_inputs_after_a_non_float_one():
+    """Where(condition, x, w): the bool condition is left alone, the float32 input after it still gets its Cast."""
+    model = tiny_model([helper.make_node("Where", ["keep", "x", "w"], ["y"], name="choose")],
+                       [("keep", TensorProto.BOOL, [2]), ("x", F32, [2])], [("y", F32, [2])],
+                       [numpy_helper.from_array(np.array([5.0, 2049.0], np.float32), "w")])
+    converted = convert_fp16(model, {"choose"})
+    assert list(nodes(converted)["choose"].input) == ["keep", "x_cast_fp16", "w"]
+    onnx.checker.check_model(converted, full_check=True)
+    (y,) = evaluate(converted, keep=np.array([True, False]), x=np.array([0.1, 1.0], np.float32))
+    assert y.tolist() == [1638 / 16384, 2048.0]
