@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from skdeploy.onnx.index import GraphIndex
 from skdeploy.calib.qdq import (_gemm_dims, _too_small, _weight_axis, activation_scale, insert_qdq, plan_int8,
-                                quantize_weight)
+                                quantize_weight, sensitivity_model)
 from skdeploy.errors import UsageError
 
 FLOAT = TensorProto.FLOAT
@@ -445,3 +445,22 @@ def test_per_channel_qdq_needs_opset_13():
     old = single_weight_conv(opset=12)
     with pytest.raises(UsageError, match="needs opset 13 or newer; this model is opset 12"):
         insert_qdq(old, plan_int8(old), {"x": 1.0})
+
+
+def test_sensitivity_model_declares_scalar_error_and_signal_and_names_each_shadow_after_its_unit():
+    """x on the 0.02 grid of amax 2.54 through the weight-1 Conv: the shadow differs by 0.007 and -7.46."""
+    model = single_weight_conv()
+    shadowed, outputs = sensitivity_model(model, plan_int8(model), {"x": 2.54})
+    assert outputs == {"conv": ("conv_shadow_error", "conv_shadow_signal")}
+    assert [n.op_type for n in shadowed.graph.node if n.name == "conv_shadow"] == ["Conv"]
+    declared = {out.name: out.type.tensor_type for out in shadowed.graph.output}
+    for name in outputs["conv"]:
+        assert declared[name].elem_type == FLOAT
+        assert declared[name].HasField("shape") and len(declared[name].shape.dim) == 0  # a scalar, not unknown rank
+    onnx.checker.check_model(shadowed, full_check=True)
+    session = ort.InferenceSession(shadowed.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.array([0.5, 1.0, -1.5, 0.013, 10.0], np.float32).reshape(5, 1, 1, 1)
+    error, signal = session.run(list(outputs["conv"]), {"x": x})
+    assert error.shape == signal.shape == ()
+    assert error == pytest.approx(0.007 ** 2 + 7.46 ** 2, rel=1e-5)
+    assert signal == pytest.approx(0.25 + 1.0 + 2.25 + 0.013 ** 2 + 100.0, rel=1e-6)
