@@ -349,3 +349,84 @@ def test_pass_leaves_near_misses_with_the_reason(layout, weight, settings, reaso
     assert (report.rewritten, report.left, report.max_rel) == ([], [{"block": "attention", "reason": reason}],
                                                                          0.0)
     assert [node for node in model.graph.node if node.output[0] == "attention"] == softmax_before
+
+
+def replace_node(model, output, *new_nodes):
+    """The node writing `output` swapped for `new_nodes` (in its place, so the graph stays sorted)."""
+    nodes = list(model.graph.node)
+    at = next(i for i, node in enumerate(nodes) if output in node.output)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes[:at] + list(new_nodes) + nodes[at + 1:])
+
+
+def also_output(name):
+    def edit(model):
+        model.graph.output.append(float_input(name, None))
+    return edit
+
+
+def attention_also_into_relu(model):
+    model.graph.node.append(helper.make_node("Relu", ["attention"], ["attention_relu"]))
+    also_output("attention_relu")(model)
+
+
+def extra_term_in_the_sum(model):
+    """v = (p0 + extra) + p1: the products are summed together with a tensor that is no product."""
+    model.graph.input.append(float_input("extra", ["N", 2, 3, 2]))
+    replace_node(model, "v", helper.make_node("Add", ["p0", "extra"], ["with_extra"]),
+                 helper.make_node("Add", ["with_extra", "p1"], ["v"]))
+
+
+def products_concatenated(model):
+    replace_node(model, "v", helper.make_node("Concat", ["p0", "p1"], ["v"], axis=1))
+
+
+def attention_on_both_sides(model):
+    replace_node(model, "p0", helper.make_node("Mul", ["w1", "w0"], ["p0"]))
+
+
+def logits_from_relu(model):
+    replace_node(model, "logits", helper.make_node("Relu", ["x"], ["logits"]))
+
+
+def logits_from_graph_input(model):
+    replace_node(model, "logits")
+    model.graph.input.append(float_input("logits", ["N", 4, 1, 1]))
+
+
+def fc2_bias_computed(model):
+    model.graph.input.append(float_input("bias_in", [4]))
+    fc2 = next(node for node in model.graph.node if node.output[0] == "logits")
+    fc2.input[2] = "bias_in"
+
+
+def fc2_weight_computed(model):
+    model.graph.node.insert(0, helper.make_node("Identity", ["weight_in"], ["weight_copy"]))
+    model.graph.input.append(float_input("weight_in", [4, 2, 1, 1]))
+    fc2 = next(node for node in model.graph.node if node.output[0] == "logits")
+    fc2.input[1] = "weight_copy"
+
+
+@pytest.mark.parametrize("layout, edit, reason", [
+    (BRANCH_MAJOR, also_output("attention"), "the softmax output also feeds a graph output"),
+    (CHANNEL_MAJOR, attention_also_into_relu, "the softmax output also feeds Relu"),
+    (BRANCH_MAJOR, lambda model: (attention_also_into_relu(model), also_output("attention")(model)),
+     "the softmax output also feeds Relu, a graph output"),
+    (BRANCH_MAJOR, extra_term_in_the_sum, "the weighted branches are summed together with other terms"),
+    (CHANNEL_MAJOR, products_concatenated, "the weighted branches are not summed into one tensor"),
+    (BRANCH_MAJOR, attention_on_both_sides, "a multiply takes the attention on both sides or neither"),
+    (CHANNEL_MAJOR, logits_from_relu, "the logits come from Relu, not a 1x1 convolution"),
+    (CHANNEL_MAJOR, logits_from_graph_input, "the softmax input is not computed by a convolution"),
+    (CHANNEL_MAJOR, fc2_bias_computed, "the logits convolution has computed weights"),
+    (BRANCH_MAJOR, fc2_weight_computed, "the logits convolution has computed weights"),
+], ids=["attention is an output", "attention into Relu", "attention into Relu and out", "extra term",
+        "products concatenated", "attention times attention", "logits of Relu", "logits are an input",
+        "computed fc2 bias", "computed fc2 weight"])
+def test_pass_leaves_edited_near_misses_with_the_reason(layout, edit, reason):
+    model = exported_select(TWO_BRANCH_WEIGHT, TWO_BRANCH_BIAS, 2, layout)
+    edit(model)
+    softmax_before = [node for node in model.graph.node if node.output[0] == "attention"]
+    report = rewrite_sk_blocks(model, TOLERANCE)
+    assert (report.blocks_found, report.rewritten, report.left) == (0, [], [{"block": "attention", "reason": reason}])
+    assert [node for node in model.graph.node if node.output[0] == "attention"] == softmax_before
+    assert block_nodes(model) == {}
