@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from skdeploy.graph.fold_bn import Unfoldable, bn_affine, fold_batchnorms
+from skdeploy.graph.fold_bn import FoldReport, Unfoldable, bn_affine, fold_batchnorms
 from skdeploy.onnx.index import GraphIndex
 from skdeploy.graph.rewrite import TOLERANCE
 
@@ -347,3 +347,14 @@ def test_folding_matches_conv_then_batchnorm_in_onnxruntime(data, in_channels, o
     assert (report.folded, report.left) == ({"Conv": 1}, [])
     assert [node.op_type for node in model.graph.node] == ["Conv"]
     np.testing.assert_allclose(run(model, x=x), expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("folded, scale_and_shift, left, headline", [
+    ({"Conv": 2, "Gemm": 1}, 1, [{"node": "bn9"}],
+     "5 BatchNormalization: 3 folded (into Conv 2, Gemm 1), 1 made scale-and-shift, 1 left"),
+    ({}, 2, [], "2 BatchNormalization: 0 folded, 2 made scale-and-shift, 0 left"),
+])
+def test_headline_says_where_the_batchnorms_went(folded, scale_and_shift, left, headline):
+    report = FoldReport(batchnorms=sum(folded.values()) + scale_and_shift + len(left), folded=folded,
+                        scale_and_shift=scale_and_shift, left=left, max_rel=0.0)
+    assert report.headline() == headline

@@ -16,7 +16,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from skdeploy.onnx.build import NodeFactory
 from skdeploy.graph.rewrite import TOLERANCE
-from skdeploy.graph.sk_select import Select, many_branch_select, rewrite_sk_blocks, two_branch_select
+from skdeploy.graph.sk_select import (Select, SkRewriteReport, many_branch_select, rewrite_sk_blocks,
+                                       two_branch_select)
 
 BRANCH_MAJOR = "branch-major"  # the reference and SKConv: logits viewed (N, M, C), channel m*C + c; the batch
 # size of that view read by Shape -> Gather -> Concat, as TorchScript exports it
@@ -430,3 +431,10 @@ def test_pass_leaves_edited_near_misses_with_the_reason(layout, edit, reason):
     assert (report.blocks_found, report.rewritten, report.left) == (0, [], [{"block": "attention", "reason": reason}])
     assert [node for node in model.graph.node if node.output[0] == "attention"] == softmax_before
     assert block_nodes(model) == {}
+
+
+def test_headline_counts_rewrites_per_branch_count_in_order():
+    report = SkRewriteReport(blocks_found=4, rewritten=[{"M": 3}, {"M": 2}, {"M": 3}], left=[{"block": "b"}],
+                             stacked_sums_unrolled=1, splits_to_slices=2, max_rel=1.234e-7)
+    assert report.headline() == ("4 SK blocks found, 3 rewritten (M=2: 1, M=3: 2); 1 stacked sums unrolled, "
+                                 "2 Splits made Slices; worst block parity 1.2e-07")
