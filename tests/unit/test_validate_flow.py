@@ -260,7 +260,7 @@ def test_other_data_than_the_saved_references_is_refused(setup, tmp_path):
         validate([rough], reference=reference, data=other)
 
 
-def test_without_data_a_model_with_no_dataset_is_refused(setup, tmp_path):
+def test_without_data_a_model_with_no_dataset_is_refused(setup):
     rough, _, _, data = setup
     # a saved reference can only omit the data when it recorded none, so take a PyTorch-kind reference's path:
     # it needs the data before any model is loaded
@@ -269,3 +269,11 @@ def test_without_data_a_model_with_no_dataset_is_refused(setup, tmp_path):
     reference = Reference("tiny", "pytorch", ModelEntry(spec="tiny"), PREPROCESSING)
     with pytest.raises(UsageError, match=r"`data` is required: the model \(tiny\) has no default dataset"):
         _samples(reference, {str(rough): None}, None, None)
+
+
+def test_an_existing_reference_file_is_not_overwritten_without_force(setup, tmp_path):
+    rough, _, reference, data = setup
+    (tmp_path / "taken.npz").write_bytes(b"older")
+    with pytest.raises(UsageError, match="taken.npz already exists; pass `force=True`"):
+        validate([rough], reference=reference, data=data, save_reference_to=tmp_path / "taken.npz")
+    assert (tmp_path / "taken.npz").read_bytes() == b"older"
