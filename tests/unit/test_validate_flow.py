@@ -261,10 +261,10 @@ def test_other_data_than_the_saved_references_is_refused(setup, tmp_path):
 
 
 def test_without_data_a_model_with_no_dataset_is_refused(setup):
-    rough, _, _, data = setup
-    # a saved reference can only omit the data when it recorded none, so take a PyTorch-kind reference's path:
-    # it needs the data before any model is loaded
+    """A PyTorch-kind reference asks for the data before any model is loaded, so no torch is needed here."""
     from skdeploy.validate import _samples
+
+    rough = setup[0]
 
     reference = Reference("tiny", "pytorch", ModelEntry(spec="tiny"), PREPROCESSING)
     with pytest.raises(UsageError, match=r"`data` is required: the model \(tiny\) has no default dataset"):
