@@ -10,7 +10,6 @@ which needs no PyTorch. Export parity, calibration's accuracy budget, validation
 their reference from here and run it through a TorchRunner's Runner.run_batched, so "the FP32 model"
 is the same thing in every stage. Metrics comparing it with a candidate live in compare.py.
 """
-import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .data import inputs_sha256
 from .errors import SkdeployError, UsageError
 from .fileio import atomic_path, check_output_path
 from .log import log
@@ -55,11 +55,6 @@ class Reference:
                              f"from ({self.saved['meta']['data']['source']}, {len(logits)} samples): input sha256 "
                              "differs; use the same `data`, `limit` and preprocessing")
         return logits.astype(np.float32)
-
-
-def inputs_sha256(inputs: np.ndarray) -> str:
-    """What a saved reference is keyed by: the sha256 of the preprocessed float32 inputs."""
-    return hashlib.sha256(np.ascontiguousarray(inputs, dtype=np.float32).tobytes()).hexdigest()
 
 
 def reference_of(loaded) -> Reference:

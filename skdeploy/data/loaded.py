@@ -13,6 +13,11 @@ from .preprocessing import Preprocessing
 from .sources import InputShape, UnreadableSample, fashion_mnist_file, open_source
 
 
+def inputs_sha256(inputs: np.ndarray) -> str:
+    """What a saved reference is keyed by: the sha256 of the preprocessed float32 inputs."""
+    return hashlib.sha256(np.ascontiguousarray(inputs, dtype=np.float32).tobytes()).hexdigest()
+
+
 @dataclass
 class LoadedData:
     """Preprocessed inputs (N, C, H, W) float32, labels (N,) or None, and how to show sample i."""
@@ -24,7 +29,7 @@ class LoadedData:
     class_names: tuple = None
 
     def sha256(self) -> str:
-        return hashlib.sha256(np.ascontiguousarray(self.inputs, dtype=np.float32).tobytes()).hexdigest()
+        return inputs_sha256(self.inputs)
 
     def picture(self, index: int):
         """Sample `index` as a PIL image (the original picture when known, else the input rescaled)."""
