@@ -139,3 +139,39 @@ def demo_checkpoint_export(tmp_path_factory):
     onnx_path = folder / "demo.onnx"
     export_model(load_model(checkpoint=checkpoint), onnx_path, ExportSettings(dynamic_batch=True))
     return checkpoint, onnx_path
+
+
+@pytest.fixture(scope="session")
+def demo_artifacts(tmp_path_factory):
+    """A folder with the shipped demo model as ONNX (+ manifest), as a checkpoint, as a TensorRT-RTX FP32
+    engine (+ sidecar), and 16 test images: the inputs the bad-input suite breaks (see bad_input_cases)."""
+    import torch
+    from PIL import Image
+
+    from bad_input_cases import DEMO_CHECKPOINT, DEMO_ENGINE, DEMO_IMAGES, DEMO_ONNX
+    from skdeploy.data import load_fashion_mnist
+    from skdeploy.engine.build import BuildSettings, build_engine
+    from skdeploy.export import ExportSettings, export_model
+    from skdeploy.log import QUIET, log
+    from skdeploy.models import load_model
+
+    folder = tmp_path_factory.mktemp("demo_artifacts")
+    with log.verbosity(QUIET):
+        loaded = load_model()
+        torch.save(loaded.module.state_dict(), folder / DEMO_CHECKPOINT)
+        export_model(loaded, folder / DEMO_ONNX, ExportSettings(dynamic_batch=True))
+        build_engine(folder / DEMO_ONNX, folder / DEMO_ENGINE,
+                     BuildSettings(backend="tensorrt-rtx", compute_capabilities=["8.9"], max_batch=8))
+    pixels, labels = load_fashion_mnist("test")
+    (folder / DEMO_IMAGES).mkdir()
+    for index in range(16):
+        Image.fromarray(pixels[index]).save(folder / DEMO_IMAGES / f"{labels[index]}_{index}.png")
+    return folder
+
+
+@pytest.fixture
+def workspace(demo_artifacts, tmp_path):
+    """A private copy of `demo_artifacts` that a test may break."""
+    import shutil
+
+    return Path(shutil.copytree(demo_artifacts, tmp_path / "ws"))

@@ -1,0 +1,4 @@
+"""`python -m skdeploy`: the CLI, for environments without the console script on PATH."""
+from .cli import main
+
+main()
