@@ -4,12 +4,15 @@ and the one-line message expected, and the promise that the command leaves no ou
 Rows live in `tests/test_bad_inputs_*.py`, one file per area; each runs its rows with
 `run_case(case, workspace)`, where `workspace` (conftest) is a private copy of the demo artifacts."""
 import hashlib
+import os
 import re
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+
+REPO = Path(__file__).resolve().parents[1]
 
 # the files in every workspace (conftest's `workspace`), made once per session from the shipped demo model
 DEMO_ONNX = "demo.onnx"            # FP32, dynamic batch, with its manifest demo.onnx.json
@@ -68,6 +71,12 @@ def run_case(case: Case, workspace: Path) -> None:
     check_failure(result.exit_code, result.stderr, case, before, workspace)
 
 
+def checkout_environment() -> dict:
+    """The environment for a child process that must import this checkout's skdeploy (not whichever one
+    the virtual environment's editable install points at)."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+
+
 def run_case_in_subprocess(case: Case, workspace: Path, timeout=300) -> subprocess.CompletedProcess:
     """Run `case` as a real process in `workspace` (for signals, environment and exit-code checks)."""
     if case.prepare is not None:
@@ -75,6 +84,6 @@ def run_case_in_subprocess(case: Case, workspace: Path, timeout=300) -> subproce
     before = snapshot(workspace)
     args = [str(a).format(ws=workspace) for a in case.args]
     done = subprocess.run([sys.executable, "-m", "skdeploy", *args], cwd=workspace, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env=checkout_environment())
     check_failure(done.returncode, done.stderr, case, before, workspace)
     return done
