@@ -2,7 +2,7 @@
 
 Layers, highest first (README "Layout"):
 
-    interface   cli.py, commands/          parse flags, call one API function, print its result
+    interface   cli.py, __main__.py, commands/        parse flags, call one API function, print its result
     pipeline    pipeline.py                orchestration across stages
     judge       validate.py | bench.py | report.py      (separate units: none imports another)
     stage       export.py | calib/
@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "skdeploy"
 
 LAYERS = (  # (layer, units): a unit is a set of top-level names under skdeploy/ (module or package)
-    ("interface", [{"cli", "commands"}]),
+    ("interface", [{"cli", "__main__", "commands"}]),
     ("pipeline", [{"pipeline"}]),
     ("judge", [{"validate"}, {"bench"}, {"report"}]),
     ("stage", [{"export"}, {"calib"}]),
