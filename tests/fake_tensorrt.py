@@ -250,7 +250,7 @@ def make_fake_tensorrt(version: str, dla_cores: int = 2) -> types.ModuleType:
             on_dla = config.default_device_type == trt.DeviceType.DLA
             if on_dla and any(low != high for p in config.profiles for low, _, high in p.shapes.values()):
                 return self._fail("DLA supports static shapes only")
-            if on_dla and not config.flags_set & {"FP16", "INT8"}:
+            if on_dla and not strongly and not config.flags_set & {"FP16", "INT8"}:
                 return self._fail("DLA requires FP16 or INT8 precision")
             self.logger.log(ILogger.Severity.WARNING, "fake builder: no tactics were timed")
             if config.cache is not None:

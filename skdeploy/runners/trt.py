@@ -19,6 +19,7 @@ import weakref
 from pathlib import Path
 
 import numpy as np
+from rich.markup import escape
 
 from ..errors import SkdeployError, UsageError
 from ..fileio import write_bytes_atomic
@@ -369,7 +370,7 @@ class TensorRTRunner(Runner):
         return graph
 
     def _without_graphs(self, reason: str):
-        log.warning(f"CUDA graph capture failed ({reason}); running without CUDA graphs")
+        log.warning(f"CUDA graph capture failed ({escape(reason)}); running without CUDA graphs")
         self.cuda_graph = False
         return None
 
