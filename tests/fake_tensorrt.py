@@ -60,8 +60,10 @@ def make_fake_tensorrt(version: str, dla_cores: int = 2) -> types.ModuleType:
     trt.BuilderFlag = enum.IntEnum("BuilderFlag", flag_names)
     trt.MemoryPoolType = enum.IntEnum("MemoryPoolType", ["WORKSPACE", "DLA_MANAGED_SRAM"])
     trt.DeviceType = enum.IntEnum("DeviceType", ["GPU", "DLA"])
-    trt.HardwareCompatibilityLevel = enum.IntEnum("HardwareCompatibilityLevel", ["NONE"] + api["levels"])
-    trt.DataType = enum.IntEnum("DataType", ["FLOAT", "HALF", "INT8", "INT32", "INT64", "BOOL"])
+    if api["levels"]:  # the enum arrived in 8.6
+        trt.HardwareCompatibilityLevel = enum.IntEnum("HardwareCompatibilityLevel", ["NONE"] + api["levels"])
+    trt.DataType = enum.IntEnum("DataType", ["FLOAT", "HALF", "INT8", "INT32", "BOOL"]
+                                + (["INT64"] if major(version) >= 10 else []))
     if parser_flags:
         trt.OnnxParserFlag = enum.IntEnum("OnnxParserFlag", ["NATIVE_INSTANCENORM"])
 

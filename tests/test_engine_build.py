@@ -340,8 +340,8 @@ def calls_named(trt, prefix):
 
 def test_capabilities_per_version():
     expected = {  # version: (explicit batch flag, strong typing, precision flags, DLA, hardware levels)
-        "8.2.1": (True, "unavailable", ("FP16", "INT8"), True, ("none",)),
-        "8.5.2": (True, "unavailable", ("FP16", "INT8"), True, ("none",)),
+        "8.2.1": (True, "unavailable", ("FP16", "INT8"), True, ()),
+        "8.5.2": (True, "unavailable", ("FP16", "INT8"), True, ()),
         "8.6.1": (True, "unavailable", ("FP16", "INT8"), True, ("none", "ampere-plus")),
         "10.3.0": (False, "optional", ("FP16", "INT8"), True, ("none", "ampere-plus")),
         "10.13.0": (False, "optional", ("FP16", "INT8"), True, ("none", "ampere-plus", "same-cc")),

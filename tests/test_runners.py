@@ -1,5 +1,6 @@
 """Runners: PyTorch and onnxruntime for real; TensorRT's host-side logic with a recording fake (no GPU
 exists here) and a real TensorRT-RTX engine for the sidecar checks; gpu-marked tests run real engines."""
+import contextlib
 import enum
 import json
 import math
@@ -240,6 +241,19 @@ class FakeDeviceMemory(DeviceMemory):
         self.compute_capability = compute_capability
         self.calls, self.device_buffers, self.pinned, self.streams, self.graphs = [], {}, [], set(), set()
         self._next = 0x1000
+        self._bound = threading.local()
+
+    @contextlib.contextmanager
+    def bound(self):
+        """Counts, per thread, how deep the caller is inside bound(): TensorRT calls must all be inside."""
+        self._bound.depth = self.is_bound() + 1
+        try:
+            yield
+        finally:
+            self._bound.depth -= 1
+
+    def is_bound(self) -> int:
+        return getattr(self._bound, "depth", 0)
 
     def _pointer(self):
         self._next += 0x1000
@@ -305,7 +319,7 @@ class FakeDeviceMemory(DeviceMemory):
     def launch_graph(self, graph, stream):
         assert graph in self.graphs
         self.calls.append(("launch_graph",))
-        self.context.compute()
+        self.context._compute()
 
     def destroy_graph(self, graph):
         self.graphs.remove(graph)
@@ -319,7 +333,7 @@ PLAN = b"FAKE-TRT-RUNTIME-PLAN"
 
 
 def make_fake_trt(version="1.7.1.116", memory=None, rtx=True, validity=("VALID", 0), capturable=True,
-                  enqueue_while_capturing=True):
+                  enqueue_while_capturing=True, runtime_config=True):
     """A recording stand-in for the runtime half of `tensorrt`/`tensorrt_rtx` (neither can execute
     here). It mimics only what the runner calls: Runtime, ICudaEngine's I/O queries and one execution
     context that "computes" logits = the first 10 input values of each sample times 2, so tests can
@@ -329,10 +343,15 @@ def make_fake_trt(version="1.7.1.116", memory=None, rtx=True, validity=("VALID",
     rtx=True adds what only TensorRT-RTX has (tests/test_trt_contract.py checks these names against the
     real modules): get_engine_validity (answering `validity`, a (verdict, bitmask) pair), the runtime
     config with its runtime cache and CUDA graph strategy, and is_stream_capturable (answering
-    `capturable`). enqueue_while_capturing=False makes execute_async_v3 fail inside a stream capture,
-    as TensorRT does for engines that cannot be captured."""
-    trt = types.SimpleNamespace(__version__=version, calls=[])
-    record = trt.calls.append
+    `capturable`); runtime_config=False leaves the runtime config out. enqueue_while_capturing=False
+    makes execute_async_v3 fail inside a stream capture, as TensorRT does for engines that cannot be
+    captured. `trt.unbound` lists the calls made while the memory's device was not bound in that thread."""
+    trt = types.SimpleNamespace(__version__=version, calls=[], unbound=[])
+
+    def record(call):
+        trt.calls.append(call)
+        if not memory.is_bound():
+            trt.unbound.append(call[0])
     trt.TensorIOMode = enum.Enum("TensorIOMode", "NONE INPUT OUTPUT")
     trt.DataType = enum.Enum("DataType", "FLOAT HALF INT8 INT32")
     trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
@@ -366,7 +385,7 @@ def make_fake_trt(version="1.7.1.116", memory=None, rtx=True, validity=("VALID",
             self.addresses[name] = pointer
             return True
 
-        def compute(self):
+        def _compute(self):
             batch = self.shapes["input"][0]
             source = memory.device_buffers[self.addresses["input"]]
             values = np.frombuffer(bytes(source[:batch * 1024 * 4]), np.float32).reshape(batch, -1)[:, :10] * 2
@@ -382,7 +401,7 @@ def make_fake_trt(version="1.7.1.116", memory=None, rtx=True, validity=("VALID",
             self.max_running = max(self.max_running, self.running)
             time.sleep(0.002)
             if not capturing:
-                self.compute()
+                self._compute()
             self.running -= 1
             return True
 
@@ -452,7 +471,8 @@ def make_fake_trt(version="1.7.1.116", memory=None, rtx=True, validity=("VALID",
         trt.CudaGraphStrategy = enum.Enum("CudaGraphStrategy", "DISABLED WHOLE_GRAPH_CAPTURE")
         Runtime.get_engine_validity = lambda self, data: (
             record(("get_engine_validity",)) or (trt.EngineValidity[validity[0]], validity[1]))
-        Engine.create_runtime_config = lambda self: record(("create_runtime_config",)) or RuntimeConfig()
+        if runtime_config:
+            Engine.create_runtime_config = lambda self: record(("create_runtime_config",)) or RuntimeConfig()
         Context.is_stream_capturable = lambda self, stream: record(("is_stream_capturable", stream)) or capturable
     trt.Runtime = Runtime
     return trt
