@@ -330,6 +330,11 @@ def test_portable_8_6_builds_parse_instancenorm_natively(fake_trt, tmp_path, ver
 
 
 # 9 ---------------------------------------------------------------------------------------------------------
+def release(memory, stream):
+    memory.destroy_stream(stream)
+    memory.close()
+
+
 def test_pycuda_deactivate_leaves_no_context_pushed_and_no_stream_leaked(fake_pycuda):
     """Fake pycuda (see fake_pycuda.py): 100 open/use/close cycles, streams dropped from another thread
     too, leave the thread's context stack empty, one retain of the primary context, and nothing live."""
@@ -342,14 +347,13 @@ def test_pycuda_deactivate_leaves_no_context_pushed_and_no_stream_leaked(fake_py
         memory.synchronize(stream)
         memory.free_device(pointer)
         memory.free_pinned(pinned)
+        closer = threading.Thread(target=release, args=(memory, stream))
         if cycle % 2:  # the atexit hook or another thread may release a runner
-            closer = threading.Thread(target=lambda: (memory.destroy_stream(stream), memory.close()))
             closer.start()
             closer.join()
         else:
-            memory.destroy_stream(stream)
-            memory.close()
-        del memory
+            closer.run()
+        del memory, closer
     assert fake_pycuda.current() is None and all(not stack for stack in fake_pycuda.stacks.values())
     assert fake_pycuda.leaked_streams == 0
     assert fake_pycuda.live == {"streams": 0, "allocations": 0, "pinned": 0}
