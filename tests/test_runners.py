@@ -358,9 +358,12 @@ def make_fake_trt(version="1.7.1.116", memory=None, rtx=True, validity=("VALID",
     io = [("input", trt.TensorIOMode.INPUT, (-1, 1, 32, 32)), ("logits", trt.TensorIOMode.OUTPUT, (-1, 10))]
 
     class Recording:
-        """Records every attribute the runner sets (engine_host_code_allowed, DLA_core, ...)."""
+        """Records every attribute the runner sets (engine_host_code_allowed, DLA_core, ...); like a
+        pybind11 object it refuses attributes its class does not have."""
 
         def __setattr__(self, name, value):
+            if not hasattr(type(self), name):
+                raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
             record((f"{type(self).__name__}.{name}", getattr(value, "name", value)))
             object.__setattr__(self, name, value)
 
@@ -419,6 +422,8 @@ def make_fake_trt(version="1.7.1.116", memory=None, rtx=True, validity=("VALID",
             return b"kernels for " + version.encode()
 
     class RuntimeConfig(Recording):
+        cuda_graph_strategy = None
+
         def create_runtime_cache(self):
             return RuntimeCache()
 
@@ -451,6 +456,7 @@ def make_fake_trt(version="1.7.1.116", memory=None, rtx=True, validity=("VALID",
 
     class Runtime(Recording):
         num_DLA_cores = 0
+        DLA_core = -1
 
         def __init__(self, logger):
             record(("Runtime",))
@@ -459,9 +465,13 @@ def make_fake_trt(version="1.7.1.116", memory=None, rtx=True, validity=("VALID",
             record(("deserialize_cuda_engine",))
             return Engine() if bytes(data) == PLAN else None
 
-        def load_runtime(self, path):
-            record(("load_runtime", path))
-            return Runtime(None) if path.endswith(".so.10") else None
+    def load_runtime(self, path):
+        record(("load_runtime", path))
+        return Runtime(None) if path.endswith(".so.10") else None
+
+    if rtx or not version.startswith("8.5"):  # the lean runtime calls arrived in 8.6
+        Runtime.engine_host_code_allowed = False
+        Runtime.load_runtime = load_runtime
 
     if rtx:
         trt.EngineValidity = enum.Enum("EngineValidity", "VALID SUBOPTIMAL INVALID")

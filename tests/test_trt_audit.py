@@ -313,6 +313,10 @@ def test_tensorrt_8_5_builds_and_runs(fake_trt, tmp_path, monkeypatch):
                                            version="8.5.2", rtx=False)
     with TensorRTRunner(path, memory=memory) as runner:
         np.testing.assert_array_equal(runner.infer(batch_of(2))["logits"], expected_logits(batch_of(2)))
+    path.with_name("demo.engine.json").unlink()  # without a sidecar: no host-code switch to set on 8.5
+    with TensorRTRunner(path, memory=memory, backend="tensorrt") as runner:
+        np.testing.assert_array_equal(runner.infer(batch_of(2))["logits"], expected_logits(batch_of(2)))
+    assert "Runtime.engine_host_code_allowed" not in names(fake)
 
 
 # 8 ---------------------------------------------------------------------------------------------------------

@@ -160,8 +160,8 @@ class TensorRTRunner(Runner):
             self.runtime = self.runtime.load_runtime(str(self.lean_runtime))
             if self.runtime is None:
                 raise SkdeployError(f"TensorRT could not load the lean runtime {self.lean_runtime} (see its log above)")
-        if info.get("version_compatible") or not info:
-            self.runtime.engine_host_code_allowed = True
+        if info.get("version_compatible") or (not info and hasattr(self.runtime, "engine_host_code_allowed")):
+            self.runtime.engine_host_code_allowed = True  # 8.5 lacks it, and builds no version-compatible engines
         if info.get("dla_core") is not None:
             self.runtime.DLA_core = int(info["dla_core"])
 
