@@ -1,8 +1,10 @@
-"""A recording stand-in for classic TensorRT (`import tensorrt`), versions 8.2, 8.6, 10.3, 10.13 and 11.0.
+"""A recording stand-in for classic TensorRT (`import tensorrt`), versions 8.2, 8.5, 8.6, 10.3, 10.13, 11.0, 11.4.
 
 It exists only because classic TensorRT cannot be installed here (its libraries download from NVIDIA's
 own index, which this machine and CI cannot reach). It builds nothing: it exposes the Python API surface
-each version has, according to NVIDIA's API docs and migration guides, records in `trt.calls` which
+each version has, and tests/test_trt_contract.py checks every public name of each version's fake against
+the real bindings of that version (8.5 against 8.6's minus its documented differences, 8.2 against 8.5's),
+records in `trt.calls` which
 calls skdeploy makes, and refuses what the real builder refuses (an ONNX parse without EXPLICIT_BATCH on
 8.x, precision flags on a strongly typed network, dynamic inputs without an optimization profile,
 dynamic shapes on the DLA). Its "engine" is a marker followed by a JSON record of the build.
@@ -19,6 +21,8 @@ import onnx
 API = {
     "8.2.1": dict(network_flags=["EXPLICIT_BATCH"], precision_flags=True, memory_pool=False, levels=[],
                   version_compatible=False, optimization_level=False, parser_node_names=False),
+    "8.5.2": dict(network_flags=["EXPLICIT_BATCH"], precision_flags=True, memory_pool=True, levels=[],
+                  version_compatible=False, optimization_level=False, parser_node_names=False),  # JetPack 5.1
     "8.6.1": dict(network_flags=["EXPLICIT_BATCH"], precision_flags=True, memory_pool=True,
                   levels=["AMPERE_PLUS"], version_compatible=True, optimization_level=True,
                   parser_node_names=False),
@@ -31,18 +35,23 @@ API = {
     "11.0.0": dict(network_flags=["STRONGLY_TYPED"], precision_flags=False, memory_pool=True,
                    levels=["AMPERE_PLUS", "SAME_COMPUTE_CAPABILITY"], version_compatible=True,
                    optimization_level=True, parser_node_names=True),
+    "11.4.1": dict(network_flags=["STRONGLY_TYPED"], precision_flags=False, memory_pool=True,
+                   levels=["AMPERE_PLUS", "SAME_COMPUTE_CAPABILITY"], version_compatible=True,
+                   optimization_level=True, parser_node_names=True),  # DLA again, on Orin with JetPack 7.2.2+
 }
 PLAN_MARKER = b"FAKE-TENSORRT-PLAN\n"
 UNSUPPORTED_OPS = {"Frobnicate"}  # the fake parser's "no importer" ops
 NOT_ON_DLA = {"Softmax", "ReduceSum", "ReduceMean", "GlobalAveragePool"}  # the fake's DLA rule
 
 
-def make_fake_tensorrt(version: str) -> types.ModuleType:
+def make_fake_tensorrt(version: str, dla_cores: int = 2) -> types.ModuleType:
+    """The fake of `version` (a key of API) on a device with `dla_cores` DLA cores."""
     api = API[version]
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version
     trt.calls = []
     record = trt.calls.append
+    parser_flags = tuple(int(part) for part in version.split(".")[:2]) >= (8, 6)  # OnnxParserFlag arrived in 8.6
 
     trt.NetworkDefinitionCreationFlag = enum.IntEnum(
         "NetworkDefinitionCreationFlag", {name: i for i, name in enumerate(api["network_flags"])})
@@ -51,8 +60,12 @@ def make_fake_tensorrt(version: str) -> types.ModuleType:
     trt.BuilderFlag = enum.IntEnum("BuilderFlag", flag_names)
     trt.MemoryPoolType = enum.IntEnum("MemoryPoolType", ["WORKSPACE", "DLA_MANAGED_SRAM"])
     trt.DeviceType = enum.IntEnum("DeviceType", ["GPU", "DLA"])
-    trt.HardwareCompatibilityLevel = enum.IntEnum("HardwareCompatibilityLevel", ["NONE"] + api["levels"])
-    trt.DataType = enum.IntEnum("DataType", ["FLOAT", "HALF", "INT8", "INT32", "INT64", "BOOL"])
+    if api["levels"]:  # the enum arrived in 8.6
+        trt.HardwareCompatibilityLevel = enum.IntEnum("HardwareCompatibilityLevel", ["NONE"] + api["levels"])
+    trt.DataType = enum.IntEnum("DataType", ["FLOAT", "HALF", "INT8", "INT32", "BOOL"]
+                                + (["INT64"] if major(version) >= 10 else []))
+    if parser_flags:
+        trt.OnnxParserFlag = enum.IntEnum("OnnxParserFlag", ["NATIVE_INSTANCENORM"])
 
     class ILogger:
         Severity = enum.IntEnum("Severity", {"INTERNAL_ERROR": 0, "ERROR": 1, "WARNING": 2, "INFO": 3, "VERBOSE": 4})
@@ -80,7 +93,7 @@ def make_fake_tensorrt(version: str) -> types.ModuleType:
             self.flags = flags
             self.inputs, self.outputs, self.layers = [], [], []
 
-        def has(self, name):
+        def _has(self, name):
             return name in trt.NetworkDefinitionCreationFlag.__members__ and \
                 bool(self.flags & (1 << trt.NetworkDefinitionCreationFlag[name]))
 
@@ -117,7 +130,7 @@ def make_fake_tensorrt(version: str) -> types.ModuleType:
         def parse_from_file(self, path):
             record(("parse_from_file", str(path)))
             model = onnx.load(str(path))
-            if major(version) < 10 and not self.network.has("EXPLICIT_BATCH"):
+            if major(version) < 10 and not self.network._has("EXPLICIT_BATCH"):
                 self.errors.append(ParserError(-1, None, "network must have the explicit batch flag"))
                 return False
             for index, node in enumerate(model.graph.node):
@@ -134,17 +147,28 @@ def make_fake_tensorrt(version: str) -> types.ModuleType:
         def get_error(self, i):
             return self.errors[i]
 
-    class TimingCache:
-        def __init__(self, data: bytes):
-            self.entries = set(json.loads(data.decode())) if data else set()
+    if parser_flags:
+        def set_flag(self, flag):
+            record(("parser.set_flag", flag.name))
 
-        def combine(self, other, ignore_mismatch):
+        OnnxParser.set_flag = set_flag
+
+    class TimingCache:
+        """Its bytes name the TensorRT version; combining caches of two versions fails, as in TensorRT."""
+
+        def __init__(self, data: bytes):
+            saved = json.loads(data.decode()) if data else {"version": version, "entries": []}
+            self._version, self._entries = saved["version"], set(saved["entries"])
+
+        def combine(self, input_cache, ignore_mismatch):
             record(("timing_cache.combine", ignore_mismatch))
-            self.entries |= other.entries
+            if input_cache._version != self._version and not ignore_mismatch:
+                return False
+            self._entries |= input_cache._entries
             return True
 
         def serialize(self):
-            return json.dumps(sorted(self.entries)).encode()
+            return json.dumps({"version": self._version, "entries": sorted(self._entries)}).encode()
 
     class Profile:
         def __init__(self):
@@ -179,6 +203,8 @@ def make_fake_tensorrt(version: str) -> types.ModuleType:
 
         def set_timing_cache(self, cache, ignore_mismatch):
             record(("config.set_timing_cache", ignore_mismatch))
+            if cache._version != version and not ignore_mismatch:
+                return False
             object.__setattr__(self, "cache", cache)
             return True
 
@@ -199,7 +225,7 @@ def make_fake_tensorrt(version: str) -> types.ModuleType:
     class Builder:
         def __init__(self, logger):
             self.logger = logger
-            self.num_DLA_cores = 2
+            self.num_DLA_cores = dla_cores
 
         def create_network(self, flags=0):
             record(("create_network", flags))
@@ -211,26 +237,26 @@ def make_fake_tensorrt(version: str) -> types.ModuleType:
         def create_optimization_profile(self):
             return Profile()
 
-        def fail(self, message):
+        def _fail(self, message):
             self.logger.log(ILogger.Severity.ERROR, message)
             return None
 
         def build_serialized_network(self, network, config):
             record(("build_serialized_network",))
-            strongly = major(version) >= 11 or network.has("STRONGLY_TYPED")
+            strongly = major(version) >= 11 or network._has("STRONGLY_TYPED")
             if strongly and config.flags_set & {"FP16", "INT8"}:
-                return self.fail("precision flags are not allowed for strongly typed networks")
+                return self._fail("precision flags are not allowed for strongly typed networks")
             dynamic = any(-1 in t.shape for t in network.inputs)
             if dynamic and not config.profiles:
-                return self.fail("network has dynamic inputs, but no optimization profile has been defined")
+                return self._fail("network has dynamic inputs, but no optimization profile has been defined")
             on_dla = config.default_device_type == trt.DeviceType.DLA
             if on_dla and any(low != high for p in config.profiles for low, _, high in p.shapes.values()):
-                return self.fail("DLA supports static shapes only")
-            if on_dla and not config.flags_set & {"FP16", "INT8"}:
-                return self.fail("DLA requires FP16 or INT8 precision")
+                return self._fail("DLA supports static shapes only")
+            if on_dla and not strongly and not config.flags_set & {"FP16", "INT8"}:
+                return self._fail("DLA requires FP16 or INT8 precision")
             self.logger.log(ILogger.Severity.WARNING, "fake builder: no tactics were timed")
             if config.cache is not None:
-                config.cache.entries.add(f"{len(network.layers)}-layers-{sorted(config.flags_set)}")
+                config.cache._entries.add(f"{len(network.layers)}-layers-{sorted(config.flags_set)}")
             summary = {"version": version, "strongly_typed": strongly, "flags": sorted(config.flags_set),
                        "inputs": [t.name for t in network.inputs]}
             return PLAN_MARKER + json.dumps(summary).encode()

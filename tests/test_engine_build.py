@@ -340,11 +340,13 @@ def calls_named(trt, prefix):
 
 def test_capabilities_per_version():
     expected = {  # version: (explicit batch flag, strong typing, precision flags, DLA, hardware levels)
-        "8.2.1": (True, "unavailable", ("FP16", "INT8"), True, ("none",)),
+        "8.2.1": (True, "unavailable", ("FP16", "INT8"), True, ()),
+        "8.5.2": (True, "unavailable", ("FP16", "INT8"), True, ()),
         "8.6.1": (True, "unavailable", ("FP16", "INT8"), True, ("none", "ampere-plus")),
         "10.3.0": (False, "optional", ("FP16", "INT8"), True, ("none", "ampere-plus")),
         "10.13.0": (False, "optional", ("FP16", "INT8"), True, ("none", "ampere-plus", "same-cc")),
-        "11.0.0": (False, "always", (), False, ("none", "ampere-plus", "same-cc")),
+        "11.0.0": (False, "always", (), False, ("none", "ampere-plus", "same-cc")),  # no DLA in 11.0-11.3
+        "11.4.1": (False, "always", (), True, ("none", "ampere-plus", "same-cc")),  # DLA again (Orin)
     }
     assert set(expected) == set(API)
     for version, (explicit, typing, flags, dla, levels) in expected.items():
@@ -514,11 +516,11 @@ def test_classic_timing_cache_merges_into_the_file(fake_trt, tmp_path):
     trt = fake_trt("10.3.0")
     build_engine(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "a.engine",
                  BuildSettings(backend="tensorrt", timing_cache=str(cache)))
-    first = set(json.loads(cache.read_text()))
+    first = set(json.loads(cache.read_text())["entries"])
     assert ("config.set_timing_cache", False) in trt.calls and len(first) == 1
     build_engine(tiny_onnx(tmp_path / "q.onnx", qdq=True), tmp_path / "b.engine",
                  BuildSettings(backend="tensorrt", timing_cache=str(cache), strongly_typed=False))
-    second = set(json.loads(cache.read_text()))
+    second = set(json.loads(cache.read_text())["entries"])
     assert first < second and len(second) == 2  # the second build's entries were added, none lost
     assert ("timing_cache.combine", False) in trt.calls
 

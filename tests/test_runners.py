@@ -1,5 +1,6 @@
 """Runners: PyTorch and onnxruntime for real; TensorRT's host-side logic with a recording fake (no GPU
 exists here) and a real TensorRT-RTX engine for the sidecar checks; gpu-marked tests run real engines."""
+import contextlib
 import enum
 import json
 import math
@@ -240,6 +241,19 @@ class FakeDeviceMemory(DeviceMemory):
         self.compute_capability = compute_capability
         self.calls, self.device_buffers, self.pinned, self.streams, self.graphs = [], {}, [], set(), set()
         self._next = 0x1000
+        self._bound = threading.local()
+
+    @contextlib.contextmanager
+    def bound(self):
+        """Counts, per thread, how deep the caller is inside bound(): TensorRT calls must all be inside."""
+        self._bound.depth = self.is_bound() + 1
+        try:
+            yield
+        finally:
+            self._bound.depth -= 1
+
+    def is_bound(self) -> int:
+        return getattr(self._bound, "depth", 0)
 
     def _pointer(self):
         self._next += 0x1000
@@ -289,10 +303,14 @@ class FakeDeviceMemory(DeviceMemory):
     def synchronize(self, stream):
         self.calls.append(("synchronize",))
 
+    capturing = False
+
     def begin_capture(self, stream):
         self.calls.append(("begin_capture",))
+        self.capturing = True
 
     def end_capture(self, stream):
+        self.capturing = False
         graph = self._pointer()
         self.graphs.add(graph)
         self.calls.append(("end_capture",))
@@ -301,7 +319,7 @@ class FakeDeviceMemory(DeviceMemory):
     def launch_graph(self, graph, stream):
         assert graph in self.graphs
         self.calls.append(("launch_graph",))
-        self.context.compute()
+        self.context._compute()
 
     def destroy_graph(self, graph):
         self.graphs.remove(graph)
@@ -314,17 +332,40 @@ class FakeDeviceMemory(DeviceMemory):
 PLAN = b"FAKE-TRT-RUNTIME-PLAN"
 
 
-def make_fake_trt(version="1.7.1.116", with_validity=True, memory=None):
+def make_fake_trt(version="1.7.1.116", memory=None, rtx=True, validity=("VALID", 0), capturable=True,
+                  enqueue_while_capturing=True, runtime_config=True):
     """A recording stand-in for the runtime half of `tensorrt`/`tensorrt_rtx` (neither can execute
     here). It mimics only what the runner calls: Runtime, ICudaEngine's I/O queries and one execution
     context that "computes" logits = the first 10 input values of each sample times 2, so tests can
     see that inputs and outputs travel through the addresses the runner set. It checks call order
-    (shapes before addresses before execution) and records calls in `trt.calls`."""
-    trt = types.SimpleNamespace(__version__=version, calls=[])
+    (shapes before addresses before execution) and records calls and attribute sets in `trt.calls`.
+
+    rtx=True adds what only TensorRT-RTX has (tests/test_trt_contract.py checks these names against the
+    real modules): get_engine_validity (answering `validity`, a (verdict, bitmask) pair), the runtime
+    config with its runtime cache and CUDA graph strategy, and is_stream_capturable (answering
+    `capturable`); runtime_config=False leaves the runtime config out. enqueue_while_capturing=False
+    makes execute_async_v3 fail inside a stream capture, as TensorRT does for engines that cannot be
+    captured. `trt.unbound` lists the calls made while the memory's device was not bound in that thread."""
+    trt = types.SimpleNamespace(__version__=version, calls=[], unbound=[])
+
+    def record(call):
+        trt.calls.append(call)
+        if not memory.is_bound():
+            trt.unbound.append(call[0])
     trt.TensorIOMode = enum.Enum("TensorIOMode", "NONE INPUT OUTPUT")
     trt.DataType = enum.Enum("DataType", "FLOAT HALF INT8 INT32")
     trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
     io = [("input", trt.TensorIOMode.INPUT, (-1, 1, 32, 32)), ("logits", trt.TensorIOMode.OUTPUT, (-1, 10))]
+
+    class Recording:
+        """Records every attribute the runner sets (engine_host_code_allowed, DLA_core, ...); like a
+        pybind11 object it refuses attributes its class does not have."""
+
+        def __setattr__(self, name, value):
+            if not hasattr(type(self), name):
+                raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+            record((f"{type(self).__name__}.{name}", getattr(value, "name", value)))
+            object.__setattr__(self, name, value)
 
     class Context:
         def __init__(self):
@@ -332,7 +373,7 @@ def make_fake_trt(version="1.7.1.116", with_validity=True, memory=None):
             memory.context = self
 
         def set_input_shape(self, name, shape):
-            trt.calls.append(("set_input_shape", name, tuple(shape)))
+            record(("set_input_shape", name, tuple(shape)))
             self.shapes[name] = tuple(shape)
             return 1 <= shape[0] <= 32
 
@@ -343,25 +384,51 @@ def make_fake_trt(version="1.7.1.116", with_validity=True, memory=None):
             return (self.shapes["input"][0], 10) if name == "logits" else self.shapes[name]
 
         def set_tensor_address(self, name, pointer):
-            trt.calls.append(("set_tensor_address", name, pointer))
+            record(("set_tensor_address", name, pointer))
             self.addresses[name] = pointer
             return True
 
-        def compute(self):
+        def _compute(self):
             batch = self.shapes["input"][0]
             source = memory.device_buffers[self.addresses["input"]]
             values = np.frombuffer(bytes(source[:batch * 1024 * 4]), np.float32).reshape(batch, -1)[:, :10] * 2
             memory.device_buffers[self.addresses["logits"]][:values.nbytes] = values.astype(np.float32).tobytes()
 
         def execute_async_v3(self, stream):
-            trt.calls.append(("execute_async_v3", stream))
+            record(("execute_async_v3", stream))
             assert set(self.addresses) == {"input", "logits"} and "input" in self.shapes
+            capturing = memory.capturing
+            if capturing and not enqueue_while_capturing:
+                return False
             self.running += 1
             self.max_running = max(self.max_running, self.running)
             time.sleep(0.002)
-            if memory.calls[-1][0] != "begin_capture":
-                self.compute()
+            if not capturing:
+                self._compute()
             self.running -= 1
+            return True
+
+    class RuntimeCache:
+        def __init__(self):
+            self.kernels = b""
+
+        def deserialize(self, blob):
+            record(("runtime_cache.deserialize", bytes(blob)))
+            self.kernels = bytes(blob)
+            return bytes(blob).startswith(b"kernels for " + version.encode())
+
+        def serialize(self):
+            record(("runtime_cache.serialize",))
+            return b"kernels for " + version.encode()
+
+    class RuntimeConfig(Recording):
+        cuda_graph_strategy = None
+
+        def create_runtime_cache(self):
+            return RuntimeCache()
+
+        def set_runtime_cache(self, cache):
+            record(("runtime_config.set_runtime_cache", cache.kernels))
             return True
 
     class Engine:
@@ -382,39 +449,62 @@ def make_fake_trt(version="1.7.1.116", with_validity=True, memory=None):
         def get_tensor_profile_shape(self, name, profile):
             return [(1, 1, 32, 32), (8, 1, 32, 32), (32, 1, 32, 32)]
 
-        def create_execution_context(self):
-            trt.calls.append(("create_execution_context",))
+        def create_execution_context(self, runtime_config=None):
+            record(("create_execution_context",) + ((runtime_config,) if runtime_config else ()))
             self.context = Context()
             return self.context
 
-    class Runtime:
+    class Runtime(Recording):
         num_DLA_cores = 0
+        DLA_core = -1
 
         def __init__(self, logger):
-            trt.calls.append(("Runtime",))
+            record(("Runtime",))
 
         def deserialize_cuda_engine(self, data):
-            trt.calls.append(("deserialize_cuda_engine",))
+            record(("deserialize_cuda_engine",))
             return Engine() if bytes(data) == PLAN else None
 
-    if with_validity:
+    def load_runtime(self, path):
+        record(("load_runtime", path))
+        return Runtime(None) if path.endswith(".so.10") else None
+
+    if rtx or not version.startswith("8.5"):  # the lean runtime calls arrived in 8.6
+        Runtime.engine_host_code_allowed = False
+        Runtime.load_runtime = load_runtime
+
+    if rtx:
+        trt.EngineValidity = enum.Enum("EngineValidity", "VALID SUBOPTIMAL INVALID")
+        trt.EngineInvalidityDiagnostics = enum.IntEnum("EngineInvalidityDiagnostics", {
+            "VERSION_MISMATCH": 1, "UNSUPPORTED_CC": 2, "OLD_CUDA_DRIVER": 4, "OLD_CUDA_RUNTIME": 8,
+            "INSUFFICIENT_GPU_MEMORY": 16, "MALFORMED_ENGINE": 32, "CUDA_ERROR": 64})
+        trt.CudaGraphStrategy = enum.Enum("CudaGraphStrategy", "DISABLED WHOLE_GRAPH_CAPTURE")
         Runtime.get_engine_validity = lambda self, data: (
-            trt.calls.append(("get_engine_validity",)) or types.SimpleNamespace(name="VALID"), "")
+            record(("get_engine_validity",)) or (trt.EngineValidity[validity[0]], validity[1]))
+        if runtime_config:
+            Engine.create_runtime_config = lambda self: record(("create_runtime_config",)) or RuntimeConfig()
+        Context.is_stream_capturable = lambda self, stream: record(("is_stream_capturable", stream)) or capturable
     trt.Runtime = Runtime
     return trt
+
+
+def write_fake_engine(folder, monkeypatch, memory=None, section=None, **fake_options):
+    """(engine path, fake trt module, fake memory): a fake plan with a sidecar (default: TensorRT-RTX 1.7.1 on
+    sm_86); `fake_options` go to make_fake_trt."""
+    memory = memory or FakeDeviceMemory()
+    fake = make_fake_trt(memory=memory, **fake_options)
+    monkeypatch.setattr(trt_runner, "load_backend", lambda backend: (fake, None))
+    path = folder / "demo.engine"
+    path.write_bytes(PLAN)
+    sidecar = {"format": "skdeploy-manifest/1", "engine": section or engine_section()}
+    (folder / "demo.engine.json").write_text(json.dumps(sidecar))
+    return path, fake, memory
 
 
 @pytest.fixture
 def fake_engine(tmp_path, monkeypatch):
     """(engine path, fake trt module, fake memory) with a sidecar for TensorRT-RTX 1.7.1 on sm_86."""
-    memory = FakeDeviceMemory()
-    fake = make_fake_trt(memory=memory)
-    monkeypatch.setattr(trt_runner, "load_backend", lambda backend: (fake, None))
-    path = tmp_path / "demo.engine"
-    path.write_bytes(PLAN)
-    sidecar = {"format": "skdeploy-manifest/1", "engine": engine_section()}
-    (tmp_path / "demo.engine.json").write_text(json.dumps(sidecar))
-    return path, fake, memory
+    return write_fake_engine(tmp_path, monkeypatch)
 
 
 def expected_logits(batch):
@@ -432,7 +522,8 @@ def test_trt_runner_binds_runs_and_returns_outputs(fake_engine):
         stream = runner.stream
     np.testing.assert_array_equal(out["logits"], expected_logits(batch))
     names = [c[0] for c in fake.calls]
-    assert names[:4] == ["Runtime", "get_engine_validity", "deserialize_cuda_engine", "create_execution_context"]
+    assert names[:6] == ["Runtime", "get_engine_validity", "deserialize_cuda_engine", "create_runtime_config",
+                         "runtime_config.set_runtime_cache", "create_execution_context"]
     assert names.index("set_input_shape") < names.index("set_tensor_address") < names.index("execute_async_v3")
     stream_calls = memory.names()
     assert stream_calls.index("copy_to_device") < stream_calls.index("copy_to_host") < stream_calls.index("synchronize")
@@ -481,8 +572,9 @@ def test_trt_refuses_an_engine_for_another_gpu_before_deserialising(fake_engine)
     assert "deserialize_cuda_engine" not in [c[0] for c in fake.calls]
 
 
-def test_trt_cuda_graph_is_captured_once_per_shape_and_recaptured_after_buffers_move(fake_engine):
-    path, fake, memory = fake_engine
+def test_trt_cuda_graph_is_captured_once_per_shape_and_recaptured_after_buffers_move(tmp_path, monkeypatch):
+    section = engine_section(backend="tensorrt", backend_version="10.3.0", compute_capabilities=[])
+    path, fake, memory = write_fake_engine(tmp_path, monkeypatch, section=section, version="10.3.0", rtx=False)
     rng = np.random.default_rng(2)
     with TensorRTRunner(path, memory=memory, cuda_graph=True) as runner:
         for batch_size in (4, 4, 2, 2, 8):

@@ -199,7 +199,8 @@ def _check_dla(settings: BuildSettings, caps, target) -> None:
         raise UsageError(f"target {target.name} has no DLA; DLA targets: "
                          + ", ".join(t for t in targets_of("tensorrt") if get_target(t).dla))
     if not caps.dla:
-        raise UsageError(f"{caps.label} cannot build for DLA (TensorRT 8.6 and 10.x on Jetson can)")
+        raise UsageError(f"{caps.label} cannot build for DLA (TensorRT 8.5 to 10.x on Jetson can, and 11.4.1 or "
+                         "later on Jetson Orin with JetPack 7.2.2 or later)")
 
 
 def _check_hardware_compatibility(settings: BuildSettings, caps, target) -> None:
@@ -316,6 +317,17 @@ def configure(trt, builder, plan: BuildPlan, settings: BuildSettings, profile: d
     return config, cache
 
 
+def check_dla_core(builder, settings: BuildSettings) -> None:
+    """The DLA core asked for must exist on this device (DeviceType.DLA exists in every TensorRT, DLA cores
+    only on Jetson/DRIVE)."""
+    if settings.dla_core is None:
+        return
+    cores = int(builder.num_DLA_cores)
+    if settings.dla_core >= cores:
+        have = f"DLA cores 0..{cores - 1}" if cores else "no DLA"
+        raise UsageError(f"DLA core {settings.dla_core} does not exist: this device has {have}")
+
+
 def dla_fallback_layers(network, config, settings: BuildSettings) -> list:
     """'name (type)' of layers that cannot run on the DLA and fall back to the GPU (none without a DLA
     core); a UsageError when some cannot and the settings do not allow the GPU fallback."""
@@ -370,7 +382,12 @@ def build_engine(onnx_path, engine_path, settings: BuildSettings = None, force=F
     with PeakMemory() as peak:
         builder = trt.Builder(logger)
         network = builder.create_network(network_flags(trt, caps, plan.strongly_typed))
+        check_dla_core(builder, settings)
         parser = trt.OnnxParser(network, logger)
+        if caps.native_instancenorm_flag and (settings.version_compatible
+                                              or settings.hardware_compatibility_level != "none"):
+            # 8.x imports InstanceNormalization as a plugin, which portable engines cannot hold
+            parser.set_flag(trt.OnnxParserFlag.NATIVE_INSTANCENORM)
         parse_onnx(parser, onnx_path, model)
         io = io_tensors(network)
         dynamic = is_dynamic(io)

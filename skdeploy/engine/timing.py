@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..errors import SkdeployError
 from ..fileio import write_bytes_atomic
+from ..log import log
 
 
 def _read(path: Path) -> bytes:
@@ -28,12 +29,16 @@ class TimingCache:
         self.saved_bytes = 0
 
     def save(self) -> None:
-        """Merge this build's cache into the file as it is now, then write it atomically."""
+        """Merge this build's cache into the file as it is now, then write it atomically. A file that another
+        TensorRT version or GPU rewrote meanwhile cannot take the entries (combine() says False): it is left
+        as it is, with a warning, rather than replaced by this build's entries alone."""
         built = self.config.get_timing_cache()
         on_disk = _read(self.path)
         merged = self.config.create_timing_cache(on_disk) if on_disk else built
-        if on_disk:
-            merged.combine(built, False)
+        if on_disk and not merged.combine(built, False):
+            log.warning(f"timing cache {self.path} now holds another TensorRT version's or GPU's entries; "
+                        "this build's were not added to it")
+            return
         data = bytes(memoryview(merged.serialize()))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(self.path, data)

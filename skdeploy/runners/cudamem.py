@@ -4,8 +4,14 @@ Two interchangeable backends: pycuda when installed (the Jetson habit), cuda-pyt
 `cuda.bindings.runtime` otherwise. Both work on the device's primary context, the one TensorRT
 itself uses, so pointers and streams from either are valid for TensorRT. Graph capture always goes
 through the runtime API (cuda-python), which accepts a pycuda stream handle as well.
+
+TensorRT uses whatever context is current in the calling thread, so every TensorRT call the runner
+makes sits inside `memory.bound()`: cuda-python selects the runner's device in that thread
+(cudaSetDevice is per thread), pycuda pushes the runner's primary context and pops it afterwards.
 """
+import contextlib
 import ctypes
+import threading
 
 import numpy as np
 
@@ -52,6 +58,11 @@ class DeviceMemory:
 
     def close(self) -> None:
         """Release the backend's own handles (not the buffers, which their owners free)."""
+
+    @contextlib.contextmanager
+    def bound(self):
+        """Make this memory's device current in the calling thread for the block (TensorRT calls go here)."""
+        yield
 
     # CUDA graphs (runtime API for both backends)
     def begin_capture(self, stream: int) -> None:
@@ -116,6 +127,12 @@ class CudaPythonMemory(DeviceMemory):
         self.index = device
         self._pinned = {}
 
+    @contextlib.contextmanager
+    def bound(self):
+        """cudaSetDevice holds per thread, and a runner may be shared by threads: select it every time."""
+        _check(_runtime().cudaSetDevice(self.index), "cudaSetDevice")
+        yield
+
     def device(self):
         rt = _runtime()
         major = _check(rt.cudaDeviceGetAttribute(rt.cudaDeviceAttr.cudaDevAttrComputeCapabilityMajor, self.index),
@@ -171,8 +188,7 @@ class PyCudaMemory(DeviceMemory):
     def __init__(self, device: int = 0):
         cuda = require("pycuda.driver")
         try:
-            cuda.init()
-            self.context = cuda.Device(device).retain_primary_context()
+            self.context = _primary_context(cuda, device)
         except cuda.Error as exc:
             raise SkdeployError(f"no usable CUDA GPU for pycuda: {exc}") from None
         self.cuda = cuda
@@ -180,9 +196,13 @@ class PyCudaMemory(DeviceMemory):
         self._streams = {}
         self._allocations = {}
 
-    def _bound(self):
+    @contextlib.contextmanager
+    def bound(self):
         self.context.push()
-        return _PopOnExit(self.cuda)
+        try:
+            yield
+        finally:
+            self.cuda.Context.pop()
 
     def device(self):
         dev = self.cuda.Device(self.index)
@@ -190,16 +210,19 @@ class PyCudaMemory(DeviceMemory):
         return {"name": dev.name(), "compute_capability": f"{major}.{minor}"}
 
     def create_stream(self):
-        with self._bound():
+        with self.bound():
             stream = self.cuda.Stream()
         self._streams[stream.handle] = stream
         return int(stream.handle)
 
     def destroy_stream(self, stream):
-        self._streams.pop(stream, None)
+        """pycuda destroys a stream when its last reference goes, and only inside its context (elsewhere it
+        warns "out-of-thread context could not be cleaned up" and leaks it): drop it while bound."""
+        with self.bound():
+            self._streams.pop(stream, None)
 
     def alloc_device(self, nbytes):
-        with self._bound():
+        with self.bound():
             allocation = self.cuda.mem_alloc(max(nbytes, 1))
         self._allocations[int(allocation)] = allocation
         return int(allocation)
@@ -207,46 +230,51 @@ class PyCudaMemory(DeviceMemory):
     def free_device(self, pointer):
         allocation = self._allocations.pop(pointer, None)
         if allocation is not None:
-            with self._bound():
+            with self.bound():
                 allocation.free()
 
     def alloc_pinned(self, nbytes):
-        with self._bound():
+        with self.bound():
             return self.cuda.pagelocked_empty(nbytes, np.uint8)
 
     def free_pinned(self, array):
         base = array.base if getattr(array, "base", None) is not None else array
         free = getattr(base, "free", None)
         if free is not None:
-            with self._bound():
+            with self.bound():
                 free()
 
     def copy_to_device(self, pointer, host, stream):
-        with self._bound():
+        with self.bound():
             self.cuda.memcpy_htod_async(pointer, host, self._streams[stream])
 
     def copy_to_host(self, host, pointer, stream):
-        with self._bound():
+        with self.bound():
             self.cuda.memcpy_dtoh_async(host, pointer, self._streams[stream])
 
     def synchronize(self, stream):
-        with self._bound():
+        with self.bound():
             self._streams[stream].synchronize()
 
     def close(self):
-        self._streams.clear()
-        self.context.detach()
+        """Drop the streams inside the context. The primary context stays retained (see _primary_context)."""
+        with self.bound():
+            self._streams.clear()
 
 
-class _PopOnExit:
-    def __init__(self, cuda):
-        self.cuda = cuda
+_PRIMARY_CONTEXTS = {}
+_PRIMARY_LOCK = threading.Lock()
 
-    def __enter__(self):
-        return self
 
-    def __exit__(self, *exc):
-        self.cuda.Context.pop()
+def _primary_context(cuda, device: int):
+    """The device's primary context, retained once per process and never detached by a runner: pycuda's
+    detach() of a primary context that is not current pushes it and releases it without popping, which
+    would leave one context on the thread's stack per runner deactivated."""
+    with _PRIMARY_LOCK:
+        if device not in _PRIMARY_CONTEXTS:
+            cuda.init()
+            _PRIMARY_CONTEXTS[device] = cuda.Device(device).retain_primary_context()
+        return _PRIMARY_CONTEXTS[device]
 
 
 def open_device_memory(prefer: str = None, device: int = 0) -> DeviceMemory:

@@ -7,15 +7,22 @@ Before deserialising, the engine's sidecar manifest (ENGINE.json) is checked aga
 and the installed TensorRT, so a mismatch is one sentence instead of a crash inside TensorRT.
 Each runner owns one execution context and one CUDA stream; pinned host buffers and device buffers
 are reused across calls and grow when a larger batch arrives. Optionally the enqueue is captured as
-a CUDA graph per input shape. Everything is released on deactivate() and, as a last resort, at exit.
+a CUDA graph per input shape (TensorRT-RTX captures natively through its runtime config). Everything
+is released on deactivate() and, as a last resort, at exit. TensorRT-RTX compiles kernels for the GPU on
+first use; its runtime cache keeps them in RUNTIME_CACHE (default ENGINE.runtime-cache, or a per-user
+cache folder when the engine's folder is read-only) so later starts skip the compilation.
 """
 import atexit
+import hashlib
+import os
 import weakref
 from pathlib import Path
 
 import numpy as np
+from rich.markup import escape
 
 from ..errors import SkdeployError, UsageError
+from ..fileio import write_bytes_atomic
 from ..log import log
 from ..manifest import load_manifest
 from ..trt import TITLES, check_compatibility, explain_incompatibility, first_installed, load_backend, sm
@@ -71,17 +78,23 @@ class TensorRTRunner(Runner):
 
     backend: "tensorrt" or "tensorrt-rtx" (default: the sidecar's); memory: a cudamem.DeviceMemory
     (default: pycuda when installed, else cuda-python); cuda_graph: capture the enqueue per input
-    shape and replay it; check_compatibility: refuse engines the sidecar says cannot run here."""
+    shape and replay it; device: the CUDA device index; check_compatibility: refuse engines the sidecar
+    says cannot run here; lean_runtime: the building TensorRT's lean runtime library
+    (libnvinfer_lean.so.N), needed by version-compatible engines built without it; runtime_cache:
+    where TensorRT-RTX keeps the kernels it compiled for this GPU (default: see the module doc)."""
 
     name = "tensorrt"
 
-    def __init__(self, engine, backend=None, memory=None, cuda_graph=False, device=0, check_compatibility=True):
+    def __init__(self, engine, backend=None, memory=None, cuda_graph=False, device=0, check_compatibility=True,
+                 lean_runtime=None, runtime_cache=None):
         super().__init__()
         self.path = Path(engine)
         self.backend = backend
         self.cuda_graph = cuda_graph
         self.device_index = device
         self.check = check_compatibility
+        self.lean_runtime = lean_runtime
+        self.runtime_cache_path = Path(runtime_cache) if runtime_cache else None
         self._given_memory = memory
         self.memory = None
         self.manifest = None
@@ -89,6 +102,8 @@ class TensorRTRunner(Runner):
 
     def _reset(self):
         self.trt = self.runtime = self.engine = self.context = None
+        self.runtime_config = self.runtime_cache = None
+        self.native_graphs = False
         self.stream = None
         self.inputs, self.outputs, self.profiles, self.buffers = [], [], {}, {}
         self.graphs = {}
@@ -114,32 +129,55 @@ class TensorRTRunner(Runner):
 
                 self.memory = open_device_memory(device=self.device_index)
             gpu = self.memory.device()
-            self.runtime = self.trt.Runtime(self.trt.Logger(self.trt.Logger.WARNING))
-            if info is None:
-                log.warning(f"no sidecar manifest beside {self.path}; cannot check it fits this GPU and {TITLES[backend]}")
-            elif self.check:
-                problems = check_compatibility(info, gpu, getattr(self.trt, "__version__", None),
-                                               getattr(self.runtime, "num_DLA_cores", 0))
-                if problems:
-                    raise SkdeployError(explain_incompatibility(self.path, info, gpu, problems))
-            self._deserialize(self.path.read_bytes(), gpu)
+            with self.memory.bound():
+                self.runtime = self.trt.Runtime(self.trt.Logger(self.trt.Logger.WARNING))
+                if info is None:
+                    log.warning(f"no sidecar manifest beside {self.path}; cannot check it fits this GPU and "
+                                f"{TITLES[backend]}")
+                elif self.check:
+                    problems = check_compatibility(info, gpu, getattr(self.trt, "__version__", None),
+                                                   getattr(self.runtime, "num_DLA_cores", 0))
+                    if problems:
+                        raise SkdeployError(explain_incompatibility(self.path, info, gpu, problems))
+                self._prepare_runtime(info or {})
+                self._deserialize(self.path.read_bytes(), gpu)
         except BaseException:
             self._release()
             raise
         _LIVE.add(self)
+
+    def _prepare_runtime(self, info: dict):
+        """What the sidecar says the runtime needs before it deserialises: the building version's lean
+        runtime (EXCLUDE_LEAN_RUNTIME plans), host code allowed (version-compatible plans carry the lean
+        runtime as host code; an engine without a sidecar may be one), and the DLA core."""
+        if info.get("lean_runtime_excluded"):
+            if not self.lean_runtime:
+                raise UsageError(f"{self.path.name} is version-compatible without its lean runtime (built with "
+                                 f"EXCLUDE_LEAN_RUNTIME); pass lean_runtime=PATH to libnvinfer_lean.so of "
+                                 f"TensorRT {info.get('backend_version', '?')}, which built it")
+            if not Path(self.lean_runtime).is_file():
+                raise UsageError(f"lean runtime {self.lean_runtime} does not exist")
+            self.runtime = self.runtime.load_runtime(str(self.lean_runtime))
+            if self.runtime is None:
+                raise SkdeployError(f"TensorRT could not load the lean runtime {self.lean_runtime} (see its log above)")
+        if info.get("version_compatible") or (not info and hasattr(self.runtime, "engine_host_code_allowed")):
+            self.runtime.engine_host_code_allowed = True  # 8.5 lacks it, and builds no version-compatible engines
+        if info.get("dla_core") is not None:
+            self.runtime.DLA_core = int(info["dla_core"])
 
     def _deserialize(self, data: bytes, gpu: dict):
         validity = getattr(self.runtime, "get_engine_validity", None)  # TensorRT-RTX has a pre-check
         if validity is not None:
             verdict, diagnostics = validity(data)
             if getattr(verdict, "name", str(verdict)) == "INVALID":
+                reasons = invalidity_reasons(self.trt, diagnostics)
                 raise SkdeployError(f"{self.path.name} cannot run on this GPU ({sm(gpu['compute_capability'])}) with "
-                                    f"{TITLES[self.name]} {self.trt.__version__}: {diagnostics}")
+                                    f"{TITLES[self.name]} {self.trt.__version__}: {reasons}")
         self.engine = self.runtime.deserialize_cuda_engine(data)
         if self.engine is None:
             raise SkdeployError(f"{TITLES[self.name]} could not deserialize {self.path} (see its log above); "
                                 "was it built by this TensorRT version for this GPU?")
-        self.context = self.engine.create_execution_context()
+        self.context = self._create_context()
         if self.context is None:
             raise SkdeployError(f"{TITLES[self.name]} could not create an execution context (out of GPU memory?)")
         self.stream = self.memory.create_stream()
@@ -156,6 +194,46 @@ class TensorRTRunner(Runner):
             else:
                 self.outputs.append(TensorSpec(tensor, shape, dtype))
 
+    def _create_context(self):
+        """TensorRT-RTX: through a runtime config that carries the runtime cache and, for CUDA graphs, its
+        native whole-graph capture (its engines allocate at run time, which a plain stream capture cannot
+        hold). Classic TensorRT: a plain execution context."""
+        if not hasattr(self.engine, "create_runtime_config"):
+            return self.engine.create_execution_context()
+        self.runtime_config = self.engine.create_runtime_config()
+        if not hasattr(self.runtime_config, "create_runtime_cache"):  # classic 10.x has the config, not the cache
+            self.runtime_config = None
+            return self.engine.create_execution_context()
+        self.runtime_cache = self.runtime_config.create_runtime_cache()
+        path = self.runtime_cache_file()
+        if path.is_file() and not self.runtime_cache.deserialize(path.read_bytes()):
+            log.warning(f"runtime cache {path} is from another TensorRT-RTX, GPU or driver; it will be rebuilt")
+        self.runtime_config.set_runtime_cache(self.runtime_cache)
+        if self.cuda_graph:
+            self.runtime_config.cuda_graph_strategy = self.trt.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE
+            self.native_graphs = True
+        return self.engine.create_execution_context(self.runtime_config)
+
+    def runtime_cache_file(self) -> Path:
+        """The runtime cache file: as given, else ENGINE.runtime-cache beside the engine where that folder is
+        writable, else one per engine path under ~/.cache/skdeploy/runtime-cache."""
+        if self.runtime_cache_path is not None:
+            return self.runtime_cache_path
+        if os.access(self.path.parent, os.W_OK):
+            return self.path.with_name(self.path.name + ".runtime-cache")
+        key = hashlib.sha256(str(self.path.resolve()).encode()).hexdigest()[:16]
+        return Path.home() / ".cache" / "skdeploy" / "runtime-cache" / f"{self.path.name}-{key}"
+
+    def _save_runtime_cache(self):
+        """Keep the kernels compiled in this session; a cache that cannot be written costs only start-up time."""
+        path = self.runtime_cache_file()
+        try:
+            data = bytes(memoryview(self.runtime_cache.serialize()))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(path, data)
+        except OSError as exc:
+            log.warning(f"could not save the runtime cache {path}: {exc.strerror or exc}")
+
     def _numpy_dtype(self, trt_dtype):
         name = getattr(trt_dtype, "name", str(trt_dtype))
         if name not in NUMPY_DTYPES:
@@ -167,14 +245,19 @@ class TensorRTRunner(Runner):
         _LIVE.discard(self)
 
     def _release(self):
-        """Free in reverse order of creation: graphs, buffers, stream, context, engine, runtime."""
+        """Save the runtime cache, then free in reverse order of creation: graphs, buffers, stream, context,
+        engine, runtime."""
         if self.memory is not None:
-            for graph in self.graphs.values():
-                self.memory.destroy_graph(graph)
-            for buffer in self.buffers.values():
-                buffer.release()
-            if self.stream is not None:
-                self.memory.destroy_stream(self.stream)
+            with self.memory.bound():
+                if self.runtime_cache is not None and self.context is not None:
+                    self._save_runtime_cache()
+                for graph in self.graphs.values():
+                    self.memory.destroy_graph(graph)
+                for buffer in self.buffers.values():
+                    buffer.release()
+                if self.stream is not None:
+                    self.memory.destroy_stream(self.stream)
+                self.context = self.engine = self.runtime = None  # TensorRT frees them with the context current
             if self._given_memory is None:
                 self.memory.close()
         self.memory = None
@@ -207,6 +290,10 @@ class TensorRTRunner(Runner):
     # ---- inference ----------------------------------------------------------------------------
     def infer_impl(self, feed):
         self.check_profile(feed)
+        with self.memory.bound():
+            return self._infer_bound(feed)
+
+    def _infer_bound(self, feed):
         shapes = {name: tuple(array.shape) for name, array in feed.items()}
         if shapes != self._bound_shapes:
             self._bind_shapes(shapes)
@@ -247,35 +334,59 @@ class TensorRTRunner(Runner):
             raise SkdeployError(f"{TITLES[self.name]} failed to enqueue inference (see its log above)")
 
     def _enqueue(self, shapes: dict):
-        if not self.cuda_graph:
+        if not self.cuda_graph or self.native_graphs:
             self._execute()
             return
         key = tuple(sorted(shapes.items()))
         if key not in self.graphs:
-            self.graphs[key] = self._capture()
-            if self.graphs[key] is None:
-                del self.graphs[key]
+            graph = self._capture()
+            if graph is None:  # fell back; the plain enqueue before the capture computed this call
                 return
+            self.graphs[key] = graph
         self.memory.launch_graph(self.graphs[key], self.stream)
 
     def _capture(self):
         """Run once (TensorRT applies shape changes on the first enqueue), then capture the enqueue.
-        An engine that cannot be captured falls back to plain enqueues with a warning."""
+        Returns the graph, or None after falling back to plain enqueues with a warning: when the context
+        says it cannot be captured on this stream (TensorRT-RTX's is_stream_capturable), the graph API
+        is missing (pycuda without cuda-python), or the enqueue or the capture fails (DLA engines, run-time
+        allocation)."""
         self._execute()
-        self.memory.begin_capture(self.stream)
+        capturable = getattr(self.context, "is_stream_capturable", None)
+        if capturable is not None and not capturable(self.stream):
+            return self._without_graphs("the execution context cannot be captured on this stream")
         try:
-            self._execute()
-        finally:
-            try:
-                graph = self.memory.end_capture(self.stream)
-            except SkdeployError as exc:
-                log.warning(f"CUDA graph capture failed ({exc}); running without CUDA graphs")
-                self.cuda_graph = False
-                graph = None
+            self.memory.begin_capture(self.stream)
+        except SkdeployError as exc:  # MissingDependency too: graphs need cuda-python
+            return self._without_graphs(str(exc))
+        enqueued = self.context.execute_async_v3(self.stream)
+        try:
+            graph = self.memory.end_capture(self.stream)
+        except SkdeployError as exc:
+            return self._without_graphs(str(exc))
+        if not enqueued:
+            self.memory.destroy_graph(graph)
+            return self._without_graphs(f"{TITLES[self.name]} could not enqueue while capturing")
         return graph
+
+    def _without_graphs(self, reason: str):
+        log.warning(f"CUDA graph capture failed ({escape(reason)}); running without CUDA graphs")
+        self.cuda_graph = False
+        return None
 
     def _drop_graphs(self):
         """Captured graphs hold the old buffer addresses; recapture after buffers move."""
         for graph in self.graphs.values():
             self.memory.destroy_graph(graph)
         self.graphs.clear()
+
+
+def invalidity_reasons(trt, diagnostics) -> str:
+    """TensorRT-RTX's get_engine_validity diagnostics bitmask in words: 'VERSION_MISMATCH, UNSUPPORTED_CC'."""
+    members = getattr(getattr(trt, "EngineInvalidityDiagnostics", None), "__members__", {})
+    bits = int(diagnostics)
+    words = [name for name, member in members.items() if bits & int(member)]
+    unknown = bits & ~sum(int(member) for member in members.values())
+    if unknown:
+        words.append(f"unknown diagnostics 0x{unknown:x}")
+    return ", ".join(words) or "no diagnostics given"

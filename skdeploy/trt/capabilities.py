@@ -1,6 +1,6 @@
 """What a loaded TensorRT module can do, decided once from the module and its version.
 
-`tensorrt` (classic: 8.6, 10.x, 11.x) and `tensorrt_rtx` share most of their Python API. Where they or
+`tensorrt` (classic: 8.5, 8.6, 10.x, 11.x) and `tensorrt_rtx` share most of their Python API. Where they or
 their versions differ, the difference is a field of `Capabilities`, derived from the module and its
 version, so the build code asks "does this backend have X" instead of scattering version checks:
 
@@ -10,12 +10,16 @@ version, so the build code asks "does this backend have X" instead of scattering
   memory pool API       set_memory_pool_limit (8.4+) or the older max_workspace_size
   compute capabilities  TensorRT-RTX builds ahead of time, without a GPU, for a list of them;
                         classic TensorRT builds for the GPU it runs on
-  DLA                   classic TensorRT before 11 (Jetson); never on RTX
+  DLA                   classic TensorRT 8.5-10.x and 11.4.1+ (Jetson Orin, JetPack 7.2.2+, strongly typed
+                        only); none in 11.0-11.3 nor on RTX, although every one has DeviceType.DLA. Whether
+                        the device has DLA cores is asked at build time (builder.num_DLA_cores)
+  NATIVE_INSTANCENORM   8.x parser flag that version/hardware-compatible builds need (the default from 10.0)
   portability           hardware compatibility levels and version-compatible (lean runtime) engines are
                         classic TensorRT's; TensorRT-RTX 1.7 ignores the level with a warning and has no
                         lean runtime, its engines are portable through the compute-capability list
   timing cache          classic TensorRT; TensorRT-RTX keeps the calls as no-ops (deprecated since 1.2)
 """
+import re
 from dataclasses import dataclass
 
 HARDWARE_COMPATIBILITY = {"none": "NONE", "ampere-plus": "AMPERE_PLUS", "same-cc": "SAME_COMPUTE_CAPABILITY"}
@@ -37,10 +41,21 @@ class Capabilities:
     exclude_lean_runtime: bool
     optimization_level: bool
     timing_cache: bool
+    native_instancenorm_flag: bool  # 8.x: OnnxParserFlag.NATIVE_INSTANCENORM must be set for portable builds
 
     @property
     def label(self) -> str:
         return f"{self.backend} {self.version}"
+
+
+# DLA builds: through 10.x; again from 11.4.1 (Orin, JetPack 7.2.2+)
+DLA_RETURNS_IN = (11, 4, 1)
+
+
+def version_tuple(text) -> tuple:
+    """'10.3.0.26' -> (10, 3, 0); missing parts are 0."""
+    parts = [int(part) for part in re.findall(r"\d+", str(text))[:3]]
+    return tuple(parts + [0] * (3 - len(parts)))
 
 
 def _members(enum) -> set:
@@ -77,11 +92,13 @@ def capabilities_of(module, backend: str) -> Capabilities:
         precision_flags=tuple(f for f in ("FP16", "INT8") if f in builder_flags and strong_typing != "always"),
         memory_pool_limit=hasattr(config_type, "set_memory_pool_limit"),
         compute_capabilities=tuple(compute_capability_name(m) for m in ccs) if rtx else (),
-        dla=not rtx and major < 11 and "DLA" in _members(getattr(module, "DeviceType", None)),
+        dla=not rtx and (major < 11 or version_tuple(version) >= DLA_RETURNS_IN),
         hardware_compatibility=() if rtx else tuple(
             name for name, member in HARDWARE_COMPATIBILITY.items() if member in levels),
         version_compatible=not rtx and "VERSION_COMPATIBLE" in builder_flags,
         exclude_lean_runtime=not rtx and "EXCLUDE_LEAN_RUNTIME" in builder_flags,
         optimization_level=hasattr(config_type, "builder_optimization_level"),
         timing_cache=not rtx and hasattr(config_type, "create_timing_cache"),
+        native_instancenorm_flag=not rtx and major < 10
+        and "NATIVE_INSTANCENORM" in _members(getattr(module, "OnnxParserFlag", None)),
     )

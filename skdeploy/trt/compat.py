@@ -1,8 +1,8 @@
 """Can an engine run here? Its sidecar's "engine" section against the installed TensorRT, the GPU and
 its DLA cores, answered as readable reasons before TensorRT is asked to deserialise anything."""
-import re
 from pathlib import Path
 
+from .capabilities import version_tuple
 from .probe import BACKENDS, EXTRAS, TITLES
 
 # version-compatible engines may cross these major versions (build major -> runtime major)
@@ -14,14 +14,10 @@ def sm(compute_capability: str) -> str:
     return "sm_" + str(compute_capability).replace(".", "")
 
 
-def _version_tuple(text) -> tuple:
-    return tuple(int(part) for part in re.findall(r"\d+", str(text))[:3])
-
-
 def versions_compatible(backend: str, built: str, runtime: str, version_compatible: bool) -> bool:
     """TensorRT-RTX engines run only on the release that built them; classic TensorRT engines too,
     unless built version-compatible (then any newer runtime of the same or the next supported major)."""
-    built_v, have_v = _version_tuple(built), _version_tuple(runtime)
+    built_v, have_v = version_tuple(built), version_tuple(runtime)
     if backend == "tensorrt" and version_compatible:
         return have_v >= built_v and (have_v[:1] == built_v[:1] or (built_v[0], have_v[0]) in _CROSS_MAJOR)
     return built_v == have_v
@@ -62,7 +58,7 @@ def check_compatibility(engine: dict, gpu: dict, installed_version, dla_cores: i
         here = f"this GPU is {sm(cc)}" + (f" ({gpu['name']})" if gpu.get("name") else "")
         wanted = [str(c) for c in engine.get("compute_capabilities") or []]
         if engine.get("hardware_compatibility") == "ampere-plus":
-            if _version_tuple(cc) < (8, 0):
+            if version_tuple(cc) < (8, 0):
                 problems.append(here + ", older than the Ampere GPUs an ampere-plus engine needs")
         elif wanted and str(cc) not in wanted:
             problems.append(here)
