@@ -16,7 +16,8 @@ from pathlib import Path
 from rich.markup import escape
 
 from ..errors import MissingDependency, SkdeployError, UsageError
-from ..fileio import atomic_path, check_output_path
+from ..fileio import atomic_path, output_transaction
+from ..manifest import manifest_path
 from ..log import log
 from ..onnx.io import load_onnx
 from ..trt import BACKENDS, HARDWARE_COMPATIBILITY, first_installed, load_backend
@@ -358,7 +359,12 @@ def build_engine(onnx_path, engine_path, settings: BuildSettings = None, force=F
     """Build `onnx_path` as it is into `engine_path` (raw serialized engine) plus ENGINE.json. An FP32 ONNX whose precision the backend takes from the graph is refused: calibrate it first
     (skdeploy.pipeline.build does, for `skdeploy build-engine --int8/--fp16`)."""
     settings = settings or BuildSettings()
-    onnx_path, engine_path = Path(onnx_path), check_output_path(engine_path, force)
+    engine_path = Path(engine_path)
+    with output_transaction([engine_path, manifest_path(engine_path)], force):
+        return _build(Path(onnx_path), engine_path, settings)
+
+
+def _build(onnx_path: Path, engine_path: Path, settings: BuildSettings) -> BuildResult:
     model = load_onnx(onnx_path)
     trt, plan = _prepare(model, settings)
     caps = plan.caps

@@ -71,17 +71,20 @@ class TensorRTRunner(Runner):
 
     backend: "tensorrt" or "tensorrt-rtx" (default: the sidecar's); memory: a cudamem.DeviceMemory
     (default: pycuda when installed, else cuda-python); cuda_graph: capture the enqueue per input
-    shape and replay it; check_compatibility: refuse engines the sidecar says cannot run here."""
+    shape and replay it; check_compatibility: refuse engines the sidecar says cannot run here; verify:
+    refuse an engine that is not the file its sidecar describes (sha256; None: manifest.hash_checks)."""
 
     name = "tensorrt"
 
-    def __init__(self, engine, backend=None, memory=None, cuda_graph=False, device=0, check_compatibility=True):
+    def __init__(self, engine, backend=None, memory=None, cuda_graph=False, device=0, check_compatibility=True,
+                 verify=None):
         super().__init__()
         self.path = Path(engine)
         self.backend = backend
         self.cuda_graph = cuda_graph
         self.device_index = device
         self.check = check_compatibility
+        self.verify = verify
         self._given_memory = memory
         self.memory = None
         self.manifest = None
@@ -99,8 +102,12 @@ class TensorRTRunner(Runner):
     def activate_impl(self):
         if not self.path.is_file():
             raise UsageError(f"engine {self.path} does not exist")
-        self.manifest = load_manifest(self.path, required=False)
+        self.manifest = load_manifest(self.path, required=False, verify=self.verify)
         info = (self.manifest or {}).get("engine")
+        if self.manifest is not None and info is None:
+            kind = (self.manifest.get("artifact") or {}).get("kind", "unknown")
+            raise SkdeployError(f"{self.path}'s manifest describes an {kind} artifact, not an engine; "
+                                "is it another file renamed?")
         backend = self.backend or (info or {}).get("backend") or first_installed()
         if backend is None:
             raise SkdeployError("neither tensorrt nor tensorrt_rtx is installed; install one with: "

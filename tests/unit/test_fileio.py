@@ -22,7 +22,6 @@ from onnx import TensorProto, helper, numpy_helper
 from skdeploy.errors import SkdeployError, UsageError
 from skdeploy.fileio import atomic_path, check_output_path, sha256_file, write_bytes_atomic, write_text_atomic
 
-MULTI_FILE_DEFECT = "issue 10 item 5: multi-file outputs are not one transaction yet"
 DISK_FULL = os.strerror(errno.ENOSPC)
 
 
@@ -303,7 +302,6 @@ def test_export_manifest_write_failing_leaves_no_manifest_and_no_temporary(tmp_p
     assert "m.onnx.json" not in files_in(tmp_path) and temporary_files(tmp_path) == []
 
 
-@pytest.mark.xfail(strict=True, reason=MULTI_FILE_DEFECT)
 def test_export_manifest_write_failing_leaves_no_onnx_either(tmp_path, monkeypatch):
     fail_rename_onto(monkeypatch, "m.onnx.json")
     with pytest.raises(SkdeployError):
@@ -330,15 +328,13 @@ def test_calibrate_writes_four_files(tmp_path):
                                                               "out.onnx.ranges.json"])
 
 
-@pytest.mark.parametrize("failing, kept", [
-    ("out.onnx.ranges.json", []),
-    ("out.onnx.calib.table", ["out.onnx.ranges.json"]),  # the ranges cache stays: a rerun reuses it
-])
-def test_calibrate_early_write_failing_leaves_only_the_ranges_cache(tmp_path, monkeypatch, failing, kept):
+@pytest.mark.parametrize("failing", ["out.onnx", "out.onnx.calib.table", "out.onnx.ranges.json", "out.onnx.json"])
+def test_calibrate_any_write_failing_leaves_only_its_inputs(tmp_path, monkeypatch, failing):
+    """The four files are one transaction: the ranges cache goes too (issue 10 item 5 lists it as a leftover)."""
     fail_rename_onto(monkeypatch, failing)
     with pytest.raises(SkdeployError, match=f"cannot write .*{failing}: {DISK_FULL}"):
         calibrate_tiny(tmp_path)
-    assert files_in(tmp_path) == sorted(CALIBRATION_INPUTS + kept)
+    assert files_in(tmp_path) == CALIBRATION_INPUTS
 
 
 def test_calibrate_manifest_write_failing_leaves_no_manifest_and_no_temporary(tmp_path, monkeypatch):
@@ -347,14 +343,6 @@ def test_calibrate_manifest_write_failing_leaves_no_manifest_and_no_temporary(tm
         calibrate_tiny(tmp_path)
     assert "out.onnx.json" not in files_in(tmp_path) and temporary_files(tmp_path) == []
 
-
-@pytest.mark.xfail(strict=True, reason=MULTI_FILE_DEFECT)
-@pytest.mark.parametrize("failing", ["out.onnx", "out.onnx.json"])
-def test_calibrate_late_write_failing_leaves_no_table_and_no_onnx(tmp_path, monkeypatch, failing):
-    fail_rename_onto(monkeypatch, failing)
-    with pytest.raises(SkdeployError):
-        calibrate_tiny(tmp_path)
-    assert files_in(tmp_path) == sorted(CALIBRATION_INPUTS + ["out.onnx.ranges.json"])
 
 
 # ---- build-engine: the engine, then ENGINE.json; the timing cache ------------------------------------
@@ -387,7 +375,6 @@ def test_build_engine_sidecar_write_failing_leaves_no_sidecar_and_no_temporary(t
     assert "x.engine.json" not in files_in(tmp_path) and temporary_files(tmp_path) == []
 
 
-@pytest.mark.xfail(strict=True, reason=MULTI_FILE_DEFECT)
 def test_build_engine_sidecar_write_failing_leaves_no_engine_either(tmp_path, monkeypatch):
     fail_rename_onto(monkeypatch, "x.engine.json")
     with pytest.raises(SkdeployError):
