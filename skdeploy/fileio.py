@@ -122,9 +122,8 @@ def readable_path(path) -> Path:
     """Where `path`'s content is now: its temporary file while the running transaction has it staged (a
     later step of the same command reads it there), else `path` itself."""
     transaction = _ACTIVE.get()
-    if transaction is not None and transaction.holds(Path(path)):
-        return transaction.staged.get(Path(path), Path(path))
-    return Path(path)
+    own = transaction.entry(path) if transaction is not None else None
+    return transaction.staged.get(own, Path(path)) if own is not None else Path(path)
 
 
 class OutputLock:
@@ -178,16 +177,22 @@ class OutputTransaction:
     def include(self, paths, force: bool) -> None:
         """Add outputs (a later stage of the same command), each checked before any work is done."""
         for path in map(Path, paths):
-            if path not in self.paths:
+            if not self.holds(path):
                 self.paths.append(check_output_path(path, force))
 
-    def holds(self, path: Path) -> bool:
-        return Path(path) in self.paths
+    def entry(self, path):
+        """The output `path` names however it is spelled (relative or absolute), else None."""
+        absolute = os.path.abspath(path)
+        return next((own for own in self.paths if os.path.abspath(own) == absolute), None)
 
-    def stage(self, path: Path) -> Path:
-        if path not in self.staged:
-            self.staged[path] = _temporary_beside(path)
-        return self.staged[path]
+    def holds(self, path) -> bool:
+        return self.entry(path) is not None
+
+    def stage(self, path) -> Path:
+        own = self.entry(path)
+        if own not in self.staged:
+            self.staged[own] = _temporary_beside(own)
+        return self.staged[own]
 
     def commit(self) -> None:
         """Rename every staged file into place; if one rename fails, put back what was there before."""

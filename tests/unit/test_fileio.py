@@ -207,6 +207,14 @@ def test_a_second_writer_of_the_same_output_fails_at_once(tmp_path):
     contextvars.Context().run(second_command)  # and the output is free again
 
 
+def test_a_transaction_knows_its_outputs_however_they_are_spelled(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with output_transaction(["m.onnx"]):
+        write_bytes_atomic(tmp_path / "m.onnx", b"model")  # absolute here, relative when the command began
+        assert readable_path("./m.onnx").read_bytes() == b"model"
+    assert files_in(tmp_path) == ["m.onnx"]
+
+
 def test_a_nested_transaction_joins_the_outer_one(tmp_path):
     engine, calibrated = tmp_path / "x.engine", tmp_path / "x.int8.onnx"
     with output_transaction([engine]) as outer:
