@@ -61,7 +61,9 @@ class LazyGroup(click.Group):
                 return super().invoke(ctx)
         except SkdeployError as exc:
             raise CommandFailed(in_flags(str(exc)), exc.exit_code) from None
-        except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
+        except KeyboardInterrupt:  # the outputs' transaction has already removed its temporary files
+            raise CommandFailed("interrupted", 130) from None
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as exc:  # a bug: one line unless debugging
             if os.environ.get("SKDEPLOY_DEBUG"):

@@ -12,15 +12,16 @@ import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
 from .compare import compare_outputs, merge_comparisons
 from .deps import require
 from .errors import SkdeployError, UsageError
-from .fileio import check_output_path
+from .fileio import output_transaction
 from .log import log
-from .manifest import StageResult, add_stage, write_manifest
+from .manifest import StageResult, add_stage, manifest_path, write_manifest
 from .models.entry import new_manifest
 from .onnx.io import graph_inputs, io_spec, node_counts, opset_of, save_onnx
 from .reference import Reference, reference_of
@@ -161,8 +162,13 @@ def dataset_images(config, count=8):
 
 
 def export_model(loaded, output, settings: ExportSettings, force=False) -> ExportResult:
-    """Export `loaded` (models.LoadedModel) to `output` plus its manifest."""
-    output = check_output_path(output, force)
+    """Export `loaded` (models.LoadedModel) to `output` plus its manifest, both or neither."""
+    output = Path(output)
+    with output_transaction([output, manifest_path(output)], force):
+        return _export(loaded, output, settings)
+
+
+def _export(loaded, output: Path, settings: ExportSettings) -> ExportResult:
     started = time.time()
     input_shape = tuple(loaded.config.input_size)
     with log.status(f"exporting {loaded.spec} with the {settings.exporter} exporter"):
@@ -202,6 +208,8 @@ def export_model(loaded, output, settings: ExportSettings, force=False) -> Expor
 
 
 def write_onnx_and_manifest(model, output, manifest: dict) -> None:
-    """The ONNX first, then its manifest, which records the ONNX's sha256."""
-    save_onnx(model, output)
-    write_manifest(output, manifest, kind="onnx")
+    """The ONNX and its manifest, which records the ONNX's sha256: both appear, or neither (its callers
+    checked that they may be replaced)."""
+    with output_transaction([output, manifest_path(output)], force=True):
+        save_onnx(model, output)
+        write_manifest(output, manifest, kind="onnx")

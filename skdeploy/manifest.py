@@ -10,18 +10,22 @@ Layout (format "skdeploy-manifest/1"; see docs/manifest.md):
   stages         [{stage, skdeploy_version, time, ...settings and results}] oldest first
 Each stage copies its input's manifest (models.entry.derive_manifest), points `artifact` at its own
 output and appends its result's record, so the newest manifest tells the whole history of how an
-artifact was made.
+artifact was made. Reading a manifest checks its artifact against the recorded sha256 (`verify_artifact`),
+unless a caller turns the check off for a block (`hash_checks(False)`, the CLI's --no-verify).
 """
+import contextlib
+import contextvars
 import datetime
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
-from .errors import UsageError
-from .fileio import sha256_file, write_text_atomic
+from .errors import SkdeployError, UsageError
+from .fileio import readable_path, sha256_file, write_text_atomic
 
 FORMAT = "skdeploy-manifest/1"
+_CHECK_HASHES = contextvars.ContextVar("skdeploy_check_hashes", default=True)
 
 
 def manifest_path(artifact) -> Path:
@@ -43,20 +47,59 @@ class StageResult:
         raise NotImplementedError
 
 
-def load_manifest(artifact, required: bool = True):
-    """The manifest beside `artifact`, or None when absent and not required."""
+@contextlib.contextmanager
+def hash_checks(enabled: bool):
+    """Whether reading a manifest checks its artifact's sha256, for the length of a block (default: on)."""
+    token = _CHECK_HASHES.set(enabled)
+    try:
+        yield
+    finally:
+        _CHECK_HASHES.reset(token)
+
+
+def verify_artifact(artifact, manifest: dict, verify: bool = None) -> None:
+    """Fail when `artifact` is not the file its manifest describes: truncated, changed, or the manifest
+    belongs to another file. `verify` None follows hash_checks; a missing artifact is left to its reader."""
+    if not (_CHECK_HASHES.get() if verify is None else verify):
+        return
+    record = manifest.get("artifact")
+    recorded = record.get("sha256") if isinstance(record, dict) else None
+    if not isinstance(recorded, str) or not readable_path(artifact).is_file():
+        return
+    actual = sha256_file(artifact)
+    if actual != recorded:
+        raise SkdeployError(f"{artifact} does not match its manifest {manifest_path(artifact).name}: sha256 "
+                            f"{actual[:12]}, recorded {recorded[:12]} (the file changed or the manifest belongs "
+                            "to another file; `verify=False` skips this check)")
+
+
+def verify_beside(artifact) -> None:
+    """verify_artifact against the manifest beside `artifact`, when it has a readable one (the stage that
+    reads the manifest reports an unreadable one)."""
+    try:
+        manifest = load_manifest(artifact, required=False, verify=False)
+    except UsageError:
+        return
+    if manifest is not None:
+        verify_artifact(artifact, manifest)
+
+
+def load_manifest(artifact, required: bool = True, verify: bool = None):
+    """The manifest beside `artifact`, or None when absent and not required; its artifact's sha256 is
+    checked (verify_artifact)."""
     path = manifest_path(artifact)
-    if not path.exists():
+    if not readable_path(path).exists():
         if required:
             raise UsageError(f"no manifest beside {artifact} (expected {path}); "
                              "it is written by 'skdeploy export' and every later stage")
         return None
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(readable_path(path).read_text())
     except (OSError, ValueError) as exc:
         raise UsageError(f"manifest {path} is unreadable: {exc}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise UsageError(f"{path} is not a skdeploy manifest (format {FORMAT})")
+    verify_artifact(artifact, data, verify)
     return data
 
 

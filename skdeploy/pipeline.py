@@ -13,18 +13,21 @@ from pathlib import Path
 
 from .engine import BuildResult, BuildSettings, build_engine, plan_onnx
 from .errors import SkdeployError, UsageError
-from .fileio import check_output_path
+from .fileio import output_transaction
+from .manifest import manifest_path
 
 
 def build(onnx_path, engine_path, settings: BuildSettings = None, force=False) -> BuildResult:
     """What `skdeploy build-engine` does: calibrate first when the build needs it, then build. The
-    calibrated ONNX lands beside the engine as ENGINE_STEM.PRECISION.onnx."""
+    calibrated ONNX lands beside the engine as ENGINE_STEM.PRECISION.onnx. Every file of the build, the
+    calibration's included, appears when the engine does, or none does."""
     settings = settings or BuildSettings()
-    engine_path = check_output_path(engine_path, force)
-    plan = plan_onnx(onnx_path, settings)
-    if plan.needs_calibration:
-        onnx_path = calibrate_for(onnx_path, engine_path, plan.precision, settings, force)
-    return build_engine(onnx_path, engine_path, settings, force=force)
+    engine_path = Path(engine_path)
+    with output_transaction([engine_path, manifest_path(engine_path)], force):
+        plan = plan_onnx(onnx_path, settings)
+        if plan.needs_calibration:
+            onnx_path = calibrate_for(onnx_path, engine_path, plan.precision, settings, force)
+        return build_engine(onnx_path, engine_path, settings, force=force)
 
 
 def calibrate_for(onnx_path, engine_path: Path, precision: str, settings: BuildSettings, force) -> Path:

@@ -4,6 +4,7 @@ that runs a real engine where TensorRT and a GPU exist.
 
 Each RTX configuration is built once per session (`rtx_build`); the tests read its sidecar field by field.
 """
+import hashlib
 import json
 import os
 import shutil
@@ -212,7 +213,8 @@ def test_rtx_sidecar_rewrites_a_previous_version_model_entry(tmp_path):
     """Earlier versions wrote engine sidecars of bare ONNX files without `input_size` and with {} for unknown
     preprocessing; a stage reading such a manifest carries it on in the current form."""
     source = tiny_onnx(tmp_path / "m.onnx")
-    previous = {"format": "skdeploy-manifest/1", "artifact": {"file": "m.onnx", "kind": "onnx", "sha256": "0"},
+    sha256 = hashlib.sha256(source.read_bytes()).hexdigest()
+    previous = {"format": "skdeploy-manifest/1", "artifact": {"file": "m.onnx", "kind": "onnx", "sha256": sha256},
                 "model": {"spec": None, "checkpoint": None, "kwargs": {}, "num_classes": None, "dataset": None},
                 "preprocessing": {}, "inputs": [], "outputs": [], "stages": [{"stage": "optimize", "passes": []}]}
     (tmp_path / "m.onnx.json").write_text(json.dumps(previous))

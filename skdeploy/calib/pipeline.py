@@ -8,14 +8,15 @@ ranges cache and TensorRT calibration table.
 """
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from onnx import TensorProto
 
 from ..data import InputShape, Preprocessing, default_calibration_path, open_source, select_calibration
 from ..errors import SkdeployError, UsageError
-from ..fileio import check_output_path, sha256_file
+from ..fileio import output_transaction, sha256_file
 from ..log import log
-from ..manifest import StageResult, add_stage, load_manifest, write_manifest
+from ..manifest import StageResult, add_stage, load_manifest, manifest_path, write_manifest
 from ..models.entry import ModelEntry, derive_manifest, new_manifest
 from ..onnx.index import GraphIndex
 from ..onnx.io import io_spec, load_onnx, node_counts, opset_of, save_onnx
@@ -314,8 +315,20 @@ def _build_fp16(model, ranges, settings, evaluation) -> tuple:
 
 
 def calibrate_model(input_onnx, output_onnx, settings: CalibrationSettings, force=False) -> CalibrationResult:
-    """Calibrate `input_onnx` (FP32) into `output_onnx`, written with its manifest."""
-    output = check_output_path(output_onnx, force)
+    """Calibrate `input_onnx` (FP32) into `output_onnx`, written with its manifest, ranges cache and (INT8)
+    TensorRT table: all of them, or none."""
+    output = Path(output_onnx)
+    with output_transaction(calibration_outputs(output, settings.precision), force):
+        return _calibrate(input_onnx, output, settings)
+
+
+def calibration_outputs(output: Path, precision: str) -> list:
+    """Every file calibrating into `output` writes, the manifest last."""
+    table = [cache.table_path(output)] if precision == "int8" else []
+    return [output, *table, cache.ranges_path(output), manifest_path(output)]
+
+
+def _calibrate(input_onnx, output: Path, settings: CalibrationSettings) -> CalibrationResult:
     started = time.time()
     model = load_onnx(input_onnx)
     _check_fp32(model, input_onnx)

@@ -18,5 +18,19 @@ def json_option(func):
     return wrapper
 
 
+def verify_option(func):
+    """--no-verify: read artifacts without checking them against their manifests' sha256."""
+
+    @click.option("--no-verify", is_flag=True, help="Skip checking each artifact's sha256 against its manifest.")
+    @functools.wraps(func)
+    def wrapper(*args, no_verify=False, **kwargs):
+        from ..manifest import hash_checks
+
+        with hash_checks(not no_verify):
+            return func(*args, **kwargs)
+
+    return wrapper
+
+
 def force_option(func):
     return click.option("--force", is_flag=True, help="Overwrite existing outputs.")(func)

@@ -2,7 +2,7 @@ import click
 
 from .. import ui
 from ..errors import UsageError
-from . import json_option
+from . import json_option, verify_option
 
 
 def parse_batches(text) -> tuple:
@@ -23,6 +23,7 @@ def parse_batches(text) -> tuple:
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Weights for a PyTorch model name target.")
 @click.option("--threads", type=int, default=0, help="CPU threads for onnxruntime/PyTorch (0: their default).")
 @click.option("--cuda-graph", is_flag=True, help="TensorRT: capture and replay the enqueue as a CUDA graph.")
+@verify_option
 @json_option
 def command(targets, batches, iterations, warmup, with_torch, checkpoint, threads, cuda_graph, as_json):
     """Latency p50/p90/p99 and throughput per batch size of ONNX models, engines or PyTorch models.

@@ -7,7 +7,7 @@ import click
 from .. import ui
 from ..engine.targets import TARGETS
 from ..errors import UsageError
-from . import force_option, json_option
+from . import force_option, json_option, verify_option
 
 DEFAULT_FOLDER = Path("engines")
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6, "mib": 2**20,
@@ -60,6 +60,7 @@ def default_output(onnx_path, target, precision) -> Path:
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Engine path (default engines/MODEL-TARGET[-PRECISION].engine); the sidecar is OUTPUT.json.")
 @force_option
+@verify_option
 @json_option
 def command(onnx_path, precision, calib_data, calib_images, backend, target, compute_capabilities, min_batch, opt_batch, max_batch,
             workspace, timing_cache, dla_core, gpu_fallback, version_compatible, exclude_lean_runtime,

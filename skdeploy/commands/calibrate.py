@@ -2,7 +2,7 @@ import click
 
 from .. import ui
 from ..errors import UsageError
-from . import force_option, json_option
+from . import force_option, json_option, verify_option
 
 
 def _floats(text, option):
@@ -56,6 +56,7 @@ def _crop(text):
 @click.option("--crop", help="Models without a manifest: crop N or HxW (default: the input size).")
 @click.option("--channel-order", type=click.Choice(["RGB", "BGR", "GRAY"]), help="Models without a manifest.")
 @force_option
+@verify_option
 @json_option
 def command(model, precision, output, calib_data, calib_images, holdout_images, method, percentile, bins,
             max_top1_drop, fallback, keep_fp32, fp16_io, seed, batch_size, memory_mb, trt_version, no_cache,

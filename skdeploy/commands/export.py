@@ -64,9 +64,11 @@ def command(arch, spec, model_kwargs, checkpoint, input_shape, batch, dynamic_ba
     """
     from ..export import ExportSettings, export_model
     from ..fileio import check_output_path
+    from ..manifest import manifest_path
     from ..models import load_model
 
-    check_output_path(output, force)
+    for path in (output, manifest_path(output)):  # before the model loads; export checks again under a lock
+        check_output_path(path, force)
     settings = ExportSettings(batch=batch, dynamic_batch=dynamic_batch, opset=opset, exporter=exporter,
                               simplify=not no_simplify, fold_bn=not no_fold_bn, sk_rewrite=not no_sk_rewrite)
     shape = parse_input_shape(input_shape) if input_shape else None

@@ -1,7 +1,7 @@
 import click
 
 from .. import ui
-from . import json_option
+from . import json_option, verify_option
 
 
 def _stage_summary(stage: dict) -> str:
@@ -20,6 +20,7 @@ def _stage_summary(stage: dict) -> str:
 
 @click.command("inspect")
 @click.argument("artifact", type=click.Path(dir_okay=False))
+@verify_option
 @json_option
 def command(artifact, as_json):
     """Show the manifest that travels beside an ONNX file or engine: what made it and how.

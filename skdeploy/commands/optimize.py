@@ -2,7 +2,7 @@ import click
 
 from .. import ui
 from ..errors import UsageError
-from . import force_option, json_option
+from . import force_option, json_option, verify_option
 
 
 @click.command("optimize")
@@ -11,6 +11,7 @@ from . import force_option, json_option
 @click.option("--no-fold-bn", is_flag=True, help="Keep BatchNormalization nodes.")
 @click.option("--no-sk-rewrite", is_flag=True, help="Keep the SK softmax-select as exported.")
 @force_option
+@verify_option
 @json_option
 def command(source, output, no_fold_bn, no_sk_rewrite, force, as_json):
     """Run the graph passes on an ONNX file exported elsewhere: fold BatchNorm, rewrite SK selects.
@@ -27,10 +28,12 @@ def command(source, output, no_fold_bn, no_sk_rewrite, force, as_json):
     """
     from ..fileio import check_output_path
     from ..graph import optimize_onnx, show_passes
+    from ..manifest import manifest_path
 
     if no_fold_bn and no_sk_rewrite:
         raise UsageError("--no-fold-bn with --no-sk-rewrite leaves no pass to run")
-    check_output_path(output, force)
+    for path in (output, manifest_path(output)):
+        check_output_path(path, force)
     result = optimize_onnx(source, output, fold_bn=not no_fold_bn, sk_rewrite=not no_sk_rewrite, force=force)
     if as_json:
         ui.emit_json({"output": str(output), "manifest": str(output) + ".json",

@@ -1,7 +1,9 @@
+import contextlib
+
 import click
 
 from .. import ui
-from . import force_option, json_option
+from . import force_option, json_option, verify_option
 
 
 @click.command("validate")
@@ -23,6 +25,7 @@ from . import force_option, json_option
               help="Store the FP32 outputs, the inputs' sha256 and labels in this .npz for later runs without PyTorch.")
 @click.option("--report", type=click.Path(dir_okay=False), help="Write a self-contained HTML report here.")
 @force_option
+@verify_option
 @json_option
 def command(reference, checkpoint, candidates, data, limit, batch, max_top1_drop, min_agreement, save_reference,
             report, force, as_json):
@@ -40,18 +43,18 @@ def command(reference, checkpoint, candidates, data, limit, batch, max_top1_drop
       skdeploy validate --reference sknet50 --checkpoint sknet50.pth --candidate sknet50.onnx --data val_images/
     """
     from ..errors import SkdeployError
-    from ..fileio import check_output_path
+    from ..fileio import output_transaction
     from ..validate import ValidateSettings, validate
 
-    if report:
-        check_output_path(report, force)
     settings = ValidateSettings(max_top1_drop=max_top1_drop, min_agreement=min_agreement, batch=batch, limit=limit)
-    result = validate(candidates, reference=reference, checkpoint=checkpoint, data=data, settings=settings,
-                      save_reference_to=save_reference, force=force)
-    if report:
-        from ..report import write_report
+    outputs = [path for path in (report, save_reference) if path]
+    with output_transaction(outputs, force) if outputs else contextlib.nullcontext():
+        result = validate(candidates, reference=reference, checkpoint=checkpoint, data=data, settings=settings,
+                          save_reference_to=save_reference, force=force)
+        if report:
+            from ..report import write_report
 
-        write_report(report, result)
+            write_report(report, result)
     if as_json:
         ui.emit_json(dict(result.record(), report=str(report)) if report else result.record())
     else:

@@ -16,12 +16,14 @@ from pathlib import Path
 from rich.markup import escape
 
 from ..errors import MissingDependency, SkdeployError, UsageError
-from ..fileio import atomic_path, check_output_path
+from ..fileio import atomic_path, output_transaction, readable_path
+from ..manifest import manifest_path
 from ..log import log
 from ..onnx.io import load_onnx
 from ..trt import BACKENDS, HARDWARE_COMPATIBILITY, first_installed, load_backend
 from .memory import PeakMemory
-from .network import batch_profile, capturing_logger, io_tensors, is_dynamic, network_flags, parse_onnx
+from .network import (batch_profile, capturing_logger, interruptible_build, io_tensors, is_dynamic, network_flags,
+                      parse_onnx)
 from .sidecar import BuildResult, write_sidecar
 from .targets import get_target, targets_of
 from .timing import TimingCache
@@ -341,11 +343,11 @@ def dla_fallback_layers(network, config, settings: BuildSettings) -> list:
     return fallback
 
 
-def serialize(builder, network, config, plan: BuildPlan, logger, onnx_name: str):
+def serialize(trt, builder, network, config, plan: BuildPlan, logger, onnx_name: str):
     """The builder's serialized engine, or an SkdeployError with the builder's last errors."""
     with log.status(f"building {plan.precision} engine for {plan.target} with {plan.caps.label}"
                     + (f" (compute capabilities {', '.join(plan.compute_capabilities)})"
-                       if plan.compute_capabilities else "")):
+                       if plan.compute_capabilities else "")), interruptible_build(trt, config):
         serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         detail = "; ".join(logger.errors[-3:]) or "the builder gave no reason"
@@ -370,7 +372,12 @@ def build_engine(onnx_path, engine_path, settings: BuildSettings = None, force=F
     """Build `onnx_path` as it is into `engine_path` (raw serialized engine) plus ENGINE.json. An FP32 ONNX whose precision the backend takes from the graph is refused: calibrate it first
     (skdeploy.pipeline.build does, for `skdeploy build-engine --int8/--fp16`)."""
     settings = settings or BuildSettings()
-    onnx_path, engine_path = Path(onnx_path), check_output_path(engine_path, force)
+    engine_path = Path(engine_path)
+    with output_transaction([engine_path, manifest_path(engine_path)], force):
+        return _build(Path(onnx_path), engine_path, settings)
+
+
+def _build(onnx_path: Path, engine_path: Path, settings: BuildSettings) -> BuildResult:
     model = load_onnx(onnx_path)
     trt, plan = _prepare(model, settings)
     caps = plan.caps
@@ -388,7 +395,7 @@ def build_engine(onnx_path, engine_path, settings: BuildSettings = None, force=F
                                               or settings.hardware_compatibility_level != "none"):
             # 8.x imports InstanceNormalization as a plugin, which portable engines cannot hold
             parser.set_flag(trt.OnnxParserFlag.NATIVE_INSTANCENORM)
-        parse_onnx(parser, onnx_path, model)
+        parse_onnx(parser, readable_path(onnx_path), model)  # a calibration of this command: still staged
         io = io_tensors(network)
         dynamic = is_dynamic(io)
         if not dynamic and any(v is not None for v in (settings.min_batch, settings.opt_batch, settings.max_batch)):
@@ -396,7 +403,7 @@ def build_engine(onnx_path, engine_path, settings: BuildSettings = None, force=F
         profile = batch_profile(io, plan.batches if dynamic else None)
         config, cache = configure(trt, builder, plan, settings, profile, dynamic)
         fallback = dla_fallback_layers(network, config, settings)
-        serialized = serialize(builder, network, config, plan, logger, onnx_path.name)
+        serialized = serialize(trt, builder, network, config, plan, logger, onnx_path.name)
         with atomic_path(engine_path) as tmp:
             Path(tmp).write_bytes(memoryview(serialized))
         if cache:

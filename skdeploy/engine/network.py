@@ -2,6 +2,10 @@
 
 Everything here works the same for `tensorrt` and `tensorrt_rtx`; `trt` is whichever module builds.
 """
+import contextlib
+import signal
+import threading
+
 from ..errors import SkdeployError, UsageError
 
 DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "UINT8": "uint8",
@@ -24,6 +28,43 @@ def capturing_logger(trt):
                 self.warnings.append(str(message))
 
     return CapturingLogger()
+
+
+@contextlib.contextmanager
+def interruptible_build(trt, config):
+    """Ctrl-C during a build. Python raises KeyboardInterrupt in whatever Python code runs next, which during
+    a build is TensorRT's callback into our logger: TensorRT swallows it there and builds on. So here SIGINT
+    is only noted, a progress monitor (where the backend has one) cancels the build at its next step, and
+    KeyboardInterrupt is raised once the builder has returned."""
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    interrupted = []
+    monitor = None
+    if hasattr(trt, "IProgressMonitor") and hasattr(config, "progress_monitor"):
+        class CancelOnInterrupt(trt.IProgressMonitor):
+            def __init__(self):
+                trt.IProgressMonitor.__init__(self)
+
+            def phase_start(self, phase_name, parent_phase, num_steps):
+                pass
+
+            def step_complete(self, phase_name, step):
+                return not interrupted  # False cancels the build
+
+            def phase_finish(self, phase_name):
+                pass
+
+        monitor = CancelOnInterrupt()
+        config.progress_monitor = monitor
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if interrupted:
+        raise KeyboardInterrupt
 
 
 def network_flags(trt, caps, strongly_typed: bool) -> int:

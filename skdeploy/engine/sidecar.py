@@ -4,7 +4,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..fileio import sha256_file
+from ..fileio import readable_path, sha256_file
 from ..log import log
 from ..manifest import StageResult, add_stage, last_stage, load_manifest, manifest_path, write_manifest
 from ..models.entry import ModelEntry, derive_manifest, new_manifest
@@ -75,7 +75,7 @@ def write_sidecar(engine_path: Path, onnx_path: Path, plan, settings, *, io, pro
                   build_seconds, peak_rss_mb, warnings, timing_cache) -> BuildResult:
     """Derive the manifest, fill the engine section, add the build stage and write ENGINE.json atomically."""
     manifest = source_manifest(onnx_path)
-    has_manifest = manifest_path(onnx_path).exists()
+    has_manifest = readable_path(manifest_path(onnx_path)).exists()
     engine = EngineSection(
         backend=plan.backend,
         backend_version=plan.caps.version,
@@ -100,7 +100,7 @@ def write_sidecar(engine_path: Path, onnx_path: Path, plan, settings, *, io, pro
         workspace_bytes=settings.workspace,
         build_seconds=build_seconds,
         peak_rss_mb=peak_rss_mb,
-        engine_bytes=engine_path.stat().st_size,
+        engine_bytes=readable_path(engine_path).stat().st_size,
         warnings=list(warnings),
     )
     result = BuildResult(engine_path, settings, engine)

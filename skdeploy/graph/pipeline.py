@@ -8,9 +8,9 @@ import numpy as np
 from .. import ui
 from ..compare import compare_outputs, merge_comparisons
 from ..errors import SkdeployError
-from ..fileio import check_output_path, sha256_file
+from ..fileio import output_transaction, sha256_file
 from ..log import log
-from ..manifest import StageResult, add_stage, load_manifest, write_manifest
+from ..manifest import StageResult, add_stage, load_manifest, manifest_path, write_manifest
 from ..models.entry import ModelEntry, derive_manifest, new_manifest
 from ..onnx.io import graph_inputs, io_spec, load_onnx, node_counts, opset_of, save_onnx
 from ..onnx.run import run_model
@@ -115,9 +115,14 @@ def optimize_onnx(source, output, fold_bn=True, sk_rewrite=True, force=False, to
 
     Nothing is written unless the whole optimized model matches the input in onnxruntime.
     """
+    output = Path(output)
+    with output_transaction([output, manifest_path(output)], force):
+        return _optimize(source, output, fold_bn, sk_rewrite, tolerance)
+
+
+def _optimize(source, output: Path, fold_bn, sk_rewrite, tolerance) -> OptimizeResult:
     import onnx
 
-    output = check_output_path(output, force)
     started = time.time()
     model = load_onnx(source)
     manifest = _manifest_for(source, model)

@@ -6,15 +6,17 @@ from pathlib import Path
 import onnx
 
 from ..errors import SkdeployError
-from ..fileio import atomic_path, existing_file
+from ..fileio import atomic_path, existing_file, readable_path
+from ..manifest import verify_beside
 
 EXTERNAL_DATA_ABOVE = 2_000_000_000  # bytes: protobuf cannot serialise a larger model in one message
 
 
 def load_onnx(path, load_weights=True):
     path = existing_file(path)
+    verify_beside(path)
     try:
-        model = onnx.load(str(path), load_external_data=load_weights)
+        model = onnx.load(str(readable_path(path)), load_external_data=load_weights)
     except Exception as exc:  # protobuf raises DecodeError and friends, not a common base
         raise SkdeployError(f"{path} is not a readable ONNX model ({type(exc).__name__}: "
                             f"{str(exc).splitlines()[0] if str(exc) else 'truncated or corrupt'})") from None

@@ -33,11 +33,12 @@ def runner_kind(target) -> str:
     return "pytorch"
 
 
-def load_runner(target, **options) -> Runner:
+def load_runner(target, verify: bool = True, **options) -> Runner:
     """A runner for an ONNX file, an engine file, or a model name/spec (PyTorch, shipped weights).
 
     The runner carries `manifest` (the artifact's manifest, or None), from which classify() takes the
-    preprocessing and class names. Options go to the runner's constructor."""
+    preprocessing and class names. The file must match the sha256 its manifest records unless `verify`
+    is False. Options go to the runner's constructor."""
     from ..errors import UsageError
     from ..manifest import load_manifest
 
@@ -51,8 +52,11 @@ def load_runner(target, **options) -> Runner:
 
     if not Path(target).is_file():
         raise UsageError(f"{target} does not exist")
+    manifest = load_manifest(target, required=False, verify=verify)
+    if kind == "tensorrt":
+        options["verify"] = verify
     runner = __getattr__("OnnxRuntimeRunner" if kind == "onnxruntime" else "TensorRTRunner")(target, **options)
-    runner.manifest = load_manifest(target, required=False)
+    runner.manifest = manifest
     return runner
 
 

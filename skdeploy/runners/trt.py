@@ -81,12 +81,13 @@ class TensorRTRunner(Runner):
     shape and replay it; device: the CUDA device index; check_compatibility: refuse engines the sidecar
     says cannot run here; lean_runtime: the building TensorRT's lean runtime library
     (libnvinfer_lean.so.N), needed by version-compatible engines built without it; runtime_cache:
-    where TensorRT-RTX keeps the kernels it compiled for this GPU (default: see the module doc)."""
+    where TensorRT-RTX keeps the kernels it compiled for this GPU (default: see the module doc); verify:
+    refuse an engine that is not the file its sidecar describes (sha256; None: manifest.hash_checks)."""
 
     name = "tensorrt"
 
     def __init__(self, engine, backend=None, memory=None, cuda_graph=False, device=0, check_compatibility=True,
-                 lean_runtime=None, runtime_cache=None):
+                 lean_runtime=None, runtime_cache=None, verify=None):
         super().__init__()
         self.path = Path(engine)
         self.backend = backend
@@ -95,6 +96,7 @@ class TensorRTRunner(Runner):
         self.check = check_compatibility
         self.lean_runtime = lean_runtime
         self.runtime_cache_path = Path(runtime_cache) if runtime_cache else None
+        self.verify = verify
         self._given_memory = memory
         self.memory = None
         self.manifest = None
@@ -114,8 +116,12 @@ class TensorRTRunner(Runner):
     def activate_impl(self):
         if not self.path.is_file():
             raise UsageError(f"engine {self.path} does not exist")
-        self.manifest = load_manifest(self.path, required=False)
+        self.manifest = load_manifest(self.path, required=False, verify=self.verify)
         info = (self.manifest or {}).get("engine")
+        if self.manifest is not None and info is None:
+            kind = (self.manifest.get("artifact") or {}).get("kind", "unknown")
+            raise SkdeployError(f"{self.path}'s manifest describes an {kind} artifact, not an engine; "
+                                "is it another file renamed?")
         backend = self.backend or (info or {}).get("backend") or first_installed()
         if backend is None:
             raise SkdeployError("neither tensorrt nor tensorrt_rtx is installed; install one with: "

@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from skdeploy.errors import SkdeployError, UsageError
-from skdeploy.fileio import atomic_path, check_output_path, sha256_file, write_bytes_atomic, write_text_atomic
+from skdeploy.fileio import (atomic_path, check_output_path, output_transaction, readable_path, sha256_file,
+                             write_bytes_atomic, write_text_atomic)
 
-MULTI_FILE_DEFECT = "issue 10 item 5: multi-file outputs are not one transaction yet"
 DISK_FULL = os.strerror(errno.ENOSPC)
 
 
@@ -121,6 +121,108 @@ def test_check_output_path_unwritable_folder(tmp_path, monkeypatch):
     with pytest.raises(SkdeployError) as failure:
         check_output_path(tmp_path / "out.onnx", force=False)
     assert failure.value.exit_code == 1 and str(failure.value) == f"output folder {tmp_path} is not writable"
+
+
+@pytest.mark.parametrize("make", [lambda path: os.mkfifo(path), lambda path: os.symlink("/dev/null", path),
+                                  lambda path: os.symlink(path.parent / "missing", path)],
+                         ids=["fifo", "link to a device", "dangling link"])
+def test_check_output_path_force_refuses_what_is_not_a_regular_file(tmp_path, make):
+    target = tmp_path / "out.html"
+    make(target)
+    with pytest.raises(UsageError) as failure:
+        check_output_path(target, force=True)
+    assert str(failure.value) == f"{target} is not a regular file; `force=True` replaces only regular files"
+
+
+def test_check_output_path_force_accepts_a_link_to_a_regular_file(tmp_path):
+    (tmp_path / "real.onnx").write_bytes(b"old")
+    os.symlink(tmp_path / "real.onnx", tmp_path / "link.onnx")
+    assert check_output_path(tmp_path / "link.onnx", force=True) == tmp_path / "link.onnx"
+
+
+# ---- output_transaction: one command's outputs ----------------------------------------------------
+def test_transaction_outputs_appear_together_when_the_block_ends(tmp_path):
+    model, manifest = tmp_path / "m.onnx", tmp_path / "m.onnx.json"
+    with output_transaction([model, manifest]):
+        write_bytes_atomic(model, b"model")
+        write_text_atomic(manifest, "{}")
+        assert not model.exists() and not manifest.exists()
+        assert readable_path(model).read_bytes() == b"model"  # a later step of the command reads it there
+        assert sha256_file(model) == hashlib.sha256(b"model").hexdigest()
+        assert ".m.onnx.lock" in files_in(tmp_path) and len(temporary_files(tmp_path)) == 2
+    assert files_in(tmp_path) == ["m.onnx", "m.onnx.json"]
+    assert model.read_bytes() == b"model" and manifest.read_text() == "{}"
+
+
+@pytest.mark.parametrize("failure", [ZeroDivisionError, KeyboardInterrupt])
+def test_transaction_failure_keeps_the_older_files_and_removes_every_temporary(tmp_path, failure):
+    model, manifest = tmp_path / "m.onnx", tmp_path / "m.onnx.json"
+    model.write_bytes(b"old model")
+    manifest.write_bytes(b"old manifest")
+    with pytest.raises(failure):
+        with output_transaction([model, manifest], force=True):
+            write_bytes_atomic(model, b"new model")
+            raise failure()
+    assert files_in(tmp_path) == ["m.onnx", "m.onnx.json"]
+    assert model.read_bytes() == b"old model" and manifest.read_bytes() == b"old manifest"
+
+
+def test_transaction_failed_rename_puts_back_the_files_already_renamed(tmp_path, monkeypatch):
+    model, manifest = tmp_path / "m.onnx", tmp_path / "m.onnx.json"
+    model.write_bytes(b"old model")
+    manifest.write_bytes(b"old manifest")
+    fail_rename_onto(monkeypatch, "m.onnx.json")  # m.onnx is renamed first, then the disk is full
+    with pytest.raises(SkdeployError, match=f"cannot write {manifest}: {DISK_FULL}"):
+        with output_transaction([model, manifest], force=True):
+            write_bytes_atomic(model, b"new model")
+            write_bytes_atomic(manifest, b"new manifest")
+    assert files_in(tmp_path) == ["m.onnx", "m.onnx.json"]
+    assert model.read_bytes() == b"old model" and manifest.read_bytes() == b"old manifest"
+
+
+def test_transaction_checks_every_output_before_the_block_runs(tmp_path):
+    (tmp_path / "m.onnx.json").write_bytes(b"keep")
+    ran = []
+    with pytest.raises(UsageError, match=r"m\.onnx\.json already exists; pass `force=True`"):
+        with output_transaction([tmp_path / "m.onnx", tmp_path / "m.onnx.json"]):
+            ran.append(True)
+    assert ran == [] and files_in(tmp_path) == ["m.onnx.json"]
+
+
+def test_a_second_writer_of_the_same_output_fails_at_once(tmp_path):
+    import contextvars
+
+    model = tmp_path / "m.onnx"
+
+    def second_command():  # a fresh context: no transaction to join, as in another process
+        with output_transaction([model]):
+            pass
+
+    with output_transaction([model]):
+        with pytest.raises(SkdeployError) as failure:
+            contextvars.Context().run(second_command)
+    assert str(failure.value) == (f"another skdeploy command is writing {model} now; wait for it to finish, "
+                                  "or choose another output")
+    assert files_in(tmp_path) == []  # the lock file goes with the transaction
+    contextvars.Context().run(second_command)  # and the output is free again
+
+
+def test_a_transaction_knows_its_outputs_however_they_are_spelled(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with output_transaction(["m.onnx"]):
+        write_bytes_atomic(tmp_path / "m.onnx", b"model")  # absolute here, relative when the command began
+        assert readable_path("./m.onnx").read_bytes() == b"model"
+    assert files_in(tmp_path) == ["m.onnx"]
+
+
+def test_a_nested_transaction_joins_the_outer_one(tmp_path):
+    engine, calibrated = tmp_path / "x.engine", tmp_path / "x.int8.onnx"
+    with output_transaction([engine]) as outer:
+        with output_transaction([calibrated]) as inner:
+            write_bytes_atomic(calibrated, b"int8")
+        assert inner is outer and not calibrated.exists()
+        write_bytes_atomic(engine, readable_path(calibrated).read_bytes() + b" engine")
+    assert engine.read_bytes() == b"int8 engine" and files_in(tmp_path) == ["x.engine", "x.int8.onnx"]
 
 
 # ---- atomic_path and the write helpers -----------------------------------------------------------
@@ -303,7 +405,6 @@ def test_export_manifest_write_failing_leaves_no_manifest_and_no_temporary(tmp_p
     assert "m.onnx.json" not in files_in(tmp_path) and temporary_files(tmp_path) == []
 
 
-@pytest.mark.xfail(strict=True, reason=MULTI_FILE_DEFECT)
 def test_export_manifest_write_failing_leaves_no_onnx_either(tmp_path, monkeypatch):
     fail_rename_onto(monkeypatch, "m.onnx.json")
     with pytest.raises(SkdeployError):
@@ -330,15 +431,13 @@ def test_calibrate_writes_four_files(tmp_path):
                                                               "out.onnx.ranges.json"])
 
 
-@pytest.mark.parametrize("failing, kept", [
-    ("out.onnx.ranges.json", []),
-    ("out.onnx.calib.table", ["out.onnx.ranges.json"]),  # the ranges cache stays: a rerun reuses it
-])
-def test_calibrate_early_write_failing_leaves_only_the_ranges_cache(tmp_path, monkeypatch, failing, kept):
+@pytest.mark.parametrize("failing", ["out.onnx", "out.onnx.calib.table", "out.onnx.ranges.json", "out.onnx.json"])
+def test_calibrate_any_write_failing_leaves_only_its_inputs(tmp_path, monkeypatch, failing):
+    """The four files are one transaction: the ranges cache goes too (issue 10 item 5 lists it as a leftover)."""
     fail_rename_onto(monkeypatch, failing)
     with pytest.raises(SkdeployError, match=f"cannot write .*{failing}: {DISK_FULL}"):
         calibrate_tiny(tmp_path)
-    assert files_in(tmp_path) == sorted(CALIBRATION_INPUTS + kept)
+    assert files_in(tmp_path) == CALIBRATION_INPUTS
 
 
 def test_calibrate_manifest_write_failing_leaves_no_manifest_and_no_temporary(tmp_path, monkeypatch):
@@ -347,14 +446,6 @@ def test_calibrate_manifest_write_failing_leaves_no_manifest_and_no_temporary(tm
         calibrate_tiny(tmp_path)
     assert "out.onnx.json" not in files_in(tmp_path) and temporary_files(tmp_path) == []
 
-
-@pytest.mark.xfail(strict=True, reason=MULTI_FILE_DEFECT)
-@pytest.mark.parametrize("failing", ["out.onnx", "out.onnx.json"])
-def test_calibrate_late_write_failing_leaves_no_table_and_no_onnx(tmp_path, monkeypatch, failing):
-    fail_rename_onto(monkeypatch, failing)
-    with pytest.raises(SkdeployError):
-        calibrate_tiny(tmp_path)
-    assert files_in(tmp_path) == sorted(CALIBRATION_INPUTS + ["out.onnx.ranges.json"])
 
 
 # ---- build-engine: the engine, then ENGINE.json; the timing cache ------------------------------------
@@ -387,7 +478,6 @@ def test_build_engine_sidecar_write_failing_leaves_no_sidecar_and_no_temporary(t
     assert "x.engine.json" not in files_in(tmp_path) and temporary_files(tmp_path) == []
 
 
-@pytest.mark.xfail(strict=True, reason=MULTI_FILE_DEFECT)
 def test_build_engine_sidecar_write_failing_leaves_no_engine_either(tmp_path, monkeypatch):
     fail_rename_onto(monkeypatch, "x.engine.json")
     with pytest.raises(SkdeployError):
