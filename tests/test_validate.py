@@ -122,7 +122,9 @@ def test_validate_passes_and_reports_every_metric(candidates):
     assert metrics["agreement"] == 1.0 and metrics["top5_overlap"] == 1.0 and metrics["max_abs"] < 1e-3
     assert metrics["cosine_min"] > 0.9999 and metrics["snr_db"] > 60
     assert metrics["top1"] == report["reference"]["top1"] and metrics["top1_drop"] == 0.0
-    assert [c["name"] for c in candidate["checks"]] == ["top-1 agreement", "top-1 drop (points)"]
+    assert [c["name"] for c in candidate["checks"]] == ["non-finite outputs", "top-1 agreement", "cosine", "SNR dB",
+                                                       "top-1 drop (points)", "manifest preprocessing"]
+    assert all(c["passed"] for c in candidate["checks"])
     assert len(candidate["per_class_agreement"]) == 10
 
 
@@ -140,7 +142,7 @@ def test_validate_api_returns_typed_verdicts_whose_record_is_the_json(candidates
     assert result.thresholds is settings and result.saved_reference is None
     assert result.samples.inputs.shape == (LIMIT, 1, 32, 32) and result.data["count"] == LIMIT
     shown = run_cli("validate", "--candidate", candidates["fp32"], "--candidate", candidates["noisy"], "--limit", LIMIT,
-                    "--max-top1-drop", 100, "--min-agreement", 0, "--json")
+                    "--max-top1-drop", 100, "--min-agreement", 0, "--min-cosine", -1, "--min-snr-db", -1000, "--json")
     assert shown.exit_code == 0, shown.stderr
     on_screen = json_result(shown)
     assert list(on_screen) == ["reference", "data", "thresholds", "candidates", "saved_reference", "passed"]
