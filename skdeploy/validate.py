@@ -183,10 +183,9 @@ def preprocessing_check(manifest, used: Preprocessing):
         return None
     recorded, expected = Preprocessing.from_dict(recorded).to_dict(), used.to_dict()
     differing = [key for key in expected if recorded[key] != expected[key]]
-    value = "; ".join(f"{key} {recorded[key]}" for key in differing) or "as the reference"
-    limit = "; ".join(f"{key} {expected[key]}" for key in differing) or "as the reference"
-    return {"name": "manifest preprocessing", "value": value, "limit": f"the reference's {limit}", "rule": "==",
-            "passed": not differing}
+    value = "; ".join(f"{key} {recorded[key]}" for key in differing) or "every field"
+    limit = "the reference's " + ("; ".join(f"{key} {expected[key]}" for key in differing) or "fields")
+    return {"name": "manifest preprocessing", "value": value, "limit": limit, "rule": "==", "passed": not differing}
 
 
 def recorded_top1_check(manifest, top1: float, count: int):

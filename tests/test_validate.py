@@ -176,7 +176,8 @@ def test_saved_reference_validates_without_pytorch(candidates, tmp_path):
     # a fresh interpreter in which importing torch fails: the base install on a Jetson
     code = ("import sys; sys.modules['torch'] = None; from skdeploy.cli import main; "
             f"sys.argv = ['skdeploy', 'validate', '--reference', {str(reference)!r}, '--candidate', "
-            f"{str(candidates['noisy'])!r}, '--json', '--min-agreement', '0', '--max-top1-drop', '100']; main()")
+            f"{str(candidates['noisy'])!r}, '--json', '--min-agreement', '0', '--max-top1-drop', '100', "
+            "'--min-cosine', '-1', '--min-snr-db', '-1000']; main()")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=dict(os.environ, SKDEPLOY_DEBUG="1"))
     assert run.returncode == 0, run.stderr
@@ -184,7 +185,7 @@ def test_saved_reference_validates_without_pytorch(candidates, tmp_path):
     assert report["reference"]["kind"] == "saved" and report["data"]["count"] == LIMIT
     assert 0 < report["candidates"][0]["metrics"]["agreement"] <= 1
     direct = run_cli("validate", "--candidate", candidates["noisy"], "--limit", LIMIT, "--json",
-                     "--min-agreement", "0", "--max-top1-drop", "100")
+                     "--min-agreement", "0", "--max-top1-drop", "100", "--min-cosine", "-1", "--min-snr-db", "-1000")
     assert json_result(direct)["candidates"][0]["metrics"] == pytest.approx(report["candidates"][0]["metrics"])
     other = run_cli("validate", "--reference", reference, "--candidate", candidates["fp32"], "--limit", LIMIT // 2)
     assert other.exit_code == 2 and "input sha256 differs" in other.stderr
