@@ -38,7 +38,7 @@ class Reference:
     preprocessing: dict
     loaded: object = None  # models.LoadedModel for kind "pytorch"
     saved: dict = field(default_factory=dict)  # logits, labels, inputs_sha256, meta for kind "saved"
-    preprocessing_known: bool = True  # False for a user model given by spec: its preprocessing is a default
+    preprocessing_known: bool = True  # False for user model code: its preprocessing is a default guess
 
     def runner(self, threads: int = 0):
         """A TorchRunner over the FP32 PyTorch model; a saved reference has none."""
@@ -59,18 +59,20 @@ class Reference:
 
 
 def reference_of(loaded) -> Reference:
-    """The reference for an already loaded PyTorch model (models.LoadedModel)."""
+    """The reference for an already loaded PyTorch model (models.LoadedModel). The preprocessing of user
+    model code is a default guess (ImageNet's, or derived from the input shape), not the model's own."""
+    from .models import is_model_code
+
     source = f"{loaded.spec}" + (f" ({loaded.checkpoint['path']})" if loaded.checkpoint else " (random weights)")
-    return Reference(source, "pytorch", loaded.entry(), loaded.config.preprocessing.to_dict(), loaded)
+    return Reference(source, "pytorch", loaded.entry(), loaded.config.preprocessing.to_dict(), loaded,
+                     preprocessing_known=not is_model_code(loaded.spec))
 
 
 def reference_from_model(spec, checkpoint=None, input_shape=None, model_kwargs=None, pretrained=True) -> Reference:
     from .models import load_model
 
-    reference = reference_of(load_model(spec=spec, checkpoint=checkpoint, input_shape=input_shape,
-                                        model_kwargs=model_kwargs, pretrained=pretrained))
-    reference.preprocessing_known = ":" not in str(spec) or str(spec).startswith("timm:")
-    return reference
+    return reference_of(load_model(spec=spec, checkpoint=checkpoint, input_shape=input_shape,
+                                   model_kwargs=model_kwargs, pretrained=pretrained))
 
 
 def reference_from_manifest(artifact, same_weights: bool = False, trust_model_code: bool = False) -> Reference:

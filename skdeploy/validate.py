@@ -286,7 +286,7 @@ def _existing_candidates(candidates, save_reference_to, force) -> list:
 
 def _data_preprocessing(ref, manifests: dict) -> Preprocessing:
     """The reference's preprocessing, which its model or saved outputs fix; the first candidate's manifest's
-    only when the reference is a user model given by spec (whose preprocessing is a default guess)."""
+    when the reference is user model code (whose preprocessing is a default guess)."""
     recorded = next((m["preprocessing"] for m in manifests.values() if m and m.get("preprocessing")), None)
     if recorded and not ref.preprocessing_known:
         return Preprocessing.from_dict(recorded)

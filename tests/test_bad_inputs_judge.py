@@ -14,6 +14,7 @@ from onnx import numpy_helper
 from PIL import Image
 
 from bad_input_cases import DEMO_CHECKPOINT, DEMO_IMAGES, DEMO_ONNX, Case, run_case
+from skdeploy.fileio import sha256_file
 from skdeploy.manifest import load_manifest, write_manifest
 
 VALIDATE_DEMO = ("validate", "--candidate", f"{{ws}}/{DEMO_ONNX}", "--data", f"{{ws}}/{DEMO_IMAGES}")
@@ -77,12 +78,16 @@ def tampered_mean_std(manifest, workspace):
 
 
 def model_code_that_leaves_a_marker(manifest, workspace):
+    """Model code that builds the demo network (the workspace's checkpoint fits it) and, on import, writes
+    a marker file: what any code in a .py file a manifest names could do."""
     (workspace / "evil.py").write_text(
         f"open({str(workspace / MARKER)!r}, 'w').write('imported')\n"
         "def build(**kwargs):\n"
         "    from skdeploy.models import build_model\n"
         "    return build_model('sknet-fmnist', pretrained=False)\n")
-    manifest["model"]["spec"] = f"{workspace / 'evil.py'}:build"
+    checkpoint = workspace / DEMO_CHECKPOINT
+    manifest["model"].update(spec=f"{workspace / 'evil.py'}:build",
+                             checkpoint={"path": str(checkpoint), "sha256": sha256_file(checkpoint)})
 
 
 def nan_reference(workspace):
@@ -169,9 +174,11 @@ def test_trusted_model_code_is_imported(workspace):
     from skdeploy.cli import cli
 
     edit_manifest(model_code_that_leaves_a_marker)(workspace)
-    args = [str(a).format(ws=workspace) for a in VALIDATE_DEMO] + ["--trust-model-code", "--limit", "2"]
-    CliRunner().invoke(cli, args)
+    args = [str(a).format(ws=workspace) for a in VALIDATE_DEMO] + ["--trust-model-code", "--limit", "4", "--json"]
+    result = CliRunner().invoke(cli, args)
     assert (workspace / MARKER).read_text() == "imported"
+    assert result.exit_code == 0, result.stderr  # the user's own model with the checkpoint is the demo model
+    assert json.loads(result.stdout)["candidates"][0]["metrics"]["agreement"] == 1.0
 
 
 def sixteen_bit_copy(workspace):

@@ -176,8 +176,12 @@ def load_from_manifest(manifest: dict, artifact, trust_model_code: bool = False)
         if file is None:
             raise UsageError(f"checkpoint {checkpoint['path']} recorded in the manifest of {artifact.name} is not "
                              "here; pass `reference=MODEL` `checkpoint=PATH`, or `reference=ref.npz`")
-    return load_model(spec=model.spec, checkpoint=file, model_kwargs=model.kwargs or None,
-                      input_shape=tuple(model.input_size) if model.input_size else None)
+    loaded = load_model(spec=model.spec, checkpoint=file, model_kwargs=model.kwargs or None,
+                        input_shape=tuple(model.input_size) if model.input_size else None)
+    if loaded.checkpoint is None:  # shipped weights recorded for a model that has none
+        raise UsageError(f"the manifest of {artifact.name} records shipped weights ({checkpoint['path']}) for "
+                         f"{model.spec}, which has none; pass `reference=MODEL` `checkpoint=PATH`")
+    return loaded
 
 
 def build_model(name=DEMO_MODEL, pretrained=True, **kwargs):
