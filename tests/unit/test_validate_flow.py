@@ -166,6 +166,43 @@ def test_precision_and_preprocessing_come_from_the_candidates_manifest(setup):
     assert result.data["class_names"][:2] == ["T-shirt/top", "Trouser"] and len(result.data["class_names"]) == 10
 
 
+def test_a_manifest_whose_preprocessing_is_not_the_saved_references_fails(setup):
+    """The float inputs pass through unchanged, so only the manifests' comparison can see the change."""
+    _, exact, reference, data = setup
+    manifest = {"format": FORMAT, "model": {"spec": "tiny"}, "preprocessing": {**PREPROCESSING, "std": [0.5]},
+                "stages": []}
+    (exact.parent / "exact.onnx.json").write_text(json.dumps(manifest))
+    result = validate([exact], reference=reference, data=data)
+    (candidate,) = result.candidates
+    assert candidate.failed_checks() == [{"name": "manifest preprocessing", "value": "std [0.5]",
+                                          "limit": "the reference's std [1.0]", "rule": "==", "passed": False}]
+    assert candidate.failure_reasons() == "manifest preprocessing std [0.5] vs the reference's std [1.0]"
+    assert result.data["preprocessing"]["std"] == [1.0] and not result.passed
+
+
+@pytest.mark.parametrize("recorded, limit, passes", [
+    (1.0, 10.0, False),  # no spread at p = 1: rough's 25 points below are over the 10 allowed
+    (0.9, 10.0 + 3 * math.sqrt(0.9 * 0.1 / 4) * 100, True)])  # 15 points below, 10 + 45 allowed
+def test_labelled_top1_far_below_the_recorded_one_fails(setup, recorded, limit, passes):
+    rough, _, reference, data = setup
+    manifest = {"format": FORMAT, "model": {"spec": "tiny"}, "preprocessing": PREPROCESSING,
+                "stages": [{"stage": "calibrate", "precision": "int8", "accuracy": {"top1": recorded}}]}
+    (rough.parent / "rough.onnx.json").write_text(json.dumps(manifest))
+    (candidate,) = validate([rough], reference=reference, data=data).candidates
+    below = check(candidate, "top-1 below the recorded (points)")
+    assert below["value"] == pytest.approx((recorded - 0.75) * 100)
+    assert below["limit"] == pytest.approx(limit) and below["passed"] is passes
+
+
+def test_nan_in_the_inputs_is_refused_naming_the_first_sample(setup, tmp_path):
+    rough, _, reference, _ = setup
+    inputs = INPUTS.copy()
+    inputs[1, 0, 0, 1] = np.nan
+    inputs[3, 0, 1, 0] = np.inf
+    with pytest.raises(UsageError, match="holds NaN or Inf in 2 samples, the first is sample 1"):
+        validate([rough], reference=reference, data=data_file(tmp_path / "nan.npz", inputs))
+
+
 def test_without_labels_no_accuracy_is_checked(tmp_path):
     data = data_file(tmp_path / "data.npz", labels=None)
     reference = saved_reference(tmp_path / "ref.npz", data, labels=None)
