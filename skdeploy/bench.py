@@ -124,16 +124,18 @@ def target_runner(target, checkpoint=None, runner_options=None):
 
 
 def bench(targets, settings: BenchSettings = None, checkpoint=None, runner_options=None,
-          reference=False) -> BenchResult:
+          reference=False, trust_model_code=False) -> BenchResult:
     """Benchmark every target with the same settings; rows carry speedup vs the first one benchmarked
-    (the PyTorch model of the first artifact's manifest when `reference`)."""
+    (the PyTorch model of the first artifact's manifest when `reference`; model code it names is
+    imported only with `trust_model_code`)."""
     settings = settings or BenchSettings()
     targets = [str(t) for t in targets]
     if not targets:
         raise UsageError("give at least one ONNX file, engine or model name to benchmark")
     threads = (runner_options or {}).get("threads", 0)
     plan = [(f"pytorch:{Path(targets[0]).name}",
-             lambda: (reference_from_manifest(targets[0]).runner(threads), "fp32"))] if reference else []
+             lambda: (reference_from_manifest(targets[0], trust_model_code=trust_model_code).runner(threads),
+                      "fp32"))] if reference else []
     plan += [(target, lambda target=target: target_runner(target, checkpoint, runner_options)) for target in targets]
     timed = []
     for label, make in plan:

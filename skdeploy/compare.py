@@ -30,7 +30,13 @@ def top_k(logits: np.ndarray, k: int) -> np.ndarray:
 
 
 def logit_agreement(reference: np.ndarray, candidate: np.ndarray) -> dict:
-    """How close two (N, classes) logit arrays are: absolute error, cosine similarity, SNR in dB."""
+    """How close two (N, classes) logit arrays are: absolute error, cosine similarity, SNR in dB.
+    NaN or Inf in either gives NaN metrics, quietly (validate fails such a candidate on its own check)."""
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        return _logit_agreement(reference, candidate)
+
+
+def _logit_agreement(reference, candidate) -> dict:
     reference = np.asarray(reference, dtype=np.float64)
     candidate = np.asarray(candidate, dtype=np.float64)
     base = compare_outputs(reference, candidate)
@@ -65,8 +71,10 @@ def accuracy(logits: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
 
 
 def error_histogram(reference, candidate, bins: int = 24) -> dict:
-    """Counts of |candidate - reference| per logit in log-spaced bins from 1e-7 up to the largest error."""
+    """Counts of |candidate - reference| per logit in log-spaced bins from 1e-7 up to the largest error;
+    NaN and Inf errors have no bin and are left out (the verdict counts them)."""
     errors = np.abs(np.asarray(candidate, np.float64) - np.asarray(reference, np.float64)).ravel()
+    errors = errors[np.isfinite(errors)]
     top = max(float(errors.max()) if errors.size else 0.0, 1e-6)
     edges = np.logspace(-7, np.log10(top) + 1e-9, bins + 1)
     counts, _ = np.histogram(np.clip(errors, edges[0], edges[-1]), bins=edges)

@@ -38,6 +38,7 @@ class Reference:
     preprocessing: dict
     loaded: object = None  # models.LoadedModel for kind "pytorch"
     saved: dict = field(default_factory=dict)  # logits, labels, inputs_sha256, meta for kind "saved"
+    preprocessing_known: bool = True  # False for user model code: its preprocessing is a default guess
 
     def runner(self, threads: int = 0):
         """A TorchRunner over the FP32 PyTorch model; a saved reference has none."""
@@ -58,9 +59,13 @@ class Reference:
 
 
 def reference_of(loaded) -> Reference:
-    """The reference for an already loaded PyTorch model (models.LoadedModel)."""
+    """The reference for an already loaded PyTorch model (models.LoadedModel). The preprocessing of user
+    model code is a default guess (ImageNet's, or derived from the input shape), not the model's own."""
+    from .models import is_model_code
+
     source = f"{loaded.spec}" + (f" ({loaded.checkpoint['path']})" if loaded.checkpoint else " (random weights)")
-    return Reference(source, "pytorch", loaded.entry(), loaded.config.preprocessing.to_dict(), loaded)
+    return Reference(source, "pytorch", loaded.entry(), loaded.config.preprocessing.to_dict(), loaded,
+                     preprocessing_known=not is_model_code(loaded.spec))
 
 
 def reference_from_model(spec, checkpoint=None, input_shape=None, model_kwargs=None, pretrained=True) -> Reference:
@@ -70,16 +75,17 @@ def reference_from_model(spec, checkpoint=None, input_shape=None, model_kwargs=N
                                    model_kwargs=model_kwargs, pretrained=pretrained))
 
 
-def reference_from_manifest(artifact, same_weights: bool = False) -> Reference:
+def reference_from_manifest(artifact, same_weights: bool = False, trust_model_code: bool = False) -> Reference:
     """The PyTorch model a manifest says its artifact was exported from, with the same checkpoint file.
-    A checkpoint changed since (another sha256) is a warning, or an SkdeployError with `same_weights`."""
+    A checkpoint changed since (another sha256) is a warning, or an SkdeployError with `same_weights`.
+    Model code (a .py or module spec) is imported only with `trust_model_code`."""
     from .models import load_from_manifest
 
     path = Path(artifact)
     if path.suffix == ".json":
         path = path.with_suffix("")
     manifest = load_manifest(path)
-    loaded = load_from_manifest(manifest, path)
+    loaded = load_from_manifest(manifest, path, trust_model_code)
     recorded = ModelEntry.from_manifest(manifest).checkpoint
     if loaded.checkpoint["sha256"] != recorded["sha256"]:
         changed = f"checkpoint {recorded['path']} changed since {path.name} was made (sha256 differs)"
@@ -106,7 +112,7 @@ def load_saved_reference(path) -> Reference:
     return Reference(f"saved {path.name} ({model.spec})", "saved", model, meta["preprocessing"], saved=saved)
 
 
-def resolve_reference(reference=None, checkpoint=None, candidates=()) -> Reference:
+def resolve_reference(reference=None, checkpoint=None, candidates=(), trust_model_code=False) -> Reference:
     """`reference` as given (ref.npz, an artifact or its manifest, a model name/spec), else the model
     the first candidate's manifest records, else the shipped demo model."""
     if reference is None:
@@ -114,7 +120,7 @@ def resolve_reference(reference=None, checkpoint=None, candidates=()) -> Referen
             raise UsageError("`checkpoint` needs `reference=MODEL`")
         with_manifest = [c for c in candidates if manifest_path(c).exists()]
         if with_manifest:
-            return reference_from_manifest(with_manifest[0])
+            return reference_from_manifest(with_manifest[0], trust_model_code=trust_model_code)
         if candidates:
             raise UsageError(f"{candidates[0]} has no manifest to take the reference from; pass `reference`")
         from .models import DEMO_MODEL
@@ -126,7 +132,7 @@ def resolve_reference(reference=None, checkpoint=None, candidates=()) -> Referen
             raise UsageError("`checkpoint` does not apply to a saved reference (.npz)")
         return load_saved_reference(text)
     if text.endswith(".json") or (Path(text).is_file() and manifest_path(text).exists()):
-        return reference_from_manifest(text)
+        return reference_from_manifest(text, trust_model_code=trust_model_code)
     if Path(text).is_file() and not text.endswith(".py"):
         raise UsageError(f"`reference={text}`: give a model name with `checkpoint`, a manifest, or a saved .npz")
     return reference_from_model(text, checkpoint=checkpoint)

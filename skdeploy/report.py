@@ -144,8 +144,8 @@ def _candidate_section(candidate, names, data, thresholds) -> str:
              f'{candidate.seconds} s; {candidate.disagreements} of {data.inputs.shape[0]} samples disagree with '
              "FP32 on top-1</p>",
              "<ul class=\"meta\">" + "".join(
-                 f"<li>{_escape(c['name'])}: {c['value']:.4g} (limit {c['rule']} {c['limit']:g}) — "
-                 f"{'pass' if c['passed'] else '<b>fail</b>'}</li>" for c in candidate.checks) + "</ul>",
+                 f"<li>{_escape(text)} — {'pass' if passed else '<b>fail</b>'}</li>"
+                 for text, passed in candidate.described_checks()) + "</ul>",
              '<div class="plots">',
              bar_chart(histogram["counts"], labels, "|logit error| histogram (logits per bin, upper edge)",
                        y_label=lambda v: f"{v:.0f}"),

@@ -122,7 +122,9 @@ def test_validate_passes_and_reports_every_metric(candidates):
     assert metrics["agreement"] == 1.0 and metrics["top5_overlap"] == 1.0 and metrics["max_abs"] < 1e-3
     assert metrics["cosine_min"] > 0.9999 and metrics["snr_db"] > 60
     assert metrics["top1"] == report["reference"]["top1"] and metrics["top1_drop"] == 0.0
-    assert [c["name"] for c in candidate["checks"]] == ["top-1 agreement", "top-1 drop (points)"]
+    assert [c["name"] for c in candidate["checks"]] == ["non-finite outputs", "top-1 agreement", "cosine", "SNR dB",
+                                                       "top-1 drop (points)", "manifest preprocessing"]
+    assert all(c["passed"] for c in candidate["checks"])
     assert len(candidate["per_class_agreement"]) == 10
 
 
@@ -140,7 +142,7 @@ def test_validate_api_returns_typed_verdicts_whose_record_is_the_json(candidates
     assert result.thresholds is settings and result.saved_reference is None
     assert result.samples.inputs.shape == (LIMIT, 1, 32, 32) and result.data["count"] == LIMIT
     shown = run_cli("validate", "--candidate", candidates["fp32"], "--candidate", candidates["noisy"], "--limit", LIMIT,
-                    "--max-top1-drop", 100, "--min-agreement", 0, "--json")
+                    "--max-top1-drop", 100, "--min-agreement", 0, "--min-cosine", -1, "--min-snr-db", -1000, "--json")
     assert shown.exit_code == 0, shown.stderr
     on_screen = json_result(shown)
     assert list(on_screen) == ["reference", "data", "thresholds", "candidates", "saved_reference", "passed"]
@@ -174,7 +176,8 @@ def test_saved_reference_validates_without_pytorch(candidates, tmp_path):
     # a fresh interpreter in which importing torch fails: the base install on a Jetson
     code = ("import sys; sys.modules['torch'] = None; from skdeploy.cli import main; "
             f"sys.argv = ['skdeploy', 'validate', '--reference', {str(reference)!r}, '--candidate', "
-            f"{str(candidates['noisy'])!r}, '--json', '--min-agreement', '0', '--max-top1-drop', '100']; main()")
+            f"{str(candidates['noisy'])!r}, '--json', '--min-agreement', '0', '--max-top1-drop', '100', "
+            "'--min-cosine', '-1', '--min-snr-db', '-1000']; main()")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=dict(os.environ, SKDEPLOY_DEBUG="1"))
     assert run.returncode == 0, run.stderr
@@ -182,7 +185,7 @@ def test_saved_reference_validates_without_pytorch(candidates, tmp_path):
     assert report["reference"]["kind"] == "saved" and report["data"]["count"] == LIMIT
     assert 0 < report["candidates"][0]["metrics"]["agreement"] <= 1
     direct = run_cli("validate", "--candidate", candidates["noisy"], "--limit", LIMIT, "--json",
-                     "--min-agreement", "0", "--max-top1-drop", "100")
+                     "--min-agreement", "0", "--max-top1-drop", "100", "--min-cosine", "-1", "--min-snr-db", "-1000")
     assert json_result(direct)["candidates"][0]["metrics"] == pytest.approx(report["candidates"][0]["metrics"])
     other = run_cli("validate", "--reference", reference, "--candidate", candidates["fp32"], "--limit", LIMIT // 2)
     assert other.exit_code == 2 and "input sha256 differs" in other.stderr

@@ -20,12 +20,15 @@ def parse_batches(text) -> tuple:
 @click.option("--warmup", type=int, default=5, show_default=True, help="Untimed calls per batch size first.")
 @click.option("--torch", "with_torch", is_flag=True,
               help="Also benchmark (first, as the baseline) the PyTorch model the first artifact's manifest records.")
+@click.option("--trust-model-code", is_flag=True, help="With --torch: let a manifest's model spec that is a Python "
+              "file or module be imported (it runs that code).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Weights for a PyTorch model name target.")
 @click.option("--threads", type=int, default=0, help="CPU threads for onnxruntime/PyTorch (0: their default).")
 @click.option("--cuda-graph", is_flag=True, help="TensorRT: capture and replay the enqueue as a CUDA graph.")
 @verify_option
 @json_option
-def command(targets, batches, iterations, warmup, with_torch, checkpoint, threads, cuda_graph, as_json):
+def command(targets, batches, iterations, warmup, with_torch, trust_model_code, checkpoint, threads, cuda_graph,
+            as_json):
     """Latency p50/p90/p99 and throughput per batch size of ONNX models, engines or PyTorch models.
 
     TARGETS are .onnx files (onnxruntime, CPU), engines (.engine/.plan, TensorRT) or model names
@@ -42,7 +45,7 @@ def command(targets, batches, iterations, warmup, with_torch, checkpoint, thread
     settings = BenchSettings(batches=parse_batches(batches), iterations=iterations, warmup=warmup)
     result = bench(targets, settings, checkpoint=checkpoint, runner_options={"threads": threads,
                                                                             "cuda_graph": cuda_graph},
-                   reference=with_torch)
+                   reference=with_torch, trust_model_code=trust_model_code)
     if as_json:
         ui.emit_json(result.record())
         return

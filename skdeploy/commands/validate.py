@@ -21,19 +21,27 @@ from . import force_option, json_option, verify_option
               help="Most top-1 accuracy (percentage points) a candidate may lose vs FP32 (needs labels).")
 @click.option("--min-agreement", type=float, default=0.99, show_default=True,
               help="Least fraction of samples whose top-1 class equals FP32's.")
+@click.option("--min-cosine", type=float, help="Least mean cosine similarity of each sample's logits to FP32's. "
+              "Default by the candidate's precision: 0.9999 FP32, 0.999 FP16, 0.99 INT8 (and unknown).")
+@click.option("--min-snr-db", type=float, help="Least SNR of the logits vs FP32, in dB. Default by the candidate's "
+              "precision: 60 FP32, 40 FP16, 20 INT8 (and unknown).")
+@click.option("--trust-model-code", is_flag=True, help="Let a manifest's model spec that is a Python file or module "
+              "be imported to build the reference (it runs that code); registered names need no trust.")
 @click.option("--save-reference", type=click.Path(dir_okay=False),
               help="Store the FP32 outputs, the inputs' sha256 and labels in this .npz for later runs without PyTorch.")
 @click.option("--report", type=click.Path(dir_okay=False), help="Write a self-contained HTML report here.")
 @force_option
 @verify_option
 @json_option
-def command(reference, checkpoint, candidates, data, limit, batch, max_top1_drop, min_agreement, save_reference,
-            report, force, as_json):
+def command(reference, checkpoint, candidates, data, limit, batch, max_top1_drop, min_agreement, min_cosine,
+            min_snr_db, trust_model_code, save_reference, report, force, as_json):
     """Validate ONNX models and engines against the FP32 PyTorch model; exit 1 when any fails.
 
     Runs the reference and every candidate on the same preprocessed data and reports top-1/top-5
     accuracy, top-1 agreement with FP32, top-5 overlap, logit error (max, mean), cosine similarity,
-    SNR and per-class agreement, with a pass/fail verdict per threshold.
+    SNR and per-class agreement, with a pass/fail verdict per threshold. A candidate also fails on
+    NaN/Inf outputs, a manifest whose preprocessing differs from the reference's, or labelled top-1
+    far below the one its manifest records.
 
     \b
     Examples:
@@ -41,16 +49,18 @@ def command(reference, checkpoint, candidates, data, limit, batch, max_top1_drop
       skdeploy validate --candidate out/demo.onnx --save-reference out/ref.npz
       skdeploy validate --reference out/ref.npz --candidate engines/demo.engine     # no PyTorch needed
       skdeploy validate --reference sknet50 --checkpoint sknet50.pth --candidate sknet50.onnx --data val_images/
+      skdeploy validate --candidate out/demo.int8.onnx --min-cosine 0.999 --min-snr-db 25
     """
     from ..errors import SkdeployError
     from ..fileio import output_transaction
     from ..validate import ValidateSettings, validate
 
-    settings = ValidateSettings(max_top1_drop=max_top1_drop, min_agreement=min_agreement, batch=batch, limit=limit)
+    settings = ValidateSettings(max_top1_drop=max_top1_drop, min_agreement=min_agreement, batch=batch, limit=limit,
+                                min_cosine=min_cosine, min_snr_db=min_snr_db)
     outputs = [path for path in (report, save_reference) if path]
     with output_transaction(outputs, force) if outputs else contextlib.nullcontext():
         result = validate(candidates, reference=reference, checkpoint=checkpoint, data=data, settings=settings,
-                          save_reference_to=save_reference, force=force)
+                          save_reference_to=save_reference, force=force, trust_model_code=trust_model_code)
         if report:
             from ..report import write_report
 
@@ -65,8 +75,7 @@ def command(reference, checkpoint, candidates, data, limit, batch, max_top1_drop
             ui.out.print(f"report: {report}")
     failed = [c for c in result.candidates if not c.passed]
     if failed:
-        reasons = [c.name + " (" + ", ".join(f"{k['name']} {k['value']:.4g} vs limit {k['limit']:g}"
-                                             for k in c.failed_checks()) + ")" for c in failed]
+        reasons = [f"{c.name} ({c.failure_reasons()})" for c in failed]
         raise SkdeployError("validation failed: " + "; ".join(reasons))
 
 

@@ -8,6 +8,9 @@ import numpy as np
 
 from ..errors import UsageError
 
+# 16-bit modes and their full scale; __call__ maps it onto 0..255 so `scale` (1/255) means the same
+SIXTEEN_BIT_MODES = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0}
+
 
 @dataclass(frozen=True)
 class Preprocessing:
@@ -45,10 +48,13 @@ class Preprocessing:
             raise UsageError(f"preprocessing settings are incomplete or malformed ({exc!r})") from None
 
     def __call__(self, image) -> np.ndarray:
-        """A PIL image (any mode) -> float32 array (C, H, W)."""
+        """A PIL image -> float32 array (C, H, W). 8-bit modes convert as Pillow does; 16-bit gray is
+        scaled by its full range onto 0..255 (Pillow's convert would saturate it)."""
         from PIL import Image
 
-        image = image.convert("L" if self.channel_order == "GRAY" else "RGB")
+        image = _eight_bit_range(image)
+        if image.mode != "F":
+            image = image.convert("L" if self.channel_order == "GRAY" else "RGB")
         width, height = image.size
         ratio = self.resize / min(width, height)
         size = (max(self.crop[1], round(width * ratio)), max(self.crop[0], round(height * ratio)))
@@ -61,6 +67,8 @@ class Preprocessing:
         image = image.crop((left, top, left + self.crop[1], top + self.crop[0]))
         array = np.asarray(image, dtype=np.float32) * self.scale
         array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+        if len(array) != self.channels:  # a 16-bit gray picture for a colour model
+            array = np.repeat(array, self.channels, axis=0)
         if self.channel_order == "BGR":
             array = array[::-1]
         mean = np.asarray(self.mean, np.float32).reshape(-1, 1, 1)
@@ -83,3 +91,17 @@ class Preprocessing:
         """uint8 pictures (N, H, W) or (N, H, W, C) -> float32 (N, C, H, W)."""
         return np.stack([self.pixels(p) for p in pictures]) if len(pictures) else \
             np.zeros((0, self.channels, *self.crop), np.float32)
+
+
+def _eight_bit_range(image):
+    """A 16-bit gray image as a float ("F") image on the 8-bit scale; 8-bit images unchanged. 32-bit
+    integer and float pictures have no known full scale: refused rather than guessed."""
+    from PIL import Image
+
+    if image.mode in SIXTEEN_BIT_MODES:
+        pixels = np.asarray(image, dtype=np.float32) * np.float32(255.0 / SIXTEEN_BIT_MODES[image.mode])
+        return Image.fromarray(pixels)  # float32 -> mode "F", which resize and crop keep
+    if image.mode in ("I", "F"):
+        raise UsageError(f"a {'32-bit integer' if image.mode == 'I' else 'floating-point'} picture (mode "
+                         f"{image.mode}) has no known full scale; convert it to 8 or 16 bits per channel")
+    return image

@@ -18,7 +18,7 @@ from .registry import DEMO_MODEL, IMAGENET_MEAN, IMAGENET_STD, REGISTRY, TIMM_MO
     imagenet_preprocessing
 
 __all__ = ["DEMO_MODEL", "REGISTRY", "TIMM_MODELS", "ModelConfig", "ModelEntry", "LoadedModel", "load_model",
-           "build_model", "load_from_manifest", "list_models"]
+           "build_model", "load_from_manifest", "list_models", "is_model_code"]
 
 SHIPPED_WEIGHTS_PREFIX = "skdeploy/weights/"
 
@@ -148,12 +148,22 @@ def load_model(arch=None, spec=None, model_kwargs=None, checkpoint=None, input_s
     return LoadedModel(module, config.name if name in REGISTRY else name, config, checkpoint_info)
 
 
-def load_from_manifest(manifest: dict, artifact) -> LoadedModel:
+def is_model_code(spec: str) -> bool:
+    """Whether building `spec` imports a user's Python file or module (not a registered or timm name)."""
+    return spec not in REGISTRY and not spec.startswith("timm:")
+
+
+def load_from_manifest(manifest: dict, artifact, trust_model_code: bool = False) -> LoadedModel:
     """The FP32 PyTorch model `artifact`'s manifest records, with the checkpoint it was made from
     (shipped weights, or the recorded path, also looked for beside the artifact). The caller compares
-    `checkpoint["sha256"]` with the manifest's to know whether it is still the same file."""
+    `checkpoint["sha256"]` with the manifest's to know whether it is still the same file. A manifest
+    travels with its artifact, so model code it names is imported only with `trust_model_code`."""
     artifact = Path(artifact)
     model = ModelEntry.from_manifest(manifest)
+    if is_model_code(model.spec) and not trust_model_code:
+        raise UsageError(f"the manifest of {artifact.name} names model code {model.spec!r}, which building the "
+                         "reference would import and run; pass `trust_model_code=True` if you trust it, or give "
+                         "the model yourself with `reference=SPEC`")
     checkpoint = model.checkpoint
     if checkpoint is None:
         raise UsageError(f"the manifest of {artifact.name} records no checkpoint (exported with random weights), "
@@ -166,8 +176,12 @@ def load_from_manifest(manifest: dict, artifact) -> LoadedModel:
         if file is None:
             raise UsageError(f"checkpoint {checkpoint['path']} recorded in the manifest of {artifact.name} is not "
                              "here; pass `reference=MODEL` `checkpoint=PATH`, or `reference=ref.npz`")
-    return load_model(spec=model.spec, checkpoint=file, model_kwargs=model.kwargs or None,
-                      input_shape=tuple(model.input_size) if model.input_size else None)
+    loaded = load_model(spec=model.spec, checkpoint=file, model_kwargs=model.kwargs or None,
+                        input_shape=tuple(model.input_size) if model.input_size else None)
+    if loaded.checkpoint is None:  # shipped weights recorded for a model that has none
+        raise UsageError(f"the manifest of {artifact.name} records shipped weights ({checkpoint['path']}) for "
+                         f"{model.spec}, which has none; pass `reference=MODEL` `checkpoint=PATH`")
+    return loaded
 
 
 def build_model(name=DEMO_MODEL, pretrained=True, **kwargs):

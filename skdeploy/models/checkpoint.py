@@ -17,20 +17,34 @@ def read_state_dict(path) -> dict:
     except PermissionError:
         raise SkdeployError(f"checkpoint {path} is not readable (permission denied)") from None
     except pickle.UnpicklingError as exc:
-        if "weights_only" in str(exc) or "Weights only load failed" in str(exc):
+        # safe loading names a refused class "Unsupported global"; any other complaint (an unknown
+        # opcode, a short read) means the bytes are not a pickle at all: random, truncated, not a checkpoint
+        if "Unsupported global" in str(exc):
             raise SkdeployError(
                 f"checkpoint {path} holds Python objects beyond tensors, which safe loading "
                 "(torch.load weights_only=True) refuses because unpickling them could run code; "
                 "re-save it as a plain state_dict: torch.save(model.state_dict(), PATH)") from None
-        raise SkdeployError(f"{path} is not a PyTorch checkpoint ({_first_line(exc)})") from None
+        raise SkdeployError(f"{path} is not a PyTorch checkpoint (corrupt or truncated: "
+                            f"{_unpickler_complaint(exc)})") from None
     except Exception as exc:  # torch.load raises many kinds (IndexError, EOFError, ...) for non-checkpoints
-        raise SkdeployError(f"{path} is not a PyTorch checkpoint ({_first_line(exc)})") from None
+        raise SkdeployError(f"{path} is not a PyTorch checkpoint ({_first_sentence(exc)})") from None
     return unwrap_state_dict(loaded, path)
 
 
-def _first_line(exc) -> str:
+def _first_sentence(exc) -> str:
     text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    return text[0].split(". ")[0].rstrip(".") if text else type(exc).__name__
+
+
+def _unpickler_complaint(exc) -> str:
+    """The unpickler's own words from torch's long weights_only message, e.g. 'Unsupported operand 120'."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        detail = next((line.strip() for line in text.split(marker, 1)[1].splitlines() if line.strip()), "")
+        if detail:
+            return detail
+    return _first_sentence(exc)
 
 
 def unwrap_state_dict(loaded, path="checkpoint") -> dict:

@@ -61,7 +61,8 @@ def load_runner(target, verify: bool = True, **options) -> Runner:
 
 
 def classify(runner, images, top_k: int = 1, preprocessing=None, class_names=None) -> list:
-    """PIL images -> for each, the top_k (class name or index, probability), best first.
+    """PIL images (or uint8 pictures as an (N, H, W[, C]) array) -> for each, the top_k (class name or
+    index, probability), best first; no images give []. Runs in the model's own batch sizes.
 
     Preprocessing and class names default to those the runner's manifest records."""
     import numpy as np
@@ -70,6 +71,8 @@ def classify(runner, images, top_k: int = 1, preprocessing=None, class_names=Non
     from ..errors import UsageError
     from ..models.entry import ModelEntry
 
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+        raise UsageError(f"`top_k` must be a whole number of classes, at least 1, got {top_k!r}")
     manifest = getattr(runner, "manifest", None) or {}
     if preprocessing is None:
         if not manifest.get("preprocessing"):  # absent, null, or {} (earlier versions)
@@ -77,9 +80,37 @@ def classify(runner, images, top_k: int = 1, preprocessing=None, class_names=Non
         preprocessing = Preprocessing.from_dict(manifest["preprocessing"])
     if class_names is None:
         class_names = class_names_for(ModelEntry.from_manifest(manifest).dataset)
-    logits = runner.infer(preprocessing.batch(images))[runner.output_names()[0]].astype(np.float64)
+    inputs = _classify_inputs(images, preprocessing)
+    if not len(inputs):
+        return []
+    logits = runner.run_batched(inputs, len(inputs)).astype(np.float64)
+    classes = logits.shape[1]
+    if top_k > classes:
+        raise UsageError(f"`top_k` must be at most {classes}, the model's number of classes, got {top_k}")
     exp = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs = exp / exp.sum(axis=1, keepdims=True)
-    best = np.argsort(-probs, axis=1)[:, :top_k]
+    best = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
     return [[(class_names[i] if class_names else int(i), float(row[i])) for i in order]
             for row, order in zip(probs, best)]
+
+
+def _classify_inputs(images, preprocessing):
+    """float32 (N, C, H, W) from a list of PIL images or an array of uint8 pictures."""
+    import numpy as np
+
+    from ..errors import UsageError
+
+    if isinstance(images, np.ndarray):
+        if images.dtype != np.uint8 or images.ndim not in (3, 4):
+            raise UsageError(f"`images` as an array must hold uint8 pictures (N, H, W[, C]), got {images.dtype} "
+                             f"{images.shape}")
+        return preprocessing.arrays(images)
+    if hasattr(images, "convert") or not hasattr(images, "__iter__"):
+        raise UsageError(f"`images` must be a list of PIL images, got one {type(images).__name__}; wrap it: [image]")
+    images = list(images)
+    wrong = next((image for image in images if not hasattr(image, "convert")), None)
+    if wrong is not None:
+        raise UsageError(f"`images` must hold PIL images, got a {type(wrong).__name__}")
+    if not images:
+        return np.zeros((0, preprocessing.channels, *preprocessing.crop), np.float32)
+    return preprocessing.batch(images)

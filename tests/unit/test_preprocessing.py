@@ -184,14 +184,20 @@ def test_rgba_drops_alpha_without_compositing():
 SIXTEEN_BIT = [[0, 100, 255, 256, 1000, 32768, 65535]]
 
 
-@pytest.mark.parametrize("order", ["GRAY", "RGB"])
-def test_sixteen_bit_pictures_currently_saturate_above_255(order):
+@pytest.mark.parametrize("order", ["GRAY", "RGB", "BGR"])
+def test_sixteen_bit_pictures_are_scaled_onto_the_eight_bit_range_in_every_channel(order):
     out = raw(1, (1, 7), order)(picture(SIXTEEN_BIT, "I;16"))
-    for channel in out:
-        np.testing.assert_array_equal(channel, [[0, 100, 255, 255, 255, 255, 255]])
+    assert out.shape == (1 if order == "GRAY" else 3, 1, 7)
+    for channel in out:  # 32768 -> 127.502, not 255
+        np.testing.assert_allclose(channel, np.array(SIXTEEN_BIT) * 255 / 65535, rtol=1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 item 9")
+@pytest.mark.parametrize("values, mode", [(np.array([[1, 2]], np.int32), "I"), (np.array([[0.5, 1]], np.float32), "F")])
+def test_pictures_without_a_known_full_scale_are_refused(values, mode):
+    with pytest.raises(UsageError, match=f"mode {mode}.*convert it to 8 or 16 bits"):
+        raw(1, (1, 2))(Image.fromarray(values))
+
+
 def test_sixteen_bit_pictures_should_use_their_full_range():
     out = Preprocessing(resize=1, crop=(1, 3), mean=(0.0,), std=(1.0,), channel_order="GRAY")(
         picture([[0, 32768, 65535]], "I;16"))
@@ -339,7 +345,8 @@ def test_read_idx_truncated_or_padded_is_a_usage_error(tmp_path, content, promis
     assert str(failure.value).startswith(f"{tmp_path / 'x.idx'} is truncated") and promise in str(failure.value)
 
 
-@pytest.mark.parametrize("content", [b"garbage", gzip.compress(idx(0x08, (2,), [1, 2]))[:-6]])
+@pytest.mark.parametrize("content", [b"garbage", gzip.compress(idx(0x08, (2,), [1, 2]))[:-6]],
+                         ids=["garbage", "truncated-gzip"])
 def test_read_idx_broken_gzip_is_one_line(tmp_path, content):
     (tmp_path / "x.idx.gz").write_bytes(content)
     with pytest.raises(SkdeployError, match=f"^cannot read IDX file {tmp_path / 'x.idx.gz'}: "):

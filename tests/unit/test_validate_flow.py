@@ -104,7 +104,9 @@ def test_one_failing_candidate_fails_the_validation_and_keeps_the_order(setup):
     assert exact_result.metrics["snr_db"] == math.inf and exact_result.metrics["max_abs"] == 0.0
     assert exact_result.metrics["top1_drop"] == 0.0 and exact_result.disagreements == 0
     assert not rough_result.passed
-    assert [c["name"] for c in rough_result.failed_checks()] == ["top-1 agreement", "top-1 drop (points)"]
+    # no manifest: precision unknown, so INT8's default limits (cosine 0.99, 20 dB) judge its 0.95 and 6.2 dB
+    assert [c["name"] for c in rough_result.failed_checks()] == ["top-1 agreement", "cosine", "SNR dB",
+                                                                 "top-1 drop (points)"]
     assert check(rough_result, "top-1 agreement") == {"name": "top-1 agreement", "value": 0.75, "limit": 0.8,
                                                       "rule": ">=", "passed": False}
     drop = check(rough_result, "top-1 drop (points)")
@@ -115,7 +117,8 @@ def test_one_failing_candidate_fails_the_validation_and_keeps_the_order(setup):
 
 def test_every_candidate_within_the_thresholds_passes(setup):
     rough, exact, reference, data = setup
-    settings = ValidateSettings(min_agreement=0.75, max_top1_drop=25.0)
+    # rough's cosine is 3.8 / 4 = 0.95 and its SNR 10 log10(47.25 / 11.25) = 6.23 dB
+    settings = ValidateSettings(min_agreement=0.75, max_top1_drop=25.0, min_cosine=0.95, min_snr_db=6.2)
     result = validate([rough, exact], reference=reference, data=data, settings=settings)
     assert result.passed and all(c.passed for c in result.candidates)
     assert result.record()["passed"] is True
@@ -124,7 +127,8 @@ def test_every_candidate_within_the_thresholds_passes(setup):
 def test_only_the_top1_drop_can_fail_a_candidate(setup):
     rough, _, reference, data = setup
     result = validate([rough], reference=reference, data=data,
-                      settings=ValidateSettings(min_agreement=0.5, max_top1_drop=24.9))
+                      settings=ValidateSettings(min_agreement=0.5, max_top1_drop=24.9, min_cosine=0.9,
+                                                min_snr_db=6.0))
     assert [c["name"] for c in result.candidates[0].failed_checks()] == ["top-1 drop (points)"]
     assert not result.passed
 
@@ -136,7 +140,10 @@ def test_reference_and_data_entries(setup):
     assert result.reference == {"source": "saved ref.npz (tiny)", "kind": "saved", "model": "tiny",
                                 "top1": 1.0, "top5": 1.0}
     assert result.data == {"source": f"npz:{data}", "count": 4, "labels": True,
-                           "inputs_sha256": hashlib.sha256(INPUTS.tobytes()).hexdigest(), "class_names": []}
+                           "inputs_sha256": hashlib.sha256(INPUTS.tobytes()).hexdigest(), "class_names": [],
+                           "preprocessing": {"resize": 2, "crop": [2, 2], "mean": [0.0], "std": [1.0],
+                                             "channel_order": "GRAY", "interpolation": "bilinear",
+                                             "scale": 1 / 255, "layout": "NCHW"}}
     assert result.thresholds is settings and result.saved_reference is None
     np.testing.assert_array_equal(result.samples.inputs, INPUTS)
     (candidate,) = result.candidates
@@ -144,7 +151,7 @@ def test_reference_and_data_entries(setup):
     assert 0 <= candidate.seconds < 60  # the elapsed time of a four-sample run
     record = result.record()
     assert record["thresholds"] == {"max_top1_drop": 30.0, "min_agreement": 0.5, "batch": 256, "limit": None,
-                                    "max_examples": 24}
+                                    "max_examples": 24, "min_cosine": None, "min_snr_db": None}
     assert record["candidates"][0]["metrics"]["agreement"] == 0.75
     assert json.loads(json.dumps(record)) == record
 
@@ -159,13 +166,52 @@ def test_precision_and_preprocessing_come_from_the_candidates_manifest(setup):
     assert result.data["class_names"][:2] == ["T-shirt/top", "Trouser"] and len(result.data["class_names"]) == 10
 
 
-def test_without_labels_only_agreement_is_checked(tmp_path):
+def test_a_manifest_whose_preprocessing_is_not_the_saved_references_fails(setup):
+    """The float inputs pass through unchanged, so only the manifests' comparison can see the change."""
+    _, exact, reference, data = setup
+    manifest = {"format": FORMAT, "model": {"spec": "tiny"}, "preprocessing": {**PREPROCESSING, "std": [0.5]},
+                "stages": []}
+    (exact.parent / "exact.onnx.json").write_text(json.dumps(manifest))
+    result = validate([exact], reference=reference, data=data)
+    (candidate,) = result.candidates
+    assert candidate.failed_checks() == [{"name": "manifest preprocessing", "value": "std [0.5]",
+                                          "limit": "the reference's std [1.0]", "rule": "==", "passed": False}]
+    assert candidate.failure_reasons() == "manifest preprocessing std [0.5] vs the reference's std [1.0]"
+    assert result.data["preprocessing"]["std"] == [1.0] and not result.passed
+
+
+@pytest.mark.parametrize("recorded, limit, passes", [
+    (1.0, 10.0, False),  # no spread at p = 1: rough's 25 points below are over the 10 allowed
+    (0.9, 10.0 + 3 * math.sqrt(0.9 * 0.1 / 4) * 100, True)])  # 15 points below, 10 + 45 allowed
+def test_labelled_top1_far_below_the_recorded_one_fails(setup, recorded, limit, passes):
+    rough, _, reference, data = setup
+    manifest = {"format": FORMAT, "model": {"spec": "tiny"}, "preprocessing": PREPROCESSING,
+                "stages": [{"stage": "calibrate", "precision": "int8", "accuracy": {"top1": recorded}}]}
+    (rough.parent / "rough.onnx.json").write_text(json.dumps(manifest))
+    (candidate,) = validate([rough], reference=reference, data=data).candidates
+    below = check(candidate, "top-1 below the recorded (points)")
+    assert below["value"] == pytest.approx((recorded - 0.75) * 100)
+    assert below["limit"] == pytest.approx(limit) and below["passed"] is passes
+
+
+def test_nan_in_the_inputs_is_refused_naming_the_first_sample(setup, tmp_path):
+    rough, _, reference, _ = setup
+    inputs = INPUTS.copy()
+    inputs[1, 0, 0, 1] = np.nan
+    inputs[3, 0, 1, 0] = np.inf
+    with pytest.raises(UsageError, match="holds NaN or Inf in 2 samples, the first is sample 1"):
+        validate([rough], reference=reference, data=data_file(tmp_path / "nan.npz", inputs))
+
+
+def test_without_labels_no_accuracy_is_checked(tmp_path):
     data = data_file(tmp_path / "data.npz", labels=None)
     reference = saved_reference(tmp_path / "ref.npz", data, labels=None)
     rough = linear_onnx(tmp_path / "rough.onnx", ROUGH)
-    result = validate([rough], reference=reference, data=data, settings=ValidateSettings(min_agreement=0.7))
+    result = validate([rough], reference=reference, data=data,
+                      settings=ValidateSettings(min_agreement=0.7, min_cosine=0.9, min_snr_db=6.0))
     (candidate,) = result.candidates
-    assert [c["name"] for c in candidate.checks] == ["top-1 agreement"] and candidate.passed
+    assert [c["name"] for c in candidate.checks] == ["non-finite outputs", "top-1 agreement", "cosine", "SNR dB"]
+    assert candidate.passed
     assert "top1" not in candidate.metrics and "top1_drop" not in candidate.metrics
     assert candidate.examples == [{"index": 3, "label": None, "reference": 0, "candidate": 2}]
     assert result.data["labels"] is False and "top1" not in result.reference

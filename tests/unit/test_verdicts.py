@@ -25,8 +25,13 @@ LABELS = np.array([0, 1, 4, 5])
 REFERENCE_TOP1 = 0.75
 
 
+# logit closeness (cosine, SNR) has its own tests below; elsewhere its limits are off
+CLOSENESS_OFF = {"min_cosine": -1.0, "min_snr_db": -math.inf}
+
+
 def judged(min_agreement=0.99, max_top1_drop=0.5, labels=LABELS, reference_top1=REFERENCE_TOP1, **extra):
-    thresholds = ValidateSettings(min_agreement=min_agreement, max_top1_drop=max_top1_drop, **extra)
+    thresholds = ValidateSettings(min_agreement=min_agreement, max_top1_drop=max_top1_drop,
+                                  **{**CLOSENESS_OFF, **extra})
     return compare_candidate(REFERENCE, CANDIDATE, labels, thresholds, reference_top1)
 
 
@@ -38,7 +43,7 @@ def check_named(result, name):
 def test_documented_defaults():
     defaults = ValidateSettings()
     assert (defaults.max_top1_drop, defaults.min_agreement, defaults.batch, defaults.limit,
-            defaults.max_examples) == (0.5, 0.99, 256, None, 24)
+            defaults.max_examples, defaults.min_cosine, defaults.min_snr_db) == (0.5, 0.99, 256, None, 24, None, None)
 
 
 @pytest.mark.parametrize("fields", [dict(min_agreement=0.0), dict(min_agreement=1.0), dict(max_top1_drop=0.0),
@@ -50,7 +55,9 @@ def test_settings_accept_their_boundaries(fields):
 @pytest.mark.parametrize("fields, argument", [
     (dict(min_agreement=-0.01), "`min_agreement`"), (dict(min_agreement=1.01), "`min_agreement`"),
     (dict(min_agreement=math.nan), "`min_agreement`"), (dict(max_top1_drop=-0.01), "`max_top1_drop`"),
-    (dict(batch=0), "`batch`"), (dict(limit=0), "`limit`")])
+    (dict(batch=0), "`batch`"), (dict(limit=0), "`limit`"), (dict(min_cosine=1.01), "`min_cosine`"),
+    (dict(min_cosine=-1.01), "`min_cosine`"), (dict(min_cosine=math.nan), "`min_cosine`"),
+    (dict(min_snr_db=math.nan), "`min_snr_db`")])
 def test_settings_refuse_values_past_their_boundaries(fields, argument):
     with pytest.raises(UsageError, match=argument) as error:
         ValidateSettings(**fields)
@@ -84,7 +91,8 @@ def test_examples_are_capped_at_max_examples():
 
 def test_without_labels_only_agreement_is_judged():
     result = judged(min_agreement=0.75, max_top1_drop=0.0, labels=None, reference_top1=None)
-    assert [check["name"] for check in result["checks"]] == ["top-1 agreement"]
+    assert [check["name"] for check in result["checks"]] == ["non-finite outputs", "top-1 agreement", "cosine",
+                                                             "SNR dB"]
     assert "top1" not in result["metrics"] and "top1_drop" not in result["metrics"]
     assert result["passed"] is True
     assert result["examples"][0]["label"] is None
@@ -95,7 +103,7 @@ def test_tied_logits_are_not_a_disagreement():
     reference = np.array([[1.0, 1, 0, 1, 0, 2, 0, 2, 2, 1]])
     candidate = reference.copy()
     candidate[0, 7] = 1.5
-    result = compare_candidate(reference, candidate, None, ValidateSettings(min_agreement=1.0))
+    result = compare_candidate(reference, candidate, None, ValidateSettings(min_agreement=1.0, **CLOSENESS_OFF))
     assert result["metrics"]["agreement"] == 1.0 and result["examples"] == [] and result["passed"]
 
 
@@ -140,6 +148,51 @@ def test_a_candidate_that_gains_accuracy_passes_a_zero_budget():
                                                                   (0.75, 24.0, False), (0.76, 24.0, False)])
 def test_verdict_needs_every_check(min_agreement, max_top1_drop, passes):
     assert judged(min_agreement=min_agreement, max_top1_drop=max_top1_drop)["passed"] is passes
+
+
+# ---- compare_candidate: logit closeness and finite outputs -----------------------------------------
+# cosine: samples 0-2 are identical (1); sample 3 has 36 / (sqrt 91 sqrt 91). SNR: every row's squares
+# sum to 91, so the signal is 364; sample 3's differences (-6, -4, -2, 0, 2, 5, 5) square to 110
+COSINE = (3 + 36 / 91) / 4
+SNR_DB = 10 * math.log10(364 / 110)
+
+
+@pytest.mark.parametrize("min_cosine, min_snr_db, failed", [
+    (COSINE - 1e-9, SNR_DB - 1e-9, []), (COSINE + 1e-9, SNR_DB - 1e-9, ["cosine"]),
+    (COSINE - 1e-9, SNR_DB + 1e-9, ["SNR dB"]), (0.9, 6.0, ["cosine", "SNR dB"])])
+def test_cosine_and_snr_limits_are_least_values(min_cosine, min_snr_db, failed):
+    result = judged(min_agreement=0.0, max_top1_drop=100.0, min_cosine=min_cosine, min_snr_db=min_snr_db)
+    assert check_named(result, "cosine")["value"] == pytest.approx(COSINE, rel=1e-12)
+    assert check_named(result, "SNR dB")["value"] == pytest.approx(SNR_DB, rel=1e-12)
+    assert [check["name"] for check in result["checks"] if not check["passed"]] == failed
+
+
+@pytest.mark.parametrize("precision, min_cosine, min_snr_db", [
+    ("fp32", 0.9999, 60.0), ("fp16", 0.999, 40.0), ("int8", 0.99, 20.0), ("unknown", 0.99, 20.0)])
+def test_closeness_limits_default_by_precision(precision, min_cosine, min_snr_db):
+    result = compare_candidate(REFERENCE, CANDIDATE, None, ValidateSettings(), precision=precision)
+    assert (check_named(result, "cosine")["limit"], check_named(result, "SNR dB")["limit"]) == (min_cosine,
+                                                                                              min_snr_db)
+
+
+def test_logits_fifty_times_too_large_agree_in_direction_but_fail_on_snr():
+    """Issue 10: classifier weights x50 keep every top-1 and every cosine, yet the logits are wrong."""
+    result = compare_candidate(REFERENCE, 50 * REFERENCE, None, ValidateSettings(), precision="int8")
+    assert result["metrics"]["agreement"] == 1.0 and check_named(result, "cosine")["passed"]
+    snr = check_named(result, "SNR dB")
+    assert snr["value"] == pytest.approx(-20 * math.log10(49)) and not snr["passed"]  # noise is 49x the signal
+    assert not result["passed"]
+
+
+def test_nan_or_inf_in_the_outputs_fails_the_candidate_whatever_the_limits():
+    broken = REFERENCE.astype(np.float64)
+    broken[1, 2], broken[2, 0] = np.nan, np.inf
+    result = compare_candidate(REFERENCE, broken, LABELS, ValidateSettings(min_agreement=0.0, max_top1_drop=math.inf,
+                                                                           **CLOSENESS_OFF), REFERENCE_TOP1)
+    assert check_named(result, "non-finite outputs") == {"name": "non-finite outputs", "value": 2, "limit": 0,
+                                                         "rule": "==", "passed": False}
+    assert not result["passed"]
+    assert sum(result["error_histogram"]["counts"]) == REFERENCE.size - 2  # the two have no bin
 
 
 # ---- error_histogram -----------------------------------------------------------------------------
