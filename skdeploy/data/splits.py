@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..log import log
-from .sources import InputShape, Source, UnreadableSample, fashion_mnist_file
+from .sources import InputShape, Source, UnreadableSample, fashion_mnist_file, read_batches
 
 REPO_CALIBRATION_DIR = Path(__file__).resolve().parents[2] / "calibration"
 DEMO_CALIBRATION_FILE = "fashion-mnist-train-2048.npz"
@@ -40,10 +40,10 @@ class Selection:
 
     def batches(self, indices, batch_size):
         """(float32 batch, labels or None) in order; samples are decoded again, never cached."""
-        for start in range(0, len(indices), batch_size):
+        for start, batch in zip(range(0, len(indices), batch_size), read_batches(self.source, indices, batch_size)):
             chunk = indices[start:start + batch_size]
             labels = self.source.labels[chunk] if self.source.labels is not None else None
-            yield np.stack([self.source.sample(i) for i in chunk]), labels
+            yield batch, labels
 
 
 def select_calibration(source: Source, shape: InputShape, count: int, holdout: int, seed: int) -> Selection:
