@@ -56,15 +56,17 @@ def export_sknet50(path: Path) -> None:
                     "-o", str(path)], check=True)
 
 
-def run_counted(command) -> tuple:
-    """(wall seconds, peak RSS in MB) of one child process."""
+def run_counted(command, stdout=None, cwd=None) -> tuple:
+    """(wall seconds, peak RSS in MB) of one child process; its stdout goes to the file `stdout`, if given."""
     started = time.time()
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(child.pid, 0)
+    with open(stdout or os.devnull, "w") as out:
+        child = subprocess.Popen(command, stdout=out, stderr=subprocess.PIPE, text=True, cwd=cwd)
+        errors = child.stderr.read()
+        _, status, usage = os.wait4(child.pid, 0)
     wall = time.time() - started
-    errors = child.stderr.read()
     if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"calibration failed: {errors.strip().splitlines()[-1] if errors.strip() else status}")
+        sys.exit(f"{' '.join(map(str, command[:3]))} failed: "
+                 f"{errors.strip().splitlines()[-1] if errors.strip() else status}")
     return wall, usage.ru_maxrss / 1024
 
 

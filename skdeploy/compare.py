@@ -42,15 +42,20 @@ def _logit_agreement(reference, candidate) -> dict:
     base = compare_outputs(reference, candidate)
     noise = float(np.sum((reference - candidate) ** 2))
     signal = float(np.sum(reference ** 2))
+    cosine = row_cosines(reference, candidate)
+    snr = float("inf") if noise == 0 else (10.0 * np.log10(signal / noise) if signal > 0 else float("-inf"))
+    return {"max_abs": base["max_abs"], "mean_abs": base["mean_abs"], "max_rel": base["max_rel"],
+            "cosine_mean": float(cosine.mean()), "cosine_min": float(cosine.min()), "snr_db": snr}
+
+
+def row_cosines(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each row pair (float64 arrays)."""
     reference_norms, candidate_norms = np.linalg.norm(reference, axis=1), np.linalg.norm(candidate, axis=1)
     norms = reference_norms * candidate_norms
     dots = np.sum(reference * candidate, axis=1)
     # a zero vector has no direction: two of them are identical (1), one alone shares nothing (0)
     both_zero = (reference_norms == 0) & (candidate_norms == 0)
-    cosine = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), np.where(both_zero, 1.0, 0.0))
-    snr = float("inf") if noise == 0 else (10.0 * np.log10(signal / noise) if signal > 0 else float("-inf"))
-    return {"max_abs": base["max_abs"], "mean_abs": base["mean_abs"], "max_rel": base["max_rel"],
-            "cosine_mean": float(cosine.mean()), "cosine_min": float(cosine.min()), "snr_db": snr}
+    return np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), np.where(both_zero, 1.0, 0.0))
 
 
 def prediction_agreement(reference: np.ndarray, candidate: np.ndarray, k: int = 5) -> dict:
@@ -79,3 +84,133 @@ def error_histogram(reference, candidate, bins: int = 24) -> dict:
     edges = np.logspace(-7, np.log10(top) + 1e-9, bins + 1)
     counts, _ = np.histogram(np.clip(errors, edges[0], edges[-1]), bins=edges)
     return {"edges": edges.tolist(), "counts": counts.tolist()}
+
+
+# ---- the same numbers batch by batch, in memory that does not grow with the data --------------------
+FINE_BINS_PER_DECADE = 100
+FINE_EXPONENTS = (-7, 39)  # 1e-7 up to past float32's largest value
+
+
+class ErrorHistogram:
+    """|candidate - reference| counted batch by batch in fixed bins of 1/100 decade from 1e-7, regrouped at
+    the end into error_histogram's log-spaced bins up to the largest error. Each fine bin goes where its
+    centre falls, so an error within 1/100 decade (2.3%) of a reported edge may be counted on its other side."""
+
+    def __init__(self):
+        low, high = FINE_EXPONENTS
+        self.fine = np.zeros((high - low) * FINE_BINS_PER_DECADE, np.int64)
+        self.largest = 0.0
+
+    def add(self, reference, candidate) -> None:
+        errors = np.abs(np.asarray(candidate, np.float64) - np.asarray(reference, np.float64)).ravel()
+        errors = errors[np.isfinite(errors)]
+        if not errors.size:
+            return
+        self.largest = max(self.largest, float(errors.max()))
+        low, high = FINE_EXPONENTS
+        exponents = np.log10(np.clip(errors, 10.0 ** low, 10.0 ** high))
+        positions = np.minimum(((exponents - low) * FINE_BINS_PER_DECADE).astype(np.int64), len(self.fine) - 1)
+        self.fine += np.bincount(positions, minlength=len(self.fine))
+
+    def result(self, bins: int = 24) -> dict:
+        top = max(self.largest, 1e-6)
+        edges = np.logspace(-7, np.log10(top) + 1e-9, bins + 1)
+        centres = 10.0 ** (FINE_EXPONENTS[0] + (np.arange(len(self.fine)) + 0.5) / FINE_BINS_PER_DECADE)
+        positions = np.clip(np.searchsorted(edges, centres, side="right") - 1, 0, bins - 1)
+        counts = np.bincount(positions, weights=self.fine, minlength=bins)
+        return {"edges": edges.tolist(), "counts": [int(c) for c in counts]}
+
+
+class TopKHits:
+    """How many rows have their label among the top 1 and top k logits, batch by batch."""
+
+    def __init__(self, k: int = 5):
+        self.k, self.rows, self.top1, self.topk = k, 0, 0, 0
+
+    def add(self, logits: np.ndarray, labels: np.ndarray) -> None:
+        hits = top_k(logits, self.k) == np.asarray(labels)[:, None]
+        self.rows += len(logits)
+        self.top1 += int(hits[:, 0].sum())
+        self.topk += int(hits.any(axis=1).sum())
+
+    def accuracy(self) -> tuple:
+        """(top-1, top-k) as fractions, what accuracy(logits, labels, 1 and k) gives over every row."""
+        return self.top1 / self.rows, self.topk / self.rows
+
+
+class RunningComparison:
+    """A candidate's (N, classes) logits against the reference's, fed batch by batch: the sums behind
+    logit_agreement, prediction_agreement, accuracy and the error histogram, plus the first `keep`
+    samples whose top-1 differs, so a 50,000-sample check holds no logits."""
+
+    def __init__(self, keep: int, k: int = 5):
+        self.keep, self.k = keep, k
+        self.rows = self.logits = self.same = self.non_finite = 0
+        self.abs_sum = self.max_abs = self.scale = self.noise = self.signal = 0.0
+        self.cosine_sum, self.cosine_min = 0.0, np.inf
+        self.overlap_sum = 0.0
+        self.class_rows = self.class_same = None
+        self.disagreements, self.examples = 0, []
+        self.histogram = ErrorHistogram()
+        self.hits = TopKHits(k)
+
+    def add(self, reference: np.ndarray, candidate: np.ndarray, labels=None) -> None:
+        """The next rows; `labels` (their ground truth) or None. NaN or Inf in the candidate is counted
+        (`non_finite`) and makes the error figures NaN, quietly: the verdict fails it on that count."""
+        self.non_finite += int(np.size(candidate) - np.count_nonzero(np.isfinite(candidate)))
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            self._add(reference, candidate, labels)
+
+    def _add(self, reference, candidate, labels) -> None:
+        if self.class_rows is None:
+            self.class_rows = np.zeros(reference.shape[1], np.int64)
+            self.class_same = np.zeros(reference.shape[1], np.int64)
+        first = self.rows
+        self.histogram.add(reference, candidate)
+        reference, candidate = np.asarray(reference, np.float64), np.asarray(candidate, np.float64)
+        errors = np.abs(reference - candidate)
+        self.rows += len(reference)
+        self.logits += errors.size
+        self.abs_sum += float(errors.sum())
+        if errors.size:
+            self.max_abs = float(np.max([self.max_abs, errors.max()]))  # NaN stays NaN
+            self.scale = max(self.scale, float(np.abs(reference).max()))
+        self.noise += float(np.sum((reference - candidate) ** 2))
+        self.signal += float(np.sum(reference ** 2))
+        cosines = row_cosines(reference, candidate)
+        self.cosine_sum += float(cosines.sum())
+        self.cosine_min = float(np.min([self.cosine_min, cosines.min(initial=np.inf)]))
+        reference_top, candidate_top = top_k(reference, self.k), top_k(candidate, self.k)
+        same = reference_top[:, 0] == candidate_top[:, 0]
+        self.same += int(same.sum())
+        shared = (reference_top[:, :, None] == candidate_top[:, None, :]).any(axis=2).sum(axis=1)
+        self.overlap_sum += float(np.sum(shared / reference_top.shape[1]))
+        self.class_rows += np.bincount(reference_top[:, 0], minlength=len(self.class_rows))
+        self.class_same += np.bincount(reference_top[same, 0], minlength=len(self.class_rows))
+        differing = np.flatnonzero(~same)
+        self.disagreements += len(differing)
+        for row in differing[:max(0, self.keep - len(self.examples))]:
+            self.examples.append({"index": first + int(row), "label": None if labels is None else int(labels[row]),
+                                  "reference": int(reference_top[row, 0]), "candidate": int(candidate_top[row, 0])})
+        if labels is not None:
+            self.hits.add(candidate, labels)
+
+    def metrics(self) -> dict:
+        """logit_agreement's and prediction_agreement's figures over every row so far; top1/top5 with labels."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self._metrics()
+
+    def _metrics(self) -> dict:
+        snr = float("inf") if self.noise == 0 else (
+            10.0 * np.log10(self.signal / self.noise) if self.signal > 0 else float("-inf"))
+        metrics = {"max_abs": self.max_abs, "mean_abs": self.abs_sum / self.logits if self.logits else 0.0,
+                   "max_rel": self.max_abs / self.scale if self.scale > 0 else self.max_abs,
+                   "cosine_mean": self.cosine_sum / self.rows, "cosine_min": self.cosine_min,
+                   "snr_db": snr, "agreement": self.same / self.rows, "top5_overlap": self.overlap_sum / self.rows}
+        if self.hits.rows:
+            metrics["top1"], metrics["top5"] = self.hits.accuracy()
+        return metrics
+
+    def per_class(self) -> list:
+        """Top-1 agreement per reference-predicted class, None for a class the reference never predicts."""
+        return [float(same / rows) if rows else None for same, rows in zip(self.class_same, self.class_rows)]

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .data import inputs_sha256
 from .errors import SkdeployError, UsageError
 from .fileio import atomic_path, check_output_path
 from .log import log
@@ -48,14 +47,14 @@ class Reference:
 
         return TorchRunner(self.loaded, threads=threads)
 
-    def saved_logits(self, inputs: np.ndarray, described: str) -> np.ndarray:
-        """The saved logits, only when `inputs` (`described` in the error) are the inputs they came from."""
+    def check_saved_data(self, count: int, sha256, described: str) -> None:
+        """UsageError unless `count` samples whose inputs hash to `sha256` (`described` in the error) are
+        what the saved logits came from; with `sha256` None, before streaming, the count alone."""
         logits = self.saved["logits"]
-        if len(logits) != len(inputs) or str(self.saved["inputs_sha256"]) != inputs_sha256(inputs):
-            raise UsageError(f"the data ({described}, {len(inputs)} samples) is not what {self.source} was saved "
+        if len(logits) != count or (sha256 is not None and str(self.saved["inputs_sha256"]) != sha256):
+            raise UsageError(f"the data ({described}, {count} samples) is not what {self.source} was saved "
                              f"from ({self.saved['meta']['data']['source']}, {len(logits)} samples): input sha256 "
                              "differs; use the same `data`, `limit` and preprocessing")
-        return logits.astype(np.float32)
 
 
 def reference_of(loaded) -> Reference:
@@ -138,17 +137,18 @@ def resolve_reference(reference=None, checkpoint=None, candidates=(), trust_mode
     return reference_from_model(text, checkpoint=checkpoint)
 
 
-def save_reference(path, logits, data, reference: Reference, force=False) -> Path:
-    """FP32 logits, the inputs' sha256 and the labels, so validation can run later without PyTorch.
-    `data` holds the samples the logits came from (inputs, labels, source)."""
+def save_reference(path, logits, labels, data: dict, reference: Reference, force=False) -> Path:
+    """FP32 logits, the inputs' sha256 and the labels (or None), so validation can run later without
+    PyTorch. `data` describes the samples the logits came from: {source, count, inputs_sha256}, as
+    validation records it."""
     path = check_output_path(path, force)
     meta = {"format": REFERENCE_FORMAT, "skdeploy_version": __version__, "model": reference.model.record(),
-            "preprocessing": reference.preprocessing, "data": {"source": data.source, "count": len(data.inputs)},
+            "preprocessing": reference.preprocessing, "data": {"source": data["source"], "count": data["count"]},
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    arrays = {"logits": logits.astype(np.float32), "inputs_sha256": np.array(inputs_sha256(data.inputs)),
+    arrays = {"logits": logits.astype(np.float32), "inputs_sha256": np.array(data["inputs_sha256"]),
               "meta": np.array(json.dumps(meta))}
-    if data.labels is not None:
-        arrays["labels"] = data.labels
+    if labels is not None:
+        arrays["labels"] = labels
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
             np.savez_compressed(handle, **arrays)

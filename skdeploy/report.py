@@ -141,7 +141,7 @@ def _candidate_section(candidate, names, data, thresholds) -> str:
              f'<span class="badge {"pass" if candidate.passed else "fail"}">'
              f'{"PASS" if candidate.passed else "FAIL"}</span></h2>',
              f'<p class="meta">{_escape(candidate.runner)}, {_escape(candidate.precision)}, '
-             f'{candidate.seconds} s; {candidate.disagreements} of {data.inputs.shape[0]} samples disagree with '
+             f'{candidate.seconds} s; {candidate.disagreements} of {len(data)} samples disagree with '
              "FP32 on top-1</p>",
              "<ul class=\"meta\">" + "".join(
                  f"<li>{_escape(text)} — {'pass' if passed else '<b>fail</b>'}</li>"

@@ -1,6 +1,10 @@
 """Is the deployed model still the model? Run the FP32 reference and every candidate on the same
 preprocessed batches, compare, and give one verdict per candidate against thresholds.
 
+The data streams: each batch is decoded once (a thread pool over files), hashed, and run through the
+reference and every candidate before the next, and only running metrics plus the first disagreeing
+samples are kept, so memory does not grow with the data set (50,000 ImageNet images fit in 2 GB).
+
     result = validate(["demo.onnx", "demo.int8.onnx"], settings=ValidateSettings(min_agreement=0.99))
     result.passed, [(c.name, c.metrics["agreement"]) for c in result.candidates]
 
@@ -9,13 +13,14 @@ or a saved reference (.npz: FP32 logits plus the inputs' sha256), which needs no
 """
 import math
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from .compare import accuracy, error_histogram, logit_agreement, prediction_agreement
-from .data import FASHION_MNIST_DIR, LoadedData, Preprocessing, class_names_for, load_data
+from .compare import RunningComparison, TopKHits
+from .data import FASHION_MNIST_DIR, InputsDigest, Preprocessing, StreamedData, class_names_for, open_data
 from .errors import SkdeployError, UsageError
 from .fileio import check_output_path
 from .log import log
@@ -98,7 +103,7 @@ class ValidationResult:
     thresholds: ValidateSettings
     candidates: list  # CandidateResult per candidate, in the order given
     saved_reference: str  # where --save-reference wrote the FP32 outputs, else None
-    samples: LoadedData = field(repr=False, compare=False)  # the preprocessed data (the HTML report shows it)
+    samples: StreamedData = field(repr=False, compare=False)  # the data it ran on (the HTML report shows it)
 
     @property
     def passed(self) -> bool:
@@ -144,34 +149,33 @@ def _check(name, value, limit, rule) -> dict:
 
 def compare_candidate(reference_logits, logits, labels, settings: ValidateSettings, reference_top1=None,
                       precision: str = "unknown") -> dict:
+    """Metrics, checks against the thresholds and the verdict for one candidate's whole logits."""
+    comparison = RunningComparison(settings.max_examples)
+    comparison.add(reference_logits, logits, labels)
+    return judge(comparison, settings, reference_top1, precision)
+
+
+def judge(comparison: RunningComparison, settings: ValidateSettings, reference_top1=None,
+          precision: str = "unknown") -> dict:
     """Metrics, checks against the thresholds (cosine and SNR limits by `precision` unless set) and the
-    verdict for one candidate. Any NaN or Inf in its outputs fails it."""
-    non_finite = int(np.size(logits) - np.count_nonzero(np.isfinite(logits)))
-    metrics = logit_agreement(reference_logits, logits)
-    predictions = prediction_agreement(reference_logits, logits)
-    metrics.update(agreement=predictions["agreement"], top5_overlap=predictions["top5_overlap"])
+    verdict from a candidate's running comparison (top-1 and its drop when the data has labels). Any NaN
+    or Inf in its outputs fails it."""
+    metrics = comparison.metrics()
     min_cosine = settings.min_cosine if settings.min_cosine is not None else \
         MIN_COSINE.get(precision, MIN_COSINE["int8"])
     min_snr_db = settings.min_snr_db if settings.min_snr_db is not None else \
         MIN_SNR_DB.get(precision, MIN_SNR_DB["int8"])
-    checks = [_check("non-finite outputs", non_finite, 0, "=="),
-              _check("top-1 agreement", predictions["agreement"], settings.min_agreement, ">="),
+    checks = [_check("non-finite outputs", comparison.non_finite, 0, "=="),
+              _check("top-1 agreement", metrics["agreement"], settings.min_agreement, ">="),
               _check("cosine", metrics["cosine_mean"], min_cosine, ">="),
               _check("SNR dB", metrics["snr_db"], min_snr_db, ">=")]
-    if labels is not None:
-        metrics["top1"] = accuracy(logits, labels, 1)
-        metrics["top5"] = accuracy(logits, labels, 5)
+    if "top1" in metrics:
         drop = (reference_top1 - metrics["top1"]) * 100.0
         metrics["top1_drop"] = drop
         checks.append(_check("top-1 drop (points)", drop, settings.max_top1_drop, "<="))
-    reference_class = np.argmax(reference_logits, axis=1)
-    candidate_class = np.argmax(logits, axis=1)
-    examples = [{"index": int(i), "label": None if labels is None else int(labels[i]),
-                 "reference": int(reference_class[i]), "candidate": int(candidate_class[i])}
-                for i in predictions["disagreements"][:settings.max_examples]]
-    return {"metrics": metrics, "per_class_agreement": predictions["per_class"],
-            "disagreements": len(predictions["disagreements"]), "examples": examples,
-            "error_histogram": error_histogram(reference_logits, logits), "checks": checks,
+    return {"metrics": metrics, "per_class_agreement": comparison.per_class(),
+            "disagreements": comparison.disagreements, "examples": comparison.examples,
+            "error_histogram": comparison.histogram.result(), "checks": checks,
             "passed": all(check["passed"] for check in checks)}
 
 
@@ -202,20 +206,21 @@ def recorded_top1_check(manifest, top1: float, count: int):
     return check
 
 
-def check_finite_inputs(samples: LoadedData):
-    """NaN or Inf in the inputs would make every comparison meaningless: refuse, naming the first sample."""
-    finite = np.isfinite(samples.inputs).reshape(len(samples.inputs), -1).all(axis=1)
+def check_finite_inputs(inputs: np.ndarray, start: int, origin: str):
+    """NaN or Inf in the inputs would make every comparison meaningless: refuse, naming the first sample
+    (`start` is the batch's first sample number)."""
+    finite = np.isfinite(inputs).reshape(len(inputs), -1).all(axis=1)
     if not finite.all():
         bad = np.flatnonzero(~finite)
-        raise UsageError(f"the data ({samples.source}) holds NaN or Inf in {len(bad)} sample"
-                         f"{'s' if len(bad) != 1 else ''}, the first is sample {int(bad[0])}; inputs must be finite")
+        raise UsageError(f"the data ({origin}) holds NaN or Inf in sample {start + int(bad[0])}"
+                         f"{f' and {len(bad) - 1} more of its batch' if len(bad) > 1 else ''}; inputs must be finite")
 
 
-def check_finite_reference(logits: np.ndarray, source: str):
+def check_finite_reference(logits: np.ndarray, start: int, source: str):
     if not np.isfinite(logits).all():
         bad = np.flatnonzero(~np.isfinite(logits).reshape(len(logits), -1).all(axis=1))
-        raise SkdeployError(f"the FP32 reference ({source}) outputs NaN or Inf for {len(bad)} sample"
-                            f"{'s' if len(bad) != 1 else ''}, the first is sample {int(bad[0])}; it cannot judge")
+        raise SkdeployError(f"the FP32 reference ({source}) outputs NaN or Inf for sample {start + int(bad[0])}; "
+                            "it cannot judge")
 
 
 def validate(candidates, reference=None, checkpoint=None, data=None, settings: ValidateSettings = None,
@@ -230,35 +235,37 @@ def validate(candidates, reference=None, checkpoint=None, data=None, settings: V
     manifests = {c: load_manifest(c, required=False) for c in candidates}
     used = _data_preprocessing(ref, manifests)
     samples = _samples(ref, manifests, data, settings.limit)
-    check_finite_inputs(samples)
-    reference_logits = _reference_logits(ref, samples, settings.batch)
-    check_finite_reference(reference_logits, ref.source)
-    if save_reference_to:
-        save_reference(save_reference_to, reference_logits, samples, replace(ref, preprocessing=used.to_dict()),
-                       force)
+    if not len(samples):
+        raise UsageError(f"no samples to validate on in {samples.origin.split(':', 1)[1]}")
+    if ref.kind == "saved":
+        ref.check_saved_data(len(samples), None, samples.origin)
+        if samples.labels is None and ref.saved.get("labels") is not None:
+            samples.labels = ref.saved["labels"]
     labels = samples.labels
+    streamed = _stream(ref, samples, candidates, settings, runner_options, keep_reference=bool(save_reference_to))
+    if ref.kind == "saved":
+        ref.check_saved_data(len(samples), streamed.sha256, samples.origin)
+    data_record = {"source": samples.origin, "count": len(samples), "labels": labels is not None,
+                   "inputs_sha256": streamed.sha256, "class_names": list(samples.class_names or []),
+                   "preprocessing": used.to_dict()}
+    if save_reference_to:
+        save_reference(save_reference_to, streamed.reference_logits, labels, data_record,
+                       replace(ref, preprocessing=used.to_dict()), force)
     result = ValidationResult(
-        reference={"source": ref.source, "kind": ref.kind, "model": ref.model.spec},
-        data={"source": samples.source, "count": int(len(samples.inputs)), "labels": labels is not None,
-              "inputs_sha256": samples.sha256(), "class_names": list(samples.class_names or []),
-              "preprocessing": used.to_dict()},
+        reference={"source": ref.source, "kind": ref.kind, "model": ref.model.spec}, data=data_record,
         thresholds=settings, candidates=[], saved_reference=str(save_reference_to or "") or None, samples=samples)
     reference_top1 = None
     if labels is not None:
-        reference_top1 = accuracy(reference_logits, labels, 1)
-        result.reference.update(top1=reference_top1, top5=accuracy(reference_logits, labels, 5))
-    for path in candidates:
-        started = time.time()
-        logits, runner_name = _run_candidate(path, samples.inputs, settings.batch, runner_options)
-        if logits.shape != reference_logits.shape:
-            raise SkdeployError(f"{Path(path).name} outputs {logits.shape[1:]} per sample but the reference outputs "
-                                f"{reference_logits.shape[1:]}; is it the same model?")
+        reference_top1, reference_top5 = streamed.reference_hits.accuracy()
+        result.reference.update(top1=reference_top1, top5=reference_top5)
+    for path, runner_name, comparison, spent in zip(candidates, streamed.runner_names, streamed.comparisons,
+                                                    streamed.seconds):
         precision = artifact_precision(manifests[path])
-        judged = compare_candidate(reference_logits, logits, labels, settings, reference_top1, precision)
-        judged["checks"] += _manifest_checks(manifests[path], used, judged["metrics"], len(logits))
+        judged = judge(comparison, settings, reference_top1, precision)
+        judged["checks"] += _manifest_checks(manifests[path], used, judged["metrics"], len(samples))
         judged["passed"] = all(check["passed"] for check in judged["checks"])
-        result.candidates.append(CandidateResult(path, Path(path).name, runner_name, precision,
-                                                 round(time.time() - started, 2), **judged))
+        result.candidates.append(CandidateResult(path, Path(path).name, runner_name, precision, round(spent, 2),
+                                                 **judged))
     return result
 
 
@@ -269,6 +276,67 @@ def _manifest_checks(manifest, used: Preprocessing, metrics: dict, count: int) -
     if "top1" in metrics:
         checks.append(recorded_top1_check(manifest, metrics["top1"], count))
     return [check for check in checks if check is not None]
+
+
+@dataclass
+class _Streamed:
+    """What one pass over the data leaves: the inputs' sha256 and running figures, never the inputs."""
+
+    sha256: str
+    reference_hits: TopKHits  # the reference's top-1/top-5 hits when the data has labels
+    comparisons: list  # RunningComparison per candidate
+    runner_names: list
+    seconds: list  # time each candidate spent running
+    reference_logits: np.ndarray  # all FP32 logits, only when they are to be saved
+
+
+def _stream(ref, samples: StreamedData, candidates, settings: ValidateSettings, runner_options,
+            keep_reference: bool) -> _Streamed:
+    """Decode each batch once, then run it through the reference and every candidate before the next."""
+    labels = samples.labels
+    streamed = _Streamed(None, TopKHits(), [RunningComparison(settings.max_examples) for _ in candidates], [],
+                         [0.0] * len(candidates), None)
+    digest, kept = InputsDigest(), []
+    plural = "s" if len(candidates) != 1 else ""
+    with ExitStack() as opened:
+        reference_runner = opened.enter_context(ref.runner()) if ref.kind == "pytorch" else None
+        runners = [opened.enter_context(candidate_runner(path, runner_options)) for path in candidates]
+        streamed.runner_names = [runner.name for runner in runners]
+        progress = opened.enter_context(
+            log.progress(len(samples), f"validating {len(candidates)} candidate{plural} on {len(samples)} samples"))
+        for start, inputs in samples.batches(settings.batch):
+            check_finite_inputs(inputs, start, samples.origin)
+            digest.update(inputs)
+            batch_labels = None if labels is None else labels[start:start + len(inputs)]
+            reference_logits = _reference_batch(ref, reference_runner, start, inputs, settings.batch)
+            check_finite_reference(reference_logits, start, ref.source)
+            if keep_reference:
+                kept.append(reference_logits)
+            if batch_labels is not None:
+                streamed.reference_hits.add(reference_logits, batch_labels)
+            for number, (path, runner) in enumerate(zip(candidates, runners)):
+                started = time.time()
+                if start == 0:
+                    check_input_shape(runner, inputs, Path(path).name)
+                logits = runner.run_batched(inputs, settings.batch)
+                streamed.seconds[number] += time.time() - started
+                if logits.shape != reference_logits.shape:
+                    raise SkdeployError(f"{Path(path).name} outputs {logits.shape[1:]} per sample but the reference "
+                                        f"outputs {reference_logits.shape[1:]}; is it the same model?")
+                streamed.comparisons[number].add(reference_logits, logits, batch_labels)
+            progress(len(inputs))
+    streamed.sha256 = digest.hexdigest()
+    streamed.reference_logits = np.concatenate(kept) if keep_reference else None
+    return streamed
+
+
+def _reference_batch(ref, runner, start: int, inputs: np.ndarray, batch: int) -> np.ndarray:
+    """FP32 logits for the batch starting at sample `start`: the saved ones, or the PyTorch model's."""
+    if runner is None:
+        return ref.saved["logits"][start:start + len(inputs)].astype(np.float32)
+    if start == 0:
+        check_input_shape(runner, inputs, "the reference model")
+    return runner.run_batched(inputs, batch)
 
 
 def _existing_candidates(candidates, save_reference_to, force) -> list:
@@ -306,24 +374,5 @@ def _samples(ref, manifests: dict, data, limit):
         if dataset != "fashion-mnist":
             raise UsageError(f"`data` is required: the model ({context['model'].get('spec')}) has no default dataset")
         data = FASHION_MNIST_DIR
-    return load_data(data, preprocessing, limit, class_names_for(dataset))
+    return open_data(data, preprocessing, limit, class_names_for(dataset))
 
-
-def _reference_logits(ref, samples, batch: int) -> np.ndarray:
-    """FP32 logits: saved ones (whose labels the samples take when they have none), or the PyTorch model's."""
-    if ref.kind == "saved":
-        logits = ref.saved_logits(samples.inputs, samples.source)
-        if samples.labels is None and ref.saved.get("labels") is not None:
-            samples.labels = ref.saved["labels"]
-        return logits
-    with ref.runner() as runner, log.progress(len(samples.inputs), "FP32 PyTorch reference") as advance:
-        check_input_shape(runner, samples.inputs, "the reference model")
-        return runner.run_batched(samples.inputs, batch, advance)
-
-
-def _run_candidate(path, inputs: np.ndarray, batch: int, runner_options=None) -> tuple:
-    """(logits, runner name) of one candidate over `inputs`."""
-    with candidate_runner(path, runner_options) as runner, \
-            log.progress(len(inputs), f"{Path(path).name} ({runner.name})") as advance:
-        check_input_shape(runner, inputs, Path(path).name)
-        return runner.run_batched(inputs, batch, advance), runner.name

@@ -92,7 +92,7 @@ def model_code_that_leaves_a_marker(manifest, workspace):
 
 def nan_reference(workspace):
     """A saved reference of four samples whose FP32 logits hold a NaN, and those samples as .npy."""
-    from skdeploy.data import LoadedData
+    from skdeploy.data import InputsDigest
     from skdeploy.models.entry import ModelEntry
     from skdeploy.reference import Reference, save_reference
 
@@ -102,8 +102,10 @@ def nan_reference(workspace):
     logits = np.zeros((4, 10), np.float32)
     logits[2, 5] = np.nan
     reference = Reference("demo", "saved", ModelEntry.from_manifest(manifest), manifest["preprocessing"])
-    save_reference(workspace / "ref.npz", logits, LoadedData(inputs, None, f"npy:{workspace / 'zeros.npy'}"),
-                   reference)
+    digest = InputsDigest()
+    digest.update(inputs)
+    data = {"source": f"npy:{workspace / 'zeros.npy'}", "count": len(inputs), "inputs_sha256": digest.hexdigest()}
+    save_reference(workspace / "ref.npz", logits, None, data, reference)
 
 
 def random_bytes(workspace):
@@ -130,15 +132,15 @@ def mislabelled_fp16_candidate(workspace):
 
 CASES = [
     Case("NaN in the inputs", ("validate", "--candidate", f"{{ws}}/{DEMO_ONNX}", "--data", "{ws}/bad.npy"), 2,
-         r"bad\.npy.*holds NaN or Inf in 1 sample, the first is sample 2; inputs must be finite",
+         r"bad\.npy.*holds NaN or Inf in sample 2; inputs must be finite",
          float_inputs_with(np.nan, [2])),
     Case("Inf in the inputs", ("validate", "--candidate", f"{{ws}}/{DEMO_ONNX}", "--data", "{ws}/bad.npy"), 2,
-         r"holds NaN or Inf in 3 samples, the first is sample 0", float_inputs_with(-np.inf, [0, 1, 3])),
+         r"holds NaN or Inf in sample 0 and 2 more of its batch", float_inputs_with(-np.inf, [0, 1, 3])),
     Case("a candidate that outputs NaN", VALIDATE_DEMO, 1,
          r"validation failed: demo\.onnx \(non-finite outputs 16 vs limit == 0", edit_demo_onnx(nan_bias)),
     Case("a reference that outputs NaN",
          ("validate", "--reference", "{ws}/ref.npz", "--candidate", f"{{ws}}/{DEMO_ONNX}", "--data", "{ws}/zeros.npy"),
-         1, r"the FP32 reference \(saved ref\.npz .*\) outputs NaN or Inf for 1 sample, the first is sample 2",
+         1, r"the FP32 reference \(saved ref\.npz .*\) outputs NaN or Inf for sample 2",
          nan_reference),
     Case("manifest with tampered mean and std", VALIDATE_DEMO, 1,
          r"demo\.onnx \(manifest preprocessing mean \[0\.9\]; std \[0\.01\] vs the reference's mean \[0\.286\]; "
@@ -195,16 +197,18 @@ def sixteen_bit_copy(workspace):
 
 
 def test_sixteen_bit_images_give_the_inputs_of_their_eight_bit_originals(workspace):
-    from skdeploy.data import Preprocessing, load_data
+    from skdeploy.data import Preprocessing, open_data
+
+    def read(folder):
+        return np.concatenate([inputs for _, inputs in open_data(folder, preprocessing).batches(64)])
 
     preprocessing = Preprocessing.from_dict(load_manifest(workspace / DEMO_ONNX)["preprocessing"])
-    eight = load_data(workspace / DEMO_IMAGES, preprocessing)
-    sixteen = load_data(sixteen_bit_copy(workspace), preprocessing)
+    eight, sixteen = read(workspace / DEMO_IMAGES), read(sixteen_bit_copy(workspace))
     # v * 257 * 255 / 65535 = v: the same pictures, not a saturated white. Resizing 28 -> 32 rounds 8-bit
     # pixels to whole gray levels and keeps 16-bit ones fractional: they differ by under one gray level
     one_gray_level = 1 / 255 / preprocessing.std[0]
-    assert np.abs(sixteen.inputs - eight.inputs).max() < one_gray_level
-    assert np.abs(sixteen.inputs - eight.inputs).mean() < one_gray_level / 4
+    assert np.abs(sixteen - eight).max() < one_gray_level
+    assert np.abs(sixteen - eight).mean() < one_gray_level / 4
 
 
 # ---- classify(): its arguments -----------------------------------------------------------------------

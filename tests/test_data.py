@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 from conftest import REPO
 
 from skdeploy.data import InputShape, Preprocessing, default_calibration_path, fashion_mnist_file, \
-    load_data, load_fashion_mnist, open_source, pad_batch, select_calibration
+    load_fashion_mnist, open_data, open_source, pad_batch, select_calibration
 from skdeploy.errors import SkdeployError
 
 IDENTITY_GRAY = Preprocessing(resize=2, crop=(2, 2), mean=(0.0,), std=(1.0,), channel_order="GRAY", scale=1.0)
@@ -107,15 +107,19 @@ def test_fashion_mnist_splits_by_file_name(fashion_folder):
 
 
 def test_validation_data_from_a_fashion_mnist_folder_is_its_test_split(fashion_folder):
-    data = load_data(fashion_folder, IDENTITY_GRAY, limit=2)
-    assert data.source == f"fashion-mnist:{fashion_folder}"
+    data = open_data(fashion_folder, IDENTITY_GRAY, limit=2)
+    assert data.origin == f"fashion-mnist:{fashion_folder}" and len(data) == 2
     assert data.labels.tolist() == [7, 1]
-    np.testing.assert_array_equal(data.inputs, [[[[0, 1], [2, 3]]], [[[10, 20], [30, 40]]]])
+    (start, inputs), = data.batches(8)
+    assert start == 0
+    np.testing.assert_array_equal(inputs, [[[[0, 1], [2, 3]]], [[[10, 20], [30, 40]]]])
 
 
 def test_the_demo_model_calibrates_on_the_shipped_set_by_default():
-    shipped = REPO / "calibration" / "fashion-mnist-train-2048.npz"
-    assert default_calibration_path({"model": {"dataset": "fashion-mnist"}}) == shipped
+    shipped = default_calibration_path({"model": {"dataset": "fashion-mnist"}})
+    # package data (what a wheel carries), a link to the one copy in calibration/
+    assert shipped == REPO / "skdeploy" / "data" / "calibration" / "fashion-mnist-train-2048.npz"
+    assert shipped.resolve() == REPO / "calibration" / "fashion-mnist-train-2048.npz"
     assert default_calibration_path({"model": {"dataset": "imagenet"}}) is None
     assert default_calibration_path(None) is None
 

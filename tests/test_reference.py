@@ -1,13 +1,14 @@
 """The FP32 reference (skdeploy/reference.py): rebuilt from a manifest, refused or warned about when its
 checkpoint changed, and saved references that only answer for the inputs they were saved from."""
+import hashlib
 import json
 import shutil
-import types
 
 import numpy as np
 import pytest
 
 from skdeploy.calib.accuracy import pytorch_reference
+from skdeploy.data import inputs_sha256
 from skdeploy.errors import SkdeployError, UsageError
 from skdeploy.manifest import load_manifest
 from skdeploy.models import ModelEntry
@@ -61,18 +62,22 @@ def test_changed_checkpoint_is_a_warning_for_validation_and_refused_by_calibrati
 def test_saved_reference_answers_only_for_its_own_inputs(tmp_path):
     inputs = np.arange(24, dtype=np.float32).reshape(2, 3, 2, 2)
     logits = np.array([[1.0, 2.0], [3.0, 0.5]], np.float32)
-    data = types.SimpleNamespace(inputs=inputs, labels=np.array([1, 0]), source="npz:samples.npz")
+    data = {"source": "npz:samples.npz", "count": 2, "inputs_sha256": hashlib.sha256(inputs.tobytes()).hexdigest()}
     model = Reference("toy (toy.pt)", "pytorch", ModelEntry(spec="toy", input_size=[3, 2, 2]), {"resize": 2})
-    save_reference(tmp_path / "ref.npz", logits, data, model)
+    save_reference(tmp_path / "ref.npz", logits, np.array([1, 0]), data, model)
     saved = load_saved_reference(tmp_path / "ref.npz")
     assert saved.kind == "saved" and saved.source == "saved ref.npz (toy)" and saved.preprocessing == {"resize": 2}
     assert saved.model == ModelEntry(spec="toy", input_size=[3, 2, 2])
-    assert saved.saved_logits(inputs.copy(), "npz:samples.npz").tolist() == logits.tolist()
+    assert saved.saved["logits"].tolist() == logits.tolist()
+    saved.check_saved_data(2, inputs_sha256(inputs.copy()), "npz:samples.npz")
+    saved.check_saved_data(2, None, "npz:samples.npz")
     assert saved.saved["labels"].tolist() == [1, 0]
     changed = inputs.copy()
     changed[1, 0, 0, 0] += 1
     with pytest.raises(UsageError, match=r"the data \(npz:other, 2 samples\) is not what saved ref.npz \(toy\) was "
                                          r"saved from \(npz:samples.npz, 2 samples\): input sha256 differs"):
-        saved.saved_logits(changed, "npz:other")
+        saved.check_saved_data(2, inputs_sha256(changed), "npz:other")
+    with pytest.raises(UsageError, match=r"the data \(npz:other, 3 samples\)"):
+        saved.check_saved_data(3, None, "npz:other")
     with pytest.raises(UsageError, match="holds saved outputs, not a model to run"):
         saved.runner()

@@ -13,7 +13,7 @@ from conftest import run_cli
 from validation_helpers import perturbed_copy
 
 from skdeploy.compare import accuracy, error_histogram, logit_agreement, prediction_agreement, top_k
-from skdeploy.data import Preprocessing, load_data
+from skdeploy.data import Preprocessing, inputs_sha256, open_data
 from skdeploy.errors import UsageError
 
 LIMIT = 96
@@ -68,31 +68,37 @@ def test_error_histogram_counts_every_logit():
 GRAY = Preprocessing(resize=32, crop=(32, 32), mean=(0.5,), std=(0.5,), channel_order="GRAY")
 
 
+def read_all(data):
+    """Every input of a StreamedData, read in batches of 4."""
+    return np.concatenate([batch for _, batch in data.batches(4)])
+
+
 def test_data_from_npz_and_image_folders(tmp_path):
     from PIL import Image
 
     rng = np.random.default_rng(0)
     pictures = rng.integers(0, 256, (6, 28, 28), dtype=np.uint8)
     np.savez(tmp_path / "images.npz", images=pictures, labels=np.arange(6))
-    data = load_data(tmp_path / "images.npz", GRAY, limit=4)
-    assert data.inputs.shape == (4, 1, 32, 32) and data.labels.tolist() == [0, 1, 2, 3]
-    np.savez(tmp_path / "inputs.npz", inputs=data.inputs)
-    again = load_data(tmp_path / "inputs.npz", GRAY)
-    assert again.labels is None and again.sha256() == data.sha256()
+    data = open_data(tmp_path / "images.npz", GRAY, limit=4)
+    inputs = read_all(data)
+    assert inputs.shape == (4, 1, 32, 32) and len(data) == 4 and data.labels.tolist() == [0, 1, 2, 3]
+    np.savez(tmp_path / "inputs.npz", inputs=inputs)
+    again = open_data(tmp_path / "inputs.npz", GRAY)
+    assert again.labels is None and inputs_sha256(read_all(again)) == inputs_sha256(inputs)
     for label, name in enumerate(("bag", "coat")):
         (tmp_path / "folder" / name).mkdir(parents=True)
         for i in range(3):
             Image.fromarray(pictures[label * 3 + i]).save(tmp_path / "folder" / name / f"{i}.png")
-    folder = load_data(tmp_path / "folder", GRAY)
+    folder = open_data(tmp_path / "folder", GRAY)
     assert folder.labels.tolist() == [0, 0, 0, 1, 1, 1] and folder.class_names == ("bag", "coat")
     assert folder.picture(4).size == (28, 28)
-    np.testing.assert_array_equal(folder.inputs[:3], data.inputs[:3])
+    np.testing.assert_array_equal(read_all(folder)[:3], inputs[:3])
     np.savez(tmp_path / "bad.npz", other=np.zeros(3), more=np.zeros(3))
     with pytest.raises(UsageError, match="name the samples one of"):
-        load_data(tmp_path / "bad.npz", GRAY)
+        open_data(tmp_path / "bad.npz", GRAY)
     np.savez(tmp_path / "flat.npz", inputs=np.zeros(3))
     with pytest.raises(UsageError, match=r"the model takes \(N, 1, 32, 32\)"):
-        load_data(tmp_path / "flat.npz", GRAY)
+        open_data(tmp_path / "flat.npz", GRAY)
 
 
 # ---- the command --------------------------------------------------------------------------------
@@ -140,7 +146,7 @@ def test_validate_api_returns_typed_verdicts_whose_record_is_the_json(candidates
     assert noisy.failed_checks() == [check for check in noisy.checks if not check["passed"]] != []
     assert len(noisy.examples) == min(3, noisy.disagreements)
     assert result.thresholds is settings and result.saved_reference is None
-    assert result.samples.inputs.shape == (LIMIT, 1, 32, 32) and result.data["count"] == LIMIT
+    assert len(result.samples) == LIMIT and result.data["count"] == LIMIT
     shown = run_cli("validate", "--candidate", candidates["fp32"], "--candidate", candidates["noisy"], "--limit", LIMIT,
                     "--max-top1-drop", 100, "--min-agreement", 0, "--min-cosine", -1, "--min-snr-db", -1000, "--json")
     assert shown.exit_code == 0, shown.stderr

@@ -1,5 +1,6 @@
-"""A whole data set preprocessed into memory, for stages that run every sample through several models
-(validation): each model then sees the very same float32 inputs, identified by their sha256.
+"""A data set read batch by batch for stages that run every sample through several models (validation):
+each model sees the very same float32 inputs, identified by their sha256, and memory holds a batch or
+two whatever the data set's size.
 """
 import hashlib
 from dataclasses import dataclass
@@ -8,47 +9,72 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UsageError
-from ..log import log
 from .preprocessing import Preprocessing
-from .sources import InputShape, UnreadableSample, fashion_mnist_file, open_source
+from .sources import InputShape, Source, UnreadableSample, fashion_mnist_file, open_source, read_batches
+
+
+class InputsDigest:
+    """The sha256 of preprocessed float32 inputs fed batch by batch; equal to inputs_sha256 of them all."""
+
+    def __init__(self):
+        self.digest = hashlib.sha256()
+
+    def update(self, inputs: np.ndarray) -> None:
+        self.digest.update(np.ascontiguousarray(inputs, dtype=np.float32).data)  # no copy of the bytes
+
+    def hexdigest(self) -> str:
+        return self.digest.hexdigest()
 
 
 def inputs_sha256(inputs: np.ndarray) -> str:
     """What a saved reference is keyed by: the sha256 of the preprocessed float32 inputs."""
-    return hashlib.sha256(np.ascontiguousarray(inputs, dtype=np.float32).tobytes()).hexdigest()
+    digest = InputsDigest()
+    digest.update(inputs)
+    return digest.hexdigest()
 
 
 @dataclass
-class LoadedData:
-    """Preprocessed inputs (N, C, H, W) float32, labels (N,) or None, and how to show sample i."""
+class StreamedData:
+    """The first `count` samples of a Source, read in batches; labels (count,) or None, and how to show
+    sample i."""
 
-    inputs: np.ndarray
-    labels: np.ndarray
-    source: str
-    pictures: object = None  # uint8 (N, H, W[, C]) array or a list of image paths, for the report
+    source: Source
+    count: int
+    origin: str  # "kind:path", what reports and saved references name the data by
+    labels: np.ndarray = None
     class_names: tuple = None
 
-    def sha256(self) -> str:
-        return inputs_sha256(self.inputs)
+    def __len__(self):
+        return self.count
+
+    def batches(self, batch_size: int):
+        """(first sample number, float32 batch) over the data in order, decoded by a thread pool."""
+        starts = range(0, self.count, batch_size)
+        try:
+            yield from zip(starts, read_batches(self.source, range(self.count), batch_size))
+        except UnreadableSample as exc:
+            raise UsageError(f"cannot read {exc}") from None
 
     def picture(self, index: int):
         """Sample `index` as a PIL image (the original picture when known, else the input rescaled)."""
         from PIL import Image
 
-        if isinstance(self.pictures, np.ndarray):
-            return Image.fromarray(self.pictures[index])
-        if isinstance(self.pictures, list):
-            return Image.open(self.pictures[index])
-        array = self.inputs[index].astype(np.float64)
+        pictures = self.source.pictures
+        if isinstance(pictures, np.ndarray):
+            return Image.fromarray(pictures[index])
+        if isinstance(pictures, list):
+            return Image.open(pictures[index])
+        array = self.source.sample(index).astype(np.float64)
         array = (array - array.min()) / max(array.max() - array.min(), 1e-12) * 255
         array = array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0)
         return Image.fromarray(array.astype(np.uint8))
 
 
-def load_data(path, preprocessing: Preprocessing, limit=None, class_names=None) -> LoadedData:
+def open_data(path, preprocessing: Preprocessing, limit=None, class_names=None) -> StreamedData:
     """`path`: a Fashion-MNIST folder (its test split), or any calibration-data format
     (calibration/README.md): an image folder (one subfolder per class gives labels), .npy/.npz
-    (uint8 pictures or preprocessed float32 NCHW, optional labels), an IDX images file."""
+    (uint8 pictures or preprocessed float32 NCHW, optional labels), an IDX images file. Nothing is
+    decoded until the batches are read."""
     path = Path(path)
     kind = "images" if path.is_dir() else path.suffix.lstrip(".") or "data"
     file = path
@@ -57,14 +83,5 @@ def load_data(path, preprocessing: Preprocessing, limit=None, class_names=None) 
     shape = InputShape(preprocessing.channels, *preprocessing.crop)
     source = open_source(file, shape, lambda what: preprocessing, argument="data")
     count = len(source) if limit is None else min(limit, len(source))
-    inputs = np.empty((count, shape.channels, shape.height, shape.width), np.float32)
-    with log.progress(count, f"preprocessing {count} samples") as advance:
-        for index in range(count):
-            try:
-                inputs[index] = source.sample(index)
-            except UnreadableSample as exc:
-                raise UsageError(f"cannot read {exc}") from None
-            advance()
     labels = None if source.labels is None else source.labels[:count]
-    pictures = None if source.pictures is None else source.pictures[:count]
-    return LoadedData(inputs, labels, f"{kind}:{path}", pictures, source.class_names or class_names)
+    return StreamedData(source, count, f"{kind}:{path}", labels, source.class_names or class_names)

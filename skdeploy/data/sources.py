@@ -8,6 +8,8 @@ labels, the IDX labels file, or one subfolder per class).
 import gzip
 import os
 import struct
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,6 +100,34 @@ class Source:
 
     def sample(self, index: int) -> np.ndarray:
         raise NotImplementedError
+
+
+DECODE_WORKERS = min(8, os.cpu_count() or 1)
+
+
+def read_batches(source: Source, indices, batch_size: int, workers: int = DECODE_WORKERS):
+    """float32 (n, C, H, W) batches of `source`'s samples at `indices`, in order. A thread pool decodes
+    the files (Pillow and numpy release the GIL while they work) one batch ahead of the caller, so about
+    two batches are in memory; an UnreadableSample reaches the caller when its batch does."""
+    chunks = (indices[start:start + batch_size] for start in range(0, len(indices), batch_size))
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode") as pool:
+        pending = deque()
+        for chunk in chunks:
+            pending.append([pool.submit(source.sample, int(i)) for i in chunk])
+            if len(pending) > 1:
+                yield _gathered(pending.popleft())
+        while pending:
+            yield _gathered(pending.popleft())
+
+
+def _gathered(futures: list) -> np.ndarray:
+    """The futures' samples as one batch, each sample let go once copied in."""
+    first = futures[0].result()
+    batch = np.empty((len(futures), *first.shape), np.float32)
+    for row, future in enumerate(futures):
+        batch[row] = future.result()
+        futures[row] = None
+    return batch
 
 
 class ImageFolder(Source):

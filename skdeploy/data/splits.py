@@ -5,27 +5,25 @@ accuracy check uses, so the two never overlap. Samples are decoded again for eve
 """
 import hashlib
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UsageError
 from ..log import log
-from .sources import InputShape, Source, UnreadableSample, fashion_mnist_file
+from .sources import InputShape, Source, UnreadableSample, read_batches
 
-REPO_CALIBRATION_DIR = Path(__file__).resolve().parents[2] / "calibration"
 DEMO_CALIBRATION_FILE = "fashion-mnist-train-2048.npz"
 
 
 def default_calibration_path(manifest):
-    """The shipped calibration set for the demo model (Fashion-MNIST train split), else None."""
+    """The calibration set shipped in the package for the demo model (Fashion-MNIST train split), else None.
+    Package data skdeploy/data/calibration/ links to the repository's calibration/ folder, the one copy
+    the wheel's file is built from."""
     if not manifest or (manifest.get("model") or {}).get("dataset") != "fashion-mnist":
         return None
-    shipped = REPO_CALIBRATION_DIR / DEMO_CALIBRATION_FILE
-    if shipped.exists():
-        return shipped
-    system = fashion_mnist_file("train")
-    return system if system.exists() else None
+    return Path(str(resources.files("skdeploy.data") / "calibration" / DEMO_CALIBRATION_FILE))
 
 
 @dataclass
@@ -40,10 +38,10 @@ class Selection:
 
     def batches(self, indices, batch_size):
         """(float32 batch, labels or None) in order; samples are decoded again, never cached."""
-        for start in range(0, len(indices), batch_size):
+        for start, batch in zip(range(0, len(indices), batch_size), read_batches(self.source, indices, batch_size)):
             chunk = indices[start:start + batch_size]
             labels = self.source.labels[chunk] if self.source.labels is not None else None
-            yield np.stack([self.source.sample(i) for i in chunk]), labels
+            yield batch, labels
 
 
 def select_calibration(source: Source, shape: InputShape, count: int, holdout: int, seed: int) -> Selection:

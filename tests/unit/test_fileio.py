@@ -502,26 +502,26 @@ def test_timing_cache_save_failing_leaves_no_file(tmp_path, monkeypatch):
 
 # ---- validate: the saved reference and the HTML report ----------------------------------------------
 def reference_parts():
-    """(logits, LoadedData, Reference) for two 1x2x2 samples."""
-    from skdeploy.data import LoadedData
+    """(logits, labels, data record, Reference) for two 1x2x2 samples."""
     from skdeploy.models.entry import ModelEntry
     from skdeploy.reference import Reference
 
-    data = LoadedData(np.arange(8, dtype=np.float32).reshape(2, 1, 2, 2), np.array([0, 1]), "npy:data.npy")
+    inputs = np.arange(8, dtype=np.float32).reshape(2, 1, 2, 2)
+    data = {"source": "npy:data.npy", "count": 2, "inputs_sha256": hashlib.sha256(inputs.tobytes()).hexdigest()}
     reference = Reference("tiny (random weights)", "pytorch", ModelEntry(spec="tiny"),
                           {"resize": 2, "crop": [2, 2], "mean": [0.0], "std": [1.0], "channel_order": "GRAY"})
-    return np.array([[1.0, -1.0], [0.5, 2.0]], np.float32), data, reference
+    return np.array([[1.0, -1.0], [0.5, 2.0]], np.float32), np.array([0, 1]), data, reference
 
 
 def test_save_reference_round_trips(tmp_path):
     from skdeploy.reference import load_saved_reference, save_reference
 
-    logits, data, reference = reference_parts()
-    save_reference(tmp_path / "ref.npz", logits, data, reference)
+    logits, labels, data, reference = reference_parts()
+    save_reference(tmp_path / "ref.npz", logits, labels, data, reference)
     saved = load_saved_reference(tmp_path / "ref.npz").saved
     np.testing.assert_array_equal(saved["logits"], logits)
     np.testing.assert_array_equal(saved["labels"], [0, 1])
-    assert str(saved["inputs_sha256"]) == hashlib.sha256(data.inputs.tobytes()).hexdigest()
+    assert str(saved["inputs_sha256"]) == data["inputs_sha256"]
     assert saved["meta"]["data"] == {"source": "npy:data.npy", "count": 2}
 
 

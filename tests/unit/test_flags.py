@@ -17,7 +17,7 @@ from skdeploy.log import log
 PACKAGE = Path(__file__).resolve().parents[2] / "skdeploy"
 EMITTERS = {"UsageError", "SkdeployError", "MissingDependency", "info", "warning", "status", "progress"}
 # arguments only the API can pass wrongly: the CLI's own checks (flag values, click choices) come first
-API_ONLY = {"count", "precision"}
+API_ONLY = {"count", "precision", "top_k", "images"}  # classify() has no command
 
 
 @pytest.mark.parametrize("message, shown", [

@@ -10,7 +10,6 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from skdeploy.data import LoadedData
 from skdeploy.errors import SkdeployError, UsageError
 from skdeploy.manifest import FORMAT
 from skdeploy.models.entry import ModelEntry
@@ -49,10 +48,11 @@ def data_file(path, inputs=INPUTS, labels=LABELS):
 
 
 def saved_reference(path, data_path, logits=REFERENCE_LOGITS, inputs=INPUTS, labels=LABELS, kind="saved"):
-    """A saved reference made from `inputs` as load_data would have read them from `data_path`."""
-    loaded = LoadedData(inputs, labels, f"npz:{data_path}")
+    """A saved reference made from `inputs` as validation would have read them from `data_path`."""
+    data = {"source": f"npz:{data_path}", "count": len(inputs),
+            "inputs_sha256": hashlib.sha256(np.ascontiguousarray(inputs, np.float32).tobytes()).hexdigest()}
     reference = Reference("tiny", kind, ModelEntry(spec="tiny", num_classes=3), PREPROCESSING)
-    save_reference(path, np.asarray(logits, np.float32), loaded, reference)
+    save_reference(path, np.asarray(logits, np.float32), labels, data, reference)
     return path
 
 
@@ -145,7 +145,8 @@ def test_reference_and_data_entries(setup):
                                              "channel_order": "GRAY", "interpolation": "bilinear",
                                              "scale": 1 / 255, "layout": "NCHW"}}
     assert result.thresholds is settings and result.saved_reference is None
-    np.testing.assert_array_equal(result.samples.inputs, INPUTS)
+    assert len(result.samples) == 4
+    np.testing.assert_array_equal(np.concatenate([batch for _, batch in result.samples.batches(3)]), INPUTS)
     (candidate,) = result.candidates
     assert (candidate.runner, candidate.precision) == ("onnxruntime", "unknown")
     assert 0 <= candidate.seconds < 60  # the elapsed time of a four-sample run
@@ -199,7 +200,7 @@ def test_nan_in_the_inputs_is_refused_naming_the_first_sample(setup, tmp_path):
     inputs = INPUTS.copy()
     inputs[1, 0, 0, 1] = np.nan
     inputs[3, 0, 1, 0] = np.inf
-    with pytest.raises(UsageError, match="holds NaN or Inf in 2 samples, the first is sample 1"):
+    with pytest.raises(UsageError, match="holds NaN or Inf in sample 1 and 1 more of its batch"):
         validate([rough], reference=reference, data=data_file(tmp_path / "nan.npz", inputs))
 
 
