@@ -22,6 +22,10 @@ from .errors import UsageError
 from .fileio import sha256_file, write_text_atomic
 
 FORMAT = "skdeploy-manifest/1"
+# the entries a manifest's readers rely on, with their JSON types (None: null allowed), and the further
+# entries that are checked when present (every written manifest has them; hand-made ones may not)
+REQUIRED = {"model": (dict,), "preprocessing": (dict, type(None)), "stages": (list,)}
+CHECKED = {"artifact": (dict,), "inputs": (list,), "outputs": (list,), "engine": (dict,)}
 
 
 def manifest_path(artifact) -> Path:
@@ -57,7 +61,22 @@ def load_manifest(artifact, required: bool = True):
         raise UsageError(f"manifest {path} is unreadable: {exc}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise UsageError(f"{path} is not a skdeploy manifest (format {FORMAT})")
+    check_layout(data, path)
     return data
+
+
+def check_layout(manifest: dict, path) -> None:
+    """A damaged manifest (an entry cut out or of the wrong kind) is refused when read, not met later as a
+    missing key; its stages must be entries that name their stage."""
+    for key, kinds in {**REQUIRED, **CHECKED}.items():
+        if key not in manifest:
+            if key in CHECKED:
+                continue
+            raise UsageError(f"{path} has no '{key}' entry; the manifest is damaged (remake the artifact)")
+        if not isinstance(manifest[key], kinds):
+            raise UsageError(f"{path} is damaged: its '{key}' entry is a {type(manifest[key]).__name__}")
+    if not all(isinstance(stage, dict) and isinstance(stage.get("stage"), str) for stage in manifest["stages"]):
+        raise UsageError(f"{path} is damaged: every entry of its 'stages' must name its stage")
 
 
 def add_stage(manifest: dict, stage: str, record: dict) -> dict:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .data import inputs_sha256
+from .data import inputs_sha256, read_arrays
 from .errors import SkdeployError, UsageError
 from .fileio import atomic_path, check_output_path
 from .log import log
@@ -93,13 +93,12 @@ def load_saved_reference(path) -> Reference:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"reference {path} does not exist")
+    saved = read_arrays(path)
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            saved = {key: archive[key] for key in archive.files}
         meta = json.loads(str(saved["meta"]))
-    except (OSError, ValueError, KeyError) as exc:
-        raise UsageError(f"{path} is not a saved skdeploy reference ({exc})") from None
-    if meta.get("format") != REFERENCE_FORMAT or "logits" not in saved or "inputs_sha256" not in saved:
+    except (TypeError, IndexError, ValueError, KeyError) as exc:
+        raise UsageError(f"{path} is not a saved skdeploy reference (no readable 'meta': {exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != REFERENCE_FORMAT or "logits" not in saved or "inputs_sha256" not in saved:
         raise UsageError(f"{path} is not a saved skdeploy reference (format {REFERENCE_FORMAT})")
     saved["meta"] = meta
     model = ModelEntry.from_manifest(meta)

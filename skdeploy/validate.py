@@ -15,7 +15,7 @@ import numpy as np
 
 from .compare import accuracy, error_histogram, logit_agreement, prediction_agreement
 from .data import FASHION_MNIST_DIR, LoadedData, Preprocessing, class_names_for, load_data
-from .errors import SkdeployError, UsageError
+from .errors import SkdeployError, UsageError, require_finite
 from .fileio import check_output_path
 from .log import log
 from .manifest import artifact_precision, load_manifest
@@ -32,6 +32,7 @@ class ValidateSettings:
     max_examples: int = 24  # disagreeing samples listed per candidate
 
     def __post_init__(self):
+        require_finite(max_top1_drop=self.max_top1_drop, min_agreement=self.min_agreement)
         if not 0.0 <= self.min_agreement <= 1.0:
             raise UsageError(f"`min_agreement` must be between 0 and 1, got {self.min_agreement:g}")
         if self.max_top1_drop < 0:

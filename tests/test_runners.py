@@ -412,7 +412,8 @@ def fake_engine(tmp_path, monkeypatch):
     monkeypatch.setattr(trt_runner, "load_backend", lambda backend: (fake, None))
     path = tmp_path / "demo.engine"
     path.write_bytes(PLAN)
-    sidecar = {"format": "skdeploy-manifest/1", "engine": engine_section()}
+    sidecar = {"format": "skdeploy-manifest/1", "model": {}, "preprocessing": None, "stages": [],
+               "engine": engine_section()}
     (tmp_path / "demo.engine.json").write_text(json.dumps(sidecar))
     return path, fake, memory
 

@@ -21,7 +21,7 @@ def parse_batches(text) -> tuple:
 @click.option("--torch", "with_torch", is_flag=True,
               help="Also benchmark (first, as the baseline) the PyTorch model the first artifact's manifest records.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Weights for a PyTorch model name target.")
-@click.option("--threads", type=int, default=0, help="CPU threads for onnxruntime/PyTorch (0: their default).")
+@click.option("--threads", type=click.IntRange(min=0), default=0, help="CPU threads for onnxruntime/PyTorch (0: their default).")
 @click.option("--cuda-graph", is_flag=True, help="TensorRT: capture and replay the enqueue as a CUDA graph.")
 @json_option
 def command(targets, batches, iterations, warmup, with_torch, checkpoint, threads, cuda_graph, as_json):

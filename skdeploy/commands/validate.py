@@ -2,6 +2,7 @@ import click
 
 from .. import ui
 from . import force_option, json_option
+from .flags import FINITE_FLOAT
 
 
 @click.command("validate")
@@ -15,9 +16,9 @@ from . import force_option, json_option
               "images (class subfolders give labels). Default for the demo model: the Fashion-MNIST test split.")
 @click.option("--limit", type=int, help="Use only the first N samples.")
 @click.option("--batch", type=int, default=256, show_default=True, help="Batch size for dynamic-batch models.")
-@click.option("--max-top1-drop", type=float, default=0.5, show_default=True,
+@click.option("--max-top1-drop", type=FINITE_FLOAT, default=0.5, show_default=True,
               help="Most top-1 accuracy (percentage points) a candidate may lose vs FP32 (needs labels).")
-@click.option("--min-agreement", type=float, default=0.99, show_default=True,
+@click.option("--min-agreement", type=FINITE_FLOAT, default=0.99, show_default=True,
               help="Least fraction of samples whose top-1 class equals FP32's.")
 @click.option("--save-reference", type=click.Path(dir_okay=False),
               help="Store the FP32 outputs, the inputs' sha256 and labels in this .npz for later runs without PyTorch.")
