@@ -22,10 +22,11 @@ from .data import inputs_sha256, read_arrays
 from .errors import SkdeployError, UsageError
 from .fileio import atomic_path, check_output_path
 from .log import log
-from .manifest import load_manifest, manifest_path
+from .manifest import NULL, check_fields, check_model_entry, damaged, load_manifest, manifest_path
 from .models.entry import ModelEntry
 
 REFERENCE_FORMAT = "skdeploy-reference/1"
+SAVED_META_FIELDS = {"model": (dict,), "preprocessing": (dict, NULL), "data": (dict,)}
 
 
 @dataclass
@@ -100,6 +101,11 @@ def load_saved_reference(path) -> Reference:
         raise UsageError(f"{path} is not a saved skdeploy reference (no readable 'meta': {exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != REFERENCE_FORMAT or "logits" not in saved or "inputs_sha256" not in saved:
         raise UsageError(f"{path} is not a saved skdeploy reference (format {REFERENCE_FORMAT})")
+    check_fields(meta, SAVED_META_FIELDS, path, "its meta", required=True)
+    check_model_entry(meta["model"], path)
+    check_fields(meta["data"], {"source": (str,), "count": (int,)}, path, "its meta data", required=True)
+    if ":" not in meta["data"]["source"] or meta["data"]["count"] < 1:
+        raise damaged(path, "its meta data must name its source as KIND:PATH and count at least 1 sample")
     saved["meta"] = meta
     model = ModelEntry.from_manifest(meta)
     return Reference(f"saved {path.name} ({model.spec})", "saved", model, meta["preprocessing"], saved=saved)
