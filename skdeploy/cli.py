@@ -1,5 +1,6 @@
 """The `skdeploy` command: a thin layer over the library. Subcommands load on first use, so
 `skdeploy --help` starts fast and works on a target without PyTorch."""
+import contextlib
 import importlib
 import importlib.util
 import os
@@ -35,6 +36,23 @@ class CommandFailed(click.ClickException):
         click.echo(f"error: {self.message}", err=True)
 
 
+@contextlib.contextmanager
+def one_line_usage_errors():
+    """Click's own usage errors (a bad option value, a missing -o, an unknown option or command, a folder
+    given as a file) in the one-line form every other error takes, with where the help is; exit code 2.
+    `skdeploy` alone still prints the help."""
+    try:
+        yield
+    except click.exceptions.NoArgsIsHelpError:
+        raise
+    except click.UsageError as exc:
+        message = exc.format_message().rstrip(".")
+        if message[1:2].islower():
+            message = message[0].lower() + message[1:]
+        where = exc.ctx.command_path if exc.ctx else "skdeploy"
+        raise CommandFailed(f"{message} (see '{where} --help')", exc.exit_code) from None
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx):
         return [name for name, module in COMMANDS.items() if importlib.util.find_spec(
@@ -51,13 +69,17 @@ class LazyGroup(click.Group):
             raise
         return module.command
 
+    def make_context(self, info_name, args, parent=None, **extra):
+        with one_line_usage_errors():
+            return super().make_context(info_name, args, parent=parent, **extra)
+
     def invoke(self, ctx):
         """Run the command with the library's messages and errors in the CLI's words (flags)."""
         from .commands.flags import in_flags
         from .log import log
 
         try:
-            with log.rewriting(in_flags):
+            with log.rewriting(in_flags), one_line_usage_errors():
                 return super().invoke(ctx)
         except SkdeployError as exc:
             raise CommandFailed(in_flags(str(exc)), exc.exit_code) from None

@@ -18,3 +18,13 @@ class UsageError(SkdeployError):
 
 class MissingDependency(SkdeployError):
     """An optional module is not installed; the message names the extra that brings it."""
+
+
+def require_finite(**values) -> None:
+    """Refuse NaN and infinite numbers among `values` (None means unset and passes): a NaN slips through
+    every `<` and `>` check, so settings call this before their range checks."""
+    import math
+
+    for name, value in values.items():
+        if value is not None and not math.isfinite(value):
+            raise UsageError(f"`{name}` must be a finite number, got {value}")

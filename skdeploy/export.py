@@ -18,7 +18,7 @@ import numpy as np
 
 from .compare import compare_outputs, merge_comparisons
 from .deps import require
-from .errors import SkdeployError, UsageError
+from .errors import SkdeployError, UsageError, require_finite
 from .fileio import output_transaction
 from .log import log
 from .manifest import StageResult, add_stage, manifest_path, write_manifest
@@ -30,6 +30,9 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 PARITY_TOLERANCE = 1e-4
 EXPORTERS = ("torchscript", "dynamo")
+# opsets each exporter can write: from 11, the least the SK rewrite and TensorRT's parser take, to the
+# newest the exporter knows (torch's TorchScript exporter stops at 20)
+OPSETS = {"torchscript": range(11, 21), "dynamo": range(11, 24)}
 
 
 @dataclass
@@ -48,6 +51,11 @@ class ExportSettings:
             raise UsageError(f"`exporter` must be torchscript or dynamo, got {self.exporter!r}")
         if self.batch < 1:
             raise UsageError(f"`batch` must be at least 1, got {self.batch}")
+        opsets = OPSETS[self.exporter]
+        if self.opset is not None and self.opset not in opsets:
+            raise UsageError(f"`opset` must be {opsets.start}..{opsets.stop - 1} for the {self.exporter} exporter, "
+                             f"got {self.opset}")
+        require_finite(parity_tolerance=self.parity_tolerance)
 
     def resolved_opset(self) -> int:
         return self.opset or (18 if self.exporter == "dynamo" else 17)

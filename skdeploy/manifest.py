@@ -26,6 +26,16 @@ from .fileio import readable_path, sha256_file, write_text_atomic
 
 FORMAT = "skdeploy-manifest/1"
 _CHECK_HASHES = contextvars.ContextVar("skdeploy_check_hashes", default=True)
+NULL = type(None)
+# What a manifest's readers rely on, as JSON types: entry -> its type and, for an object, {field: types}.
+# Entries and fields marked optional may be absent (hand-made manifests and earlier versions leave them out).
+LAYOUT = {"model": (dict,), "preprocessing": (dict, NULL), "stages": (list,)}
+OPTIONAL = {"artifact": (dict,), "inputs": (list,), "outputs": (list,), "engine": (dict,)}
+ARTIFACT_FIELDS = {"file": (str,), "kind": (str,), "sha256": (str,)}
+MODEL_FIELDS = {"spec": (str, NULL), "checkpoint": (dict, NULL), "kwargs": (dict,), "num_classes": (int, NULL),
+                "dataset": (str, NULL), "input_size": (list, NULL)}
+TENSOR_FIELDS = {"name": (str,), "shape": (list,), "dtype": (str,)}
+CHECKPOINT_FIELDS = {"path": (str,), "sha256": (str,)}
 
 
 def manifest_path(artifact) -> Path:
@@ -100,7 +110,57 @@ def load_manifest(artifact, required: bool = True, verify: bool = None):
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise UsageError(f"{path} is not a skdeploy manifest (format {FORMAT})")
     verify_artifact(artifact, data, verify)
+    check_layout(data, path)
     return data
+
+
+def damaged(path, what) -> UsageError:
+    return UsageError(f"{path} is damaged: {what}; remake the artifact")
+
+
+def check_fields(entry: dict, fields: dict, path, where: str, required: bool) -> None:
+    """Each of `fields` ({name: JSON types}) in `entry` has one of its types; with `required`, is there."""
+    for field, kinds in fields.items():
+        if field not in entry:
+            if required:
+                raise damaged(path, f"{where} has no '{field}'")
+        elif not isinstance(entry[field], kinds) or isinstance(entry[field], bool) and bool not in kinds:
+            raise damaged(path, f"{where} '{field}' is a {type(entry[field]).__name__}")
+
+
+def check_model_entry(model: dict, path) -> None:
+    """The model entry of a manifest or saved reference, as models.entry.ModelEntry reads it."""
+    check_fields(model, MODEL_FIELDS, path, "its model", required=False)
+    if model.get("checkpoint") is not None:
+        check_fields(model["checkpoint"], CHECKPOINT_FIELDS, path, "its model checkpoint", required=True)
+    size = model.get("input_size")
+    if size is not None and not all(_is_size(d) for d in size):
+        raise damaged(path, f"its model 'input_size' must hold positive sizes, not {size}")
+
+
+def check_layout(manifest: dict, path) -> None:
+    """A damaged manifest (an entry cut out or of the wrong kind) is refused when read, not met later as a
+    missing key or a wrong type deep inside a stage."""
+    for key in LAYOUT:
+        if key not in manifest:
+            raise UsageError(f"{path} has no '{key}' entry; the manifest is damaged (remake the artifact)")
+    check_fields(manifest, {**LAYOUT, **OPTIONAL}, path, "its", required=False)
+    if "artifact" in manifest:
+        check_fields(manifest["artifact"], ARTIFACT_FIELDS, path, "its artifact", required=True)
+    check_model_entry(manifest["model"], path)
+    for key in ("inputs", "outputs"):
+        for tensor in manifest.get(key, []):
+            if not isinstance(tensor, dict):
+                raise damaged(path, f"an entry of its '{key}' is a {type(tensor).__name__}")
+            check_fields(tensor, TENSOR_FIELDS, path, f"an entry of its '{key}'", required=True)
+            if not all(isinstance(d, (int, str)) and not isinstance(d, bool) for d in tensor["shape"]):
+                raise damaged(path, f"the shape of its tensor {tensor['name']!r} holds {tensor['shape']}")
+    if not all(isinstance(stage, dict) and isinstance(stage.get("stage"), str) for stage in manifest["stages"]):
+        raise damaged(path, "every entry of its 'stages' must name its stage")
+
+
+def _is_size(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def add_stage(manifest: dict, stage: str, record: dict) -> dict:

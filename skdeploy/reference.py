@@ -18,13 +18,15 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .data import inputs_sha256, read_arrays
 from .errors import SkdeployError, UsageError
 from .fileio import atomic_path, check_output_path
 from .log import log
-from .manifest import load_manifest, manifest_path
+from .manifest import NULL, check_fields, check_model_entry, damaged, load_manifest, manifest_path
 from .models.entry import ModelEntry
 
 REFERENCE_FORMAT = "skdeploy-reference/1"
+SAVED_META_FIELDS = {"model": (dict,), "preprocessing": (dict, NULL), "data": (dict,)}
 
 
 @dataclass
@@ -98,14 +100,18 @@ def load_saved_reference(path) -> Reference:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"reference {path} does not exist")
+    saved = read_arrays(path)
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            saved = {key: archive[key] for key in archive.files}
         meta = json.loads(str(saved["meta"]))
-    except (OSError, ValueError, KeyError) as exc:
-        raise UsageError(f"{path} is not a saved skdeploy reference ({exc})") from None
-    if meta.get("format") != REFERENCE_FORMAT or "logits" not in saved or "inputs_sha256" not in saved:
+    except (TypeError, IndexError, ValueError, KeyError) as exc:
+        raise UsageError(f"{path} is not a saved skdeploy reference (no readable 'meta': {exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != REFERENCE_FORMAT or "logits" not in saved or "inputs_sha256" not in saved:
         raise UsageError(f"{path} is not a saved skdeploy reference (format {REFERENCE_FORMAT})")
+    check_fields(meta, SAVED_META_FIELDS, path, "its meta", required=True)
+    check_model_entry(meta["model"], path)
+    check_fields(meta["data"], {"source": (str,), "count": (int,)}, path, "its meta data", required=True)
+    if ":" not in meta["data"]["source"] or meta["data"]["count"] < 1:
+        raise damaged(path, "its meta data must name its source as KIND:PATH and count at least 1 sample")
     saved["meta"] = meta
     model = ModelEntry.from_manifest(meta)
     return Reference(f"saved {path.name} ({model.spec})", "saved", model, meta["preprocessing"], saved=saved)

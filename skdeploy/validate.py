@@ -21,7 +21,7 @@ import numpy as np
 
 from .compare import RunningComparison, TopKHits
 from .data import FASHION_MNIST_DIR, InputsDigest, Preprocessing, StreamedData, class_names_for, open_data
-from .errors import SkdeployError, UsageError
+from .errors import SkdeployError, UsageError, require_finite
 from .fileio import check_output_path
 from .log import log
 from .manifest import artifact_precision, last_stage, load_manifest
@@ -49,12 +49,12 @@ class ValidateSettings:
     min_snr_db: float = None  # least logit SNR in dB; None: MIN_SNR_DB of the precision
 
     def __post_init__(self):
+        require_finite(max_top1_drop=self.max_top1_drop, min_agreement=self.min_agreement,
+                       min_cosine=self.min_cosine, min_snr_db=self.min_snr_db)
         if not 0.0 <= self.min_agreement <= 1.0:
             raise UsageError(f"`min_agreement` must be between 0 and 1, got {self.min_agreement:g}")
         if self.min_cosine is not None and not -1.0 <= self.min_cosine <= 1.0:
             raise UsageError(f"`min_cosine` must be between -1 and 1, got {self.min_cosine:g}")
-        if self.min_snr_db is not None and math.isnan(self.min_snr_db):
-            raise UsageError("`min_snr_db` must be a number of dB, got nan")
         if self.max_top1_drop < 0:
             raise UsageError(f"`max_top1_drop` must not be negative, got {self.max_top1_drop:g}")
         if self.batch < 1:

@@ -496,7 +496,8 @@ def write_fake_engine(folder, monkeypatch, memory=None, section=None, **fake_opt
     monkeypatch.setattr(trt_runner, "load_backend", lambda backend: (fake, None))
     path = folder / "demo.engine"
     path.write_bytes(PLAN)
-    sidecar = {"format": "skdeploy-manifest/1", "engine": section or engine_section()}
+    sidecar = {"format": "skdeploy-manifest/1", "model": {}, "preprocessing": None, "stages": [],
+               "engine": section or engine_section()}
     (folder / "demo.engine.json").write_text(json.dumps(sidecar))
     return path, fake, memory
 

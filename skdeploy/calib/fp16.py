@@ -24,14 +24,19 @@ def float_tensors(node, index: GraphIndex) -> list:
     return [name for name in list(node.input) + list(node.output) if name and index.is_float(name)]
 
 
-def fp16_candidates(model: onnx.ModelProto, keep_fp32=(), absmax=None, limit=FP16_MAX) -> tuple:
-    """(node names to convert, {node name: why it stays FP32}) for a whole-model conversion."""
-    index = GraphIndex(model)
+def check_keep_fp32(model: onnx.ModelProto, keep_fp32) -> None:
+    """Every name in `keep_fp32` must be a node of `model`: a misspelt name would keep nothing FP32."""
     names = {node.name for node in model.graph.node}
     unknown = sorted(set(keep_fp32) - names)
     if unknown:
         raise UsageError(f"`keep_fp32` names no node {unknown[0]!r}; node names are in 'skdeploy inspect' "
                          f"or Netron (e.g. {next(iter(sorted(names)))!r})")
+
+
+def fp16_candidates(model: onnx.ModelProto, keep_fp32=(), absmax=None, limit=FP16_MAX) -> tuple:
+    """(node names to convert, {node name: why it stays FP32}) for a whole-model conversion."""
+    check_keep_fp32(model, keep_fp32)
+    index = GraphIndex(model)
     absmax = absmax or {}
     convert, kept = set(), {}
     for node in model.graph.node:

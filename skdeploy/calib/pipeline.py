@@ -6,6 +6,7 @@ ranges cache and TensorRT calibration table.
                              method="entropy", max_top1_drop=0.3))
     result.accuracy["drop"], result.fallback_layers   # also in the manifest's "calibrate" stage: result.record()
 """
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 from onnx import TensorProto
 
 from ..data import InputShape, Preprocessing, default_calibration_path, open_source, select_calibration
-from ..errors import SkdeployError, UsageError
+from ..errors import SkdeployError, UsageError, require_finite
 from ..fileio import output_transaction, sha256_file
 from ..log import log
 from ..manifest import StageResult, add_stage, load_manifest, manifest_path, write_manifest
@@ -22,12 +23,13 @@ from ..onnx.index import GraphIndex
 from ..onnx.io import io_spec, load_onnx, node_counts, opset_of, save_onnx
 from . import accuracy, cache
 from .collect import collect_statistics
-from .fp16 import FP16_MAX, convert_fp16, float_tensors, fp16_candidates, fp32_reason
+from .fp16 import FP16_MAX, check_keep_fp32, convert_fp16, float_tensors, fp16_candidates, fp32_reason
 from .qdq import insert_qdq, plan_int8, sensitivity_model
 from .ranges import ALGORITHM, METHODS, MIN_BINS, amax_of
 
 PRECISIONS = ("int8", "fp16")
 FALLBACKS = ("fp16", "fp32")
+TRT_VERSION = re.compile(r"\d{1,2}\.\d{1,2}(\.\d{1,2})?")  # MAJOR.MINOR[.PATCH], as the table header encodes
 PREPROCESSING_OPTIONS = ("mean", "std", "resize", "crop", "channel_order", "interpolation", "scale")
 
 
@@ -53,6 +55,7 @@ class CalibrationSettings:
     reuse_cache: bool = True
 
     def __post_init__(self):
+        require_finite(percentile=self.percentile, max_top1_drop=self.max_top1_drop, fp16_limit=self.fp16_limit)
         if self.precision not in PRECISIONS:
             raise UsageError(f"`precision` must be int8 or fp16, got {self.precision!r}")
         if self.method not in METHODS:
@@ -69,6 +72,8 @@ class CalibrationSettings:
             raise UsageError(f"`calib_images` must be at least 1, got {self.calib_images}")
         if self.holdout_images < 0 or (self.batch_size is not None and self.batch_size < 1):
             raise UsageError("`holdout_images` must be 0 or more and `batch_size` at least 1")
+        if not TRT_VERSION.fullmatch(str(self.trt_version)):
+            raise UsageError(f"`trt_version` must look like 10.3.0 or 8.6, got {self.trt_version!r}")
         unknown = set(self.preprocessing) - set(PREPROCESSING_OPTIONS)
         if unknown:
             raise UsageError(f"unknown preprocessing option(s): {', '.join(sorted(unknown))}")
@@ -333,6 +338,7 @@ def _calibrate(input_onnx, output: Path, settings: CalibrationSettings) -> Calib
     model = load_onnx(input_onnx)
     _check_fp32(model, input_onnx)
     _name_nodes(model)
+    check_keep_fp32(model, settings.keep_fp32)  # for INT8 too, before the statistics are collected
     manifest = load_manifest(input_onnx, required=False)
     _, shape = _model_input(model)
     resolve = _preprocessing_resolver(input_onnx, manifest, settings, shape)

@@ -30,6 +30,22 @@ def verify_option(func):
             return func(*args, **kwargs)
 
     return wrapper
+def precision_options(int8: str, fp16: str):
+    """--int8 and --fp16 (their help texts), given to the command as one `precision` argument: "int8",
+    "fp16" or None. Both at once contradict each other and are refused."""
+
+    def decorate(func):
+        @click.option("--int8", is_flag=True, help=int8)
+        @click.option("--fp16", is_flag=True, help=fp16)
+        @functools.wraps(func)
+        def wrapper(*args, int8=False, fp16=False, **kwargs):
+            if int8 and fp16:
+                raise click.UsageError("--int8 and --fp16 exclude each other; choose one")
+            return func(*args, precision="int8" if int8 else "fp16" if fp16 else None, **kwargs)
+
+        return wrapper
+
+    return decorate
 
 
 def force_option(func):

@@ -7,7 +7,7 @@ import click
 from .. import ui
 from ..engine.targets import TARGETS
 from ..errors import UsageError
-from . import force_option, json_option, verify_option
+from . import force_option, json_option, precision_options, verify_option
 
 DEFAULT_FOLDER = Path("engines")
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6, "mib": 2**20,
@@ -29,9 +29,9 @@ def default_output(onnx_path, target, precision) -> Path:
 
 @click.command("build-engine")
 @click.argument("onnx_path", metavar="MODEL.onnx", type=click.Path(dir_okay=False))
-@click.option("--int8", "precision", flag_value="int8", help="INT8 engine; an FP32 ONNX is calibrated first.")
-@click.option("--fp16", "precision", flag_value="fp16", help="FP16 engine; an FP32 ONNX is converted first "
-              "(TensorRT 8.6/10.x use the FP16 builder flag instead).")
+@precision_options(int8="INT8 engine; an FP32 ONNX is calibrated first.",
+                   fp16="FP16 engine; an FP32 ONNX is converted first (TensorRT 8.6/10.x use the FP16 builder "
+                   "flag instead).")
 @click.option("--calib-data", help="Calibration data for --int8/--fp16 on an FP32 ONNX: a folder of images, "
               ".npy/.npz or IDX (default: the demo model's shipped set; see 'skdeploy calibrate').")
 @click.option("--calib-images", type=int, help="How many calibration samples to use (calibration stage default).")

@@ -2,16 +2,8 @@ import click
 
 from .. import ui
 from ..errors import UsageError
-from . import force_option, json_option, verify_option
-
-
-def _floats(text, option):
-    if not text:
-        return None
-    try:
-        return [float(v) for v in text.replace(" ", "").split(",")]
-    except ValueError:
-        raise UsageError(f"{option} takes comma-separated numbers, e.g. 0.485,0.456,0.406; got {text!r}") from None
+from . import force_option, json_option, precision_options, verify_option
+from .flags import FINITE_FLOAT, FINITE_FLOATS
 
 
 def _crop(text):
@@ -25,8 +17,8 @@ def _crop(text):
 
 @click.command("calibrate")
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--int8", "precision", flag_value="int8", help="INT8: Q/DQ pairs from calibration ranges.")
-@click.option("--fp16", "precision", flag_value="fp16", help="FP16: FP16 types, FP32 kept where values overflow.")
+@precision_options(int8="INT8: Q/DQ pairs from calibration ranges.",
+                   fp16="FP16: FP16 types, FP32 kept where values overflow.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output .onnx path.")
 @click.option("--calib-data", type=click.Path(), help="Folder of images (recursive), .npy/.npz, or a "
               "*-images-idx3-ubyte[.gz] file. Default for the demo model: calibration/fashion-mnist-train-2048.npz.")
@@ -36,9 +28,9 @@ def _crop(text):
 @click.option("--method", type=click.Choice(["percentile", "entropy", "max"]), default="percentile",
               show_default=True, help="INT8 activation range: a percentile of |x|, TensorRT's KL divergence "
               "search over >= 2048 bins, or the absolute max.")
-@click.option("--percentile", type=float, default=99.99, show_default=True, help="For --method percentile.")
+@click.option("--percentile", type=FINITE_FLOAT, default=99.99, show_default=True, help="For --method percentile.")
 @click.option("--bins", type=int, default=2048, show_default=True, help="Histogram bins over [0, max] (>= 2048).")
-@click.option("--max-top1-drop", type=float, help="Accuracy budget in points vs the FP32 model; INT8 layers with "
+@click.option("--max-top1-drop", type=FINITE_FLOAT, help="Accuracy budget in points vs the FP32 model; INT8 layers with "
               "the worst own error move to --fallback until it holds.")
 @click.option("--fallback", type=click.Choice(["fp16", "fp32"]), default="fp16", show_default=True,
               help="Precision of layers moved out of INT8 by the budget.")
@@ -50,8 +42,8 @@ def _crop(text):
 @click.option("--trt-version", default="10.3.0", show_default=True,
               help="TensorRT version in the calibration table header (JetPack 6.2: 10.3.0, 6.0: 8.6.2).")
 @click.option("--no-cache", is_flag=True, help="Recompute ranges even when the cache beside OUT matches.")
-@click.option("--mean", help="Models without a manifest: per-channel mean, e.g. 0.485,0.456,0.406.")
-@click.option("--std", help="Models without a manifest: per-channel std, e.g. 0.229,0.224,0.225.")
+@click.option("--mean", type=FINITE_FLOATS, help="Models without a manifest: per-channel mean, e.g. 0.485,0.456,0.406.")
+@click.option("--std", type=FINITE_FLOATS, help="Models without a manifest: per-channel std, e.g. 0.229,0.224,0.225.")
 @click.option("--resize", type=int, help="Models without a manifest: shorter side before the crop.")
 @click.option("--crop", help="Models without a manifest: crop N or HxW (default: the input size).")
 @click.option("--channel-order", type=click.Choice(["RGB", "BGR", "GRAY"]), help="Models without a manifest.")
@@ -87,7 +79,7 @@ def command(model, precision, output, calib_data, calib_images, holdout_images, 
         holdout_images=holdout_images, seed=seed, bins=bins, batch_size=batch_size, memory_mb=memory_mb,
         max_top1_drop=max_top1_drop, fallback=fallback, keep_fp32=tuple(keep_fp32), fp16_io=fp16_io,
         trt_version=trt_version, reuse_cache=not no_cache,
-        preprocessing={"mean": _floats(mean, "--mean"), "std": _floats(std, "--std"), "resize": resize,
+        preprocessing={"mean": mean, "std": std, "resize": resize,
                        "crop": _crop(crop), "channel_order": channel_order})
     result = calibrate_model(model, output, settings, force=force)
     fallback_layers, kept_fp32 = result.fallback_layers or [], result.kept_fp32 or []

@@ -7,11 +7,13 @@ from . import json_option, verify_option
 def _stage_summary(stage: dict) -> str:
     """The few results of a stage worth a glance; the full record is in --json."""
     parts = []
-    if "parity" in stage:
-        parts.append(f"parity max rel {stage['parity']['max_rel']:.2g}")
-    for report in stage.get("passes", []):
+    parity = stage.get("parity")
+    if isinstance(parity, dict) and isinstance(parity.get("max_rel"), (int, float)):
+        parts.append(f"parity max rel {parity['max_rel']:.2g}")
+    passes = stage.get("passes")
+    for report in passes if isinstance(passes, list) else []:
         if isinstance(report, dict) and "name" in report:
-            parts.append(report.get("summary", report["name"]))
+            parts.append(str(report.get("summary", report["name"])))
     for key in ("exporter", "precision", "method", "backend", "target", "build_seconds", "engine_bytes"):
         if key in stage:
             parts.append(f"{key} {stage[key]}")
@@ -30,6 +32,7 @@ def command(artifact, as_json):
       skdeploy inspect out/demo/sknet-fmnist.onnx
       skdeploy inspect engines/sknet-fmnist.int8.engine --json
     """
+    from ..data import Preprocessing
     from ..manifest import load_manifest
     from ..models.entry import ModelEntry
 
@@ -38,13 +41,14 @@ def command(artifact, as_json):
         ui.emit_json(manifest)
         return
     model = ModelEntry.from_manifest(manifest)
-    ui.out.print(f"{artifact}: {manifest['artifact']['kind']} sha256 {manifest['artifact']['sha256'][:16]}...")
+    recorded = manifest.get("artifact") or {"kind": "artifact", "sha256": "(not recorded)"}
+    ui.out.print(f"{artifact}: {recorded['kind']} sha256 {recorded['sha256'][:16]}...")
     ui.out.print(f"model: {model.spec}  checkpoint: {(model.checkpoint or {}).get('path', '-')}")
     for tensor in manifest.get("inputs", []) + manifest.get("outputs", []):
         ui.out.print(f"  {tensor['name']}: {tensor['dtype']} {tensor['shape']}")
-    prep = manifest.get("preprocessing")
-    if prep:
-        ui.out.print(f"preprocessing: resize {prep['resize']}, crop {prep['crop']}, {prep['channel_order']}, "
-                     f"mean {prep['mean']}, std {prep['std']}")
+    if manifest["preprocessing"]:
+        prep = Preprocessing.from_dict(manifest["preprocessing"])  # a malformed entry is a usage error
+        ui.out.print(f"preprocessing: resize {prep.resize}, crop {list(prep.crop)}, {prep.channel_order}, "
+                     f"mean {list(prep.mean)}, std {list(prep.std)}")
     ui.table("stages", ["stage", "time", "results"],
-             [(s["stage"], s["time"], _stage_summary(s)) for s in manifest["stages"]])
+             [(s["stage"], str(s.get("time", "-")), _stage_summary(s)) for s in manifest["stages"]])

@@ -4,6 +4,7 @@ import click
 
 from .. import ui
 from . import force_option, json_option, verify_option
+from .flags import FINITE_FLOAT
 
 
 @click.command("validate")
@@ -17,13 +18,13 @@ from . import force_option, json_option, verify_option
               "images (class subfolders give labels). Default for the demo model: the Fashion-MNIST test split.")
 @click.option("--limit", type=int, help="Use only the first N samples.")
 @click.option("--batch", type=int, default=256, show_default=True, help="Batch size for dynamic-batch models.")
-@click.option("--max-top1-drop", type=float, default=0.5, show_default=True,
+@click.option("--max-top1-drop", type=FINITE_FLOAT, default=0.5, show_default=True,
               help="Most top-1 accuracy (percentage points) a candidate may lose vs FP32 (needs labels).")
-@click.option("--min-agreement", type=float, default=0.99, show_default=True,
+@click.option("--min-agreement", type=FINITE_FLOAT, default=0.99, show_default=True,
               help="Least fraction of samples whose top-1 class equals FP32's.")
-@click.option("--min-cosine", type=float, help="Least mean cosine similarity of each sample's logits to FP32's. "
+@click.option("--min-cosine", type=FINITE_FLOAT, help="Least mean cosine similarity of each sample's logits to FP32's. "
               "Default by the candidate's precision: 0.9999 FP32, 0.999 FP16, 0.99 INT8 (and unknown).")
-@click.option("--min-snr-db", type=float, help="Least SNR of the logits vs FP32, in dB. Default by the candidate's "
+@click.option("--min-snr-db", type=FINITE_FLOAT, help="Least SNR of the logits vs FP32, in dB. Default by the candidate's "
               "precision: 60 FP32, 40 FP16, 20 INT8 (and unknown).")
 @click.option("--trust-model-code", is_flag=True, help="Let a manifest's model spec that is a Python file or module "
               "be imported to build the reference (it runs that code); registered names need no trust.")

@@ -25,6 +25,23 @@ class Preprocessing:
     scale: float = 1.0 / 255.0
     layout: str = "NCHW"
 
+    def __post_init__(self):
+        """Numbers that give finite inputs: a zero std divides by zero, and a NaN reaches the model as NaN
+        inputs that read as the model overflowing."""
+        if not self.mean or len(self.mean) != len(self.std):
+            raise UsageError(f"`mean` and `std` need the same number of values (one per channel), got "
+                             f"{self.mean} and {self.std}")
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            if not all(np.isfinite(values)):
+                raise UsageError(f"`{name}` must be finite numbers, got {values}")
+        if min(self.std) <= 0:
+            raise UsageError(f"`std` must be positive, got {self.std}")
+        if not np.isfinite(self.scale) or self.scale <= 0:
+            raise UsageError(f"the preprocessing scale must be a positive number, got {self.scale}")
+        if self.resize < 1 or len(self.crop) != 2 or min(self.crop) < 1:
+            raise UsageError(f"`resize` must be positive and `crop` two positive sizes, got {self.resize} and "
+                             f"{self.crop}")
+
     @property
     def channels(self) -> int:
         return 1 if self.channel_order == "GRAY" else 3

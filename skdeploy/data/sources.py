@@ -8,6 +8,8 @@ labels, the IDX labels file, or one subfolder per class).
 import gzip
 import os
 import struct
+import zipfile
+import zlib
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,6 +24,8 @@ IDX_IMAGES_MARK = "-images-idx3-ubyte"
 IDX_LABELS_MARK = "-labels-idx1-ubyte"
 ARRAY_KEYS = ("images", "inputs", "x", "data")
 LABEL_KEYS = ("labels", "y", "targets")
+ZIP_MAGIC = b"PK"  # a .npz is a zip archive
+NPY_MAGIC = b"\x93NUMPY"
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 FASHION_MNIST_DIR = Path(os.environ.get("SKDEPLOY_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
@@ -198,22 +202,39 @@ class ArraySamples(Source):
         return self.preprocessing.pixels(self.array[index])
 
 
-def _load_array_file(path: Path, shape: InputShape, preprocessing_for) -> ArraySamples:
+def read_arrays(path):
+    """A .npy file's array, or a .npz archive's arrays as {name: array}, all read now. What starts like
+    neither is refused (numpy would try it as a pickle), and a damaged archive is a usage error."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            start = handle.read(len(NPY_MAGIC))
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not start.startswith(ZIP_MAGIC) and start != NPY_MAGIC:
+        raise UsageError(f"cannot read {path} as a numpy file: it is not a .npz archive or a .npy array")
     try:
         loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise UsageError(f"cannot read {path} as a numpy file: {exc}") from None
-    labels = None
-    if isinstance(loaded, np.lib.npyio.NpzFile):
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            return loaded
         with loaded:
-            key = next((k for k in ARRAY_KEYS if k in loaded.files), None)
-            if key is None and len(loaded.files) == 1:
-                key = loaded.files[0]
-            if key is None:
-                raise UsageError(f"{path} has arrays {loaded.files}; name the samples one of {list(ARRAY_KEYS)}")
-            array = loaded[key]
-            label_key = next((k for k in LABEL_KEYS if k in loaded.files), None)
-            labels = loaded[label_key].astype(np.int64) if label_key else None
+            return {name: loaded[name] for name in loaded.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise UsageError(f"cannot read {path} as a numpy file: it is damaged ({exc})") from None
+
+
+def _load_array_file(path: Path, shape: InputShape, preprocessing_for) -> ArraySamples:
+    loaded = read_arrays(path)
+    labels = None
+    if isinstance(loaded, dict):
+        key = next((k for k in ARRAY_KEYS if k in loaded), None)
+        if key is None and len(loaded) == 1:
+            key = next(iter(loaded))
+        if key is None:
+            raise UsageError(f"{path} has arrays {list(loaded)}; name the samples one of {list(ARRAY_KEYS)}")
+        array = loaded[key]
+        label_key = next((k for k in LABEL_KEYS if k in loaded), None)
+        labels = loaded[label_key].astype(np.int64) if label_key else None
     else:
         array = loaded
     return ArraySamples(array, labels, str(path), shape, preprocessing_for)

@@ -12,6 +12,13 @@ from ..data import pad_batch
 from ..errors import UsageError
 
 
+def check_threads(threads: int) -> int:
+    """A runner's CPU thread count: 0 leaves it to the runtime, a negative count means nothing."""
+    if threads < 0:
+        raise UsageError(f"`threads` must be 0 (the default) or more, got {threads}")
+    return threads
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     name: str

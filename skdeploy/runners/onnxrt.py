@@ -2,7 +2,7 @@
 import numpy as np
 
 from ..onnx.run import open_session
-from .base import Runner, TensorSpec
+from .base import Runner, TensorSpec, check_threads
 
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
               "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(uint8)": np.uint8,
@@ -17,7 +17,7 @@ class OnnxRuntimeRunner(Runner):
     def __init__(self, model, threads: int = 0, optimize: bool = True, priority_order: bool = False):
         super().__init__()
         self.model = model
-        self.threads = threads
+        self.threads = check_threads(threads)
         self.optimize = optimize
         self.priority_order = priority_order
         self.session = None

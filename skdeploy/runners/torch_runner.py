@@ -6,7 +6,7 @@
 import numpy as np
 
 from ..deps import require
-from .base import Runner, TensorSpec
+from .base import Runner, TensorSpec, check_threads
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -25,7 +25,7 @@ class TorchRunner(Runner):
         config = getattr(model, "config", None)
         self.module = getattr(model, "module", model)
         self.input_shape = tuple(input_shape or config.input_size)
-        self.threads = threads
+        self.threads = check_threads(threads)
         self.loaded = model if config is not None else None
         self.torch = None
 

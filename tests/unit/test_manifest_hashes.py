@@ -12,7 +12,7 @@ def artifact_with_manifest(folder, content: bytes, recorded: bytes):
     """model.onnx holding `content`, with a manifest that records the sha256 of `recorded`."""
     path = folder / "model.onnx"
     path.write_bytes(content)
-    manifest = {"format": "skdeploy-manifest/1", "stages": [],
+    manifest = {"format": "skdeploy-manifest/1", "model": {}, "preprocessing": None, "stages": [],
                 "artifact": {"file": "model.onnx", "kind": "onnx", "sha256": hashlib.sha256(recorded).hexdigest()}}
     (folder / "model.onnx.json").write_text(json.dumps(manifest))
     return path

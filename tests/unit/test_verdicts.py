@@ -26,7 +26,7 @@ REFERENCE_TOP1 = 0.75
 
 
 # logit closeness (cosine, SNR) has its own tests below; elsewhere its limits are off
-CLOSENESS_OFF = {"min_cosine": -1.0, "min_snr_db": -math.inf}
+CLOSENESS_OFF = {"min_cosine": -1.0, "min_snr_db": -1000.0}
 
 
 def judged(min_agreement=0.99, max_top1_drop=0.5, labels=LABELS, reference_top1=REFERENCE_TOP1, **extra):
@@ -47,7 +47,7 @@ def test_documented_defaults():
 
 
 @pytest.mark.parametrize("fields", [dict(min_agreement=0.0), dict(min_agreement=1.0), dict(max_top1_drop=0.0),
-                                    dict(max_top1_drop=math.inf), dict(batch=1), dict(limit=1)])
+                                    dict(max_top1_drop=100.0), dict(batch=1), dict(limit=1)])
 def test_settings_accept_their_boundaries(fields):
     ValidateSettings(**fields)
 
@@ -118,7 +118,7 @@ def test_agreement_threshold_passes_at_equality(min_agreement, passes):
 
 @pytest.mark.parametrize("max_top1_drop, passes", [(25.0, True), (25.01, True), (24.99, False),
                                                    (25.0 - 1e-9, True),  # inside the rounding allowance
-                                                   (25.0 - 1e-8, False), (0.0, False), (math.inf, True)])
+                                                   (25.0 - 1e-8, False), (0.0, False), (100.0, True)])
 def test_top1_drop_threshold_passes_at_equality(max_top1_drop, passes):
     check = check_named(judged(min_agreement=0.0, max_top1_drop=max_top1_drop), "top-1 drop (points)")
     assert check == {"name": "top-1 drop (points)", "value": 25.0, "limit": max_top1_drop, "rule": "<=",
@@ -187,7 +187,7 @@ def test_logits_fifty_times_too_large_agree_in_direction_but_fail_on_snr():
 def test_nan_or_inf_in_the_outputs_fails_the_candidate_whatever_the_limits():
     broken = REFERENCE.astype(np.float64)
     broken[1, 2], broken[2, 0] = np.nan, np.inf
-    result = compare_candidate(REFERENCE, broken, LABELS, ValidateSettings(min_agreement=0.0, max_top1_drop=math.inf,
+    result = compare_candidate(REFERENCE, broken, LABELS, ValidateSettings(min_agreement=0.0, max_top1_drop=100.0,
                                                                            **CLOSENESS_OFF), REFERENCE_TOP1)
     assert check_named(result, "non-finite outputs") == {"name": "non-finite outputs", "value": 2, "limit": 0,
                                                          "rule": "==", "passed": False}
