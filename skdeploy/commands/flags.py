@@ -11,6 +11,7 @@ FLAGS = {  # API argument (or argument=value) -> its flag, where the default spe
     "compute_capabilities": "--compute-capability",
     "precision=int8": "--int8",
     "precision=fp16": "--fp16",
+    "sizes": "--dim",
 }
 ARGUMENT = re.compile(r"`(\w+)(?:=([^`]*))?`")
 
