@@ -240,3 +240,63 @@ def test_unnamed_dynamic_dim_besides_the_batch_is_explained(tmp_path):
     result = run_cli("optimize", tmp_path / "in.onnx", "-o", tmp_path / "out.onnx")
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "unnamed dynamic dimension (axis 2)" in result.stderr and not (tmp_path / "out.onnx").exists()
+
+
+# ---------------------------------------------------------------- plain PyTorch exports of real models
+
+_PLAIN_EXPORTS = {}
+
+
+def plain_export(name, exporter, folder, opset=None):
+    """`name` exported the ordinary way, not through skdeploy, cached per session: TorchScript at opset 13
+    (or `opset`) with do_constant_folding=False, or dynamo at its default opset; dynamic batch either way."""
+    import torch
+
+    from skdeploy.models import REGISTRY, load_model
+
+    key = (name, exporter, opset)
+    if key not in _PLAIN_EXPORTS:
+        kind = {"arch": name} if name in REGISTRY else {"spec": name}
+        loaded = load_model(**kind, pretrained=False)
+        module = randomize_bn(loaded.module)
+        example = torch.randn(2, *loaded.config.input_size)
+        path = folder / f"{name.replace(':', '_')}.{exporter}.onnx"
+        if exporter == "dynamo":
+            program = torch.onnx.export(module, (example,), dynamo=True, input_names=["input"], output_names=["logits"],
+                                        dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), verbose=False)
+            program.save(str(path))
+        else:
+            torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=opset or 13,
+                              input_names=["input"], output_names=["logits"], do_constant_folding=False,
+                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+        _PLAIN_EXPORTS[key] = path
+    return _PLAIN_EXPORTS[key]
+
+
+@pytest.fixture(scope="session")
+def plain_exports(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("plain_exports")
+    return lambda name, exporter, **options: plain_export(name, exporter, folder, **options)
+
+
+def batchnorm_count(path) -> int:
+    return node_counts(onnx.load(str(path))).get("BatchNormalization", 0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_plain_skresnet18_export_optimizes_like_skdeploy_export(plain_exports, exported, exporter, tmp_path):
+    """timm's skresnet18 (36 BatchNorms, 8 SK blocks) exported without constant folding: every BN folded,
+    every block rewritten, and the same node counts as `skdeploy export` of the model with that exporter."""
+    source = plain_exports("timm:skresnet18", exporter)
+    batchnorms = batchnorm_count(source)
+    if exporter == "torchscript":
+        # stem 1; per SK basic block 2 branch BNs, the attention's reduce BN and conv2's BN (8 x 4); 3 shortcuts
+        assert batchnorms == 1 + 8 * 4 + 3
+    result = optimize_onnx(source, tmp_path / "opt.onnx")
+    fold, sk = result.passes
+    assert sum(fold.folded.values()) == batchnorms and not fold.left
+    assert len(sk.rewritten) == sk.blocks_found == 8 and not sk.left
+    via_export = node_counts(onnx.load(str(exported("timm:skresnet18", dynamic_batch=True, exporter=exporter))))
+    assert result.node_counts_after == via_export
+    assert result.parity["passed"]
