@@ -80,11 +80,11 @@ def max_rel(expected, got) -> float:
     return float(np.max(np.abs(expected - got)) / np.max(np.abs(expected)))
 
 
-def assert_same_outputs(source, written, shape, batches=(1, 3)):
+def assert_same_outputs(source, written, shape, batches=(1, 3), input_name="x"):
     """Input and output file, both in onnxruntime, on the same random inputs at each batch size."""
     rng = np.random.default_rng(1)
     for batch in batches:
-        feed = {"x": rng.standard_normal((batch, *shape)).astype(np.float32)}
+        feed = {input_name: rng.standard_normal((batch, *shape)).astype(np.float32)}
         expected, got = run_ort(str(source), feed), run_ort(str(written), feed)
         assert expected.keys() == got.keys()
         for name in expected:
@@ -300,3 +300,24 @@ def test_plain_skresnet18_export_optimizes_like_skdeploy_export(plain_exports, e
     via_export = node_counts(onnx.load(str(exported("timm:skresnet18", dynamic_batch=True, exporter=exporter))))
     assert result.node_counts_after == via_export
     assert result.parity["passed"]
+
+
+@pytest.mark.parametrize("opset, ir", [(9, 3), (13, 8)])
+def test_real_export_resaved_at_an_old_ir_with_initializers_as_inputs(plain_exports, exported, opset, ir, tmp_path):
+    """The demo SKNet exported plainly, re-saved with an older IR version and every initializer listed as a
+    graph input (IR 3 requires it). Every BatchNorm folds; at opset 13 all 5 SK blocks are rewritten and the
+    result is what `skdeploy export` writes; at opset 9 the SK rewrite says why it leaves them (it needs 11)."""
+    model = onnx.load(str(plain_exports("sknet-fmnist", "torchscript", opset=opset)))
+    model.ir_version = ir
+    listed = {value.name for value in model.graph.input}
+    model.graph.input.extend(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims))
+                             for init in model.graph.initializer if init.name not in listed)
+    onnx.checker.check_model(model)
+    source, output, result = optimize_file(model, tmp_path)
+    assert batchnorm_count(output) == 0 and not result.passes[0].left
+    if opset >= 11:
+        assert len(result.passes[1].rewritten) == 5 and not result.passes[1].left
+        assert result.node_counts_after == node_counts(onnx.load(str(exported("sknet-fmnist", dynamic_batch=True))))
+    else:
+        assert result.passes[1].left == [{"block": "(model)", "reason": "opset 9 is below 11"}]
+    assert_same_outputs(source, output, (1, 32, 32), input_name="input")

@@ -31,7 +31,7 @@ class Shapes:
 
     def at(self, batch) -> dict:
         if batch not in self._types:
-            self._types[batch] = infer_types(self.model, batch, self.sizes)
+            self._types[batch] = infer_types(self.model, batch, self.sizes, measure_missing=True)
         return self._types[batch]
 
 

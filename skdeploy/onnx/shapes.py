@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 
 from .io import graph_inputs
+from .run import run_model
 
 SMALL_CONSTANT = 1024  # elements: initializers up to this size keep their values for inference
 
@@ -66,11 +67,12 @@ def _with_sizes(value, batch, sizes):
     return copy
 
 
-def infer_types(model, batch=None, sizes=None) -> dict:
+def infer_types(model, batch=None, sizes=None, measure_missing=False) -> dict:
     """{tensor name: TensorType} for every typed tensor: inputs, initializers, node outputs. With `batch`,
     the symbolic batch dimension of the inputs is set to it first, and with `sizes` ({dim name: size}) the
     other symbolic dimensions it names, so shapes come out concrete; data propagation resolves
-    Shape -> Gather -> Concat reshape targets."""
+    Shape -> Gather -> Concat reshape targets. measure_missing: where inference still leaves a node output
+    without a concrete shape, one onnxruntime run at those input sizes measures it (the graph passes' checks)."""
     graph = model.graph
     small, large = [], []
     for init in graph.initializer:
@@ -93,4 +95,30 @@ def infer_types(model, batch=None, sizes=None) -> dict:
         types[value.name] = TensorType(tensor.elem_type, dims)
     for init in small:
         types[init.name] = TensorType(init.data_type, tuple(init.dims))
+    if measure_missing and all(value.name in types and types[value.name].shape is not None for value in inputs):
+        types.update(_measured_types(model, inputs, types))
     return types
+
+
+def _measured_types(model, inputs, types) -> dict:
+    """Types of the node outputs inference left without a concrete shape, read off one onnxruntime run on
+    zeros of the (concrete) input shapes. ONNX's data propagation does not reach every reshape target a
+    plain TorchScript export computes (the demo SKNet's SK selects, exported without constant folding), nor
+    targets read from weights above SMALL_CONSTANT; one run at the representative size resolves them.
+    {} when nothing is missing or onnxruntime cannot run the model."""
+    missing = [name for node in model.graph.node for name in node.output
+               if name and (name not in types or types[name].shape is None)]
+    if not missing:
+        return {}
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    listed = {value.name for value in probe.graph.output}
+    probe.graph.output.extend(onnx.ValueInfoProto(name=name) for name in missing if name not in listed)
+    feed = {value.name: np.zeros(types[value.name].shape, types[value.name].dtype) for value in inputs
+            if value.name not in {init.name for init in model.graph.initializer}}
+    try:
+        [outputs] = run_model(probe, [feed], optimize=False)
+    except Exception:  # onnxruntime's load and run errors (no common base); the shapes stay unknown
+        return {}
+    return {name: TensorType(onnx.helper.np_dtype_to_tensor_dtype(np.asarray(outputs[name]).dtype),
+                             tuple(np.shape(outputs[name]))) for name in missing if name in outputs}
