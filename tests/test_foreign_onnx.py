@@ -10,6 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from conftest import randomize_bn, run_cli
+from skdeploy.errors import UsageError
 from skdeploy.graph import optimize_graph, optimize_onnx
 from skdeploy.onnx.io import node_counts
 
@@ -226,6 +227,11 @@ def test_dynamic_spatial_dims_need_a_size_and_stay_symbolic(tmp_path):
         "error: input x has the symbolic dimension 'height' (axis 2) besides the batch: the checks need "
         "concrete sizes; give one in --dim, e.g. height=224"]
     assert not (tmp_path / "out.onnx").exists()
+    result = run_cli("optimize", tmp_path / "in.onnx", "-o", tmp_path / "out.onnx", "--dim", "height")
+    assert result.exit_code == 2
+    assert result.stderr == "error: --dim takes NAME=SIZE with a positive whole SIZE, got 'height'\n"
+    with pytest.raises(UsageError, match="positive whole size, got height=0"):
+        optimize_onnx(tmp_path / "in.onnx", tmp_path / "out.onnx", sizes={"height": 0, "width": 8})
     result = run_cli("optimize", tmp_path / "in.onnx", "-o", tmp_path / "out.onnx", "--dim", "height=8",
                      "--dim", "width=12")
     assert result.exit_code == 0, result.output

@@ -74,6 +74,9 @@ def show_passes(reports) -> None:
 def require_sizes(model, sizes) -> None:
     """The checks run the model on concrete inputs: every symbolic input dimension besides the batch needs
     a size from `sizes` ({dim name: size}); one line saying which when one has none."""
+    for dim, size in (sizes or {}).items():
+        if not isinstance(size, int) or size < 1:
+            raise UsageError(f"`sizes` must give each dimension a positive whole size, got {dim}={size!r}")
     for name, axis, dim in unsized_dims(model, sizes):
         if dim is None:
             raise UsageError(f"input {name} has an unnamed dynamic dimension (axis {axis}) besides the batch: "
