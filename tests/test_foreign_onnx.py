@@ -308,6 +308,7 @@ def test_plain_skresnet18_export_optimizes_like_skdeploy_export(plain_exports, e
     assert result.parity["passed"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("opset, ir", [(9, 3), (13, 8)])
 def test_real_export_resaved_at_an_old_ir_with_initializers_as_inputs(plain_exports, exported, opset, ir, tmp_path):
     """The demo SKNet exported plainly, re-saved with an older IR version and every initializer listed as a
