@@ -114,24 +114,6 @@ def trace_to_onnx(module, input_shape, settings: ExportSettings):
     return model
 
 
-def simplify(model):
-    """onnx-simplifier; a model it cannot handle is kept as exported (reported, not fatal)."""
-    onnxsim = require("onnxsim")
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            simplified, ok = onnxsim.simplify(model)
-    except Exception as exc:  # onnxsim raises bare RuntimeErrors and C++ errors alike
-        log.warning(f"simplification skipped: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
-        return model, False
-    if not ok:
-        log.warning("simplification skipped: the simplified model failed onnxsim's own check")
-        return model, False
-    from .onnx.scopes import copy_node_metadata
-
-    copy_node_metadata(model, simplified)
-    return simplified, True
-
-
 def parity_inputs(input_shape, settings: ExportSettings, real_images=None):
     """Seeded random batches at two batch sizes (one when the batch is static), plus real images."""
     rng = np.random.default_rng(0)
@@ -185,6 +167,8 @@ def _export(loaded, output: Path, settings: ExportSettings) -> ExportResult:
     simplified = False
     if settings.simplify:
         with log.status("simplifying"):
+            from .graph.simplify import simplify
+
             model, simplified = simplify(model)
     passes = []
     if settings.fold_bn or settings.sk_rewrite:

@@ -93,6 +93,8 @@ def test_shape_inference_reads_constant_values_up_to_the_documented_limit():
     dropped = infer_types(reshape_through_table(SMALL_CONSTANT + 1), batch=1)
     assert dropped["y"].dims == (None, None) and dropped["y"].shape is None
     assert dropped["table"].dims == (SMALL_CONSTANT + 1,)  # a weight-free input still has its shape
+    measured = infer_types(reshape_through_table(SMALL_CONSTANT + 1), batch=1, measure_missing=True)
+    assert measured["y"].shape == (6, 8) and measured["y"].dtype == np.float32  # one onnxruntime run
 
 
 def test_shape_inference_sets_the_batch_and_propagates_shape_arithmetic():

@@ -18,6 +18,7 @@ FLAGS = {  # API argument (or argument=value) -> its flag, where the default spe
     "precision=int8": "--int8",
     "precision=fp16": "--fp16",
     "verify=False": "--no-verify",
+    "sizes": "--dim",
 }
 ARGUMENT = re.compile(r"`(\w+)(?:=([^`]*))?`")
 

@@ -130,9 +130,10 @@ def plan_folds(index, shapes):
     return rewrites, skipped
 
 
-def fold_batchnorms(model, tolerance) -> FoldReport:
-    """Fold every BatchNormalization of `model` (in place); returns the pass report."""
-    index, shapes = GraphIndex(model), Shapes(model)
+def fold_batchnorms(model, tolerance, sizes=None) -> FoldReport:
+    """Fold every BatchNormalization of `model` (in place); returns the pass report. `sizes` sizes the
+    inputs' symbolic dimensions besides the batch for the checks ({dim name: size})."""
+    index, shapes = GraphIndex(model), Shapes(model, sizes)
     rewrites, skipped = plan_folds(index, shapes)
     applied, kept = apply_checked(model, index, shapes, rewrites, tolerance)
     folded = collections.Counter(rewrite.details["into"] for rewrite, _ in applied)

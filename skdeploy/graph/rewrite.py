@@ -20,16 +20,18 @@ def parity_batches(model) -> list:
 
 
 class Shapes:
-    """Tensor types of one version of a model at each parity batch size, inferred once per size."""
+    """Tensor types of one version of a model at each parity batch size, inferred once per size; `sizes`
+    ({dim name: size}) sizes the inputs' other symbolic dimensions."""
 
-    def __init__(self, model):
+    def __init__(self, model, sizes=None):
         self.model = model
+        self.sizes = sizes
         self.batches = parity_batches(model)
         self._types = {}
 
     def at(self, batch) -> dict:
         if batch not in self._types:
-            self._types[batch] = infer_types(self.model, batch)
+            self._types[batch] = infer_types(self.model, batch, self.sizes, measure_missing=True)
         return self._types[batch]
 
 

@@ -375,13 +375,13 @@ def plan_selects(index, shapes, taken):
     return rewrites, near_misses
 
 
-def rewrite_sk_blocks(model, tolerance) -> SkRewriteReport:
+def rewrite_sk_blocks(model, tolerance, sizes=None) -> SkRewriteReport:
     """Rewrite every SK select of `model` (in place), then the stacked fuse sums and static Splits left
-    around the blocks; returns the pass report."""
-    index, shapes = GraphIndex(model), Shapes(model)
+    around the blocks; returns the pass report. `sizes` as for fold_bn.fold_batchnorms."""
+    index, shapes = GraphIndex(model), Shapes(model, sizes)
     selects, near_misses = plan_selects(index, shapes, index.names())
     applied, kept = apply_checked(model, index, shapes, selects, tolerance)
-    index, shapes = GraphIndex(model), Shapes(model)
+    index, shapes = GraphIndex(model), Shapes(model, sizes)
     taken, types = index.names(), shapes.at(shapes.batches[0])
     sums, splits = stacked_sums(index, types, taken), split_slices(index, types, taken)
     tidied, _ = apply_checked(model, index, shapes, sums + splits, tolerance)

@@ -1,4 +1,6 @@
-"""Removing what a rewrite leaves behind: nodes no output depends on, initializers nobody reads."""
+"""Removing what a rewrite leaves behind (nodes no output depends on, initializers nobody reads) and keeping
+what is left valid for the model's IR version."""
+import onnx
 
 
 def prune_initializers(graph) -> None:
@@ -31,3 +33,13 @@ def remove_dead_code(model) -> None:
     produced = {name for node in graph.node for name in node.output}
     for value in [v for v in graph.value_info if v.name not in produced]:
         graph.value_info.remove(value)
+
+
+def list_initializers_as_inputs(model) -> None:
+    """IR version 3 requires every initializer to be a graph input as well; add the ones a rewrite made
+    (no-op from IR version 4 on, where initializers need not be inputs)."""
+    if model.ir_version >= 4:
+        return
+    listed = {value.name for value in model.graph.input}
+    model.graph.input.extend(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims))
+                             for init in model.graph.initializer if init.name not in listed)

@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 
 from .io import graph_inputs
+from .run import run_model
 
 SMALL_CONSTANT = 1024  # elements: initializers up to this size keep their values for inference
 
@@ -43,28 +44,45 @@ def batch_dim_is_dynamic(model) -> bool:
     return bool(dims) and all(len(d) > 0 and not d[0].HasField("dim_value") for d in dims)
 
 
-def _with_batch(value, batch):
-    """A copy of the input `value` whose symbolic first dimension is `batch` (unchanged for None)."""
+def unsized_dims(model, sizes=None) -> list:
+    """[(input, axis, dim name or None)] for every symbolic or unknown dimension of a real input besides
+    the batch (axis 0) that `sizes` ({dim name: size}) does not give a size."""
+    sizes = sizes or {}
+    return [(value.name, axis, dim.dim_param or None) for value in graph_inputs(model)
+            for axis, dim in enumerate(value.type.tensor_type.shape.dim)
+            if axis and not dim.HasField("dim_value") and dim.dim_param not in sizes]
+
+
+def _with_sizes(value, batch, sizes):
+    """A copy of the input `value` whose symbolic first dimension is `batch` (unchanged for None) and whose
+    other symbolic dimensions take their size from `sizes` ({dim name: size}) where it names them."""
     copy = onnx.ValueInfoProto()
     copy.CopyFrom(value)
-    dims = copy.type.tensor_type.shape.dim
-    if batch is not None and len(dims) and not dims[0].HasField("dim_value"):
-        dims[0].dim_value = batch
+    for axis, dim in enumerate(copy.type.tensor_type.shape.dim):
+        if dim.HasField("dim_value"):
+            continue
+        size = batch if axis == 0 else (sizes or {}).get(dim.dim_param)
+        if size is not None:
+            dim.dim_value = size
     return copy
 
 
-def infer_types(model, batch=None) -> dict:
+def infer_types(model, batch=None, sizes=None, measure_missing=False) -> dict:
     """{tensor name: TensorType} for every typed tensor: inputs, initializers, node outputs. With `batch`,
-    the symbolic batch dimension of the inputs is set to it first, so shapes come out concrete; data
-    propagation resolves Shape -> Gather -> Concat reshape targets."""
+    the symbolic batch dimension of the inputs is set to it first, and with `sizes` ({dim name: size}) the
+    other symbolic dimensions it names, so shapes come out concrete; data propagation resolves
+    Shape -> Gather -> Concat reshape targets. measure_missing: where inference still leaves a node output
+    without a concrete shape, one onnxruntime run at those input sizes measures it (the graph passes' checks)."""
     graph = model.graph
     small, large = [], []
     for init in graph.initializer:
         (small if int(np.prod(init.dims)) <= SMALL_CONSTANT else large).append(init)
-    inputs = [_with_batch(value, batch) for value in graph_inputs(model)]
+    inputs = [_with_sizes(value, batch, sizes) for value in graph_inputs(model)]
     inputs += [onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)) for init in large]
     skeleton = onnx.helper.make_graph(graph.node, "skeleton", inputs, graph.output, small)
-    skeleton_model = onnx.helper.make_model(skeleton, opset_imports=model.opset_import, ir_version=model.ir_version)
+    # at IR 4 at least: IR 3 would want the kept initializers listed as inputs, and inference ignores them otherwise
+    skeleton_model = onnx.helper.make_model(skeleton, opset_imports=model.opset_import,
+                                            ir_version=max(model.ir_version, 4))
     inferred = onnx.shape_inference.infer_shapes(skeleton_model, strict_mode=False, data_prop=True)
     types = {}
     for value in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
@@ -77,4 +95,30 @@ def infer_types(model, batch=None) -> dict:
         types[value.name] = TensorType(tensor.elem_type, dims)
     for init in small:
         types[init.name] = TensorType(init.data_type, tuple(init.dims))
+    if measure_missing and all(value.name in types and types[value.name].shape is not None for value in inputs):
+        types.update(_measured_types(model, inputs, types))
     return types
+
+
+def _measured_types(model, inputs, types) -> dict:
+    """Types of the node outputs inference left without a concrete shape, read off one onnxruntime run on
+    zeros of the (concrete) input shapes. ONNX's data propagation does not reach every reshape target a
+    plain TorchScript export computes (the demo SKNet's SK selects, exported without constant folding), nor
+    targets read from weights above SMALL_CONSTANT; one run at the representative size resolves them.
+    {} when nothing is missing or onnxruntime cannot run the model."""
+    missing = [name for node in model.graph.node for name in node.output
+               if name and (name not in types or types[name].shape is None)]
+    if not missing:
+        return {}
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    listed = {value.name for value in probe.graph.output}
+    probe.graph.output.extend(onnx.ValueInfoProto(name=name) for name in missing if name not in listed)
+    feed = {value.name: np.zeros(types[value.name].shape, types[value.name].dtype) for value in inputs
+            if value.name not in {init.name for init in model.graph.initializer}}
+    try:
+        [outputs] = run_model(probe, [feed], optimize=False)
+    except Exception:  # onnxruntime's load and run errors (no common base); the shapes stay unknown
+        return {}
+    return {name: TensorType(onnx.helper.np_dtype_to_tensor_dtype(np.asarray(outputs[name]).dtype),
+                             tuple(np.shape(outputs[name]))) for name in missing if name in outputs}
