@@ -33,7 +33,7 @@ PREPROCESSING_OPTIONS = ("mean", "std", "resize", "crop", "channel_order", "inte
 @dataclass
 class CalibrationSettings:
     precision: str = "int8"  # int8 | fp16
-    method: str = "percentile"  # max | entropy | percentile (INT8 activation ranges; see docs/precision.md)
+    method: str = "mse"  # mse | max | entropy | percentile (INT8 activation ranges; see docs/precision.md)
     percentile: float = 99.99
     calib_data: str = None  # folder of images, .npy/.npz, IDX file; None: the demo model's shipped set
     calib_images: int = 512
