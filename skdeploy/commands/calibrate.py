@@ -36,7 +36,7 @@ def _crop(text):
 @click.option("--method", type=click.Choice(["mse", "percentile", "entropy", "max"]), default="mse",
               show_default=True, help="INT8 activation range: the least squared quantisation error, a percentile "
               "of |x|, TensorRT's KL divergence search over >= 2048 bins, or the absolute max.")
-@click.option("--percentile", type=float, default=99.99, show_default=True, help="For --method percentile.")
+@click.option("--percentile", type=float, default=99.99, show_default=True, help="For --method percentile, and the lowest range --method mse may pick.")
 @click.option("--bins", type=int, default=2048, show_default=True, help="Histogram bins over [0, max] (>= 2048).")
 @click.option("--max-top1-drop", type=float, help="Accuracy budget in points vs the FP32 model; INT8 layers with "
               "the worst own error move to --fallback until it holds.")

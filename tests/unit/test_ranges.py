@@ -419,3 +419,12 @@ def test_kl_of_keeping_a_trailing_empty_bin_spreads_nothing_onto_it():
     assert kept.tolist() == [128, 129, 130]
     assert kl[-1] == pytest.approx(0.0, abs=1e-12)
     assert kl.tolist() == pytest.approx([kl_of_clip(counts, k) for k in (128, 129, 130)], rel=1e-7, abs=1e-10)
+
+
+def test_mse_never_goes_below_the_percentile_point():
+    hist = histogram(np.random.default_rng(2).laplace(0, 1, 200_000), bins=2048)
+    clipped = mse_amax(hist)
+    high = percentile_amax(hist, 99.999)
+    assert clipped < high  # the tail beyond the least-error threshold holds more than 0.001% of the values
+    assert amax_of(hist, "mse", 99.999) == high
+    assert amax_of(hist, "mse", 50.0) == clipped
