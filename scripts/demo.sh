@@ -12,7 +12,7 @@ mkdir -p "$OUT" "$ENGINES"
 echo "== 1/5 export: trace, simplify, fold BN, rewrite the SK select, parity vs PyTorch"
 $SK export --dynamic-batch -o "$OUT/sknet-fmnist.onnx" --force
 
-echo "== 2/5 calibrate: INT8 Q/DQ (default method, shipped Fashion-MNIST train-split set) and FP16"
+echo "== 2/5 calibrate: INT8 Q/DQ (default method mse, shipped Fashion-MNIST train-split set) and FP16"
 $SK calibrate "$OUT/sknet-fmnist.onnx" --int8 -o "$OUT/sknet-fmnist.int8.onnx" --force
 $SK calibrate "$OUT/sknet-fmnist.onnx" --fp16 -o "$OUT/sknet-fmnist.fp16.onnx" --force
 

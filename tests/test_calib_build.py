@@ -45,3 +45,17 @@ def test_fp16_with_fp16_io_and_fp32_islands_builds(exported, tmp_path):
     engine = build_engine(output, tmp_path / "demo_fp16.engine", RTX).engine
     assert engine.precision == "fp16"
     assert [io["dtype"] for io in engine.io] == ["float16", "float16"]
+
+
+def test_default_int8_with_mse_ranges_and_spike_free_entropy_ranges_builds(exported, tmp_path):
+    """The ranges methods change only the scales of a plain Q/DQ graph: the default (mse) and the entropy
+    graphs must both stay what TensorRT-RTX builds, with every planned unit INT8."""
+    source = exported("sknet-fmnist", dynamic_batch=True)
+    assert CalibrationSettings().method == "mse"
+    for method in ("mse", "entropy"):
+        output = tmp_path / f"demo_{method}.onnx"
+        result = calibrate_model(source, output, CalibrationSettings(method=method, calib_images=32,
+                                                                     holdout_images=0))
+        assert result.quantized_units == len(plan_int8(onnx.load(source)).units)
+        engine = build_engine(output, tmp_path / f"demo_{method}.engine", RTX).engine
+        assert engine.precision == "int8" and engine.engine_bytes > 100_000

@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 
 from skdeploy.calib.cache import calibration_table, trt_version_code
-from skdeploy.calib.ranges import QUANT_LEVELS, TensorHistogram, amax_of, entropy_amax, percentile_amax
+from skdeploy.calib.ranges import QUANT_LEVELS, TensorHistogram, amax_of, entropy_amax, percentile_amax, without_spikes
 
 
 def kl_threshold_by_loop(hist: TensorHistogram) -> float:
-    """The TensorRT entropy recipe written as its plain loop over candidate thresholds (slow, obvious)."""
-    counts = hist.used_bins().astype(np.float64)
+    """The TensorRT entropy recipe written as its plain loop over candidate thresholds (slow, obvious), on
+    the histogram without its single-bin spikes as entropy_amax searches it."""
+    counts = without_spikes(hist.used_bins().astype(np.float64))
     best, best_kl = None, math.inf
     for i in range(QUANT_LEVELS, len(counts) + 1):
         reference = counts[:i].copy()

@@ -18,7 +18,7 @@ from .qdq import activation_scale
 
 FORMAT = "skdeploy-ranges/1"
 TABLE_ALGORITHM = {"entropy": "EntropyCalibration2", "max": "MinMaxCalibration",
-                   "percentile": "EntropyCalibration2"}
+                   "percentile": "EntropyCalibration2", "mse": "EntropyCalibration2"}
 
 
 def ranges_path(output) -> Path:

@@ -36,8 +36,8 @@ PREPROCESSING_OPTIONS = ("mean", "std", "resize", "crop", "channel_order", "inte
 @dataclass
 class CalibrationSettings:
     precision: str = "int8"  # int8 | fp16
-    method: str = "percentile"  # max | entropy | percentile (INT8 activation ranges; see docs/precision.md)
-    percentile: float = 99.99
+    method: str = "mse"  # mse | max | entropy | percentile (INT8 activation ranges; see docs/precision.md)
+    percentile: float = 99.99  # for percentile, and the floor of mse
     calib_data: str = None  # folder of images, .npy/.npz, IDX file; None: the demo model's shipped set
     calib_images: int = 512
     holdout_images: int = 1000  # samples after the calibration subset that measure accuracy (0: skip)
@@ -205,7 +205,7 @@ def _collect_ranges(model, selection, settings, onnx_sha256, output) -> tuple:
     INT8 histograms every tensor the Q/DQ placement can use; the rest only need their largest |x|."""
     method = settings.method if settings.precision == "int8" else "absmax"
     key = {"onnx_sha256": onnx_sha256, "data_sha256": selection.sha256, "images": len(selection.calibration),
-           "method": method, "percentile": settings.percentile if method == "percentile" else None,
+           "method": method, "percentile": settings.percentile if method in ("percentile", "mse") else None,
            "bins": settings.bins, "algorithm": ALGORITHM}
     path = cache.ranges_path(output)
     tensors = cache.load_ranges(path, key) if settings.reuse_cache else None

@@ -73,7 +73,10 @@ def _too_small(node, weight, index: GraphIndex) -> bool:
 
 
 def _residual_slot(node, index: GraphIndex, layers: set, depth: dict):
-    """The input of a residual Add to quantize, or None when this Add is not a fusible residual."""
+    """The input of a residual Add to quantize, or None when this Add is not a fusible residual.
+    `layers` are all quantizable Convs/Gemms, excluded or not: which input is the shortcut is a property
+    of the graph, so a plan with exclusions only drops Adds and never moves a Q/DQ to a tensor that the
+    full plan (the one ranges are collected for) does not quantize."""
     if len(node.input) != 2 or any(index.is_constant(n) or not index.is_float(n) for n in node.input):
         return None
     if index.shape(node.input[0]) != index.shape(node.input[1]):
@@ -92,31 +95,42 @@ def _residual_slot(node, index: GraphIndex, layers: set, depth: dict):
     return 1 if depth.get(node.input[0], 0) >= depth.get(node.input[1], 0) else 0
 
 
+def _quantizable(node, index: GraphIndex) -> list:
+    """The activation input slots of a Conv/Gemm/MatMul that INT8 speeds up, [] for any other node."""
+    if node.op_type not in LAYER_OPS:
+        return []
+    weight = index.initializers.get(node.input[1]) if len(node.input) > 1 else None
+    if (weight is not None and weight.data_type != TensorProto.FLOAT) or _too_small(node, weight, index):
+        return []
+    return [s for s in (0, 1) if s < len(node.input) and not index.is_constant(node.input[s])
+            and index.is_float(node.input[s])]
+
+
 def plan_int8(model: onnx.ModelProto, exclude=()) -> Int8Plan:
-    """The Q/DQ placement for `model`, leaving the nodes named in `exclude` in floating point."""
+    """The Q/DQ placement for `model`, leaving the nodes named in `exclude` in floating point. A residual
+    Add whose main Conv is excluded stays float too (nothing to fuse into). Every tensor this plan
+    quantizes is one that the plan without exclusions quantizes."""
     index = GraphIndex(model)
     exclude = set(exclude)
     plan = Int8Plan()
+    eligible = set()
     for node in model.graph.node:
-        if node.op_type not in LAYER_OPS or node.name in exclude:
-            continue
-        weight = index.initializers.get(node.input[1]) if len(node.input) > 1 else None
-        if (weight is not None and weight.data_type != TensorProto.FLOAT) or _too_small(node, weight, index):
-            continue
-        slots = [s for s in (0, 1) if s < len(node.input) and not index.is_constant(node.input[s])
-                 and index.is_float(node.input[s])]
+        slots = _quantizable(node, index)
         if not slots:
             continue
+        eligible.add(node.name)
+        if node.name in exclude:
+            continue
         plan.activation_slots[node.name] = slots
+        weight = index.initializers.get(node.input[1])
         if weight is not None:
             plan.weight_axes[node.name] = (1, _weight_axis(node, weight))
         plan.units.append(node.name)
-    layers = set(plan.units)
     depth = index.depth()
     for node in model.graph.node:
         if node.op_type == "Add" and node.name not in exclude:
-            slot = _residual_slot(node, index, layers, depth)
-            if slot is not None:
+            slot = _residual_slot(node, index, eligible, depth)
+            if slot is not None and index.producer[node.input[1 - slot]].name not in exclude:
                 plan.activation_slots[node.name] = [slot]
                 plan.units.append(node.name)
     return plan

@@ -25,10 +25,11 @@ def _crop(text):
 @click.option("--calib-images", type=int, default=512, show_default=True, help="Seeded random subset size.")
 @click.option("--holdout-images", type=int, default=1000, show_default=True,
               help="Samples after the calibration subset used to measure accuracy (0: do not measure).")
-@click.option("--method", type=click.Choice(["percentile", "entropy", "max"]), default="percentile",
-              show_default=True, help="INT8 activation range: a percentile of |x|, TensorRT's KL divergence "
-              "search over >= 2048 bins, or the absolute max.")
-@click.option("--percentile", type=FINITE_FLOAT, default=99.99, show_default=True, help="For --method percentile.")
+@click.option("--method", type=click.Choice(["mse", "percentile", "entropy", "max"]), default="mse",
+              show_default=True, help="INT8 activation range: the least squared quantisation error, a percentile "
+              "of |x|, TensorRT's KL divergence search over >= 2048 bins, or the absolute max.")
+@click.option("--percentile", type=FINITE_FLOAT, default=99.99, show_default=True,
+              help="For --method percentile, and the lowest range --method mse may pick.")
 @click.option("--bins", type=int, default=2048, show_default=True, help="Histogram bins over [0, max] (>= 2048).")
 @click.option("--max-top1-drop", type=FINITE_FLOAT, help="Accuracy budget in points vs the FP32 model; INT8 layers with "
               "the worst own error move to --fallback until it holds.")

@@ -270,6 +270,22 @@ def test_an_excluded_conv_or_add_takes_the_residual_out_of_the_plan():
     assert "c1" in plan_int8(model, exclude=["add"]).units
 
 
+@pytest.mark.parametrize("excluded, add_inputs", [
+    (["down"], ["d", "s"]), (["down"], ["s", "d"]), (["deep2"], ["d", "s"]), (["deep1", "down"], ["d", "s"])])
+def test_exclusions_never_move_a_residual_qdq_to_a_tensor_the_full_plan_leaves_float(excluded, add_inputs):
+    """Ranges are collected for the full plan; the budget fallback re-plans with exclusions. Excluding the
+    downsample Conv once moved the Add's Q/DQ onto the deep Conv's output, which had no range."""
+    model = residual_model(DEEP_AND_SHALLOW, add_inputs)
+    full = set(plan_int8(model).activation_tensors(model))
+    reduced = plan_int8(model, exclude=excluded)
+    assert set(reduced.activation_tensors(model)) <= full
+    shortcut = add_inputs.index("s")
+    if "deep2" in excluded:  # the Conv the Add fuses into is float: the Add has nothing to fuse with
+        assert "add" not in reduced.units
+    else:
+        assert reduced.activation_slots["add"] == [shortcut]
+
+
 # ---- inserted Q/DQ, run in onnxruntime ----------------------------------------------------------------
 
 def designed_weight(channels=16, inputs=32):

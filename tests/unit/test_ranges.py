@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from skdeploy.calib.ranges import TensorHistogram, amax_of, clipping_divergences, entropy_amax, percentile_amax
+from skdeploy.calib.ranges import (TensorHistogram, amax_of, clipping_divergences, entropy_amax, mse_amax, percentile_amax,
+                                   without_spikes)
 from skdeploy.errors import UsageError
 
 
@@ -98,7 +99,7 @@ def test_zeros_before_the_first_nonzero_batch_land_in_bin_zero():
     hist.update(np.zeros((2, 1), np.float32))
     assert hist.top == 0.0 and hist.counts.sum() == 0 and hist.used_bins().size == 0
     assert hist.used_bins().dtype == np.int64
-    assert amax_of(hist, "max") == amax_of(hist, "percentile") == amax_of(hist, "entropy") == 0.0
+    assert amax_of(hist, "max") == amax_of(hist, "percentile") == amax_of(hist, "entropy") == amax_of(hist, "mse") == 0.0
     hist.update(np.array([0.5, 0.0], np.float32))
     assert hist.counts.tolist() == [6, 0, 0, 1]
     assert hist.exact_zeros == 6
@@ -286,12 +287,73 @@ def test_entropy_ignores_exact_zeros():
     assert entropy_amax(without) > 0.9 * without.absmax
 
 
+def test_a_spike_is_cut_to_its_larger_neighbour_and_no_bin_empties():
+    # bin 1 is a peak (cut to 6), the last bin only has a smaller neighbour (cut to 3); the lone 1 stays
+    assert without_spikes(np.array([5, 100, 6, 0, 1, 0, 3, 4])).tolist() == [5, 6, 6, 0, 1, 0, 3, 3]
+
+
+@no_numpy_warnings
+def test_entropy_is_not_pulled_down_by_a_constant_background():
+    """A constant value in a third of all positions (a black background after a convolution) is one spike
+    bin: the plain KL search clips just above it; without spikes the threshold stays at the bulk's top."""
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.uniform(0, 1, 20_000), np.full(10_000, 0.1)])
+    hist = histogram(values, bins=2048)
+    counts = hist.used_bins().astype(np.float64)
+    kept, kl = clipping_divergences(counts)
+    assert kept[int(np.argmin(kl))] * hist.bin_width < 0.5  # the textbook search clips half the range away
+    assert entropy_amax(hist) >= 0.95 * hist.absmax
+
+
+def brute_force_mse_threshold(values, edges):
+    """The edge whose symmetric INT8 fake quantisation of `values` (round to the step edge / 127, clip to
+    +-127 steps) has the least summed squared error: quantizes the values themselves, no histogram."""
+    errors = [np.sum((values - np.clip(np.round(values / (edge / 127)), -127, 127) * (edge / 127)) ** 2)
+              for edge in edges]
+    return edges[int(np.argmin(errors))]
+
+
+@pytest.mark.parametrize("shape", ["laplace", "uniform", "two-clusters"])
+def test_mse_threshold_equals_brute_force_quantisation_of_the_values(shape):
+    """Values placed at bin centres (where the histogram is exact), quantized directly at every candidate
+    edge (bin 128 up to the maximum's bin), give the same threshold as mse_amax."""
+    rng = np.random.default_rng(1)
+    bins, width = 512, 0.01
+    sample = {"laplace": rng.laplace(0, 0.4, 20_000), "uniform": rng.uniform(-5, 5, 20_000),
+              "two-clusters": np.concatenate([rng.normal(0.5, 0.05, 5_000), rng.normal(4.5, 0.05, 50)])}[shape]
+    index = np.minimum((np.abs(sample) / width).astype(int), bins - 1)
+    index[0] = bins - 1  # the maximum sits in the last bin
+    values = (index + 0.5) * width
+    hist = histogram_of_counts(np.bincount(index, minlength=bins), bin_width=width)
+    expected = brute_force_mse_threshold(values, [k * width for k in range(128, bins + 1)])
+    assert mse_amax(hist) == pytest.approx(min(expected, hist.absmax), rel=1e-9)
+
+
+def test_mse_keeps_a_uniform_range_and_clips_a_laplace_tail():
+    """Uniform on [0, 1]: clipping at T costs (1 - T)^3 / 3 against T^2 / (12 x 127^2) of rounding, balanced
+    near T = 0.997; a Laplace sample's rare tail is cheaper to clip than to spread the steps over."""
+    rng = np.random.default_rng(2)
+    uniform = histogram(rng.uniform(0, 1, 200_000), bins=2048)
+    assert 0.99 * uniform.absmax <= mse_amax(uniform) <= uniform.absmax
+    laplace = histogram(rng.laplace(0, 1, 200_000), bins=2048)
+    assert mse_amax(laplace) < 0.8 * laplace.absmax
+
+
+def test_mse_leaves_exact_zeros_out():
+    magnitudes = np.abs(np.random.default_rng(3).laplace(0, 1, 20_000))
+    with_zeros = histogram(np.concatenate([magnitudes, np.zeros(20_000)]), bins=256)
+    without = histogram(magnitudes, bins=256)
+    assert mse_amax(with_zeros) == mse_amax(without)
+
+
 def assert_kl_follows_the_recipe(counts, exact_zeros):
-    """clipping_divergences gives the plain recipe's KL for every clip, and entropy_amax picks the least."""
+    """clipping_divergences gives the plain recipe's KL for every clip, and entropy_amax picks the least
+    for the histogram without exact zeros and spikes."""
     counts = np.array(counts, np.int64)
     counts[-1] = max(counts[-1], 1)  # the maximum lies in the last used bin
     hist = histogram_of_counts(counts, bin_width=0.25, exact_zeros=exact_zeros)
     counts[0] -= exact_zeros
+    counts = without_spikes(counts)
     expected = {kept: kl_of_clip(counts, kept) for kept in range(128, len(counts) + 1)}
 
     kept, kl = clipping_divergences(counts.astype(np.float64))
@@ -343,7 +405,7 @@ def test_percentile_defaults_to_99_99():
 
 
 def test_unknown_method_is_a_usage_error():
-    with pytest.raises(UsageError, match=r"unknown calibration method 'minmax'; choose one of max, entropy, percentile"):
+    with pytest.raises(UsageError, match=r"unknown calibration method 'minmax'; choose one of mse, max, entropy, percentile"):
         amax_of(histogram([1.0], bins=2), "minmax")
 
 
@@ -357,3 +419,12 @@ def test_kl_of_keeping_a_trailing_empty_bin_spreads_nothing_onto_it():
     assert kept.tolist() == [128, 129, 130]
     assert kl[-1] == pytest.approx(0.0, abs=1e-12)
     assert kl.tolist() == pytest.approx([kl_of_clip(counts, k) for k in (128, 129, 130)], rel=1e-7, abs=1e-10)
+
+
+def test_mse_never_goes_below_the_percentile_point():
+    hist = histogram(np.random.default_rng(2).laplace(0, 1, 200_000), bins=2048)
+    clipped = mse_amax(hist)
+    high = percentile_amax(hist, 99.999)
+    assert clipped < high  # the tail beyond the least-error threshold holds more than 0.001% of the values
+    assert amax_of(hist, "mse", 99.999) == high
+    assert amax_of(hist, "mse", 50.0) == clipped
