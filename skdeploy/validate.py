@@ -156,7 +156,10 @@ def validate(candidates, reference=None, checkpoint=None, data=None, settings: V
         result.reference.update(top1=reference_top1, top5=accuracy(reference_logits, labels, 5))
     for path in candidates:
         started = time.time()
-        logits, runner_name = _run_candidate(path, samples.inputs, settings.batch, runner_options)
+        inputs = samples.inputs
+        if _prepared_otherwise(manifests[path], samples):  # e.g. raw pixels beside a normalized candidate
+            inputs = _samples(ref, {path: manifests[path]}, data, settings.limit).inputs
+        logits, runner_name = _run_candidate(path, inputs, settings.batch, runner_options)
         if logits.shape != reference_logits.shape:
             raise SkdeployError(f"{Path(path).name} outputs {logits.shape[1:]} per sample but the reference outputs "
                                 f"{reference_logits.shape[1:]}; is it the same model?")
@@ -196,6 +199,13 @@ def _samples(ref, manifests: dict, data, limit):
     return load_data(data, preprocessing, limit, class_names_for(dataset))
 
 
+def _prepared_otherwise(manifest, samples) -> bool:
+    """Whether the candidate takes its inputs in another form (raw or normalized, layout) than `samples`."""
+    recorded = (manifest or {}).get("preprocessing")
+    return bool(recorded) and samples.preprocessing is not None and \
+        Preprocessing.from_dict(recorded) != samples.preprocessing
+
+
 def _reference_logits(ref, samples, batch: int) -> np.ndarray:
     """FP32 logits: saved ones (whose labels the samples take when they have none), or the PyTorch model's."""
     if ref.kind == "saved":
@@ -203,9 +213,10 @@ def _reference_logits(ref, samples, batch: int) -> np.ndarray:
         if samples.labels is None and ref.saved.get("labels") is not None:
             samples.labels = ref.saved["labels"]
         return logits
-    with ref.runner() as runner, log.progress(len(samples.inputs), "FP32 PyTorch reference") as advance:
-        check_input_shape(runner, samples.inputs, "the reference model")
-        return runner.run_batched(samples.inputs, batch, advance)
+    inputs = samples.reference_inputs()
+    with ref.runner() as runner, log.progress(len(inputs), "FP32 PyTorch reference") as advance:
+        check_input_shape(runner, inputs, "the reference model")
+        return runner.run_batched(inputs, batch, advance)
 
 
 def _run_candidate(path, inputs: np.ndarray, batch: int, runner_options=None) -> tuple:

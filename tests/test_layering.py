@@ -2,8 +2,9 @@
 
 Layers, highest first (README "Layout"):
 
-    interface   cli.py, commands/          parse flags, call one API function, print its result
-    pipeline    pipeline.py                orchestration across stages
+    interface   cli.py, commands/, __main__.py   parse flags, call one API function, print its result
+    pipeline    pipeline.py, deployment.py     orchestration across stages (deployment: the one-shot deploy)
+    serving     serving/                   runtime configs (Triton, DeepStream), the bundle's README and labels
     judge       validate.py | bench.py | report.py      (separate units: none imports another)
     stage       export.py | calib/
     engine      engine/                    build plans and builds
@@ -33,8 +34,9 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "skdeploy"
 
 LAYERS = (  # (layer, units): a unit is a set of top-level names under skdeploy/ (module or package)
-    ("interface", [{"cli", "commands"}]),
-    ("pipeline", [{"pipeline"}]),
+    ("interface", [{"cli", "commands", "__main__"}]),
+    ("pipeline", [{"pipeline", "deployment"}]),
+    ("serving", [{"serving"}]),
     ("judge", [{"validate"}, {"bench"}, {"report"}]),
     ("stage", [{"export"}, {"calib"}]),
     ("engine", [{"engine"}]),

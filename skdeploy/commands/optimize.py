@@ -2,7 +2,7 @@ import click
 
 from .. import ui
 from ..errors import UsageError
-from . import force_option, json_option
+from . import force_option, json_option, raw_input_options, raw_input_settings
 
 
 @click.command("optimize")
@@ -10,9 +10,10 @@ from . import force_option, json_option
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output .onnx path.")
 @click.option("--no-fold-bn", is_flag=True, help="Keep BatchNormalization nodes.")
 @click.option("--no-sk-rewrite", is_flag=True, help="Keep the SK softmax-select as exported.")
+@raw_input_options
 @force_option
 @json_option
-def command(source, output, no_fold_bn, no_sk_rewrite, force, as_json):
+def command(source, output, no_fold_bn, no_sk_rewrite, raw_input, layout, raw_dtype, force, as_json):
     """Run the graph passes on an ONNX file exported elsewhere: fold BatchNorm, rewrite SK selects.
 
     Each rewrite is checked against what it replaces in onnxruntime and left out when they disagree;
@@ -24,19 +25,22 @@ def command(source, output, no_fold_bn, no_sk_rewrite, force, as_json):
       skdeploy optimize sknet50.onnx -o sknet50.opt.onnx
       skdeploy optimize sknet50.onnx -o sknet50.bn.onnx --no-sk-rewrite
       skdeploy optimize model.onnx -o model.opt.onnx --force --json
+      skdeploy optimize demo.int8.onnx -o demo.int8.raw.onnx --no-fold-bn --no-sk-rewrite --raw-input
     """
     from ..fileio import check_output_path
     from ..graph import optimize_onnx, show_passes
 
-    if no_fold_bn and no_sk_rewrite:
+    raw = raw_input_settings(raw_input, layout, raw_dtype)
+    if no_fold_bn and no_sk_rewrite and not raw_input:
         raise UsageError("--no-fold-bn with --no-sk-rewrite leaves no pass to run")
     check_output_path(output, force)
-    result = optimize_onnx(source, output, fold_bn=not no_fold_bn, sk_rewrite=not no_sk_rewrite, force=force)
+    result = optimize_onnx(source, output, fold_bn=not no_fold_bn, sk_rewrite=not no_sk_rewrite, force=force,
+                           raw_input={"layout": raw["layout"], "raw_dtype": raw_dtype} if raw_input else None)
     if as_json:
         ui.emit_json({"output": str(output), "manifest": str(output) + ".json",
                       "passes": [report.as_dict() for report in result.passes],
                       "node_counts_before": result.node_counts_before, "node_counts_after": result.node_counts_after,
-                      "parity": result.parity})
+                      "parity": result.parity, "raw_input": result.raw_input})
         return
     show_passes(result.passes)
     parity = result.parity

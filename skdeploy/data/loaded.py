@@ -27,9 +27,15 @@ class LoadedData:
     source: str
     pictures: object = None  # uint8 (N, H, W[, C]) array or a list of image paths, for the report
     class_names: tuple = None
+    preprocessing: Preprocessing = None  # what made the inputs; None when they came preprocessed
 
     def sha256(self) -> str:
         return inputs_sha256(self.inputs)
+
+    def reference_inputs(self) -> np.ndarray:
+        """The inputs as the FP32 PyTorch model takes them: normalized NCHW even when the artifact
+        takes raw pixels (preprocessing in the graph) or NHWC."""
+        return self.inputs if self.preprocessing is None else self.preprocessing.reference_inputs(self.inputs)
 
     def picture(self, index: int):
         """Sample `index` as a PIL image (the original picture when known, else the input rescaled)."""
@@ -56,8 +62,11 @@ def load_data(path, preprocessing: Preprocessing, limit=None, class_names=None) 
         kind, file = "fashion-mnist", fashion_mnist_file("test", path)
     shape = InputShape(preprocessing.channels, *preprocessing.crop)
     source = open_source(file, shape, lambda what: preprocessing, argument="data")
+    if preprocessing.in_graph and getattr(source, "preprocessing", preprocessing) is None:
+        raise UsageError(f"{path} holds preprocessed float arrays, but the model takes raw pixels (preprocessing "
+                         "in the graph); give the pictures (uint8) or image files")
     count = len(source) if limit is None else min(limit, len(source))
-    inputs = np.empty((count, shape.channels, shape.height, shape.width), np.float32)
+    inputs = np.empty((count, *preprocessing.input_shape), preprocessing.input_dtype)
     with log.progress(count, f"preprocessing {count} samples") as advance:
         for index in range(count):
             try:
@@ -67,4 +76,4 @@ def load_data(path, preprocessing: Preprocessing, limit=None, class_names=None) 
             advance()
     labels = None if source.labels is None else source.labels[:count]
     pictures = None if source.pictures is None else source.pictures[:count]
-    return LoadedData(inputs, labels, f"{kind}:{path}", pictures, source.class_names or class_names)
+    return LoadedData(inputs, labels, f"{kind}:{path}", pictures, source.class_names or class_names, preprocessing)

@@ -7,7 +7,8 @@ import numpy as np
 
 from .. import ui
 from ..compare import compare_outputs, merge_comparisons
-from ..errors import SkdeployError
+from ..data import Preprocessing
+from ..errors import SkdeployError, UsageError
 from ..fileio import check_output_path, sha256_file
 from ..log import log
 from ..manifest import StageResult, add_stage, load_manifest, write_manifest
@@ -96,11 +97,13 @@ class OptimizeResult(StageResult):
     node_counts_after: dict
     parity: dict  # output vs input: {max_abs, mean_abs, max_rel, batches, tolerance, passed} or {skipped}
     seconds: float
+    raw_input: dict = None  # with `raw_input`: the raw graph vs numpy preprocessing + the passes' output
 
     def record(self) -> dict:
         return {"source": self.source, "settings": self.settings,
                 "passes": [report.as_dict() for report in self.passes], "node_counts_before": self.node_counts_before,
-                "node_counts_after": self.node_counts_after, "parity": self.parity, "seconds": self.seconds}
+                "node_counts_after": self.node_counts_after, "parity": self.parity, "seconds": self.seconds,
+                "raw_input": self.raw_input}
 
 
 def _manifest_for(path, model):
@@ -110,8 +113,10 @@ def _manifest_for(path, model):
     return new_manifest(ModelEntry.of_graph(io_spec(model)[0], spec=f"onnx:{Path(path).name}"), None)
 
 
-def optimize_onnx(source, output, fold_bn=True, sk_rewrite=True, force=False, tolerance=TOLERANCE) -> OptimizeResult:
-    """Optimize the ONNX file `source` into `output` plus its manifest.
+def optimize_onnx(source, output, fold_bn=True, sk_rewrite=True, force=False, tolerance=TOLERANCE,
+                  raw_input=None) -> OptimizeResult:
+    """Optimize the ONNX file `source` into `output` plus its manifest. `raw_input` = {"layout", "raw_dtype"}
+    then puts the manifest's preprocessing into the graph (graph/preprocess.py).
 
     Nothing is written unless the whole optimized model matches the input in onnxruntime.
     """
@@ -132,11 +137,23 @@ def optimize_onnx(source, output, fold_bn=True, sk_rewrite=True, force=False, to
         if not parity["passed"]:
             raise SkdeployError(f"optimized model differs from {Path(source).name}: max relative error "
                                 f"{parity['max_rel']:.3g} > {tolerance:g}; nothing written")
+    raw_parity = None
+    if raw_input:
+        from .preprocess import with_raw_input
+
+        if not manifest.get("preprocessing"):
+            raise UsageError(f"`raw_input` needs the preprocessing, and {Path(source).name} has no manifest that "
+                             "records it")
+        model, raw, raw_parity = with_raw_input(model, Preprocessing.from_dict(manifest["preprocessing"]),
+                                                raw_input["layout"], raw_input["raw_dtype"],
+                                                manifest["model"].get("dataset"))
+        manifest["preprocessing"] = raw.to_dict()
     manifest["inputs"], manifest["outputs"] = io_spec(model)
     manifest["opset"] = opset_of(model)
     result = OptimizeResult(output, {"file": str(source), "sha256": sha256_file(source)},
-                            {"fold_bn": fold_bn, "sk_rewrite": sk_rewrite, "tolerance": tolerance}, reports,
-                            before, node_counts(model), parity, round(time.time() - started, 2))
+                            {"fold_bn": fold_bn, "sk_rewrite": sk_rewrite, "tolerance": tolerance,
+                             "raw_input": raw_input}, reports,
+                            before, node_counts(model), parity, round(time.time() - started, 2), raw_parity)
     add_stage(manifest, "optimize", result.record())
     save_onnx(model, output)
     write_manifest(output, manifest, kind="onnx")
