@@ -20,6 +20,7 @@ COMMANDS = {
     "validate": "validate",
     "bench": "bench",
     "inspect": "inspect",
+    "deploy": "deploy",
 }
 
 

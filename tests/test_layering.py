@@ -54,8 +54,9 @@ RANK = {name: (len(LAYERS) - depth, frozenset(unit))
         for depth, (_, units) in enumerate(LAYERS) for unit in units for name in unit}
 
 # The package root is the public entry point as well as the floor (it defines __version__):
-# `from skdeploy import load_runner` re-exports the runner API lazily, on first attribute access.
-PUBLIC_API = {("skdeploy", "runners")}
+# `from skdeploy import load_runner` re-exports the runner API lazily, on first attribute access, and
+# `from skdeploy import deploy` the one-shot deployment (issue 12).
+PUBLIC_API = {("skdeploy", "runners"), ("skdeploy", "deployment")}
 
 
 
