@@ -55,7 +55,7 @@ class DeploySettings:
 
     def __post_init__(self):
         if sum(bool(v) for v in (self.arch, self.spec, self.onnx)) > 1:
-            raise UsageError("give one of `arch`, `spec` or `onnx`")
+            raise UsageError("give one of `arch`, `spec` or an ONNX file")
         if self.onnx and self.checkpoint:
             raise UsageError("`checkpoint` applies to `arch`/`spec`, not to an ONNX")
         if self.target not in DEPLOY_TARGETS:

@@ -64,7 +64,7 @@ def deepstream_config(manifest, onnx_file: str, engine_file: str, labels_file: s
         raise UsageError("nvinfer feeds the network float pixels; the raw-input graph for DeepStream needs "
                          "`raw_dtype=float32`")
     if process_mode not in PROCESS_MODES:
-        raise UsageError(f"`process_mode` must be primary or secondary, got {process_mode!r}")
+        raise UsageError(f"the GIE process mode must be primary or secondary, got {process_mode!r}")
     channels, (height, width) = preprocessing.channels, preprocessing.crop
     lines = ["[property]", "gpu-id=0"]
     if preprocessing.in_graph:
