@@ -99,10 +99,6 @@ def work_folder(bundle: Path) -> Path:
     return bundle.parent / f".{bundle.name}.work"
 
 
-def _recorded_settings(entry) -> dict:
-    return json.loads(json.dumps((entry or {}).get("settings")))
-
-
 def _current(artifact: Path, stage: str, source_sha256, settings: dict, source_of) -> bool:
     """Whether `artifact` exists, is what its manifest hashed, and its newest stage is `stage` made from
     `source_sha256` with `settings`; `source_of(manifest, entry)` reads the recorded source hash."""
@@ -115,7 +111,7 @@ def _current(artifact: Path, stage: str, source_sha256, settings: dict, source_o
     entry = manifest["stages"][-1] if manifest.get("stages") else None
     return (entry is not None and entry["stage"] == stage and manifest["artifact"]["sha256"] == sha256_file(artifact)
             and source_of(manifest, entry) == source_sha256
-            and _recorded_settings(entry) == json.loads(json.dumps(settings)))
+            and entry.get("settings") == json.loads(json.dumps(settings)))  # as the manifest stores it
 
 
 class Steps:
