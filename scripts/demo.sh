@@ -9,14 +9,14 @@ OUT=out/demo
 ENGINES=engines
 mkdir -p "$OUT" "$ENGINES"
 
-echo "== 1/5 export: trace, simplify, fold BN, rewrite the SK select, parity vs PyTorch"
+echo "== 1/6 export: trace, simplify, fold BN, rewrite the SK select, parity vs PyTorch"
 $SK export --dynamic-batch -o "$OUT/sknet-fmnist.onnx" --force
 
-echo "== 2/5 calibrate: INT8 Q/DQ (default method mse, shipped Fashion-MNIST train-split set) and FP16"
+echo "== 2/6 calibrate: INT8 Q/DQ (default method mse, shipped Fashion-MNIST train-split set) and FP16"
 $SK calibrate "$OUT/sknet-fmnist.onnx" --int8 -o "$OUT/sknet-fmnist.int8.onnx" --force
 $SK calibrate "$OUT/sknet-fmnist.onnx" --fp16 -o "$OUT/sknet-fmnist.fp16.onnx" --force
 
-echo "== 3/5 build-engine: TensorRT-RTX, compute capabilities 8.6 and 8.9, dynamic batch 1..32"
+echo "== 3/6 build-engine: TensorRT-RTX, compute capabilities 8.6 and 8.9, dynamic batch 1..32"
 for precision in fp32 fp16 int8; do
     source="$OUT/sknet-fmnist.onnx"
     [ "$precision" = fp32 ] || source="$OUT/sknet-fmnist.$precision.onnx"
@@ -24,10 +24,15 @@ for precision in fp32 fp16 int8; do
         -o "$ENGINES/sknet-fmnist-rtx-$precision.engine" --force
 done
 
-echo "== 4/5 validate on all 10,000 Fashion-MNIST test images against FP32 PyTorch"
+echo "== 4/6 validate on all 10,000 Fashion-MNIST test images against FP32 PyTorch"
 echo "   (engines cannot execute without an RTX GPU; their ONNX twins run in onnxruntime)"
 $SK validate --candidate "$OUT/sknet-fmnist.onnx" --candidate "$OUT/sknet-fmnist.fp16.onnx" \
     --candidate "$OUT/sknet-fmnist.int8.onnx" --report "$OUT/validation.html" \
     --save-reference "$OUT/reference.npz" --force
 
-echo "== 5/5 done: engines in $ENGINES/, report in $OUT/validation.html"
+echo "== 5/6 deploy: one command to a validated bundle with a Triton model repository, and one with DeepStream"
+echo "   nvinfer configs (FP16 RTX engines; docs/deploy.md); a rerun reuses what is unchanged"
+$SK deploy --fp16 --compute-capability 8.6,8.9 --format triton -o "$OUT/bundle-triton" --force
+$SK deploy --fp16 --compute-capability 8.6,8.9 --format deepstream -o "$OUT/bundle-deepstream" --force
+
+echo "== 6/6 done: engines in $ENGINES/, report in $OUT/validation.html, bundles in $OUT/bundle-*/ (see README.txt)"

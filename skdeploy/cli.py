@@ -22,6 +22,7 @@ COMMANDS = {
     "bench": "bench",
     "inspect": "inspect",
     "doctor": "doctor",
+    "deploy": "deploy",
 }
 
 

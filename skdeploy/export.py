@@ -45,8 +45,13 @@ class ExportSettings:
     fold_bn: bool = True
     sk_rewrite: bool = True
     parity_tolerance: float = PARITY_TOLERANCE
+    raw_input: bool = False  # preprocessing in the graph: the model takes raw pixels (graph/preprocess.py)
+    layout: str = "NCHW"  # of the raw input: NCHW or NHWC
+    raw_dtype: str = "uint8"  # of the raw input: uint8 or float32 (0-255)
 
     def __post_init__(self):
+        if (self.layout != "NCHW" or self.raw_dtype != "uint8") and not self.raw_input:
+            raise UsageError("`layout` and `raw_dtype` apply to a raw input: add `raw_input`")
         if self.exporter not in EXPORTERS:
             raise UsageError(f"`exporter` must be torchscript or dynamo, got {self.exporter!r}")
         if self.batch < 1:
@@ -72,12 +77,13 @@ class ExportResult(StageResult):
     node_counts_exported: dict  # op type -> count, as traced
     node_counts: dict  # as written
     seconds: float
+    raw_input: dict = None  # with `raw_input`: the raw graph vs numpy preprocessing + the normalized graph
 
     def record(self) -> dict:
         return {"exporter": self.settings.exporter, "settings": asdict(self.settings), "simplified": self.simplified,
                 "parity": self.parity, "passes": [report.as_dict() for report in self.passes],
                 "node_counts_exported": self.node_counts_exported, "node_counts": self.node_counts,
-                "seconds": self.seconds}
+                "seconds": self.seconds, "raw_input": self.raw_input}
 
 
 def trace_to_onnx(module, input_shape, settings: ExportSettings):
@@ -184,16 +190,22 @@ def _export(loaded, output: Path, settings: ExportSettings) -> ExportResult:
     if not parity["passed"]:
         raise SkdeployError(f"exported ONNX does not match PyTorch: max relative error {parity['max_rel']:.3g} "
                             f"exceeds {settings.parity_tolerance:g}; nothing written")
+    preprocessing, raw_parity = loaded.config.preprocessing, None
+    if settings.raw_input:
+        from .graph.preprocess import with_raw_input
+
+        model, preprocessing, raw_parity = with_raw_input(model, preprocessing, settings.layout, settings.raw_dtype,
+                                                          loaded.config.dataset)
     inputs, outputs = io_spec(model)
     entry = loaded.entry()
     if outputs and entry.num_classes is None:
         last = outputs[0]["shape"][-1]
         entry = replace(entry, num_classes=last if isinstance(last, int) else None)
-    manifest = new_manifest(entry, loaded.config.preprocessing.to_dict())
+    manifest = new_manifest(entry, preprocessing.to_dict())
     manifest["inputs"], manifest["outputs"] = inputs, outputs
     manifest["opset"] = opset_of(model)
     result = ExportResult(output, settings, simplified, parity, passes, exported_counts, node_counts(model),
-                          round(time.time() - started, 2))
+                          round(time.time() - started, 2), raw_parity)
     add_stage(manifest, "export", result.record())
     write_onnx_and_manifest(model, output, manifest)
     return result

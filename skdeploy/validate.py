@@ -21,6 +21,7 @@ import numpy as np
 
 from .compare import RunningComparison, TopKHits
 from .data import FASHION_MNIST_DIR, InputsDigest, Preprocessing, StreamedData, class_names_for, open_data
+from .data.preprocessing import FORM_FIELDS
 from .errors import SkdeployError, UsageError, require_finite
 from .fileio import check_output_path
 from .log import log
@@ -180,13 +181,14 @@ def judge(comparison: RunningComparison, settings: ValidateSettings, reference_t
 
 
 def preprocessing_check(manifest, used: Preprocessing):
-    """The candidate's manifest must record the preprocessing the reference was computed with: a
-    tampered or foreign manifest would feed the deployed model other inputs. None without a record."""
+    """The candidate's manifest must record the preprocessing the reference was computed with (in any
+    form: raw pixels or normalized, either layout): a tampered or foreign manifest would feed the deployed
+    model other inputs. None without a record."""
     recorded = (manifest or {}).get("preprocessing")
     if not recorded:
         return None
     recorded, expected = Preprocessing.from_dict(recorded).to_dict(), used.to_dict()
-    differing = [key for key in expected if recorded[key] != expected[key]]
+    differing = [key for key in expected if recorded[key] != expected[key] and key not in FORM_FIELDS]
     value = "; ".join(f"{key} {recorded[key]}" for key in differing) or "every field"
     limit = "the reference's " + ("; ".join(f"{key} {expected[key]}" for key in differing) or "fields")
     return {"name": "manifest preprocessing", "value": value, "limit": limit, "rule": "==", "passed": not differing}
@@ -242,7 +244,8 @@ def validate(candidates, reference=None, checkpoint=None, data=None, settings: V
         if samples.labels is None and ref.saved.get("labels") is not None:
             samples.labels = ref.saved["labels"]
     labels = samples.labels
-    streamed = _stream(ref, samples, candidates, settings, runner_options, keep_reference=bool(save_reference_to))
+    streamed = _stream(ref, samples, candidates, manifests, settings, runner_options,
+                       keep_reference=bool(save_reference_to))
     if ref.kind == "saved":
         ref.check_saved_data(len(samples), streamed.sha256, samples.origin)
     data_record = {"source": samples.origin, "count": len(samples), "labels": labels is not None,
@@ -290,7 +293,7 @@ class _Streamed:
     reference_logits: np.ndarray  # all FP32 logits, only when they are to be saved
 
 
-def _stream(ref, samples: StreamedData, candidates, settings: ValidateSettings, runner_options,
+def _stream(ref, samples: StreamedData, candidates, manifests: dict, settings: ValidateSettings, runner_options,
             keep_reference: bool) -> _Streamed:
     """Decode each batch once, then run it through the reference and every candidate before the next."""
     labels = samples.labels
@@ -304,21 +307,24 @@ def _stream(ref, samples: StreamedData, candidates, settings: ValidateSettings, 
         streamed.runner_names = [runner.name for runner in runners]
         progress = opened.enter_context(
             log.progress(len(samples), f"validating {len(candidates)} candidate{plural} on {len(samples)} samples"))
+        forms = [_input_form(manifests[path], samples) for path in candidates]
         for start, inputs in samples.batches(settings.batch):
             check_finite_inputs(inputs, start, samples.origin)
-            digest.update(inputs)
+            reference_inputs = samples.reference_inputs(inputs)
+            digest.update(reference_inputs)
             batch_labels = None if labels is None else labels[start:start + len(inputs)]
-            reference_logits = _reference_batch(ref, reference_runner, start, inputs, settings.batch)
+            reference_logits = _reference_batch(ref, reference_runner, start, reference_inputs, settings.batch)
             check_finite_reference(reference_logits, start, ref.source)
             if keep_reference:
                 kept.append(reference_logits)
             if batch_labels is not None:
                 streamed.reference_hits.add(reference_logits, batch_labels)
-            for number, (path, runner) in enumerate(zip(candidates, runners)):
+            for number, (path, runner, form) in enumerate(zip(candidates, runners, forms)):
                 started = time.time()
+                candidate_inputs = samples.inputs_for(inputs, form)  # e.g. raw pixels for a raw-input graph
                 if start == 0:
-                    check_input_shape(runner, inputs, Path(path).name)
-                logits = runner.run_batched(inputs, settings.batch)
+                    check_input_shape(runner, candidate_inputs, Path(path).name)
+                logits = runner.run_batched(candidate_inputs, settings.batch)
                 streamed.seconds[number] += time.time() - started
                 if logits.shape != reference_logits.shape:
                     raise SkdeployError(f"{Path(path).name} outputs {logits.shape[1:]} per sample but the reference "
@@ -328,6 +334,12 @@ def _stream(ref, samples: StreamedData, candidates, settings: ValidateSettings, 
     streamed.sha256 = digest.hexdigest()
     streamed.reference_logits = np.concatenate(kept) if keep_reference else None
     return streamed
+
+
+def _input_form(manifest, samples: StreamedData):
+    """The form (raw or normalized, layout, dtype) in which a candidate takes its inputs: its manifest's."""
+    recorded = (manifest or {}).get("preprocessing")
+    return Preprocessing.from_dict(recorded) if recorded else samples.preprocessing
 
 
 def _reference_batch(ref, runner, start: int, inputs: np.ndarray, batch: int) -> np.ndarray:

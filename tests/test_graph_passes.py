@@ -375,7 +375,8 @@ def test_optimize_derives_the_export_manifest(unit_export, tmp_path):
     assert result.node_counts_before["Softmax"] == 1 and "Softmax" not in result.node_counts_after
     assert result.parity["passed"] and result.parity["batches"] == [1, 3]
     assert result.source == {"file": str(path), "sha256": sha256_file(path)}
-    assert result.settings == {"fold_bn": True, "sk_rewrite": True, "tolerance": TOLERANCE, "sizes": {}}
+    assert result.settings == {"fold_bn": True, "sk_rewrite": True, "tolerance": TOLERANCE, "sizes": {},
+                               "raw_input": None}
     assert result.simplified is True
     manifest, exported_manifest = load_manifest(tmp_path / "opt.onnx"), load_manifest(path)
     assert result.manifest == tmp_path / "opt.onnx.json"
@@ -384,7 +385,7 @@ def test_optimize_derives_the_export_manifest(unit_export, tmp_path):
     assert manifest["preprocessing"] == exported_manifest["preprocessing"]
     assert recorded_stage(tmp_path / "opt.onnx") == as_stored(result.record())
     assert list(result.record()) == ["source", "settings", "simplified", "passes", "node_counts_before",
-                                     "node_counts_after", "parity", "seconds"]
+                                     "node_counts_after", "parity", "seconds", "raw_input"]
     rtx_build(tmp_path / "opt.onnx", tmp_path)
 
 

@@ -3,7 +3,8 @@
 Layers, highest first (README "Layout"):
 
     interface   cli.py, __main__.py, commands/        parse flags, call one API function, print its result
-    pipeline    pipeline.py                orchestration across stages
+    pipeline    pipeline.py, deployment.py     orchestration across stages (deployment: the one-shot deploy)
+    serving     serving/                   runtime configs (Triton, DeepStream), the bundle's README and labels
     judge       validate.py | bench.py | report.py      (separate units: none imports another)
     stage       export.py | calib/
     engine      engine/                    build plans and builds
@@ -34,7 +35,8 @@ PACKAGE = REPO / "skdeploy"
 
 LAYERS = (  # (layer, units): a unit is a set of top-level names under skdeploy/ (module or package)
     ("interface", [{"cli", "__main__", "commands"}]),
-    ("pipeline", [{"pipeline"}]),
+    ("pipeline", [{"pipeline", "deployment"}]),
+    ("serving", [{"serving"}]),
     ("judge", [{"validate"}, {"bench"}, {"report"}]),
     ("stage", [{"export"}, {"calib"}]),
     ("engine", [{"engine"}]),
@@ -52,8 +54,9 @@ RANK = {name: (len(LAYERS) - depth, frozenset(unit))
         for depth, (_, units) in enumerate(LAYERS) for unit in units for name in unit}
 
 # The package root is the public entry point as well as the floor (it defines __version__):
-# `from skdeploy import load_runner` re-exports the runner API lazily, on first attribute access.
-PUBLIC_API = {("skdeploy", "runners")}
+# `from skdeploy import load_runner` re-exports the runner API lazily, on first attribute access, and
+# `from skdeploy import deploy` the one-shot deployment (issue 12).
+PUBLIC_API = {("skdeploy", "runners"), ("skdeploy", "deployment")}
 
 
 

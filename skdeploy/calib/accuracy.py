@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..data import Selection, pad_batch
+from ..data import Preprocessing, Selection, pad_batch
 from ..deps import available
 from ..errors import SkdeployError
 from ..log import log
@@ -60,9 +60,12 @@ def reference_predictions(manifest, artifact, fp32_model, selection: Selection, 
     if reference is None:
         return onnx_predictions(fp32_model, selection, indices, batch_size, "FP32 reference"), "onnx-fp32"
     top1 = []
+    recorded = manifest.get("preprocessing")
+    # PyTorch takes normalized inputs, also when the ONNX takes raw pixels (preprocessing in the graph)
+    to_reference = Preprocessing.from_dict(recorded).reference_inputs if recorded else np.asarray
     with reference.runner() as runner, log.progress(len(indices), "FP32 PyTorch reference") as advance:
         for batch, _ in selection.batches(indices, batch_size):
-            top1.append(runner.run_batched(batch, batch_size, advance).argmax(axis=1))
+            top1.append(runner.run_batched(to_reference(batch), batch_size, advance).argmax(axis=1))
     return np.concatenate(top1), "pytorch"
 
 

@@ -16,6 +16,7 @@ from onnx import TensorProto
 from ..data import InputShape, Preprocessing, default_calibration_path, open_source, select_calibration
 from ..errors import SkdeployError, UsageError, require_finite
 from ..fileio import output_transaction, sha256_file
+from ..graph.preprocess import NORMALIZED_INPUT
 from ..log import log
 from ..manifest import StageResult, add_stage, load_manifest, manifest_path, write_manifest
 from ..models.entry import ModelEntry, derive_manifest, new_manifest
@@ -128,11 +129,18 @@ class CalibrationResult(StageResult):
                 **outcome, "node_counts": self.node_counts, "seconds": self.seconds}
 
 
-def _model_input(model) -> tuple:
+def _model_input(model, manifest=None) -> tuple:
     index = GraphIndex(model)
     if len(index.inputs) != 1:
         raise UsageError(f"calibration feeds one image input; this model has {len(index.inputs)} inputs")
     name = index.inputs[0]
+    recorded = (manifest or {}).get("preprocessing") or {}
+    if recorded.get("in_graph"):  # raw pixels in, preprocessing in the graph (graph/preprocess.py)
+        raw = Preprocessing.from_dict(recorded)
+        if raw.layout != "NCHW":
+            raise UsageError(f"{raw.layout} raw input: calibrate the NCHW model, then add the raw input with "
+                             "'skdeploy optimize --raw-input --layout nhwc'")
+        return name, InputShape(raw.channels, *raw.crop)
     if index.elem_type(name) != TensorProto.FLOAT:
         raise UsageError(f"input {name!r} is not float32; calibrate takes an FP32 ONNX")
     dims = index.shape(name) or []
@@ -217,9 +225,10 @@ def _collect_ranges(model, selection, settings, onnx_sha256, output) -> tuple:
     histograms, absmax, batch = collect_statistics(model, selection, histogram_tensors, settings.bins,
                                                    settings.memory_mb, settings.batch_size)
     tensors = {name: {"absmax": float(peak)} for name, peak in absmax.items()}
-    inputs = set(GraphIndex(model).inputs)
+    inputs = set(GraphIndex(model).inputs) | {NORMALIZED_INPUT}
     for name, hist in histograms.items():
-        # the model input keeps its full range: preprocessing bounds it, and a spike such as a constant
+        # the model input (or, with raw input, the graph's normalized pixels) keeps its full range: preprocessing
+        # bounds it, and a spike such as a constant
         # background would otherwise pull the entropy threshold below the brightest pixels of every image
         amax = hist.absmax if name in inputs else amax_of(hist, method, settings.percentile)
         tensors[name]["amax"] = float(amax)
@@ -340,7 +349,7 @@ def _calibrate(input_onnx, output: Path, settings: CalibrationSettings) -> Calib
     _name_nodes(model)
     check_keep_fp32(model, settings.keep_fp32)  # for INT8 too, before the statistics are collected
     manifest = load_manifest(input_onnx, required=False)
-    _, shape = _model_input(model)
+    _, shape = _model_input(model, manifest)
     resolve = _preprocessing_resolver(input_onnx, manifest, settings, shape)
     data_path, source, selection = _calibration_data(settings, manifest, shape, resolve)
     onnx_sha256 = sha256_file(input_onnx)

@@ -50,3 +50,22 @@ def precision_options(int8: str, fp16: str):
 
 def force_option(func):
     return click.option("--force", is_flag=True, help="Overwrite existing outputs.")(func)
+
+
+def raw_input_options(func):
+    """--raw-input, --layout, --raw-dtype: preprocessing inside the graph, which then takes raw pixels."""
+    func = click.option("--raw-dtype", type=click.Choice(["uint8", "float32"]), default="uint8", show_default=True,
+                        help="Raw pixels as uint8, or float32 0-255 (DeepStream feeds float).")(func)
+    func = click.option("--layout", type=click.Choice(["nchw", "nhwc"]), default="nchw", show_default=True,
+                        help="Layout of the raw input.")(func)
+    return click.option("--raw-input", is_flag=True,
+                        help="Put scale, mean and std into the graph: the model takes raw pixels 0-255.")(func)
+
+
+def raw_input_settings(raw_input, layout, raw_dtype) -> dict:
+    """The flags as the library's settings; a layout or dtype without --raw-input is a usage error."""
+    if not raw_input and (layout != "nchw" or raw_dtype != "uint8"):
+        from ..errors import UsageError
+
+        raise UsageError("--layout and --raw-dtype apply to a raw input: add --raw-input")
+    return {"raw_input": raw_input, "layout": layout.upper(), "raw_dtype": raw_dtype}

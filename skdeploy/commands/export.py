@@ -5,7 +5,7 @@ import click
 
 from .. import ui
 from ..errors import UsageError
-from . import force_option, json_option
+from . import force_option, json_option, raw_input_options, raw_input_settings
 
 
 def parse_kwargs(text) -> dict:
@@ -45,11 +45,12 @@ def parse_input_shape(text) -> tuple:
 @click.option("--no-simplify", is_flag=True, help="Skip onnx-simplifier.")
 @click.option("--no-fold-bn", is_flag=True, help="Keep BatchNormalization nodes.")
 @click.option("--no-sk-rewrite", is_flag=True, help="Keep the SK softmax-select as exported.")
+@raw_input_options
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output .onnx path.")
 @force_option
 @json_option
 def command(arch, spec, model_kwargs, checkpoint, input_shape, batch, dynamic_batch, opset, exporter, no_simplify,
-            no_fold_bn, no_sk_rewrite, output, force, as_json):
+            no_fold_bn, no_sk_rewrite, raw_input, layout, raw_dtype, output, force, as_json):
     """Export a model to ONNX, simplify it, rewrite SK blocks and check parity in onnxruntime.
 
     With no --arch/--model it exports the shipped demo model (sknet-fmnist). Writes OUT.onnx and
@@ -61,6 +62,7 @@ def command(arch, spec, model_kwargs, checkpoint, input_shape, batch, dynamic_ba
       skdeploy export --arch sknet50 --checkpoint sknet50.pth --dynamic-batch -o sknet50.onnx
       skdeploy export --model timm:skresnet18 --input-shape 3x256x256 -o skresnet18.onnx
       skdeploy export --model my_net.py:build --model-kwargs '{"width": 64}' -o my_net.onnx
+      skdeploy export --raw-input --layout nhwc -o out/demo.raw.onnx   # takes uint8 pixels, NHWC
     """
     from ..export import ExportSettings, export_model
     from ..fileio import check_output_path
@@ -70,14 +72,16 @@ def command(arch, spec, model_kwargs, checkpoint, input_shape, batch, dynamic_ba
     for path in (output, manifest_path(output)):  # before the model loads; export checks again under a lock
         check_output_path(path, force)
     settings = ExportSettings(batch=batch, dynamic_batch=dynamic_batch, opset=opset, exporter=exporter,
-                              simplify=not no_simplify, fold_bn=not no_fold_bn, sk_rewrite=not no_sk_rewrite)
+                              simplify=not no_simplify, fold_bn=not no_fold_bn, sk_rewrite=not no_sk_rewrite,
+                              **raw_input_settings(raw_input, layout, raw_dtype))
     shape = parse_input_shape(input_shape) if input_shape else None
     loaded = load_model(arch=arch, spec=spec, model_kwargs=parse_kwargs(model_kwargs), checkpoint=checkpoint,
                         input_shape=shape)
     result = export_model(loaded, output, settings, force=force)
     if as_json:
         ui.emit_json({"output": str(output), "manifest": str(output) + ".json", "parity": result.parity,
-                      "passes": [report.as_dict() for report in result.passes], "node_counts": result.node_counts})
+                      "passes": [report.as_dict() for report in result.passes], "node_counts": result.node_counts,
+                      "raw_input": result.raw_input})
         return
     from ..graph import show_passes
 
@@ -86,3 +90,6 @@ def command(arch, spec, model_kwargs, checkpoint, input_shape, batch, dynamic_ba
     ui.out.print(f"wrote {output} (+ manifest {output}.json)")
     ui.out.print(f"parity: max abs {parity['max_abs']:.3g}, max rel {parity['max_rel']:.3g} "
                  f"(tolerance {parity['tolerance']:g}) over batches {parity['batches']}")
+    if result.raw_input:
+        ui.out.print(f"raw input vs numpy preprocessing: max rel {result.raw_input['max_rel']:.3g} "
+                     f"(tolerance {result.raw_input['tolerance']:g}) on {result.raw_input['images']} images")

@@ -15,6 +15,7 @@ FLAGS = {  # API argument (or argument=value) -> its flag, where the default spe
     "save_reference_to": "--save-reference",
     "batches": "--batch",
     "compute_capabilities": "--compute-capability",
+    "formats": "--format",
     "precision=int8": "--int8",
     "precision=fp16": "--fp16",
     "verify=False": "--no-verify",

@@ -43,6 +43,7 @@ class StreamedData:
     origin: str  # "kind:path", what reports and saved references name the data by
     labels: np.ndarray = None
     class_names: tuple = None
+    preprocessing: Preprocessing = None  # what made the inputs; None when they came preprocessed
 
     def __len__(self):
         return self.count
@@ -54,6 +55,15 @@ class StreamedData:
             yield from zip(starts, read_batches(self.source, range(self.count), batch_size))
         except UnreadableSample as exc:
             raise UsageError(f"cannot read {exc}") from None
+
+    def reference_inputs(self, inputs: np.ndarray) -> np.ndarray:
+        """A batch as the FP32 PyTorch model takes it: normalized NCHW even when the data is prepared as
+        raw pixels (preprocessing in the graph) or NHWC."""
+        return inputs if self.preprocessing is None else self.preprocessing.reference_inputs(inputs)
+
+    def inputs_for(self, inputs: np.ndarray, form: Preprocessing) -> np.ndarray:
+        """A batch as a model prepared in `form` takes it (raw or normalized, layout, dtype)."""
+        return inputs if self.preprocessing is None else self.preprocessing.convert(inputs, form)
 
     def picture(self, index: int):
         """Sample `index` as a PIL image (the original picture when known, else the input rescaled)."""
@@ -82,6 +92,9 @@ def open_data(path, preprocessing: Preprocessing, limit=None, class_names=None) 
         kind, file = "fashion-mnist", fashion_mnist_file("test", path)
     shape = InputShape(preprocessing.channels, *preprocessing.crop)
     source = open_source(file, shape, lambda what: preprocessing, argument="data")
+    if preprocessing.in_graph and getattr(source, "preprocessing", preprocessing) is None:
+        raise UsageError(f"{path} holds preprocessed float arrays, but the model takes raw pixels (preprocessing "
+                         "in the graph); give the pictures (uint8) or image files")
     count = len(source) if limit is None else min(limit, len(source))
     labels = None if source.labels is None else source.labels[:count]
-    return StreamedData(source, count, f"{kind}:{path}", labels, source.class_names or class_names)
+    return StreamedData(source, count, f"{kind}:{path}", labels, source.class_names or class_names, preprocessing)

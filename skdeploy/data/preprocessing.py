@@ -2,7 +2,7 @@
 
 numpy and Pillow only, so calibration and validation run on a target without PyTorch.
 """
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -10,6 +10,10 @@ from ..errors import UsageError
 
 # 16-bit modes and their full scale; __call__ maps it onto 0..255 so `scale` (1/255) means the same
 SIXTEEN_BIT_MODES = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0}
+LAYOUTS = ("NCHW", "NHWC")
+# the fields that say in which form the model takes its inputs, not what values they hold
+FORM_FIELDS = ("layout", "in_graph", "raw_dtype")
+RAW_DTYPES = ("uint8", "float32")
 
 
 @dataclass(frozen=True)
@@ -23,11 +27,17 @@ class Preprocessing:
     channel_order: str = "RGB"  # RGB, BGR or GRAY
     interpolation: str = "bilinear"
     scale: float = 1.0 / 255.0
-    layout: str = "NCHW"
+    layout: str = "NCHW"  # of the model input: NCHW or NHWC
+    in_graph: bool = False  # the graph does scale, mean and std itself: the model input is raw pixels
+    raw_dtype: str = "uint8"  # what raw pixels are fed as when in_graph: uint8 or float32 (0-255)
 
     def __post_init__(self):
         """Numbers that give finite inputs: a zero std divides by zero, and a NaN reaches the model as NaN
         inputs that read as the model overflowing."""
+        if self.layout not in LAYOUTS:
+            raise UsageError(f"`layout` must be NCHW or NHWC, got {self.layout!r}")
+        if self.raw_dtype not in RAW_DTYPES:
+            raise UsageError(f"`raw_dtype` must be uint8 or float32, got {self.raw_dtype!r}")
         if not self.mean or len(self.mean) != len(self.std):
             raise UsageError(f"`mean` and `std` need the same number of values (one per channel), got "
                              f"{self.mean} and {self.std}")
@@ -60,13 +70,24 @@ class Preprocessing:
                        mean=tuple(float(v) for v in data["mean"]), std=tuple(float(v) for v in data["std"]),
                        channel_order=data.get("channel_order", "RGB"),
                        interpolation=data.get("interpolation", "bilinear"),
-                       scale=float(data.get("scale", 1.0 / 255.0)), layout=data.get("layout", "NCHW"))
+                       scale=float(data.get("scale", 1.0 / 255.0)), layout=data.get("layout", "NCHW"),
+                       in_graph=bool(data.get("in_graph", False)), raw_dtype=data.get("raw_dtype", "uint8"))
         except (KeyError, TypeError, ValueError) as exc:
             raise UsageError(f"preprocessing settings are incomplete or malformed ({exc!r})") from None
 
-    def __call__(self, image) -> np.ndarray:
-        """A PIL image -> float32 array (C, H, W). 8-bit modes convert as Pillow does; 16-bit gray is
-        scaled by its full range onto 0..255 (Pillow's convert would saturate it)."""
+    @property
+    def input_shape(self) -> tuple:
+        """One model input's shape in the layout: (C, H, W) or (H, W, C)."""
+        return (self.channels, *self.crop) if self.layout == "NCHW" else (*self.crop, self.channels)
+
+    @property
+    def input_dtype(self):
+        return np.dtype(self.raw_dtype) if self.in_graph else np.dtype(np.float32)
+
+    def raw_pixels(self, image) -> np.ndarray:
+        """A PIL image -> float32 pixel values 0-255 (C, H, W), resized, cropped, in channel order. 8-bit
+        modes convert as Pillow does; 16-bit gray is scaled by its full range onto 0..255 (Pillow's
+        convert would saturate it)."""
         from PIL import Image
 
         image = _eight_bit_range(image)
@@ -82,22 +103,70 @@ class Preprocessing:
         left = (size[0] - self.crop[1]) // 2
         top = (size[1] - self.crop[0]) // 2
         image = image.crop((left, top, left + self.crop[1], top + self.crop[0]))
-        array = np.asarray(image, dtype=np.float32) * self.scale
+        array = np.asarray(image, dtype=np.float32)
         array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
         if len(array) != self.channels:  # a 16-bit gray picture for a colour model
             array = np.repeat(array, self.channels, axis=0)
-        if self.channel_order == "BGR":
-            array = array[::-1]
+        return array[::-1] if self.channel_order == "BGR" else array
+
+    def as_raw(self, pixels: np.ndarray) -> np.ndarray:
+        """Pixel values 0-255 as the raw graph takes them: rounded to whole levels for uint8."""
+        if self.raw_dtype == "uint8":
+            return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+        return np.asarray(pixels, np.float32)
+
+    def normalized(self, pixels: np.ndarray) -> np.ndarray:
+        """Pixel values (..., C, H, W) -> float32 (pixels * scale - mean) / std: what the PyTorch model takes."""
         mean = np.asarray(self.mean, np.float32).reshape(-1, 1, 1)
         std = np.asarray(self.std, np.float32).reshape(-1, 1, 1)
-        return np.ascontiguousarray((array - mean) / std, dtype=np.float32)
+        return np.ascontiguousarray((np.asarray(pixels, np.float32) * self.scale - mean) / std, dtype=np.float32)
+
+    def __call__(self, image) -> np.ndarray:
+        """A PIL image (any mode) -> the model input in `layout`: normalized float32, or raw pixels of
+        `raw_dtype` when the graph normalizes (`in_graph`)."""
+        pixels = self.raw_pixels(image)
+        array = self.as_raw(pixels) if self.in_graph else self.normalized(pixels)
+        return np.ascontiguousarray(array.transpose(1, 2, 0) if self.layout == "NHWC" else array)
+
+    def reference_inputs(self, inputs: np.ndarray) -> np.ndarray:
+        """Model inputs (N, ...) in this form -> the normalized float32 (N, C, H, W) the FP32 PyTorch model takes."""
+        inputs = np.asarray(inputs)
+        if self.layout == "NHWC":
+            inputs = inputs.transpose(0, 3, 1, 2)
+        return self.normalized(inputs) if self.in_graph else np.ascontiguousarray(inputs, dtype=np.float32)
+
+    def same_math(self, other: "Preprocessing") -> bool:
+        """Whether `other` computes the same values, whatever its form (raw or normalized, layout, dtype)."""
+        return replace(other, **{name: getattr(self, name) for name in FORM_FIELDS}) == self
+
+    def convert(self, inputs: np.ndarray, form: "Preprocessing") -> np.ndarray:
+        """Model inputs (N, ...) prepared by this preprocessing -> the same samples in `form`'s layout,
+        raw or normalized, and dtype (this preprocessing's numbers)."""
+        if all(getattr(form, name) == getattr(self, name) for name in FORM_FIELDS):
+            return inputs
+        inputs = np.asarray(inputs)
+        if self.layout == "NHWC":
+            inputs = inputs.transpose(0, 3, 1, 2)
+        if self.in_graph:
+            pixels = inputs.astype(np.float32)
+        else:  # undo the normalization: pixel values 0-255 again
+            mean = np.asarray(self.mean, np.float32).reshape(-1, 1, 1)
+            std = np.asarray(self.std, np.float32).reshape(-1, 1, 1)
+            pixels = (inputs.astype(np.float32) * std + mean) / np.float32(self.scale)
+        target = replace(self, **{name: getattr(form, name) for name in FORM_FIELDS})
+        array = target.as_raw(pixels) if target.in_graph else target.normalized(pixels)
+        return np.ascontiguousarray(array.transpose(0, 2, 3, 1) if target.layout == "NHWC" else array)
+
+    def in_graph_form(self, layout="NCHW", raw_dtype="uint8") -> "Preprocessing":
+        """The same preprocessing, done by the graph: the model takes raw pixels in `layout`."""
+        return replace(self, layout=layout, in_graph=True, raw_dtype=raw_dtype)
 
     def batch(self, images) -> np.ndarray:
-        """PIL images -> float32 (N, C, H, W)."""
+        """PIL images -> model inputs (N, ...)."""
         return np.stack([self(image) for image in images])
 
     def pixels(self, picture: np.ndarray) -> np.ndarray:
-        """One uint8 picture (H, W) or (H, W, C) with C = 1, 3 or 4 -> float32 (C, H, W)."""
+        """One uint8 picture (H, W) or (H, W, C) with C = 1, 3 or 4 -> the model input."""
         from PIL import Image
 
         if picture.ndim == 3 and picture.shape[-1] == 1:
@@ -105,9 +174,9 @@ class Preprocessing:
         return self(Image.fromarray(picture))
 
     def arrays(self, pictures: np.ndarray) -> np.ndarray:
-        """uint8 pictures (N, H, W) or (N, H, W, C) -> float32 (N, C, H, W)."""
+        """uint8 pictures (N, H, W) or (N, H, W, C) -> model inputs (N, ...)."""
         return np.stack([self.pixels(p) for p in pictures]) if len(pictures) else \
-            np.zeros((0, self.channels, *self.crop), np.float32)
+            np.zeros((0, *self.input_shape), self.input_dtype)
 
 
 def _eight_bit_range(image):

@@ -110,7 +110,7 @@ DECODE_WORKERS = min(8, os.cpu_count() or 1)
 
 
 def read_batches(source: Source, indices, batch_size: int, workers: int = DECODE_WORKERS):
-    """float32 (n, C, H, W) batches of `source`'s samples at `indices`, in order. A thread pool decodes
+    """Batches (n, ...) of `source`'s samples at `indices`, in order. A thread pool decodes
     the files (Pillow and numpy release the GIL while they work) one batch ahead of the caller, so about
     two batches are in memory; an UnreadableSample reaches the caller when its batch does."""
     chunks = (indices[start:start + batch_size] for start in range(0, len(indices), batch_size))
@@ -127,7 +127,7 @@ def read_batches(source: Source, indices, batch_size: int, workers: int = DECODE
 def _gathered(futures: list) -> np.ndarray:
     """The futures' samples as one batch, each sample let go once copied in."""
     first = futures[0].result()
-    batch = np.empty((len(futures), *first.shape), np.float32)
+    batch = np.empty((len(futures), *first.shape), first.dtype)
     for row, future in enumerate(futures):
         batch[row] = future.result()
         futures[row] = None

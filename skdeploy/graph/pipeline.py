@@ -7,6 +7,7 @@ import numpy as np
 
 from .. import ui
 from ..compare import compare_outputs, merge_comparisons
+from ..data import Preprocessing
 from ..errors import SkdeployError, UsageError
 from ..fileio import output_transaction, sha256_file
 from ..log import log
@@ -103,18 +104,20 @@ class OptimizeResult(StageResult):
     """What the optimize stage did to one file; `record()` is its "optimize" stage in the manifest."""
 
     source: dict  # {file, sha256} of the input ONNX
-    settings: dict  # {fold_bn, sk_rewrite, tolerance}
+    settings: dict  # {fold_bn, sk_rewrite, tolerance, sizes, raw_input}
     simplified: bool  # False when onnx-simplifier could not handle the model (the passes ran on it as given)
     passes: list  # PassReport per pass run
     node_counts_before: dict
     node_counts_after: dict
     parity: dict  # output vs input: {max_abs, mean_abs, max_rel, batches, tolerance, passed}
     seconds: float
+    raw_input: dict = None  # with `raw_input`: the raw graph vs numpy preprocessing + the passes' output
 
     def record(self) -> dict:
         return {"source": self.source, "settings": self.settings, "simplified": self.simplified,
                 "passes": [report.as_dict() for report in self.passes], "node_counts_before": self.node_counts_before,
-                "node_counts_after": self.node_counts_after, "parity": self.parity, "seconds": self.seconds}
+                "node_counts_after": self.node_counts_after, "parity": self.parity, "seconds": self.seconds,
+                "raw_input": self.raw_input}
 
 
 def _manifest_for(path, model):
@@ -125,10 +128,11 @@ def _manifest_for(path, model):
 
 
 def optimize_onnx(source, output, fold_bn=True, sk_rewrite=True, force=False, tolerance=TOLERANCE,
-                  sizes=None) -> OptimizeResult:
+                  sizes=None, raw_input=None) -> OptimizeResult:
     """Optimize the ONNX file `source` into `output` plus its manifest: onnx-simplifier first (as export
     does), then the passes. `sizes` ({dim name: size}) sizes symbolic input dimensions besides the batch for
-    the checks; the written model keeps them symbolic.
+    the checks; the written model keeps them symbolic. `raw_input` = {"layout", "raw_dtype"} then puts the
+    manifest's preprocessing into the graph (graph/preprocess.py).
 
     Nothing is written unless the whole optimized model matches the input in onnxruntime.
     """
@@ -156,12 +160,23 @@ def _optimize(source, output: Path, fold_bn, sk_rewrite, tolerance) -> OptimizeR
     if not parity["passed"]:
         raise SkdeployError(f"optimized model differs from {Path(source).name}: max relative error "
                             f"{parity['max_rel']:.3g} > {tolerance:g}; nothing written")
+    raw_parity = None
+    if raw_input:
+        from .preprocess import with_raw_input
+
+        if not manifest.get("preprocessing"):
+            raise UsageError(f"`raw_input` needs the preprocessing, and {Path(source).name} has no manifest that "
+                             "records it")
+        model, raw, raw_parity = with_raw_input(model, Preprocessing.from_dict(manifest["preprocessing"]),
+                                                raw_input["layout"], raw_input["raw_dtype"],
+                                                manifest["model"].get("dataset"))
+        manifest["preprocessing"] = raw.to_dict()
     manifest["inputs"], manifest["outputs"] = io_spec(model)
     manifest["opset"] = opset_of(model)
     result = OptimizeResult(output, {"file": str(source), "sha256": sha256_file(source)},
-                            {"fold_bn": fold_bn, "sk_rewrite": sk_rewrite, "tolerance": tolerance, "sizes": sizes or {}},
-                            simplified, reports,
-                            before, node_counts(model), parity, round(time.time() - started, 2))
+                            {"fold_bn": fold_bn, "sk_rewrite": sk_rewrite, "tolerance": tolerance,
+                             "sizes": sizes or {}, "raw_input": raw_input}, simplified, reports,
+                            before, node_counts(model), parity, round(time.time() - started, 2), raw_parity)
     add_stage(manifest, "optimize", result.record())
     save_onnx(model, output)
     write_manifest(output, manifest, kind="onnx")

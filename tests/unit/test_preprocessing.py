@@ -229,7 +229,7 @@ def test_batch_stacks_pictures_in_order():
 def test_to_dict_has_every_field_with_defaults_and_lists():
     assert Preprocessing(resize=36, crop=(32, 30), mean=(0.5,), std=(0.25,)).to_dict() == {
         "resize": 36, "crop": [32, 30], "mean": [0.5], "std": [0.25], "channel_order": "RGB",
-        "interpolation": "bilinear", "scale": 1 / 255, "layout": "NCHW"}
+        "interpolation": "bilinear", "scale": 1 / 255, "layout": "NCHW", "in_graph": False, "raw_dtype": "uint8"}
 
 
 def test_from_dict_fills_defaults_and_converts_types():
@@ -241,7 +241,7 @@ def test_from_dict_fills_defaults_and_converts_types():
 
 def test_to_dict_from_dict_round_trip():
     original = Preprocessing(resize=3, crop=(2, 2), mean=(0.1, 0.2, 0.3), std=(1.0, 2.0, 3.0), channel_order="BGR",
-                             interpolation="bicubic", scale=0.5, layout="NHWC")
+                             interpolation="bicubic", scale=0.5, layout="NHWC", in_graph=True, raw_dtype="float32")
     assert Preprocessing.from_dict(original.to_dict()) == original
 
 
@@ -558,3 +558,58 @@ def test_open_source_refusals_name_the_argument(tmp_path, name, message):
     with pytest.raises(UsageError) as failure:
         open_source(path, SHAPE, gray_preprocessing, argument="data")
     assert str(failure.value).startswith(message.format(path=path))
+
+
+# ---- raw pixels and layout (issue 12: preprocessing inside the graph) ----------------------------
+def _two_by_three_rgb():
+    """A 2x3 RGB picture whose pixel (row r, column c, channel k) is 10*r + 3*c + k + 1."""
+    from PIL import Image
+
+    values = np.array([[[10 * r + 3 * c + k + 1 for k in range(3)] for c in range(3)] for r in range(2)], np.uint8)
+    return Image.fromarray(values), values
+
+
+def test_layout_nhwc_puts_channels_last_and_bgr_reverses_them():
+    image, values = _two_by_three_rgb()
+    prep = Preprocessing(resize=2, crop=(2, 3), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), channel_order="BGR",
+                         scale=1.0, layout="NHWC")
+    out = prep(image)
+    assert out.shape == (2, 3, 3) and out.dtype == np.float32
+    assert out[1, 2].tolist() == [10 + 6 + 3, 10 + 6 + 2, 10 + 6 + 1]  # row 1, column 2: B, G, R
+
+
+def test_in_graph_inputs_are_the_raw_pixels_in_the_raw_dtype():
+    image, values = _two_by_three_rgb()
+    prep = Preprocessing(resize=2, crop=(2, 3), mean=(0.5, 0.5, 0.5), std=(0.2, 0.2, 0.2), in_graph=True)
+    out = prep(image)
+    assert out.dtype == np.uint8 and out.shape == (3, 2, 3)
+    assert out[:, 0, 1].tolist() == [4, 5, 6]
+    assert prep.input_shape == (3, 2, 3) and prep.input_dtype == np.uint8
+    nhwc = prep.in_graph_form("NHWC", "float32")
+    assert nhwc.input_shape == (2, 3, 3) and nhwc(image).dtype == np.float32 and nhwc(image)[0, 1].tolist() == [4, 5, 6]
+
+
+def test_reference_inputs_normalize_raw_pixels_by_hand():
+    prep = Preprocessing(resize=1, crop=(1, 2), mean=(0.5, 0.25, 0.0), std=(0.5, 0.25, 2.0), scale=0.01,
+                         layout="NHWC", in_graph=True)
+    raw = np.array([[[[100, 50, 0], [0, 25, 200]]]], np.uint8)  # N=1, H=1, W=2, C=3
+    # channel 0: (1.0 - 0.5)/0.5 = 1, (0 - 0.5)/0.5 = -1; channel 1: (0.5-0.25)/0.25 = 1, (0.25-0.25)/0.25 = 0;
+    # channel 2: (0 - 0)/2 = 0, (2 - 0)/2 = 1
+    expected = [[[[1.0, -1.0]], [[1.0, 0.0]], [[0.0, 1.0]]]]
+    np.testing.assert_allclose(prep.reference_inputs(raw), expected, rtol=1e-6)
+    normalized_nchw = Preprocessing(resize=1, crop=(1, 2), mean=(0.0,), std=(1.0,), channel_order="GRAY")
+    already = np.full((2, 1, 1, 2), 0.75, np.float32)
+    assert normalized_nchw.reference_inputs(already).tolist() == already.tolist()
+
+
+def test_raw_pixels_then_normalized_is_the_normalized_input_bit_for_bit():
+    image, _ = _two_by_three_rgb()
+    prep = Preprocessing(resize=2, crop=(2, 3), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    raw = prep.in_graph_form()(image)[None]
+    assert np.array_equal(prep.reference_inputs(prep(image)[None]), prep.in_graph_form().reference_inputs(raw))
+
+
+@pytest.mark.parametrize("field, value", [("layout", "HWC"), ("raw_dtype", "int8")])
+def test_unknown_layout_or_raw_dtype_is_a_usage_error(field, value):
+    with pytest.raises(UsageError, match=f"`{field}` must be"):
+        Preprocessing(resize=1, crop=(1, 1), mean=(0.0,), std=(1.0,), **{field: value})

@@ -143,7 +143,8 @@ def test_reference_and_data_entries(setup):
                            "inputs_sha256": hashlib.sha256(INPUTS.tobytes()).hexdigest(), "class_names": [],
                            "preprocessing": {"resize": 2, "crop": [2, 2], "mean": [0.0], "std": [1.0],
                                              "channel_order": "GRAY", "interpolation": "bilinear",
-                                             "scale": 1 / 255, "layout": "NCHW"}}
+                                             "scale": 1 / 255, "layout": "NCHW", "in_graph": False,
+                                             "raw_dtype": "uint8"}}
     assert result.thresholds is settings and result.saved_reference is None
     assert len(result.samples) == 4
     np.testing.assert_array_equal(np.concatenate([batch for _, batch in result.samples.batches(3)]), INPUTS)

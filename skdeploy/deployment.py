@@ -1,0 +1,294 @@
+"""One-shot deployment: export, graph passes, calibration, engine build and validation, then a bundle the
+device runs from (docs/deploy.md).
+
+    from skdeploy import deploy
+    result = deploy("bundles/demo", DeploySettings(target="rtx", precision="int8", formats=("triton",)))
+    result.bundle, result.reused, result.validation.passed
+
+The work happens in a folder beside the bundle (`.NAME.work/`). Every step's output keeps its manifest
+there, and a later run reuses an artifact when its manifest records the same inputs (by sha256) and the
+same settings, so a second run rebuilds nothing. The bundle is assembled in a temporary folder and renamed
+into place only after validation passes: a failing model leaves no bundle.
+"""
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .deps import available
+from .engine import TARGETS, BuildSettings
+from .errors import SkdeployError, UsageError
+from .fileio import sha256_file
+from .graph.rewrite import TOLERANCE
+from .log import log
+from .manifest import load_manifest, manifest_path
+from .models.entry import ModelEntry
+
+FORMATS = ("plain", "triton", "deepstream")
+DEPLOY_TARGETS = ("jetson-orin", "rtx", "desktop")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass
+class DeploySettings:
+    arch: str = None  # a registered model name; with `spec` and `onnx` absent: the demo model
+    spec: str = None  # timm:NAME, file.py:factory, package.module:factory
+    onnx: str = None  # an ONNX exported elsewhere (the graph passes run on it; it needs a manifest for raw input)
+    checkpoint: str = None
+    target: str = "rtx"  # jetson-orin | rtx | desktop
+    precision: str = "fp32"  # fp32 | fp16 | int8
+    calib_data: str = None  # default: the demo model's shipped calibration set
+    calib_images: int = 512
+    holdout_images: int = 1000  # calibration's accuracy check against FP32 on held-out samples
+    data: str = None  # validation data; default: the model's dataset
+    limit: int = 1000  # validation subset (and the saved reference's size)
+    formats: tuple = ("plain",)  # plain, triton, deepstream
+    raw_input: bool = False  # preprocessing inside the graph; forced for DeepStream when std differs per channel
+    layout: str = "NCHW"
+    raw_dtype: str = "uint8"  # float32 whenever DeepStream is a format (nvinfer feeds float pixels)
+    compute_capabilities: list = None  # rtx target; default: the target's
+    max_batch: int = 8
+    dla_core: int = None  # jetson-orin
+    min_agreement: float = 0.99
+    max_top1_drop: float = 0.5
+    name: str = None  # the served model's name; default: the model spec
+
+    def __post_init__(self):
+        if sum(bool(v) for v in (self.arch, self.spec, self.onnx)) > 1:
+            raise UsageError("give one of `arch`, `spec` or an ONNX file")
+        if self.onnx and self.checkpoint:
+            raise UsageError("`checkpoint` applies to `arch`/`spec`, not to an ONNX")
+        if self.target not in DEPLOY_TARGETS:
+            raise UsageError(f"`target` must be one of {', '.join(DEPLOY_TARGETS)}, got {self.target!r}")
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"`precision` must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        self.formats = tuple(dict.fromkeys(self.formats or ("plain",)))
+        unknown = [f for f in self.formats if f not in FORMATS]
+        if unknown:
+            raise UsageError(f"unknown `formats` {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
+        if self.layout not in ("NCHW", "NHWC") or self.raw_dtype not in ("uint8", "float32"):
+            raise UsageError("`layout` must be NCHW or NHWC and `raw_dtype` uint8 or float32")
+        if self.raw_input and self.layout == "NHWC" and self.precision != "fp32":
+            raise UsageError("INT8/FP16 calibration of a raw input needs `layout=NCHW`")
+        if self.limit < 1 or self.max_batch < 1:
+            raise UsageError("`limit` and `max_batch` must be at least 1")
+        if self.dla_core is not None and self.target != "jetson-orin":
+            raise UsageError("`dla_core` applies to the jetson-orin target")
+        if self.raw_input and "deepstream" in self.formats:
+            self.raw_dtype = "float32"  # nvinfer feeds the network float pixels
+
+
+@dataclass
+class DeployResult:
+    bundle: Path
+    onnx: Path  # the deployed ONNX inside the bundle
+    engine: Path  # inside the bundle, or None when the device builds it
+    build_command: str  # the device's build-engine command when the engine is built there, else None
+    validation: object  # validate.ValidationResult
+    reused: list = field(default_factory=list)  # steps whose artifacts were reused
+    built: list = field(default_factory=list)  # steps that ran
+    seconds: float = 0.0
+
+    def record(self) -> dict:
+        return {"bundle": str(self.bundle), "onnx": str(self.onnx), "engine": str(self.engine) if self.engine else None,
+                "build_command": self.build_command, "reused": self.reused, "built": self.built,
+                "passed": self.validation.passed, "validation": self.validation.record(), "seconds": self.seconds}
+
+
+def work_folder(bundle: Path) -> Path:
+    return bundle.parent / f".{bundle.name}.work"
+
+
+def _current(artifact: Path, stage: str, source_sha256, settings: dict, source_of) -> bool:
+    """Whether `artifact` exists, is what its manifest hashed, and its newest stage is `stage` made from
+    `source_sha256` with `settings`; `source_of(manifest, entry)` reads the recorded source hash."""
+    if not artifact.exists() or not manifest_path(artifact).exists():
+        return False
+    try:
+        manifest = load_manifest(artifact)
+    except UsageError:
+        return False
+    entry = manifest["stages"][-1] if manifest.get("stages") else None
+    return (entry is not None and entry["stage"] == stage and manifest["artifact"]["sha256"] == sha256_file(artifact)
+            and source_of(manifest, entry) == source_sha256
+            and entry.get("settings") == json.loads(json.dumps(settings)))  # as the manifest stores it
+
+
+class Steps:
+    """Runs each step unless its artifact is current, and remembers which ran."""
+
+    def __init__(self):
+        self.reused, self.built = [], []
+
+    def run(self, name: str, artifact: Path, current: bool, make):
+        if current:
+            log.info(f"deploy: reusing {artifact.name} ({name}: same inputs by sha256, same settings)")
+            self.reused.append(name)
+        else:
+            log.info(f"deploy: {name} -> {artifact.name}")
+            make()
+            self.built.append(name)
+        return artifact
+
+
+def _export(settings: DeploySettings, work: Path, steps: Steps) -> Path:
+    """The FP32 ONNX: exported from PyTorch, or the given ONNX through the graph passes."""
+    output = work / "model.onnx"
+    if settings.onnx:
+        from .graph import optimize_onnx
+
+        options = {"fold_bn": True, "sk_rewrite": True}
+        current = _current(output, "optimize", sha256_file(settings.onnx), dict(options, tolerance=TOLERANCE,
+                                                                                 raw_input=None), _optimize_source)
+        return steps.run("optimize", output, current,
+                         lambda: optimize_onnx(settings.onnx, output, force=True, **options))
+    from .export import ExportSettings, export_model
+
+    export_settings = ExportSettings(dynamic_batch=True)
+    spec = settings.spec or settings.arch
+    checkpoint = sha256_file(settings.checkpoint) if settings.checkpoint else None
+
+    def source_of(manifest, entry):
+        model = ModelEntry.from_manifest(manifest)
+        return (model.spec, (model.checkpoint or {}).get("sha256") if settings.checkpoint else None)
+
+    def make():
+        from .models import load_model
+
+        loaded = load_model(arch=settings.arch, spec=settings.spec, checkpoint=settings.checkpoint)
+        export_model(loaded, output, export_settings, force=True)
+
+    from .models import DEMO_MODEL
+
+    current = _current(output, "export", (spec or DEMO_MODEL, checkpoint), asdict(export_settings), source_of)
+    return steps.run("export", output, current, make)
+
+
+def _optimize_source(manifest, entry):
+    return entry["source"]["sha256"]
+
+
+def _raw_input(onnx_path: Path, settings: DeploySettings, work: Path, steps: Steps) -> Path:
+    from .graph import optimize_onnx
+
+    output = work / "model.raw.onnx"
+    raw = {"layout": settings.layout, "raw_dtype": settings.raw_dtype}
+    options = {"fold_bn": False, "sk_rewrite": False}
+    current = _current(output, "optimize", sha256_file(onnx_path), dict(options, tolerance=TOLERANCE, raw_input=raw),
+                       _optimize_source)
+    return steps.run("raw input", output, current,
+                     lambda: optimize_onnx(onnx_path, output, force=True, raw_input=raw, **options))
+
+
+def _calibrate(onnx_path: Path, settings: DeploySettings, work: Path, steps: Steps) -> Path:
+    from .calib import CalibrationSettings, calibrate_model
+
+    output = work / f"model.{settings.precision}.onnx"
+    calibration = CalibrationSettings(precision=settings.precision, calib_data=settings.calib_data,
+                                      calib_images=settings.calib_images, holdout_images=settings.holdout_images)
+    current = _current(output, "calibrate", sha256_file(onnx_path), asdict(calibration),
+                       lambda m, e: e["source_onnx"]["sha256"])
+    return steps.run("calibrate", output, current, lambda: calibrate_model(onnx_path, output, calibration, force=True))
+
+
+def build_settings(settings: DeploySettings) -> BuildSettings:
+    backend = TARGETS[settings.target].backend
+    return BuildSettings(backend=backend, target=settings.target, max_batch=settings.max_batch,
+                         opt_batch=settings.max_batch, compute_capabilities=settings.compute_capabilities
+                         if backend == "tensorrt-rtx" else None, dla_core=settings.dla_core,
+                         gpu_fallback=settings.dla_core is not None)
+
+
+def device_build_command(settings: DeploySettings, onnx_name: str, engine_name: str) -> str:
+    """The exact command that builds the engine on a classic-TensorRT device from the bundle's folder."""
+    command = f"skdeploy build-engine {onnx_name} --target {settings.target} --max-batch {settings.max_batch} " \
+              f"--opt-batch {settings.max_batch}"
+    if settings.dla_core is not None:
+        command += f" --dla-core {settings.dla_core} --gpu-fallback"
+    return command + f" -o {engine_name}"
+
+
+def _engine(onnx_path: Path, settings: DeploySettings, work: Path, steps: Steps):
+    """(engine path, None) when this machine can build it, else (None, the device's build command)."""
+    build = build_settings(settings)
+    module = "tensorrt_rtx" if build.backend == "tensorrt-rtx" else "tensorrt"
+    if not available(module):
+        if build.backend == "tensorrt-rtx":
+            raise SkdeployError("the rtx target builds here and needs TensorRT-RTX (skdeploy[rtx])")
+        log.warning(f"classic TensorRT is not installed: the bundle carries the ONNX and the command that builds "
+                    f"the {settings.target} engine on the device")
+        return None, device_build_command(settings, onnx_path.name, "model.engine")
+    from .pipeline import build as build_engine
+
+    output = work / "model.engine"
+    current = _current(output, "build-engine", sha256_file(onnx_path), asdict(build),
+                       lambda m, e: m["engine"]["source_onnx"]["sha256"])
+    steps.run("build-engine", output, current, lambda: build_engine(onnx_path, output, build, force=True))
+    return output, None
+
+
+def _validate(onnx_path: Path, settings: DeploySettings, work: Path):
+    from .validate import ValidateSettings, validate
+
+    reference = work / "reference.npz"
+    checks = ValidateSettings(min_agreement=settings.min_agreement, max_top1_drop=settings.max_top1_drop,
+                              limit=settings.limit)
+    with log.status("validating against FP32 PyTorch"):
+        return validate([onnx_path], data=settings.data, settings=checks, save_reference_to=reference, force=True)
+
+
+def deploy(bundle, settings: DeploySettings = None, force=False) -> DeployResult:
+    """Export, passes, calibration, engine build and validation into `bundle` (a folder); see the module doc."""
+    started = time.time()
+    settings = settings or DeploySettings()
+    bundle = Path(bundle)
+    if bundle.exists() and not force:
+        raise UsageError(f"{bundle} exists; pass `force` to replace it")
+    if bundle.exists() and not bundle.is_dir():
+        raise UsageError(f"{bundle} is a file; the bundle is a folder")
+    work = work_folder(bundle)
+    work.mkdir(parents=True, exist_ok=True)
+    steps = Steps()
+    onnx_path = _export(settings, work, steps)
+    if "deepstream" in settings.formats and not settings.raw_input:
+        settings = _raw_input_for_deepstream(settings, load_manifest(onnx_path))
+    if settings.raw_input:
+        onnx_path = _raw_input(onnx_path, settings, work, steps)
+    if settings.precision != "fp32":
+        onnx_path = _calibrate(onnx_path, settings, work, steps)
+    engine, command = _engine(onnx_path, settings, work, steps)
+    validation = _validate(onnx_path, settings, work)
+    if not validation.passed:
+        failed = "; ".join(f"{c['name']} {c['value']:.4g} vs limit {c['limit']:g}"
+                           for c in validation.candidates[0].failed_checks())
+        raise SkdeployError(f"validation failed ({failed}); no bundle written, work kept in {work} for a rerun")
+    from .serving.bundle import assemble
+
+    table = onnx_path.name + ".calib.table" if settings.precision == "int8" else None
+    plan = dict(asdict(settings), name=settings.name or _served_name(onnx_path), onnx=onnx_path.name,
+                engine="model.engine", build_command=command, calibration_table=table,
+                model=load_manifest(onnx_path)["model"]["spec"], data=validation.data["source"].split(":", 1)[1],
+                count=validation.data["count"])
+    assemble(bundle, plan, onnx_path, engine, validation, work / "reference.npz")
+    result = DeployResult(bundle, bundle / onnx_path.name, bundle / "model.engine" if engine else None, command,
+                          validation, steps.reused, steps.built, round(time.time() - started, 2))
+    log.info(f"deploy: wrote {bundle} (built: {', '.join(steps.built) or 'nothing'}; "
+             f"reused: {', '.join(steps.reused) or 'nothing'})")
+    return result
+
+
+def _served_name(onnx_path: Path) -> str:
+    """The model's name for Triton and DeepStream file names: its spec, made file-safe."""
+    spec = load_manifest(onnx_path)["model"]["spec"]
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in spec.split(":")[-1])
+
+
+def _raw_input_for_deepstream(settings: DeploySettings, manifest) -> DeploySettings:
+    """nvinfer has one scale factor: a model whose std differs per channel gets the raw-input graph (float32)."""
+    from dataclasses import replace
+
+    if len(set((manifest.get("preprocessing") or {}).get("std", ()))) <= 1:
+        return settings
+    log.info("deploy: std differs per channel, which nvinfer cannot reproduce; the preprocessing goes into the graph "
+             "(raw float32 input, net-scale-factor 1, offsets 0)")
+    return replace(settings, raw_input=True, raw_dtype="float32")

@@ -1,0 +1,15 @@
+"""Class names for a model, as runtimes list them: the dataset's names, else the class indices."""
+from ..data import class_names_for
+from ..errors import UsageError
+
+
+def class_labels(manifest) -> list:
+    """One name per output class, from the manifest's dataset (else "0", "1", ...)."""
+    model = manifest.get("model") or {}
+    names = class_names_for(model.get("dataset"))
+    if names:
+        return list(names)
+    count = model.get("num_classes")
+    if not isinstance(count, int) or count < 1:
+        raise UsageError("the manifest records neither a dataset nor a class count; labels cannot be written")
+    return [str(index) for index in range(count)]
