@@ -135,10 +135,6 @@ class Preprocessing:
             inputs = inputs.transpose(0, 3, 1, 2)
         return self.normalized(inputs) if self.in_graph else np.ascontiguousarray(inputs, dtype=np.float32)
 
-    def same_math(self, other: "Preprocessing") -> bool:
-        """Whether `other` computes the same values, whatever its form (raw or normalized, layout, dtype)."""
-        return replace(other, **{name: getattr(self, name) for name in FORM_FIELDS}) == self
-
     def convert(self, inputs: np.ndarray, form: "Preprocessing") -> np.ndarray:
         """Model inputs (N, ...) prepared by this preprocessing -> the same samples in `form`'s layout,
         raw or normalized, and dtype (this preprocessing's numbers)."""

@@ -613,3 +613,23 @@ def test_raw_pixels_then_normalized_is_the_normalized_input_bit_for_bit():
 def test_unknown_layout_or_raw_dtype_is_a_usage_error(field, value):
     with pytest.raises(UsageError, match=f"`{field}` must be"):
         Preprocessing(resize=1, crop=(1, 1), mean=(0.0,), std=(1.0,), **{field: value})
+
+
+# ---- the same samples in another input form (raw pixels or normalized, layout, dtype) -------------------
+def test_convert_normalized_to_raw_nhwc_uint8_and_back_by_hand():
+    normalized = Preprocessing(resize=2, crop=(2, 2), mean=(0.5,), std=(0.25,), channel_order="GRAY")
+    raw = normalized.in_graph_form(layout="NHWC", raw_dtype="uint8")
+    pixels = np.array([[[[0.0, 51.0], [127.4, 255.0]]]], np.float32)  # (1, 1, 2, 2)
+    inputs = (pixels / 255 - 0.5) / 0.25  # by hand: what the normalized model takes
+    as_raw = normalized.convert(inputs, raw)
+    assert as_raw.dtype == np.uint8 and as_raw.shape == (1, 2, 2, 1)
+    assert as_raw[0, :, :, 0].tolist() == [[0, 51], [127, 255]]  # 127.4 rounds to a whole level
+    back = raw.convert(as_raw, normalized)
+    np.testing.assert_allclose(back, (np.array([[[[0, 51], [127, 255]]]]) / 255 - 0.5) / 0.25, atol=1e-6)
+
+
+def test_convert_to_the_same_form_returns_the_inputs_untouched():
+    normalized = Preprocessing(resize=2, crop=(2, 2), mean=(0.5,), std=(0.25,), channel_order="GRAY")
+    inputs = np.zeros((1, 1, 2, 2), np.float32)
+    assert normalized.convert(inputs, normalized) is inputs
+
