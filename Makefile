@@ -1,6 +1,7 @@
 # The two commands a fresh machine needs (see README): `make demo` and `make test`.
-# `make mutation` (not part of CI) measures the unit tier's mutation score on the core modules.
-.PHONY: setup demo test unit mutation
+# `make ci` (what .ci/run calls) is `make test` plus the slow tier (paper-size models, a wheel installed into a
+# fresh venv, plain timm exports). `make mutation` (not part of CI) measures the unit tier's mutation score.
+.PHONY: setup demo test unit slow ci mutation
 
 setup:
 	sh scripts/setup.sh
@@ -8,13 +9,18 @@ setup:
 demo: setup
 	sh scripts/demo.sh
 
-# The unit tier first (fast, fails fast), then everything else.
+# The unit tier first (fast, fails fast), then everything else that is not slow-marked.
 test: setup
 	.venv/bin/python -m pytest -q -ra -x tests/unit
-	.venv/bin/python -m pytest -q -ra -n 2 --ignore=tests/unit
+	.venv/bin/python -m pytest -q -ra -n 2 -m "not slow" --ignore=tests/unit
 
 unit: setup
 	.venv/bin/python -m pytest -q -ra tests/unit
+
+slow: setup
+	.venv/bin/python -m pytest -q -ra -n 2 -m slow --ignore=tests/unit
+
+ci: test slow
 
 mutation: setup
 	sh scripts/mutation.sh

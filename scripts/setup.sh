@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 # dataset-fashion-mnist: real labelled images (demo model, calibration, validation);
-# chromium + fonts: the HTML validation report is checked in a real headless browser.
+# chromium + fonts: the HTML validation report is checked in a real headless browser;
+# gcc: the TensorRT contract test builds stub libraries for the real binding wheels.
 missing=""
-for pkg in dataset-fashion-mnist chromium fonts-dejavu-core; do
+for pkg in dataset-fashion-mnist chromium fonts-dejavu-core gcc; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
 done
 if [ -n "$missing" ]; then
