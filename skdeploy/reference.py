@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .data import inputs_sha256, read_arrays
+from .data import read_arrays
 from .errors import SkdeployError, UsageError
 from .fileio import atomic_path, check_output_path
 from .log import log

@@ -138,10 +138,10 @@ def optimize_onnx(source, output, fold_bn=True, sk_rewrite=True, force=False, to
     """
     output = Path(output)
     with output_transaction([output, manifest_path(output)], force):
-        return _optimize(source, output, fold_bn, sk_rewrite, tolerance)
+        return _optimize(source, output, fold_bn, sk_rewrite, tolerance, sizes, raw_input)
 
 
-def _optimize(source, output: Path, fold_bn, sk_rewrite, tolerance) -> OptimizeResult:
+def _optimize(source, output: Path, fold_bn, sk_rewrite, tolerance, sizes, raw_input) -> OptimizeResult:
     import onnx
 
     started = time.time()
