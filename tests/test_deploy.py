@@ -1,6 +1,7 @@
 """`skdeploy deploy` and `skdeploy.deploy(...)` (issue 12) on the shipped demo model: one command from PyTorch to
 a validated bundle with Triton and DeepStream configs; a rerun rebuilds nothing; a model that fails validation
 leaves no bundle; a classic-TensorRT target gets the ONNX plus the exact command that builds its engine."""
+import hashlib
 import json
 import shlex
 
@@ -74,6 +75,8 @@ def test_a_model_that_fails_validation_leaves_no_bundle(workspace):
                                             weight.name))
     onnx.save(model, workspace / "broken.onnx")
     manifest = json.loads((workspace / "demo.onnx.json").read_text())
+    manifest["artifact"].update(file="broken.onnx",
+                                sha256=hashlib.sha256((workspace / "broken.onnx").read_bytes()).hexdigest())
     (workspace / "broken.onnx.json").write_text(json.dumps(manifest))
     bundle = workspace / "bundle"
     result = run_cli("deploy", workspace / "broken.onnx", "--target", "desktop", "--limit", "100", "-o", bundle)
