@@ -104,7 +104,9 @@ def test_int8_calibration_of_the_raw_graph_keeps_the_input_range_and_agreement(r
                      "--limit", "500", "--min-agreement", "0", "--max-top1-drop", "5", "--json")
     assert result.exit_code == 0, result.stderr
     normalized, raw = (c["metrics"]["agreement"] for c in json.loads(result.stdout)["candidates"])
-    assert raw >= normalized > 0.97
+    # a uint8 raw input holds the resized (28 -> 32) pixels rounded to whole levels, which the normalized
+    # graph gets unrounded: allow one sample in 500 (10,000 images: 99.73% raw vs 99.75% normalized)
+    assert raw >= normalized - 0.002 and normalized > 0.97
 
 
 @pytest.mark.parametrize("layout", ["nchw", "nhwc"])
