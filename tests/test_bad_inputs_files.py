@@ -237,9 +237,12 @@ def test_a_full_disk_leaves_no_part_of_the_outputs(case, failing, workspace, mon
 
 # ---- SIGINT: exit 130, one line, nothing left ---------------------------------------------------------------
 def start(args, workspace):
+    """The command as a real process with default SIGINT handling: pytest-xdist workers ignore SIGINT, and a
+    child inherits an ignored signal (Python then installs no KeyboardInterrupt handler)."""
     return subprocess.Popen([sys.executable, "-m", "skdeploy", *[a.format(ws=workspace) for a in args]],
                             cwd=workspace, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                            env=checkout_environment())
+                            env=checkout_environment(),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def interrupt_when(process, line_pattern, timeout=300) -> list:

@@ -84,6 +84,10 @@ USES = {
     "INetworkDefinition.num_layers": dla, "INetworkDefinition.get_layer": dla,
     "ITensor.name": always, "ITensor.shape": always, "ITensor.dtype": always,
     "ILayer.name": dla, "ILayer.type": dla,
+    # engine/network.py: Ctrl-C cancels a build through a progress monitor (guarded by hasattr: 8.x lacks it)
+    "IProgressMonitor": lambda caps: caps.major >= 10 or rtx(caps),
+    "IProgressMonitor.__init__": lambda caps: caps.major >= 10 or rtx(caps),
+    "IBuilderConfig.progress_monitor": lambda caps: caps.major >= 10 or rtx(caps),
     # engine/build.py: builder and its config
     "Builder": always, "Builder.create_network": always, "Builder.create_builder_config": always,
     "Builder.create_optimization_profile": always, "Builder.build_serialized_network": always,
@@ -138,7 +142,7 @@ USES = {
 # names in that code that TensorRT also has, but that the code does not ask of TensorRT
 NOT_TENSORRT = {
     "append", "clear", "read", "start", "release", "max", "min", "opt", "mode", "file", "engine", "precision",
-    "build_engine", "itemsize",  # Python, numpy, onnx and skdeploy's own
+    "build_engine", "itemsize", "kind",  # Python, numpy, onnx and skdeploy's own (kind: a manifest key)
     "name", "type",  # also enum members' .name (read as text), besides ITensor/ILayer's (in USES)
     # DataType names: keys of name -> numpy/ONNX dtype maps; a name a version lacks is never looked up
     "FLOAT", "HALF", "INT8", "INT32", "INT64", "BOOL", "UINT8", "BF16", "FP8", "INT4", "FLOAT16",
