@@ -185,19 +185,21 @@ def test_static_batch_export_rewritten(unit_export, tmp_path):
 
 # ------------------------------------------------------------------------------- the model zoo
 
+PAPER_SIZE = pytest.mark.slow  # paper-size models: `make slow` (CI) runs them, `make test` does not
 ZOO = [  # (model, exporter, SK blocks); dynamo on the small ones (its exports take twice as long)
-    ("sknet-fmnist", "torchscript", 5),
-    ("sknet-fmnist", "dynamo", 5),
-    ("sknet26", "torchscript", 8),
-    ("sknet50", "torchscript", 16),
-    ("sknet101", "torchscript", 33),
-    ("timm:skresnet18", "torchscript", 8),
-    ("timm:skresnet34", "torchscript", 16),
-    ("timm:skresnext50_32x4d", "torchscript", 16),
+    pytest.param("sknet-fmnist", "torchscript", 5, id="sknet-fmnist-torchscript"),
+    pytest.param("sknet-fmnist", "dynamo", 5, id="sknet-fmnist-dynamo"),
+    pytest.param("sknet26", "torchscript", 8, id="sknet26-torchscript", marks=PAPER_SIZE),
+    pytest.param("sknet50", "torchscript", 16, id="sknet50-torchscript", marks=PAPER_SIZE),
+    pytest.param("sknet101", "torchscript", 33, id="sknet101-torchscript", marks=PAPER_SIZE),
+    pytest.param("timm:skresnet18", "torchscript", 8, id="timm:skresnet18-torchscript"),
+    pytest.param("timm:skresnet34", "torchscript", 16, id="timm:skresnet34-torchscript", marks=PAPER_SIZE),
+    pytest.param("timm:skresnext50_32x4d", "torchscript", 16, id="timm:skresnext50_32x4d-torchscript",
+                 marks=PAPER_SIZE),
 ]
 
 
-@pytest.mark.parametrize("name,exporter,blocks", ZOO, ids=[f"{m}-{e}" for m, e, _ in ZOO])
+@pytest.mark.parametrize("name,exporter,blocks", ZOO)
 def test_zoo_models_rewritten_with_parity(exported, tmp_path, name, exporter, blocks):
     settings = {"dynamic_batch": True} if exporter == "torchscript" else {"dynamic_batch": True, "exporter": exporter}
     path = exported(name, **settings)
