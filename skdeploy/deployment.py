@@ -10,6 +10,7 @@ there, and a later run reuses an artifact when its manifest records the same inp
 same settings, so a second run rebuilds nothing. The bundle is assembled in a temporary folder and renamed
 into place only after validation passes: a failing model leaves no bundle.
 """
+import contextlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -18,7 +19,7 @@ from pathlib import Path
 from .deps import available
 from .engine import TARGETS, BuildSettings
 from .errors import SkdeployError, UsageError
-from .fileio import sha256_file
+from .fileio import existing_file, sha256_file
 from .graph.rewrite import TOLERANCE
 from .log import log
 from .manifest import load_manifest, manifest_path
@@ -246,35 +247,49 @@ def deploy(bundle, settings: DeploySettings = None, force=False) -> DeployResult
         raise UsageError(f"{bundle} exists; pass `force` to replace it")
     if bundle.exists() and not bundle.is_dir():
         raise UsageError(f"{bundle} is a file; the bundle is a folder")
-    work = work_folder(bundle)
-    work.mkdir(parents=True, exist_ok=True)
-    steps = Steps()
-    onnx_path = _export(settings, work, steps)
-    if "deepstream" in settings.formats and not settings.raw_input:
-        settings = _raw_input_for_deepstream(settings, load_manifest(onnx_path))
-    if settings.raw_input:
-        onnx_path = _raw_input(onnx_path, settings, work, steps)
-    if settings.precision != "fp32":
-        onnx_path = _calibrate(onnx_path, settings, work, steps)
-    engine, command = _engine(onnx_path, settings, work, steps)
-    validation = _validate(onnx_path, settings, work)
-    if not validation.passed:
-        failed = "; ".join(f"{c['name']} {c['value']:.4g} vs limit {c['limit']:g}"
-                           for c in validation.candidates[0].failed_checks())
-        raise SkdeployError(f"validation failed ({failed}); no bundle written, work kept in {work} for a rerun")
-    from .serving.bundle import assemble
+    for path, what in ((settings.onnx, "ONNX"), (settings.checkpoint, "checkpoint")):
+        if path:
+            existing_file(path, what)
+    with _work_kept_once_used(work_folder(bundle)) as work:
+        steps = Steps()
+        onnx_path = _export(settings, work, steps)
+        if "deepstream" in settings.formats and not settings.raw_input:
+            settings = _raw_input_for_deepstream(settings, load_manifest(onnx_path))
+        if settings.raw_input:
+            onnx_path = _raw_input(onnx_path, settings, work, steps)
+        if settings.precision != "fp32":
+            onnx_path = _calibrate(onnx_path, settings, work, steps)
+        engine, command = _engine(onnx_path, settings, work, steps)
+        validation = _validate(onnx_path, settings, work)
+        if not validation.passed:
+            failed = "; ".join(f"{c['name']} {c['value']:.4g} vs limit {c['limit']:g}"
+                               for c in validation.candidates[0].failed_checks())
+            raise SkdeployError(f"validation failed ({failed}); no bundle written, work kept in {work} for a rerun")
+        from .serving.bundle import assemble
 
-    table = onnx_path.name + ".calib.table" if settings.precision == "int8" else None
-    plan = dict(asdict(settings), name=settings.name or _served_name(onnx_path), onnx=onnx_path.name,
-                engine="model.engine", build_command=command, calibration_table=table,
-                model=load_manifest(onnx_path)["model"]["spec"], data=validation.data["source"].split(":", 1)[1],
-                count=validation.data["count"])
-    assemble(bundle, plan, onnx_path, engine, validation, work / "reference.npz")
-    result = DeployResult(bundle, bundle / onnx_path.name, bundle / "model.engine" if engine else None, command,
-                          validation, steps.reused, steps.built, round(time.time() - started, 2))
-    log.info(f"deploy: wrote {bundle} (built: {', '.join(steps.built) or 'nothing'}; "
-             f"reused: {', '.join(steps.reused) or 'nothing'})")
-    return result
+        table = onnx_path.name + ".calib.table" if settings.precision == "int8" else None
+        plan = dict(asdict(settings), name=settings.name or _served_name(onnx_path), onnx=onnx_path.name,
+                    engine="model.engine", build_command=command, calibration_table=table,
+                    model=load_manifest(onnx_path)["model"]["spec"], data=validation.data["source"].split(":", 1)[1],
+                    count=validation.data["count"])
+        assemble(bundle, plan, onnx_path, engine, validation, work / "reference.npz")
+        result = DeployResult(bundle, bundle / onnx_path.name, bundle / "model.engine" if engine else None, command,
+                              validation, steps.reused, steps.built, round(time.time() - started, 2))
+        log.info(f"deploy: wrote {bundle} (built: {', '.join(steps.built) or 'nothing'}; "
+                 f"reused: {', '.join(steps.reused) or 'nothing'})")
+        return result
+
+
+@contextlib.contextmanager
+def _work_kept_once_used(work: Path):
+    """The work folder stays after a failure once it holds something a rerun can reuse; an empty one goes."""
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        yield work
+    except BaseException:
+        if not any(work.iterdir()):
+            work.rmdir()
+        raise
 
 
 def _served_name(onnx_path: Path) -> str:

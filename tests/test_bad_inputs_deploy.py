@@ -7,6 +7,10 @@ import pytest
 from bad_input_cases import DEMO_ONNX, Case, run_case
 
 
+def _not_onnx(workspace):
+    (workspace / "notes.onnx").write_text("not a model")
+
+
 def _drop_manifest(workspace):
     (workspace / f"{DEMO_ONNX}.json").unlink()
 
@@ -30,6 +34,11 @@ CASES = [
          r"--dla-core applies to the jetson-orin target"),
     Case("deploy NHWC raw INT8", ("deploy", "--raw-input", "--layout", "nhwc", "--int8", "-o", "{ws}/b"), 2,
          r"calibration of a raw input needs --layout NCHW"),
+    Case("deploy a missing ONNX", ("deploy", "{ws}/nope.onnx", "-o", "{ws}/b"), 2, r"ONNX .*nope\.onnx does not exist"),
+    Case("deploy a missing checkpoint", ("deploy", "--checkpoint", "{ws}/nope.pt", "-o", "{ws}/b"), 2,
+         r"checkpoint .*nope\.pt does not exist"),
+    Case("deploy a file that is not ONNX", ("deploy", "{ws}/notes.onnx", "-o", "{ws}/b"), 1,
+         r"notes\.onnx is not a readable ONNX model", _not_onnx),
     Case("deploy ONNX and arch", ("deploy", "{ws}/demo.onnx", "--arch", "sknet50", "-o", "{ws}/b"), 2,
          r"give one of --arch, --model or an ONNX file"),
 ]
