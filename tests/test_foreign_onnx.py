@@ -289,21 +289,25 @@ def batchnorm_count(path) -> int:
     return node_counts(onnx.load(str(path))).get("BatchNormalization", 0)
 
 
+TIMM_SK_MODELS = [("timm:skresnet18", 8), ("timm:skresnet34", 16), ("timm:skresnext50_32x4d", 16)]  # SK blocks
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
-def test_plain_skresnet18_export_optimizes_like_skdeploy_export(plain_exports, exported, exporter, tmp_path):
-    """timm's skresnet18 (36 BatchNorms, 8 SK blocks) exported without constant folding: every BN folded,
-    every block rewritten, and the same node counts as `skdeploy export` of the model with that exporter."""
-    source = plain_exports("timm:skresnet18", exporter)
+@pytest.mark.parametrize("name, blocks", TIMM_SK_MODELS, ids=[name for name, _ in TIMM_SK_MODELS])
+def test_plain_timm_export_optimizes_like_skdeploy_export(plain_exports, exported, name, blocks, exporter, tmp_path):
+    """timm's SK models exported without constant folding: every BN folded, every SK block rewritten, and the
+    same node counts as `skdeploy export` of the model with that exporter."""
+    source = plain_exports(name, exporter)
     batchnorms = batchnorm_count(source)
-    if exporter == "torchscript":
+    if name == "timm:skresnet18" and exporter == "torchscript":
         # stem 1; per SK basic block 2 branch BNs, the attention's reduce BN and conv2's BN (8 x 4); 3 shortcuts
         assert batchnorms == 1 + 8 * 4 + 3
     result = optimize_onnx(source, tmp_path / "opt.onnx")
     fold, sk = result.passes
     assert sum(fold.folded.values()) == batchnorms and not fold.left
-    assert len(sk.rewritten) == sk.blocks_found == 8 and not sk.left
-    via_export = node_counts(onnx.load(str(exported("timm:skresnet18", dynamic_batch=True, exporter=exporter))))
+    assert len(sk.rewritten) == sk.blocks_found == blocks and not sk.left
+    via_export = node_counts(onnx.load(str(exported(name, dynamic_batch=True, exporter=exporter))))
     assert result.node_counts_after == via_export
     assert result.parity["passed"]
 
