@@ -75,18 +75,19 @@ def export_sknet50(path: Path, seed: int = 0):
 
 
 def measure(model: Path, images: Path, count: int, method: str) -> dict:
-    """In this process: the FP32 forward over `count` images, then their calibration (seconds per image)."""
+    """In this process: the FP32 forward over `count` images, then their calibration (seconds per image).
+    Only what calibrate needs is imported (not torch), so the peak RSS is calibration's."""
     import onnx
 
     from skdeploy.calib import CalibrationSettings, calibrate_model
     from skdeploy.calib.collect import batch_size_for
-    from skdeploy.data import InputShape, open_source, select_calibration
+    from skdeploy.data import InputShape, Preprocessing, open_source, select_calibration
     from skdeploy.log import QUIET, log
-    from skdeploy.models import load_model
+    from skdeploy.manifest import load_manifest
     from skdeploy.onnx.index import GraphIndex
     from skdeploy.runners import OnnxRuntimeRunner
 
-    preprocessing = load_model(arch="sknet50", pretrained=False).config.preprocessing
+    preprocessing = Preprocessing.from_dict(load_manifest(model)["preprocessing"])  # no torch in this process
     index = GraphIndex(onnx.load(model))
     batch = batch_size_for(index, index.activations(), CalibrationSettings().memory_mb)  # what calibration uses
     shape = InputShape(*index.shape(index.inputs[0])[1:])
