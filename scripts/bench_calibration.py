@@ -1,15 +1,15 @@
-"""INT8 calibration of SKNet-50 at 224x224 against a plain FP32 forward pass of the same graph, side by side in one
-process per image count: seconds per image of each, their ratio, and the process's peak memory.
+"""INT8 calibration of SKNet-50 at 224x224 against a plain FP32 forward pass of the same graph, side by side in two
+processes per image count: seconds per image of each, their ratio, and calibration's peak memory.
 
     .venv/bin/python scripts/bench_calibration.py [--counts 128 1024] [--method mse]
 
 Images: random square crops (random size and position) of the colour photos that ship with
 scikit-image and scikit-learn, saved as JPEG. Weights: SKNet-50 with random weights and randomized
 BatchNorm statistics (no trained weights exist; calibration cost does not depend on the values, but
-folded BatchNorm must be real). Each count runs in a fresh process whose peak RSS comes from the kernel
-(wait4), so counts do not share memory. In it, first the FP32 forward: onnxruntime over the same images
-in the batch size calibration uses, the session's time and the time to decode and preprocess the images
-counted apart; then `calibrate_model` (no held-out scoring, no cache), everything included.
+folded BatchNorm must be real). For each count, two fresh processes back to back (peak RSS from the kernel,
+wait4): the FP32 forward, onnxruntime over the same images in the batch size calibration uses, the session's
+time and the time to decode and preprocess the images counted apart; then `calibrate_model` (no held-out
+scoring, no cache), everything included.
 Targets (issue 11): calibration per image <= 1.5x the forward per image (decoding counted in both);
 peak RSS <= 1 GB at 1024 images.
 """
@@ -74,9 +74,9 @@ def export_sknet50(path: Path, seed: int = 0):
     return loaded
 
 
-def measure(model: Path, images: Path, count: int, method: str) -> dict:
-    """In this process: the FP32 forward over `count` images, then their calibration (seconds per image).
-    Only what calibrate needs is imported (not torch), so the peak RSS is calibration's."""
+def measure(model: Path, images: Path, count: int, method: str, phase: str) -> dict:
+    """In this process, over `count` images: the FP32 forward ("forward") or their calibration ("calibrate"),
+    in seconds per image. Only what calibrate needs is imported (not torch), so the peak RSS is the phase's."""
     import onnx
 
     from skdeploy.calib import CalibrationSettings, calibrate_model
@@ -87,7 +87,14 @@ def measure(model: Path, images: Path, count: int, method: str) -> dict:
     from skdeploy.onnx.index import GraphIndex
     from skdeploy.runners import OnnxRuntimeRunner
 
-    preprocessing = Preprocessing.from_dict(load_manifest(model)["preprocessing"])  # no torch in this process
+    if phase == "calibrate":
+        started = time.perf_counter()
+        with log.verbosity(QUIET):
+            calibrate_model(model, model.with_name(f"sknet50_int8_{count}.onnx"),
+                            CalibrationSettings(method=method, calib_data=str(images), calib_images=count,
+                                                holdout_images=0, reuse_cache=False), force=True)
+        return {"calibration_s_per_image": (time.perf_counter() - started) / count}
+    preprocessing = Preprocessing.from_dict(load_manifest(model)["preprocessing"])
     index = GraphIndex(onnx.load(model))
     batch = batch_size_for(index, index.activations(), CalibrationSettings().memory_mb)  # what calibration uses
     shape = InputShape(*index.shape(index.inputs[0])[1:])
@@ -100,14 +107,7 @@ def measure(model: Path, images: Path, count: int, method: str) -> dict:
             runner.infer({index.inputs[0]: samples})
             decode, forward = decode + loaded - started, forward + time.perf_counter() - loaded
             started = time.perf_counter()
-    started = time.perf_counter()
-    with log.verbosity(QUIET):
-        calibrate_model(model, model.with_name(f"sknet50_int8_{count}.onnx"),
-                        CalibrationSettings(method=method, calib_data=str(images), calib_images=count,
-                                            holdout_images=0, reuse_cache=False), force=True)
-    calibration = time.perf_counter() - started
-    return {"images": count, "batch": batch, "forward_s_per_image": forward / count,
-            "decode_s_per_image": decode / count, "calibration_s_per_image": calibration / count}
+    return {"batch": batch, "forward_s_per_image": forward / count, "decode_s_per_image": decode / count}
 
 
 def run_counted(command, stdout=None, cwd=None) -> tuple:
@@ -129,13 +129,14 @@ def main():
     parser.add_argument("--counts", type=int, nargs="+", default=[128, 1024])
     parser.add_argument("--method", default="mse", choices=["mse", "entropy", "max", "percentile"])
     parser.add_argument("--work", default=str(ROOT / "out" / "bench_calibration"))
-    parser.add_argument("--measure", type=int, help=argparse.SUPPRESS)  # the child process for one count
+    parser.add_argument("--measure", type=int, help=argparse.SUPPRESS)  # a child process: one count, one phase
+    parser.add_argument("--phase", choices=["forward", "calibrate"], help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     work = Path(args.work)
     model, images = work / "sknet50.onnx", work / "images"
     if args.measure:
-        print(json.dumps(measure(model, images, args.measure, args.method)))
+        print(json.dumps(measure(model, images, args.measure, args.method, args.phase)))
         return
     work.mkdir(parents=True, exist_ok=True)
     if not model.exists():
@@ -143,12 +144,15 @@ def main():
     write_crops(images, max(args.counts))
     rows = []
     for count in args.counts:
-        report = work / f"measure_{count}.json"
-        _, peak = run_counted([sys.executable, __file__, "--work", str(work), "--method", args.method,
-                               "--measure", str(count)], stdout=report, cwd=ROOT)
-        row = json.loads(report.read_text())
+        row = {"images": count}
+        for phase in ("forward", "calibrate"):  # back to back, each in a fresh process
+            report = work / f"measure_{count}_{phase}.json"
+            _, peak = run_counted([sys.executable, __file__, "--work", str(work), "--method", args.method,
+                                   "--measure", str(count), "--phase", phase], stdout=report, cwd=ROOT)
+            row.update(json.loads(report.read_text()))
+        row["peak_rss_mb"] = round(peak)  # calibration's
         forward = row["forward_s_per_image"] + row["decode_s_per_image"]
-        row.update(peak_rss_mb=round(peak), ratio=row["calibration_s_per_image"] / forward,
+        row.update(ratio=row["calibration_s_per_image"] / forward,
                    ratio_to_session=row["calibration_s_per_image"] / row["forward_s_per_image"])
         rows.append(row)
         print(json.dumps(row), flush=True)
