@@ -1,13 +1,17 @@
-"""Peak memory and wall time of INT8 calibration for SKNet-50 at 224x224 with 128, 512 and 1024 images.
+"""INT8 calibration of SKNet-50 at 224x224 against a plain FP32 forward pass of the same graph, side by side in two
+processes per image count: seconds per image of each, their ratio, and calibration's peak memory.
 
-    .venv/bin/python scripts/bench_calibration.py [--counts 128 512 1024] [--method entropy]
+    .venv/bin/python scripts/bench_calibration.py [--counts 128 1024] [--method mse]
 
 Images: random square crops (random size and position) of the colour photos that ship with
-scikit-image and scikit-learn, saved as JPEG, so decoding and preprocessing are part of the cost.
-Weights: SKNet-50 with its PyTorch initialisation (no trained weights exist); calibration cost does
-not depend on the weight values. Each count runs `skdeploy calibrate` in a fresh process whose peak
-RSS comes from the kernel (wait4), so counts do not share memory. Targets (issue 4): peak RSS under
-3 GB at 1024 images, time linear in images.
+scikit-image and scikit-learn, saved as JPEG. Weights: SKNet-50 with random weights and randomized
+BatchNorm statistics (no trained weights exist; calibration cost does not depend on the values, but
+folded BatchNorm must be real). For each count, two fresh processes back to back (peak RSS from the kernel,
+wait4): the FP32 forward, onnxruntime over the same images in the batch size calibration uses, the session's
+time and the time to decode and preprocess the images counted apart; then `calibrate_model` (no held-out
+scoring, no cache), everything included.
+Targets (issue 11): calibration per image <= 1.5x the forward per image (decoding counted in both);
+peak RSS <= 1 GB at 1024 images.
 """
 import argparse
 import json
@@ -49,11 +53,61 @@ def write_crops(folder: Path, count: int, seed: int = 0) -> None:
             folder / f"crop_{index:04d}.jpg", quality=90)
 
 
-def export_sknet50(path: Path) -> None:
-    if path.exists():
-        return
-    subprocess.run([str(ROOT / ".venv/bin/skdeploy"), "export", "--arch", "sknet50", "--dynamic-batch",
-                    "-o", str(path)], check=True)
+def export_sknet50(path: Path, seed: int = 0):
+    """SKNet-50 (224x224, dynamic batch) with random weights and randomized BatchNorm statistics, so folding
+    is real; returns the loaded model (its config has the preprocessing)."""
+    import torch
+
+    from skdeploy.export import ExportSettings, export_model
+    from skdeploy.models import load_model
+
+    torch.manual_seed(seed)
+    loaded = load_model(arch="sknet50", pretrained=False)
+    with torch.no_grad():
+        for module in loaded.module.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+    export_model(loaded, path, ExportSettings(dynamic_batch=True), force=True)
+    return loaded
+
+
+def measure(model: Path, images: Path, count: int, method: str, phase: str) -> dict:
+    """In this process, over `count` images: the FP32 forward ("forward") or their calibration ("calibrate"),
+    in seconds per image. Only what calibrate needs is imported (not torch), so the peak RSS is the phase's."""
+    import onnx
+
+    from skdeploy.calib import CalibrationSettings, calibrate_model
+    from skdeploy.calib.collect import batch_size_for
+    from skdeploy.data import InputShape, Preprocessing, open_source, select_calibration
+    from skdeploy.log import QUIET, log
+    from skdeploy.manifest import load_manifest
+    from skdeploy.onnx.index import GraphIndex
+    from skdeploy.runners import OnnxRuntimeRunner
+
+    if phase == "calibrate":
+        started = time.perf_counter()
+        with log.verbosity(QUIET):
+            calibrate_model(model, model.with_name(f"sknet50_int8_{count}.onnx"),
+                            CalibrationSettings(method=method, calib_data=str(images), calib_images=count,
+                                                holdout_images=0, reuse_cache=False), force=True)
+        return {"calibration_s_per_image": (time.perf_counter() - started) / count}
+    preprocessing = Preprocessing.from_dict(load_manifest(model)["preprocessing"])
+    index = GraphIndex(onnx.load(model))
+    batch = batch_size_for(index, index.activations(), CalibrationSettings().memory_mb)  # what calibration uses
+    shape = InputShape(*index.shape(index.inputs[0])[1:])
+    selection = select_calibration(open_source(images, shape, lambda _: preprocessing), shape, count, 0, 0)
+    decode = forward = 0.0
+    with OnnxRuntimeRunner(model) as runner:
+        started = time.perf_counter()
+        for samples, _ in selection.batches(selection.calibration, batch):
+            loaded = time.perf_counter()
+            runner.infer({index.inputs[0]: samples})
+            decode, forward = decode + loaded - started, forward + time.perf_counter() - loaded
+            started = time.perf_counter()
+    return {"batch": batch, "forward_s_per_image": forward / count, "decode_s_per_image": decode / count}
 
 
 def run_counted(command, stdout=None, cwd=None) -> tuple:
@@ -72,34 +126,43 @@ def run_counted(command, stdout=None, cwd=None) -> tuple:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--counts", type=int, nargs="+", default=[128, 512, 1024])
-    parser.add_argument("--method", default="entropy", choices=["entropy", "max", "percentile"])
+    parser.add_argument("--counts", type=int, nargs="+", default=[128, 1024])
+    parser.add_argument("--method", default="mse", choices=["mse", "entropy", "max", "percentile"])
     parser.add_argument("--work", default=str(ROOT / "out" / "bench_calibration"))
+    parser.add_argument("--measure", type=int, help=argparse.SUPPRESS)  # a child process: one count, one phase
+    parser.add_argument("--phase", choices=["forward", "calibrate"], help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     work = Path(args.work)
+    model, images = work / "sknet50.onnx", work / "images"
+    if args.measure:
+        print(json.dumps(measure(model, images, args.measure, args.method, args.phase)))
+        return
     work.mkdir(parents=True, exist_ok=True)
-    model = work / "sknet50.onnx"
-    export_sknet50(model)
-    images = work / "images"
+    if not model.exists():
+        export_sknet50(model)
     write_crops(images, max(args.counts))
     rows = []
     for count in args.counts:
-        output = work / f"sknet50_int8_{count}.onnx"
-        wall, peak = run_counted([str(ROOT / ".venv/bin/skdeploy"), "calibrate", str(model), "--int8",
-                                  "--method", args.method, "--calib-data", str(images), "--calib-images",
-                                  str(count), "--holdout-images", "0", "--no-cache", "--force", "-o", str(output)])
-        stage = json.loads(Path(str(output) + ".json").read_text())["stages"][-1]
-        rows.append({"images": count, "wall_s": round(wall, 1), "s_per_image": round(wall / count, 3),
-                     "peak_rss_mb": round(peak), "calibrate_stage_s": stage["seconds"]})
-        print(json.dumps(rows[-1]), flush=True)
-    print(f"\nSKNet-50 224x224, INT8 {args.method}, {os.cpu_count()} CPUs, onnxruntime CPU")
-    print(f"{'images':>7} {'wall s':>8} {'s/image':>8} {'peak RSS MB':>12}")
+        row = {"images": count}
+        for phase in ("forward", "calibrate"):  # back to back, each in a fresh process
+            report = work / f"measure_{count}_{phase}.json"
+            _, peak = run_counted([sys.executable, __file__, "--work", str(work), "--method", args.method,
+                                   "--measure", str(count), "--phase", phase], stdout=report, cwd=ROOT)
+            row.update(json.loads(report.read_text()))
+        row["peak_rss_mb"] = round(peak)  # calibration's
+        forward = row["forward_s_per_image"] + row["decode_s_per_image"]
+        row.update(ratio=row["calibration_s_per_image"] / forward,
+                   ratio_to_session=row["calibration_s_per_image"] / row["forward_s_per_image"])
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print(f"\nSKNet-50 224x224, INT8 {args.method}, {os.cpu_count()} CPUs, onnxruntime CPU, s per image")
+    print("| images | batch | decode | forward (session) | calibration | ratio (decode in both) | ratio to the session | peak RSS MB |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
-        print(f"{row['images']:>7} {row['wall_s']:>8} {row['s_per_image']:>8} {row['peak_rss_mb']:>12}")
-    if len(rows) > 1:
-        slope = np.polyfit([r["images"] for r in rows], [r["wall_s"] for r in rows], 1)
-        print(f"fit: wall = {slope[1]:.1f} s + {slope[0]:.3f} s/image")
+        print(f"| {row['images']} | {row['batch']} | {row['decode_s_per_image']:.3f} | {row['forward_s_per_image']:.3f} "
+              f"| {row['calibration_s_per_image']:.3f} | {row['ratio']:.2f} | {row['ratio_to_session']:.2f} "
+              f"| {row['peak_rss_mb']} |")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""Our INT8 calibrator against NVIDIA ModelOpt's ONNX PTQ, in one process, on the same FP32 ONNX and the same
-preprocessed calibration images. (onnxruntime's quantize_static is not compared yet: see docs/precision.md.)
+"""Our INT8 calibrator against NVIDIA ModelOpt's ONNX PTQ and onnxruntime's quantize_static, in one process, on the
+same FP32 ONNX and the same preprocessed calibration images.
 
     /tmp/venv-modelopt/bin/python scripts/compare_modelopt.py --model demo     # 512 calibration images
     /tmp/venv-modelopt/bin/python scripts/compare_modelopt.py --model sknet50 --calib-images 128
@@ -79,23 +79,10 @@ def demo_inputs(work: Path, calib_images: int, test_images: int):
 def sknet50_inputs(work: Path, calib_images: int, test_images: int, seed=0):
     """SKNet-50 at 224x224 with random weights and randomized BatchNorm statistics (so folding is real),
     calibrated and tested on random crops of sample photos (no labels; the FP32 ONNX is the reference)."""
-    import torch
+    from bench_calibration import export_sknet50, write_crops
 
-    from bench_calibration import write_crops
-    from skdeploy.export import ExportSettings, export_model
-    from skdeploy.models import load_model
-
-    torch.manual_seed(seed)
-    loaded = load_model(arch="sknet50", pretrained=False)
-    with torch.no_grad():
-        for module in loaded.module.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.2, 0.2)
-                module.running_var.uniform_(0.5, 2.0)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
     source = work / "sknet50.onnx"
-    export_model(loaded, source, ExportSettings(dynamic_batch=True), force=True)
+    loaded = export_sknet50(source, seed)
     crops = work / "crops"
     write_crops(crops, calib_images + test_images, seed)
     array = preprocessed(crops, loaded.config.input_size, loaded.config.preprocessing, calib_images + test_images)
@@ -125,6 +112,29 @@ def modelopt(source, calibration_npy, output, method):
              output_path=str(output), log_level="WARNING")
 
 
+def onnxruntime_static(source, calibration_npy, output, batch=16):
+    """onnxruntime's quantize_static with its default MinMax calibration, as a Q/DQ graph comparable to ours:
+    symmetric INT8 activations, per-channel symmetric INT8 weights. The reader must name the graph's input."""
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+
+    data = np.load(calibration_npy)
+    input_name = onnx.load(source).graph.input[0].name
+
+    class Batches(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(data[start:start + batch] for start in range(0, len(data), batch))
+
+        def get_next(self):
+            samples = next(self.batches, None)
+            return None if samples is None else {input_name: samples}
+
+    quantize_static(str(source), str(output), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax,
+                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+
+
 def qdq_count(path) -> int:
     return sum(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in onnx.load(path).graph.node)
 
@@ -150,7 +160,11 @@ def main():
         source, calibration, images, labels, reference = prepare(work, calib_images, test_images)
     calibration_npy = work / "calibration.npy"
     np.save(calibration_npy, calibration.astype(np.float32))
+    # quantize_static before ModelOpt: ModelOpt's quantize patches onnxruntime.quantization's calibrators in the
+    # process (its ort_patching), after which quantize_static fails ("Quantization parameters are not specified
+    # for param input")
     rows = {"skdeploy (default)": lambda out: ours(source, calibration_npy, out, len(calibration)),
+            "onnxruntime quantize_static (MinMax)": lambda out: onnxruntime_static(source, calibration_npy, out),
             "ModelOpt entropy (its default)": lambda out: modelopt(source, calibration_npy, out, "entropy"),
             "ModelOpt max": lambda out: modelopt(source, calibration_npy, out, "max")}
     results = []

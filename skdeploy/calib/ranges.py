@@ -14,7 +14,7 @@ METHODS = ("mse", "max", "entropy", "percentile")
 QUANT_LEVELS = 128  # int8 symmetric: 127 steps each side of zero (TensorRT uses 128 for the KL search)
 MIN_BINS = 2048
 INT8_STEPS = 127  # symmetric INT8: amax maps to 127
-ALGORITHM = "skdeploy-ranges-4"  # part of the cache key: bump when the range computation changes
+ALGORITHM = "skdeploy-ranges-5"  # part of the cache key: bump when the range computation changes
 
 
 class TensorHistogram:
@@ -27,25 +27,32 @@ class TensorHistogram:
         self.absmax = 0.0
         self.exact_zeros = 0  # e.g. ReLU outputs: exact at any scale, so they do not steer the KL search
         self.zeros_before_range = 0
+        self.batches = 0  # updates so far: the sampling offset
 
-    def update(self, values: np.ndarray) -> None:
-        magnitudes = np.abs(values.reshape(-1))
-        peak = float(magnitudes.max()) if magnitudes.size else 0.0
+    def update(self, values: np.ndarray, stride: int = 1) -> None:
+        """Fold in `values`: the maximum from all of them, the counts from every `stride`-th (starting at a
+        different offset each batch, so every position of a tensor is sampled over the batches)."""
+        flat = values.reshape(-1)
+        peak = max(float(flat.max()), -float(flat.min())) if flat.size else 0.0  # no temporary array
         if not math.isfinite(peak):
             raise ValueError("non-finite activation")
         self.absmax = max(self.absmax, peak)
-        self.exact_zeros += magnitudes.size - int(np.count_nonzero(magnitudes))
+        sample = flat[self.batches % stride::stride] if stride > 1 else flat
+        self.batches += 1
+        self.exact_zeros += sample.size - int(np.count_nonzero(sample))
         if self.top == 0.0:
             if peak == 0.0:
-                self.zeros_before_range += magnitudes.size
+                self.zeros_before_range += sample.size
                 return
             self.top = peak
             self.counts[0] += self.zeros_before_range
         if peak > self.top:
             self._grow(2 ** math.ceil(math.log2(peak / self.top)))
-        index = (magnitudes * np.float32(self.size / self.top)).astype(np.int64)
-        np.minimum(index, self.size - 1, out=index)
-        self.counts += np.bincount(index, minlength=self.size)
+        scaled = sample * np.float32(self.size / self.top)
+        index = np.abs(scaled, out=scaled).astype(np.intp)
+        counts = np.bincount(index, minlength=self.size)
+        self.counts += counts[:self.size]
+        self.counts[-1] += counts[self.size:].sum()  # |x| at the top edge (or rounded onto it) is in the last bin
 
     def _grow(self, factor: int) -> None:
         merged = np.zeros(self.size, np.int64)
@@ -113,14 +120,30 @@ def mse_amax(hist: TensorHistogram) -> float:
         counts[0] -= hist.exact_zeros
     if counts.size <= QUANT_LEVELS or counts.sum() == 0:
         return hist.absmax
-    centres = (np.arange(counts.size) + 0.5) * hist.bin_width
-    best, least = hist.absmax, np.inf
-    for edge in range(QUANT_LEVELS, counts.size + 1):
-        step = edge * hist.bin_width / INT8_STEPS
-        error = float(counts @ (centres - np.minimum(np.round(centres / step), INT8_STEPS) * step) ** 2)
-        if error < least:
-            best, least = edge * hist.bin_width, error
-    return min(hist.absmax, best)
+    candidates, errors = quantisation_errors(counts)
+    return min(hist.absmax, int(candidates[int(np.argmin(errors))]) * hist.bin_width)
+
+
+def quantisation_errors(counts: np.ndarray) -> tuple:
+    """(e, squared error) of symmetric INT8 quantisation with amax at bin edge e, for every e from 128 to all
+    of `counts`, in bin widths, each bin's values (n of them) at its centre c = j + 0.5. All thresholds at
+    once: with step s = e / 127, the bins from b_k on round to level k or higher (level 127 runs to the end,
+    which is the clipping), so by summation by parts the error sum(n (c - level s)^2) is
+    S2 - 2 s (127 S1 - sum_k C1[b_k]) + s^2 (127^2 S0 - sum_k (2k - 1) C0[b_k]), k = 1..127, with S the
+    totals and C the cumulative sums of n, n c (and S2 of n c^2)."""
+    centres = np.arange(counts.size) + 0.5
+    below_mass = np.concatenate([[0.0], np.cumsum(counts)])  # C0[m]: bins [0, m)
+    below_moment = np.concatenate([[0.0], np.cumsum(counts * centres)])  # C1[m]
+    candidates = np.arange(QUANT_LEVELS, counts.size + 1)
+    odd = 2 * np.arange(1, INT8_STEPS + 1) - 1  # 2k - 1
+    # bin j rounds to level >= k when (j + 0.5) * 127 / e > k - 0.5: b_k = floor((2k - 1) e / 254 + 1/2); at an
+    # exact tie the bin's error is the same in either level, so float rounding there is harmless
+    starts = np.floor(np.multiply.outer(candidates, odd / (2 * INT8_STEPS)) + 0.5).astype(np.intp)
+    step = candidates / INT8_STEPS
+    first = INT8_STEPS * below_moment[-1] - below_moment[starts].sum(axis=1)
+    second = INT8_STEPS ** 2 * below_mass[-1] - below_mass[starts] @ odd
+    errors = float(counts @ centres ** 2) - 2 * step * first + step ** 2 * second
+    return candidates, errors
 
 
 def clipping_divergences(counts: np.ndarray) -> tuple:

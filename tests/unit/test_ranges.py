@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from skdeploy.calib.ranges import (TensorHistogram, amax_of, clipping_divergences, entropy_amax, mse_amax, percentile_amax,
-                                   without_spikes)
+                                   quantisation_errors, without_spikes)
 from skdeploy.errors import UsageError
 
 
@@ -90,6 +90,19 @@ def test_a_peak_equal_to_the_top_does_not_grow():
     hist.update(np.array([0.5], np.float32))
     assert hist.top == 0.5
     assert hist.counts.tolist() == [1, 0, 0, 2]
+
+
+def test_a_stride_bins_every_nth_value_from_a_moving_offset_but_takes_the_maximum_from_all():
+    hist = TensorHistogram(2)
+    # first batch, offset 0: 4, 2, 0, 3 are binned over [0, 4] (width 1); 4 sits on the top edge: last bin
+    hist.update(np.array([4, 1, 2, 3, 0, 1, 3, 2], np.float32), stride=2)
+    assert hist.counts.tolist() == [1, 0, 1, 2] and hist.exact_zeros == 1 and hist.absmax == 4.0
+    # second batch, offset 1: only 1 and 3 are binned, yet -9 (not sampled) sets the maximum and grows the
+    # range twice, to [0, 16] (width 4): the old counts merge into bin 0, and 1 and 3 land there too
+    hist.update(np.array([-9, 1, 0.5, 3], np.float32), stride=2)
+    assert hist.top == 16.0 and hist.absmax == 9.0
+    assert hist.counts.tolist() == [6, 0, 0, 0] and hist.exact_zeros == 1
+    assert hist.used_bins().tolist() == [6, 0, 0]  # 9 is in bin 2 of width 4
 
 
 def test_zeros_before_the_first_nonzero_batch_land_in_bin_zero():
@@ -337,6 +350,17 @@ def test_mse_keeps_a_uniform_range_and_clips_a_laplace_tail():
     assert 0.99 * uniform.absmax <= mse_amax(uniform) <= uniform.absmax
     laplace = histogram(rng.laplace(0, 1, 200_000), bins=2048)
     assert mse_amax(laplace) < 0.8 * laplace.absmax
+
+
+def test_all_thresholds_at_once_give_each_thresholds_own_quantisation_error():
+    """The cumulative-sum errors against quantizing every bin centre at every candidate edge one by one."""
+    counts = np.random.default_rng(4).integers(0, 1000, 300).astype(np.float64)
+    centres = np.arange(300) + 0.5
+    candidates, errors = quantisation_errors(counts)
+    assert candidates.tolist() == list(range(128, 301))
+    direct = [counts @ (centres - np.minimum(np.round(centres / (edge / 127)), 127) * (edge / 127)) ** 2
+              for edge in candidates]
+    assert errors == pytest.approx(direct, rel=1e-9)
 
 
 def test_mse_leaves_exact_zeros_out():
