@@ -283,7 +283,10 @@ def deploy(bundle, settings: DeploySettings = None, force=False) -> DeployResult
 @contextlib.contextmanager
 def _work_kept_once_used(work: Path):
     """The work folder stays after a failure once it holds something a rerun can reuse; an empty one goes."""
-    work.mkdir(parents=True, exist_ok=True)
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SkdeployError(f"cannot create the work folder {work}: {exc.strerror}") from None
     try:
         yield work
     except BaseException:

@@ -39,6 +39,8 @@ CASES = [
          r"checkpoint .*nope\.pt does not exist"),
     Case("deploy a file that is not ONNX", ("deploy", "{ws}/notes.onnx", "-o", "{ws}/b"), 1,
          r"notes\.onnx is not a readable ONNX model", _not_onnx),
+    Case("deploy into a folder that cannot exist", ("deploy", "-o", "{ws}/demo.onnx/bundle"), 1,
+         r"cannot create the work folder .*demo\.onnx/\.bundle\.work: Not a directory"),
     Case("deploy ONNX and arch", ("deploy", "{ws}/demo.onnx", "--arch", "sknet50", "-o", "{ws}/b"), 2,
          r"give one of --arch, --model or an ONNX file"),
 ]
