@@ -7,10 +7,9 @@ command must succeed and, for the budget, meet it."""
 import json
 
 import onnx
-from click.testing import CliRunner
 
 from bad_input_cases import DEMO_ONNX, error_lines
-from skdeploy.cli import cli
+from conftest import run_cli
 
 MAIN_CONV = "/layers/layers.0/conv3/Conv"  # the residual Add of block 0 fuses into it
 DOWNSAMPLE = "/layers/layers.0/downsample/downsample.0/Conv"  # the Add's other input, its shortcut
@@ -18,9 +17,7 @@ DOWNSAMPLE = "/layers/layers.0/downsample/downsample.0/Conv"  # the Add's other 
 
 def calibrate(workspace, *options):
     output = workspace / "b.onnx"
-    result = CliRunner().invoke(cli, ["calibrate", str(workspace / DEMO_ONNX), "--int8", "--calib-images", "64",
-                                      *options, "-o", str(output)], prog_name="skdeploy")
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    result = run_cli("calibrate", workspace / DEMO_ONNX, "--int8", "--calib-images", "64", *options, "-o", output)
     assert result.exit_code == 0, error_lines(result.stderr)
     stages = json.loads((workspace / "b.onnx.json").read_text())["stages"]
     return next(stage for stage in stages if stage["stage"] == "calibrate")

@@ -6,6 +6,7 @@ import zipfile
 
 import pytest
 
+from conftest import run_cli
 from bad_input_cases import DEMO_ENGINE, DEMO_IMAGES, DEMO_ONNX, Case, run_case
 
 
@@ -114,11 +115,7 @@ def test_bad_command_line(case, workspace):
 
 
 def test_help_still_shows_the_examples():
-    from click.testing import CliRunner
-
-    from skdeploy.cli import cli
-
-    result = CliRunner().invoke(cli, ["calibrate", "--help"])
+    result = run_cli("calibrate", "--help")
     assert result.exit_code == 0 and "Examples:" in result.stdout and "skdeploy calibrate out/demo.onnx" in result.stdout
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_cli
 from bad_input_cases import (DEMO_ENGINE, DEMO_IMAGES, DEMO_ONNX, Case, checkout_environment, error_lines, run_case,
                              snapshot)
 
@@ -143,12 +144,8 @@ def test_an_artifact_that_is_not_what_its_manifest_recorded(case, workspace):
 
 def test_no_verify_reads_the_changed_artifact_anyway(workspace):
     """The escape hatch: --no-verify shows the manifest of a file that no longer matches it."""
-    from click.testing import CliRunner
-
-    from skdeploy.cli import cli
-
     truncated(DEMO_ONNX)(workspace)
-    result = CliRunner().invoke(cli, ["inspect", str(workspace / DEMO_ONNX), "--no-verify", "--json"])
+    result = run_cli("inspect", workspace / DEMO_ONNX, "--no-verify", "--json")
     assert result.exit_code == 0, result.stderr
     recorded = json.loads((workspace / f"{DEMO_ONNX}.json").read_text())["artifact"]["sha256"]
     assert json.loads(result.stdout)["artifact"]["sha256"] == recorded

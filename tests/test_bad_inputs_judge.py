@@ -13,6 +13,7 @@ import pytest
 from onnx import numpy_helper
 from PIL import Image
 
+from conftest import run_cli
 from bad_input_cases import DEMO_CHECKPOINT, DEMO_IMAGES, DEMO_ONNX, Case, run_case
 from skdeploy.fileio import sha256_file
 from skdeploy.manifest import load_manifest, write_manifest
@@ -173,13 +174,9 @@ def test_bad_input(case, workspace):
 
 # ---- the rules' other side: trusted code runs, real 16-bit pictures keep their values ----------------
 def test_trusted_model_code_is_imported(workspace):
-    from click.testing import CliRunner
-
-    from skdeploy.cli import cli
-
     edit_manifest(model_code_that_leaves_a_marker)(workspace)
     args = [str(a).format(ws=workspace) for a in VALIDATE_DEMO] + ["--trust-model-code", "--limit", "4", "--json"]
-    result = CliRunner().invoke(cli, args)
+    result = run_cli(*args)
     assert (workspace / MARKER).read_text() == "imported"
     assert result.exit_code == 0, result.stderr  # the user's own model with the checkpoint is the demo model
     assert json.loads(result.stdout)["candidates"][0]["metrics"]["agreement"] == 1.0
