@@ -130,10 +130,8 @@ class Preprocessing:
 
     def reference_inputs(self, inputs: np.ndarray) -> np.ndarray:
         """Model inputs (N, ...) in this form -> the normalized float32 (N, C, H, W) the FP32 PyTorch model takes."""
-        inputs = np.asarray(inputs)
-        if self.layout == "NHWC":
-            inputs = inputs.transpose(0, 3, 1, 2)
-        return self.normalized(inputs) if self.in_graph else np.ascontiguousarray(inputs, dtype=np.float32)
+        return np.ascontiguousarray(self.convert(inputs, replace(self, layout="NCHW", in_graph=False)),
+                                    dtype=np.float32)
 
     def convert(self, inputs: np.ndarray, form: "Preprocessing") -> np.ndarray:
         """Model inputs (N, ...) prepared by this preprocessing -> the same samples in `form`'s layout,
@@ -143,6 +141,8 @@ class Preprocessing:
         inputs = np.asarray(inputs)
         if self.layout == "NHWC":
             inputs = inputs.transpose(0, 3, 1, 2)
+        if (form.in_graph, form.raw_dtype) == (self.in_graph, self.raw_dtype):  # the layout alone differs
+            return np.ascontiguousarray(inputs.transpose(0, 2, 3, 1) if form.layout == "NHWC" else inputs)
         if self.in_graph:
             pixels = inputs.astype(np.float32)
         else:  # undo the normalization: pixel values 0-255 again
