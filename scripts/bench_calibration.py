@@ -74,7 +74,7 @@ def export_sknet50(path: Path, seed: int = 0):
     return loaded
 
 
-def measure(model: Path, images: Path, count: int, method: str, phase: str) -> dict:
+def measure(model: Path, images: Path, count: int, method: str, phase: str, batch: int = None) -> dict:
     """In this process, over `count` images: the FP32 forward ("forward") or their calibration ("calibrate"),
     in seconds per image. Only what calibrate needs is imported (not torch), so the peak RSS is the phase's."""
     import onnx
@@ -92,11 +92,11 @@ def measure(model: Path, images: Path, count: int, method: str, phase: str) -> d
         with log.verbosity(QUIET):
             calibrate_model(model, model.with_name(f"sknet50_int8_{count}.onnx"),
                             CalibrationSettings(method=method, calib_data=str(images), calib_images=count,
-                                                holdout_images=0, reuse_cache=False), force=True)
+                                                holdout_images=0, reuse_cache=False, batch_size=batch), force=True)
         return {"calibration_s_per_image": (time.perf_counter() - started) / count}
     preprocessing = Preprocessing.from_dict(load_manifest(model)["preprocessing"])
     index = GraphIndex(onnx.load(model))
-    batch = batch_size_for(index, index.activations(), CalibrationSettings().memory_mb)  # what calibration uses
+    batch = batch or batch_size_for(index, index.activations(), CalibrationSettings().memory_mb)  # what calibration uses
     shape = InputShape(*index.shape(index.inputs[0])[1:])
     selection = select_calibration(open_source(images, shape, lambda _: preprocessing), shape, count, 0, 0)
     decode = forward = 0.0
@@ -128,6 +128,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--counts", type=int, nargs="+", default=[128, 1024])
     parser.add_argument("--method", default="mse", choices=["mse", "entropy", "max", "percentile"])
+    parser.add_argument("--batch", type=int, help="batch size of both phases (default: what calibration picks)")
     parser.add_argument("--work", default=str(ROOT / "out" / "bench_calibration"))
     parser.add_argument("--measure", type=int, help=argparse.SUPPRESS)  # a child process: one count, one phase
     parser.add_argument("--phase", choices=["forward", "calibrate"], help=argparse.SUPPRESS)
@@ -136,7 +137,7 @@ def main():
     work = Path(args.work)
     model, images = work / "sknet50.onnx", work / "images"
     if args.measure:
-        print(json.dumps(measure(model, images, args.measure, args.method, args.phase)))
+        print(json.dumps(measure(model, images, args.measure, args.method, args.phase, args.batch)))
         return
     work.mkdir(parents=True, exist_ok=True)
     if not model.exists():
@@ -148,7 +149,8 @@ def main():
         for phase in ("forward", "calibrate"):  # back to back, each in a fresh process
             report = work / f"measure_{count}_{phase}.json"
             _, peak = run_counted([sys.executable, __file__, "--work", str(work), "--method", args.method,
-                                   "--measure", str(count), "--phase", phase], stdout=report, cwd=ROOT)
+                                   "--measure", str(count), "--phase", phase]
+                                  + (["--batch", str(args.batch)] if args.batch else []), stdout=report, cwd=ROOT)
             row.update(json.loads(report.read_text()))
         row["peak_rss_mb"] = round(peak)  # calibration's
         forward = row["forward_s_per_image"] + row["decode_s_per_image"]

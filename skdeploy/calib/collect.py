@@ -1,11 +1,19 @@
 """Run the FP32 model batch by batch in onnxruntime and fold activations into per-tensor statistics.
 
-Tensors that get Q/DQ come out of the session whole and go into histograms; every other float
-activation is reduced inside the graph to its max and min (ReduceMax, ReduceMin: no temporary
-tensor), so only two scalars leave onnxruntime. The batch is sized so one batch of activations stays
-inside a memory budget, which bounds peak memory whatever the number of images.
+Every measurement is a node of the graph, placed right after the tensor's producer, so only small tensors
+leave onnxruntime and the session keeps its fused, blocked-layout (NCHWc) convolutions:
+  - the largest value of each float activation: GlobalMaxPool on a 4-D tensor (it runs in the blocked
+    layout, so the tensor is not reordered for it), ReduceMax otherwise; and its smallest (ReduceMin) unless
+    the tensor cannot be negative (`nonnegative_tensors`);
+  - for each tensor that gets Q/DQ, a histogram sample: the whole tensor up to VALUES_PER_SAMPLE values per
+    sample, else every s-th row and column of a 4-D tensor (MaxPool with a 1x1 kernel and stride s).
+Some tensors are not measured at all: outputs of ops that only clamp, reshape, pool or concatenate follow
+from their inputs' extremes, and a tensor read by nothing but a Relu takes the Relu's maximum
+(`relu_inputs`). The batch is sized so one batch of activations stays inside a memory budget, which
+bounds peak memory whatever the number of images.
 """
 import copy
+import math
 
 import numpy as np
 import onnx
@@ -22,37 +30,116 @@ MAX_AUTO_BATCH = 32
 # MaxPool's minimum (a bound); Relu clamps both at zero
 RANGE_KEEPING_OPS = {"Relu", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Transpose", "MaxPool",
                      "Concat"}
-MAX_SUFFIX, MIN_SUFFIX = "__skdeploy_max", "__skdeploy_min"
-# values per sample that go into a tensor's histogram (its maximum always sees all): 2^16 keeps every value of
-# the demo model's tensors and down to a thirteenth of SKNet-50's largest ones at 224x224, where binning every
-# value cost as much as a forward pass
-HISTOGRAM_VALUES_PER_SAMPLE = 2 ** 16
+NONNEGATIVE_OPS = {"Relu", "Sigmoid", "Softmax", "Abs", "Exp", "Sqrt"}  # never negative, whatever they read
+# non-negative when every float input is (a constant input included)
+SIGN_KEEPING_OPS = {"Add", "Mul", "Concat", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
+                    "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Transpose"}
+MAX_SUFFIX, MIN_SUFFIX, SAMPLE_SUFFIX = "__skdeploy_max", "__skdeploy_min", "__skdeploy_sample"
+# values per sample that go into a tensor's histogram (its extremes always see all): 2^16 keeps every value
+# of the demo model's tensors, and 32,768 to 65,536 of each of SKNet-50's large ones at 224x224, where binning
+# every value cost as much as a forward pass
+VALUES_PER_SAMPLE = 2 ** 16
 
 
-def probe_model(model: onnx.ModelProto, index: GraphIndex, whole, reduced) -> onnx.ModelProto:
-    """A copy of `model` that also returns the tensors `whole` and the largest |x| of each of `reduced`.
-    Each reduction sits right after its producer, so no activation outlives its place in the graph."""
+def nonnegative_tensors(index: GraphIndex) -> set:
+    """Activations that cannot be negative: outputs of NONNEGATIVE_OPS, and of SIGN_KEEPING_OPS reading only
+    such tensors or non-negative constants. Their minimum is not measured (it is at least 0)."""
+    known = set()
+
+    def nonnegative(name):
+        if name in known:
+            return True
+        value = index.constant(name)
+        return value is not None and value.size > 0 and float(np.min(value)) >= 0
+
+    for node in index.graph.node:
+        floats = [name for name in node.input if name and index.is_float(name)]
+        if node.op_type in NONNEGATIVE_OPS or (node.op_type in SIGN_KEEPING_OPS and floats
+                                               and all(map(nonnegative, floats))):
+            known.update(name for name in node.output if name)
+    return known
+
+
+def relu_inputs(index: GraphIndex, histogram_tensors: set) -> dict:
+    """{tensor: the Relu's output} for tensors read by one Relu and nothing else (not graph inputs or outputs,
+    not Q/DQ tensors). Such a tensor's largest |x| is taken as the Relu output's maximum and its negative
+    side is not measured: it is never stored on its own (TensorRT fuses the Relu into the producing Conv or
+    Add, and a calibration table's range for it is unused) and never survives the Relu (an FP16 value that
+    overflows to -inf still becomes 0). Measuring it would cost more than the rest of calibration's
+    measurements together: a reduction reading a Conv's output keeps onnxruntime from fusing the Relu."""
+    sources = {}
+    for node in index.graph.node:
+        if node.op_type != "Relu" or not node.input or not node.input[0]:
+            continue
+        source = node.input[0]
+        if (source not in histogram_tensors and source not in index.inputs and index.is_float(source)
+                and index.only_reader(source) is node):
+            sources[source] = node.output[0]
+    return sources
+
+
+def derived_tensors(index: GraphIndex, measured: set) -> dict:
+    """{tensor: (op, its float inputs)} for outputs of RANGE_KEEPING_OPS reading only activations, except
+    the tensors in `measured`."""
+    derived = {}
+    for name, node in index.producer.items():
+        if node.op_type not in RANGE_KEEPING_OPS or name in measured or not index.is_float(name):
+            continue
+        sources = [i for i in node.input if i and index.is_float(i)]
+        if sources and not any(index.is_constant(i) for i in sources):
+            derived[name] = (node.op_type, sources)
+    return derived
+
+
+def sample_stride(index: GraphIndex, name: str) -> int:
+    """s for a 4-D tensor of more than VALUES_PER_SAMPLE values per sample (every s-th row and column keeps
+    a quarter to all of that many); 1 for a smaller tensor or one whose size is not known up front."""
+    dims = index.shape(name) or []
+    if len(dims) != 4 or not all(isinstance(d, int) and d > 0 for d in dims[1:]):
+        return 1
+    per_sample = int(np.prod(dims[1:]))
+    return 1 if per_sample <= VALUES_PER_SAMPLE else math.ceil(math.sqrt(per_sample / VALUES_PER_SAMPLE))
+
+
+def probe_model(model: onnx.ModelProto, index: GraphIndex, measured, nonnegative: set, histogram_tensors) \
+        -> onnx.ModelProto:
+    """A copy of `model` that also returns the largest (and, unless non-negative, smallest) value of each
+    tensor in `measured`, and a histogram sample of each of `histogram_tensors`."""
     probed = copy.deepcopy(model)
+    measured, histogram_tensors = set(measured), set(histogram_tensors)
     present = {o.name for o in probed.graph.output}
-    for name in whole:
-        if name not in present:
-            probed.graph.output.append(helper.make_tensor_value_info(name, index.elem_type(name), None))
-    reduced = set(reduced)
     nodes = []
 
-    def reduce(name):
-        for op, suffix in (("ReduceMax", MAX_SUFFIX), ("ReduceMin", MIN_SUFFIX)):
-            nodes.append(helper.make_node(op, [name], [name + suffix], keepdims=0))
-            probed.graph.output.append(helper.make_tensor_value_info(name + suffix, index.elem_type(name), []))
+    def measure(name):
+        def output(tensor):
+            if tensor not in present:
+                probed.graph.output.append(helper.make_tensor_value_info(tensor, index.elem_type(name), None))
+                present.add(tensor)
+
+        four_d = len(index.shape(name) or []) == 4
+        nodes.append(helper.make_node("GlobalMaxPool", [name], [name + MAX_SUFFIX]) if four_d else
+                     helper.make_node("ReduceMax", [name], [name + MAX_SUFFIX], keepdims=0))
+        output(name + MAX_SUFFIX)
+        if name not in nonnegative:
+            nodes.append(helper.make_node("ReduceMin", [name], [name + MIN_SUFFIX], keepdims=0))
+            output(name + MIN_SUFFIX)
+        if name in histogram_tensors:
+            stride = sample_stride(index, name)
+            if stride == 1:
+                output(name)
+            else:
+                nodes.append(helper.make_node("MaxPool", [name], [name + SAMPLE_SUFFIX], kernel_shape=[1, 1],
+                                              strides=[stride, stride]))
+                output(name + SAMPLE_SUFFIX)
 
     for name in index.inputs:
-        if name in reduced:
-            reduce(name)
+        if name in measured:
+            measure(name)
     for node in model.graph.node:
         nodes.append(node)
         for name in node.output:
-            if name in reduced:
-                reduce(name)
+            if name in measured:
+                measure(name)
     del probed.graph.node[:]
     probed.graph.node.extend(nodes)
     return probed
@@ -84,52 +171,48 @@ def collect_statistics(model: onnx.ModelProto, selection: Selection, histogram_t
 
     index = GraphIndex(model)
     histogram_tensors = list(dict.fromkeys(histogram_tensors))
-    derived = _derived_tensors(index, set(histogram_tensors))
-    reduced = [name for name in index.activations() if name not in set(histogram_tensors) and name not in derived]
+    before_relu = relu_inputs(index, set(histogram_tensors))
+    derived = derived_tensors(index, set(histogram_tensors) | set(before_relu.values()))
+    measured = [name for name in index.activations() if name not in derived and name not in before_relu]
+    nonnegative = nonnegative_tensors(index)
     input_name = index.inputs[0]
     input_batch = (index.shape(input_name) or [None])[0]
     static = isinstance(input_batch, int) and input_batch > 0
-    # onnxruntime keeps about every activation of the batch alive once some are outputs: size for all
     size = input_batch if static else (batch_size or batch_size_for(index, index.activations(), memory_mb))
     histograms = {name: TensorHistogram(bins) for name in histogram_tensors}
-    extremes = {name: (-np.inf, np.inf) for name in reduced}  # (max, min)
-    indices = selection.calibration
-    with OnnxRuntimeRunner(probe_model(model, index, histogram_tensors, reduced), priority_order=True) as runner, \
-            log.progress(len(indices), "calibrating") as advance:
-        for batch, _ in selection.batches(indices, size):
+    extremes = {name: (-np.inf, np.inf) for name in measured}  # (max, min)
+    probe = probe_model(model, index, measured, nonnegative, histogram_tensors)
+    with OnnxRuntimeRunner(probe, priority_order=True) as runner, \
+            log.progress(len(selection.calibration), "calibrating") as advance:
+        for batch, _ in selection.batches(selection.calibration, size):
             real = len(batch)
             outputs = runner.infer({input_name: pad_batch(batch, size) if static else batch})
-            for name in histogram_tensors:
-                values = outputs[name]
-                if static and real < size and values.ndim and values.shape[0] == size:
-                    values = values[:real]
-                per_sample = values.size // max(1, len(values)) if values.ndim else values.size
-                try:
-                    histograms[name].update(values, stride=max(1, -(-per_sample // HISTOGRAM_VALUES_PER_SAMPLE)))
-                except ValueError:
-                    raise SkdeployError(overflow_message(name)) from None
-            for name in reduced:
-                high, low = float(outputs[name + MAX_SUFFIX]), float(outputs[name + MIN_SUFFIX])
-                if not (np.isfinite(high) and np.isfinite(low)):
+            # copies of the last sample pad a static batch: they change no extreme, but their values are not binned
+            for name in measured:
+                high = float(np.max(outputs[name + MAX_SUFFIX]))
+                low = 0.0 if name in nonnegative else float(outputs[name + MIN_SUFFIX])
+                if not (math.isfinite(high) and math.isfinite(low)):
                     raise SkdeployError(overflow_message(name))
                 extremes[name] = (max(extremes[name][0], high), min(extremes[name][1], low))
+                if name in histograms:
+                    _bin(histograms[name], outputs.get(name + SAMPLE_SUFFIX, outputs.get(name)), real, static,
+                         peak=max(high, -low), name=name)
             del outputs
             advance(real)
-    extremes.update({name: (hist.absmax, -hist.absmax) for name, hist in histograms.items()})  # sign unknown
     for name, (op, sources) in derived.items():  # graph order: a source is measured or derived before its reader
         high, low = max(extremes[s][0] for s in sources), min(extremes[s][1] for s in sources)
         extremes[name] = (max(high, 0.0), max(low, 0.0)) if op == "Relu" else (high, low)
+    for name, activated in before_relu.items():
+        extremes[name] = (extremes[activated][0], 0.0)  # only what the Relu passes on (see relu_inputs)
     absmax = {name: max(abs(high), abs(low)) for name, (high, low) in extremes.items()}
     return histograms, absmax, size
 
 
-def _derived_tensors(index: GraphIndex, histogram_tensors: set) -> dict:
-    """{tensor: (op, its float inputs)} for outputs of RANGE_KEEPING_OPS reading only activations."""
-    derived = {}
-    for name, node in index.producer.items():
-        if node.op_type not in RANGE_KEEPING_OPS or name in histogram_tensors or not index.is_float(name):
-            continue
-        sources = [i for i in node.input if i and index.is_float(i)]
-        if sources and not any(index.is_constant(i) for i in sources):
-            derived[name] = (node.op_type, sources)
-    return derived
+def _bin(histogram: TensorHistogram, values: np.ndarray, real: int, static: bool, peak: float, name: str):
+    if static and values.ndim and values.shape[0] > real:
+        values = values[:real]
+    per_sample = values.size // max(1, len(values)) if values.ndim else values.size
+    try:
+        histogram.update(values, stride=max(1, -(-per_sample // VALUES_PER_SAMPLE)), peak=peak)
+    except ValueError:
+        raise SkdeployError(overflow_message(name)) from None
