@@ -67,23 +67,24 @@ def hash_checks(enabled: bool):
         _CHECK_HASHES.reset(token)
 
 
-def verify_artifact(artifact, manifest: dict, verify: bool = None) -> None:
+def verify_artifact(artifact, manifest: dict, verify: bool = None, sha256: str = None) -> None:
     """Fail when `artifact` is not the file its manifest describes: truncated, changed, or the manifest
-    belongs to another file. `verify` None follows hash_checks; a missing artifact is left to its reader."""
+    belongs to another file. `verify` None follows hash_checks; a missing artifact is left to its reader;
+    `sha256` is the artifact's when the caller has just hashed it."""
     if not (_CHECK_HASHES.get() if verify is None else verify):
         return
     record = manifest.get("artifact")
     recorded = record.get("sha256") if isinstance(record, dict) else None
     if not isinstance(recorded, str) or not readable_path(artifact).is_file():
         return
-    actual = sha256_file(artifact)
+    actual = sha256 or sha256_file(artifact)
     if actual != recorded:
         raise SkdeployError(f"{artifact} does not match its manifest {manifest_path(artifact).name}: sha256 "
                             f"{actual[:12]}, recorded {recorded[:12]} (the file changed or the manifest belongs "
                             "to another file; `verify=False` skips this check)")
 
 
-def verify_beside(artifact) -> None:
+def verify_beside(artifact, sha256: str = None) -> None:
     """verify_artifact against the manifest beside `artifact`, when it has a readable one (the stage that
     reads the manifest reports an unreadable one)."""
     try:
@@ -91,7 +92,7 @@ def verify_beside(artifact) -> None:
     except UsageError:
         return
     if manifest is not None:
-        verify_artifact(artifact, manifest)
+        verify_artifact(artifact, manifest, sha256=sha256)
 
 
 def load_manifest(artifact, required: bool = True, verify: bool = None):

@@ -78,6 +78,11 @@ def tampered_mean_std(manifest, workspace):
     manifest["preprocessing"].update(mean=[0.9], std=[0.01])
 
 
+def without_model_spec(manifest, workspace):
+    """Found by the damaged-manifest fuzz: a model entry without its spec was an internal error."""
+    del manifest["model"]["spec"]
+
+
 def model_code_that_leaves_a_marker(manifest, workspace):
     """Model code that builds the demo network (the workspace's checkpoint fits it) and, on import, writes
     a marker file: what any code in a .py file a manifest names could do."""
@@ -149,6 +154,9 @@ CASES = [
     Case("manifest naming a .py model", VALIDATE_DEMO, 2,
          r"the manifest of demo\.onnx names model code '.*evil\.py:build'.*pass --trust-model-code",
          edit_manifest(model_code_that_leaves_a_marker)),
+    Case("manifest whose model entry has no spec", VALIDATE_DEMO, 2,
+         r"the manifest of demo\.onnx names no model \(its model entry has no spec\).*pass --reference MODEL",
+         edit_manifest(without_model_spec)),
     Case("bench --torch of a manifest naming a .py model",
          ("bench", f"{{ws}}/{DEMO_ONNX}", "--torch", "--batch", "1", "--iterations", "1", "--warmup", "0"), 2,
          r"names model code '.*evil\.py:build'.*pass --trust-model-code",

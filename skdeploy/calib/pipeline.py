@@ -15,7 +15,7 @@ from onnx import TensorProto
 
 from ..data import InputShape, Preprocessing, default_calibration_path, open_source, select_calibration
 from ..errors import SkdeployError, UsageError, require_finite
-from ..fileio import output_transaction, sha256_file
+from ..fileio import existing_file, output_transaction, sha256_file
 from ..graph.preprocess import NORMALIZED_INPUT
 from ..log import log
 from ..manifest import StageResult, add_stage, load_manifest, manifest_path, write_manifest
@@ -344,15 +344,18 @@ def calibration_outputs(output: Path, precision: str) -> list:
 
 def _calibrate(input_onnx, output: Path, settings: CalibrationSettings) -> CalibrationResult:
     started = time.time()
-    model = load_onnx(input_onnx)
+    try:
+        onnx_sha256 = sha256_file(existing_file(input_onnx))  # hashed once: the manifest check and the record
+    except OSError as exc:
+        raise SkdeployError(f"cannot read {input_onnx}: {exc.strerror}") from None
+    model = load_onnx(input_onnx, sha256=onnx_sha256)
     _check_fp32(model, input_onnx)
     _name_nodes(model)
     check_keep_fp32(model, settings.keep_fp32)  # for INT8 too, before the statistics are collected
-    manifest = load_manifest(input_onnx, required=False)
+    manifest = load_manifest(input_onnx, required=False, verify=False)  # load_onnx checked the hash
     _, shape = _model_input(model, manifest)
     resolve = _preprocessing_resolver(input_onnx, manifest, settings, shape)
     data_path, source, selection = _calibration_data(settings, manifest, shape, resolve)
-    onnx_sha256 = sha256_file(input_onnx)
     ranges, cache_state = _collect_ranges(model, selection, settings, onnx_sha256, output)
     batch = settings.batch_size or 16
     evaluation = Evaluation(model, manifest, input_onnx, selection, batch) if selection.holdout else None

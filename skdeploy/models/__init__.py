@@ -160,6 +160,9 @@ def load_from_manifest(manifest: dict, artifact, trust_model_code: bool = False)
     travels with its artifact, so model code it names is imported only with `trust_model_code`."""
     artifact = Path(artifact)
     model = ModelEntry.from_manifest(manifest)
+    if not model.spec:
+        raise UsageError(f"the manifest of {artifact.name} names no model (its model entry has no spec), so its FP32 "
+                         "model cannot be rebuilt; pass `reference=MODEL` `checkpoint=PATH`")
     if is_model_code(model.spec) and not trust_model_code:
         raise UsageError(f"the manifest of {artifact.name} names model code {model.spec!r}, which building the "
                          "reference would import and run; pass `trust_model_code=True` if you trust it, or give "

@@ -12,9 +12,11 @@ from ..manifest import verify_beside
 EXTERNAL_DATA_ABOVE = 2_000_000_000  # bytes: protobuf cannot serialise a larger model in one message
 
 
-def load_onnx(path, load_weights=True):
+def load_onnx(path, load_weights=True, sha256: str = None):
+    """The model at `path`, checked against its manifest (`sha256`: the file's, when the caller has it) and
+    by the ONNX checker."""
     path = existing_file(path)
-    verify_beside(path)
+    verify_beside(path, sha256)
     try:
         model = onnx.load(str(readable_path(path)), load_external_data=load_weights)
     except Exception as exc:  # protobuf raises DecodeError and friends, not a common base
@@ -23,7 +25,7 @@ def load_onnx(path, load_weights=True):
     if not model.graph.node:
         raise SkdeployError(f"{path} is not a readable ONNX model (no graph nodes; truncated or not ONNX)")
     try:
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(str(readable_path(path)))  # from the file: no re-serialising of the model
     except onnx.checker.ValidationError as exc:
         raise SkdeployError(f"{path} fails the ONNX checker: {str(exc).splitlines()[0]}") from None
     return model
