@@ -124,6 +124,34 @@ def read_batches(source: Source, indices, batch_size: int, workers: int = DECODE
             yield _gathered(pending.popleft())
 
 
+def read_samples(source: Source, indices, workers: int = DECODE_WORKERS):
+    """(index, sample or the UnreadableSample it raised) for each of `indices`, in order, decoded by a thread
+    pool a few samples ahead: for walking a permutation until enough samples are readable. Stopping early
+    wastes at most the samples already under way."""
+    indices = iter(indices)
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode") as pool:
+        pending = deque()
+
+        def submit():
+            index = next(indices, None)
+            if index is not None:
+                pending.append((int(index), pool.submit(_sample_or_reason, source, int(index))))
+
+        for _ in range(2 * max(1, workers)):
+            submit()
+        while pending:
+            index, future = pending.popleft()
+            submit()
+            yield index, future.result()
+
+
+def _sample_or_reason(source: Source, index: int):
+    try:
+        return source.sample(index)
+    except UnreadableSample as exc:
+        return exc
+
+
 def _gathered(futures: list) -> np.ndarray:
     """The futures' samples as one batch, each sample let go once copied in."""
     first = futures[0].result()

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..log import log
-from .sources import InputShape, Source, UnreadableSample, read_batches
+from .sources import InputShape, Source, UnreadableSample, read_batches, read_samples
 
 DEMO_CALIBRATION_FILE = "fashion-mnist-train-2048.npz"
 
@@ -52,23 +52,21 @@ def select_calibration(source: Source, shape: InputShape, count: int, holdout: i
     digest = hashlib.sha256()
     chosen, held, skipped, reasons = [], [], 0, []
     expected = (shape.channels, shape.height, shape.width)
-    for index in order:
+    for index, sample in read_samples(source, order):
         if len(chosen) >= count and len(held) >= holdout:
             break
-        try:
-            sample = source.sample(int(index))
-        except UnreadableSample as exc:
+        if isinstance(sample, UnreadableSample):
             skipped += 1
-            reasons.append(str(exc))
+            reasons.append(str(sample))
             continue
         if sample.shape != expected:
             raise UsageError(f"preprocessing makes samples of shape {sample.shape}, the model takes {expected}; "
                              "check the crop size and channel order")
         if len(chosen) < count:
             digest.update(sample.tobytes())
-            chosen.append(int(index))
+            chosen.append(index)
         else:
-            held.append(int(index))
+            held.append(index)
     if skipped:
         log.warning(f"skipped {skipped} unreadable file{'s' if skipped != 1 else ''} in the calibration data "
                     f"(first: {reasons[0]})")
