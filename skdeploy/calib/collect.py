@@ -8,8 +8,8 @@ leave onnxruntime and the session keeps its fused, blocked-layout (NCHWc) convol
   - for each tensor that gets Q/DQ, a histogram sample: the whole tensor up to VALUES_PER_SAMPLE values per
     sample, else every s-th row and column of a 4-D tensor (MaxPool with a 1x1 kernel and stride s).
 Some tensors are not measured at all: outputs of ops that only clamp, reshape, pool or concatenate follow
-from their inputs' extremes, and a tensor read by nothing but a Relu takes the Relu's maximum
-(`relu_inputs`). The batch is sized so one batch of activations stays inside a memory budget, which
+from their inputs' extremes, and what runs into a Relu alone is bounded by the Relu's output
+(`pre_activations`). The batch is sized so one batch of activations stays inside a memory budget, which
 bounds peak memory whatever the number of images.
 """
 import copy
@@ -60,22 +60,34 @@ def nonnegative_tensors(index: GraphIndex) -> set:
     return known
 
 
-def relu_inputs(index: GraphIndex, histogram_tensors: set) -> dict:
-    """{tensor: the Relu's output} for tensors read by one Relu and nothing else (not graph inputs or outputs,
-    not Q/DQ tensors). Such a tensor's largest |x| is taken as the Relu output's maximum and its negative
-    side is not measured: it is never stored on its own (TensorRT fuses the Relu into the producing Conv or
-    Add, and a calibration table's range for it is unused) and never survives the Relu (an FP16 value that
-    overflows to -inf still becomes 0). Measuring it would cost more than the rest of calibration's
-    measurements together: a reduction reading a Conv's output keeps onnxruntime from fusing the Relu."""
-    sources = {}
-    for node in index.graph.node:
-        if node.op_type != "Relu" or not node.input or not node.input[0]:
+def pre_activations(index: GraphIndex, histogram_tensors: set) -> dict:
+    """{tensor: (the Relu's output, the residual shortcut or None)} for what runs into a Relu and nothing else:
+      - a tensor read by a Relu alone: only its positive values matter, and they are the Relu's output;
+      - the main input of a residual Add read by such a tensor alone (a bottleneck's last Conv): its values
+        that matter lie within the Relu output's maximum plus the shortcut's largest |x|.
+    Neither is measured (nor graph inputs or outputs, nor Q/DQ tensors, which are). TensorRT fuses both into
+    the Conv or Add that makes them, so they are never stored and a calibration table's range for them is
+    unused; and a value beyond those bounds cannot reach the Relu's output (in FP16 it overflows to -inf,
+    which the Relu still turns into 0). Measuring them would cost more than all other measurements together:
+    a reduction reading a Conv's output keeps onnxruntime from fusing the Conv with its Add and Relu."""
+    found = {}
+
+    def only_feeds(name, reader):
+        return (name not in histogram_tensors and name not in index.inputs and index.is_float(name)
+                and not index.is_constant(name) and index.only_reader(name) is reader)
+
+    for relu in index.graph.node:
+        if relu.op_type != "Relu" or not relu.input or not only_feeds(relu.input[0], relu):
             continue
-        source = node.input[0]
-        if (source not in histogram_tensors and source not in index.inputs and index.is_float(source)
-                and index.only_reader(source) is node):
-            sources[source] = node.output[0]
-    return sources
+        found[relu.input[0]] = (relu.output[0], None)
+        add = index.producer.get(relu.input[0])
+        if add is None or add.op_type != "Add" or len(add.input) != 2:
+            continue
+        for main, shortcut in (add.input, reversed(add.input)):
+            if only_feeds(main, add) and index.is_float(shortcut) and not index.is_constant(shortcut):
+                found[main] = (relu.output[0], shortcut)
+                break
+    return found
 
 
 def derived_tensors(index: GraphIndex, measured: set) -> dict:
@@ -171,9 +183,9 @@ def collect_statistics(model: onnx.ModelProto, selection: Selection, histogram_t
 
     index = GraphIndex(model)
     histogram_tensors = list(dict.fromkeys(histogram_tensors))
-    before_relu = relu_inputs(index, set(histogram_tensors))
-    derived = derived_tensors(index, set(histogram_tensors) | set(before_relu.values()))
-    measured = [name for name in index.activations() if name not in derived and name not in before_relu]
+    unmeasured = pre_activations(index, set(histogram_tensors))
+    derived = derived_tensors(index, set(histogram_tensors) | {relu for relu, _ in unmeasured.values()})
+    measured = [name for name in index.activations() if name not in derived and name not in unmeasured]
     nonnegative = nonnegative_tensors(index)
     input_name = index.inputs[0]
     input_batch = (index.shape(input_name) or [None])[0]
@@ -202,9 +214,9 @@ def collect_statistics(model: onnx.ModelProto, selection: Selection, histogram_t
     for name, (op, sources) in derived.items():  # graph order: a source is measured or derived before its reader
         high, low = max(extremes[s][0] for s in sources), min(extremes[s][1] for s in sources)
         extremes[name] = (max(high, 0.0), max(low, 0.0)) if op == "Relu" else (high, low)
-    for name, activated in before_relu.items():
-        extremes[name] = (extremes[activated][0], 0.0)  # only what the Relu passes on (see relu_inputs)
     absmax = {name: max(abs(high), abs(low)) for name, (high, low) in extremes.items()}
+    for name, (relu, shortcut) in unmeasured.items():  # the values that reach the Relu (see pre_activations)
+        absmax[name] = extremes[relu][0] + (absmax[shortcut] if shortcut else 0.0)
     return histograms, absmax, size
 
 
