@@ -14,6 +14,8 @@ bounds peak memory whatever the number of images.
 """
 import copy
 import math
+import time
+from typing import NamedTuple
 
 import numpy as np
 import onnx
@@ -175,10 +177,15 @@ def overflow_message(name) -> str:
     return f"tensor {name!r} is NaN or infinite on the calibration data; the FP32 model itself overflows"
 
 
+class Statistics(NamedTuple):
+    histograms: dict  # {tensor: TensorHistogram} for the histogram tensors
+    absmax: dict  # {tensor: largest |x|} for every float activation
+    batch: int  # the batch size used
+    seconds: float  # the image loop: decoding, the probed model, binning (not opening the session)
+
+
 def collect_statistics(model: onnx.ModelProto, selection: Selection, histogram_tensors, bins: int,
-                       memory_mb: int, batch_size: int = None) -> tuple:
-    """({tensor: TensorHistogram} for `histogram_tensors`, {tensor: largest |x|} for every float
-    activation, batch size used)."""
+                       memory_mb: int, batch_size: int = None) -> Statistics:
     from ..runners.onnxrt import OnnxRuntimeRunner
 
     index = GraphIndex(model)
@@ -196,6 +203,7 @@ def collect_statistics(model: onnx.ModelProto, selection: Selection, histogram_t
     probe = probe_model(model, index, measured, nonnegative, histogram_tensors)
     with OnnxRuntimeRunner(probe, priority_order=True) as runner, \
             log.progress(len(selection.calibration), "calibrating") as advance:
+        started = time.perf_counter()
         for batch, _ in selection.batches(selection.calibration, size):
             real = len(batch)
             outputs = runner.infer({input_name: pad_batch(batch, size) if static else batch})
@@ -208,23 +216,26 @@ def collect_statistics(model: onnx.ModelProto, selection: Selection, histogram_t
                 extremes[name] = (max(extremes[name][0], high), min(extremes[name][1], low))
                 if name in histograms:
                     _bin(histograms[name], outputs.get(name + SAMPLE_SUFFIX, outputs.get(name)), real, static,
-                         peak=max(high, -low), name=name)
+                         high, low, name)
             del outputs
             advance(real)
+        seconds = time.perf_counter() - started
     for name, (op, sources) in derived.items():  # graph order: a source is measured or derived before its reader
         high, low = max(extremes[s][0] for s in sources), min(extremes[s][1] for s in sources)
         extremes[name] = (max(high, 0.0), max(low, 0.0)) if op == "Relu" else (high, low)
     absmax = {name: max(abs(high), abs(low)) for name, (high, low) in extremes.items()}
     for name, (relu, shortcut) in unmeasured.items():  # the values that reach the Relu (see pre_activations)
         absmax[name] = extremes[relu][0] + (absmax[shortcut] if shortcut else 0.0)
-    return histograms, absmax, size
+    return Statistics(histograms, absmax, size, seconds)
 
 
-def _bin(histogram: TensorHistogram, values: np.ndarray, real: int, static: bool, peak: float, name: str):
+def _bin(histogram: TensorHistogram, values: np.ndarray, real: int, static: bool, high: float, low: float,
+         name: str):
     if static and values.ndim and values.shape[0] > real:
         values = values[:real]
     per_sample = values.size // max(1, len(values)) if values.ndim else values.size
     try:
-        histogram.update(values, stride=max(1, -(-per_sample // VALUES_PER_SAMPLE)), peak=peak)
+        histogram.update(values, stride=max(1, -(-per_sample // VALUES_PER_SAMPLE)), peak=max(high, -low),
+                         nonnegative=low >= 0)
     except ValueError:
         raise SkdeployError(overflow_message(name)) from None

@@ -94,6 +94,7 @@ class CalibrationResult(StageResult):
     accuracy: dict  # the held-out score (accuracy.Judge.score), None without held-out samples
     node_counts: dict
     seconds: float
+    collect_seconds: float = None  # the image loop (decoding, the probed model, binning); None: ranges reused
     quantized_units: int = None
     qdq_tensors: int = None
     fallback_layers: list = None  # [{name, op, own_error, precision}] moved out of INT8 by the budget
@@ -126,7 +127,8 @@ class CalibrationResult(StageResult):
                 "source_onnx": self.source_onnx, "data": self.data, "ranges_file": self.ranges_file,
                 "ranges_cache": self.ranges_cache, "calibration_table": self.calibration_table,
                 "budget": {"max_top1_drop": self.settings.max_top1_drop, "fallback": self.settings.fallback},
-                **outcome, "node_counts": self.node_counts, "seconds": self.seconds}
+                **outcome, "node_counts": self.node_counts, "seconds": self.seconds,
+                "collect_seconds": self.collect_seconds}
 
 
 def _model_input(model, manifest=None) -> tuple:
@@ -209,7 +211,8 @@ def _preprocessing_resolver(path, manifest, settings: CalibrationSettings, shape
 
 
 def _collect_ranges(model, selection, settings, onnx_sha256, output) -> tuple:
-    """({tensor: {absmax[, amax]}}, "reused" | "computed") through the cache beside the output.
+    """({tensor: {absmax[, amax]}}, "reused" | "computed", seconds of the image loop or None when reused)
+    through the cache beside the output.
     INT8 histograms every tensor the Q/DQ placement can use; the rest only need their largest |x|."""
     method = settings.method if settings.precision == "int8" else "absmax"
     key = {"onnx_sha256": onnx_sha256, "data_sha256": selection.sha256, "images": len(selection.calibration),
@@ -219,11 +222,11 @@ def _collect_ranges(model, selection, settings, onnx_sha256, output) -> tuple:
     tensors = cache.load_ranges(path, key) if settings.reuse_cache else None
     if tensors is not None:
         log.info(f"reusing calibration ranges from {path} (same model, data and settings)")
-        return tensors, "reused"
+        return tensors, "reused", None
     started = time.time()
     histogram_tensors = plan_int8(model).activation_tensors(model) if method != "absmax" else []
-    histograms, absmax, batch = collect_statistics(model, selection, histogram_tensors, settings.bins,
-                                                   settings.memory_mb, settings.batch_size)
+    histograms, absmax, batch, loop_seconds = collect_statistics(model, selection, histogram_tensors, settings.bins,
+                                                                 settings.memory_mb, settings.batch_size)
     tensors = {name: {"absmax": float(peak)} for name, peak in absmax.items()}
     inputs = set(GraphIndex(model).inputs) | {NORMALIZED_INPUT}
     for name, hist in histograms.items():
@@ -234,8 +237,9 @@ def _collect_ranges(model, selection, settings, onnx_sha256, output) -> tuple:
         tensors[name]["amax"] = float(amax)
     cache.save_ranges(path, key, tensors)
     log.info(f"collected {len(histograms)} histograms and {len(tensors)} maxima from "
-             f"{len(selection.calibration)} samples (batch {batch}) in {time.time() - started:.1f}s")
-    return tensors, "computed"
+             f"{len(selection.calibration)} samples (batch {batch}) in {time.time() - started:.1f}s (image loop "
+             f"{loop_seconds:.1f}s)")
+    return tensors, "computed", round(loop_seconds, 2)
 
 
 class Evaluation:
@@ -356,7 +360,7 @@ def _calibrate(input_onnx, output: Path, settings: CalibrationSettings) -> Calib
     _, shape = _model_input(model, manifest)
     resolve = _preprocessing_resolver(input_onnx, manifest, settings, shape)
     data_path, source, selection = _calibration_data(settings, manifest, shape, resolve)
-    ranges, cache_state = _collect_ranges(model, selection, settings, onnx_sha256, output)
+    ranges, cache_state, collect_seconds = _collect_ranges(model, selection, settings, onnx_sha256, output)
     batch = settings.batch_size or 16
     evaluation = Evaluation(model, manifest, input_onnx, selection, batch) if selection.holdout else None
     build = _build_int8 if settings.precision == "int8" else _build_fp16
@@ -374,7 +378,7 @@ def _calibrate(input_onnx, output: Path, settings: CalibrationSettings) -> Calib
               "skipped_unreadable": selection.skipped},
         ranges_file=cache.ranges_path(output).name, ranges_cache=cache_state,
         calibration_table=table.name if table else None, node_counts=node_counts(calibrated),
-        seconds=round(time.time() - started, 2), **outcome)
+        seconds=round(time.time() - started, 2), collect_seconds=collect_seconds, **outcome)
     add_stage(result_manifest, "calibrate", result.record())
     write_manifest(output, result_manifest, kind="onnx")
     if result.accuracy:

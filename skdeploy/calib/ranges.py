@@ -29,10 +29,11 @@ class TensorHistogram:
         self.zeros_before_range = 0
         self.batches = 0  # updates so far: the sampling offset
 
-    def update(self, values: np.ndarray, stride: int = 1, peak: float = None) -> None:
+    def update(self, values: np.ndarray, stride: int = 1, peak: float = None, nonnegative: bool = False) -> None:
         """Fold in `values`: the counts from every `stride`-th (starting at a different offset each batch, so
         every position of a tensor is sampled over the batches), the maximum from all of them, or `peak` when
-        the caller measured it on more values than it passes (calibration's in-graph maximum)."""
+        the caller measured it on more values than it passes (calibration's in-graph maximum).
+        `nonnegative`: the caller knows no value is below zero, so no absolute value is taken."""
         flat = values.reshape(-1)
         if peak is None:
             peak = max(float(flat.max()), -float(flat.min())) if flat.size else 0.0  # no temporary array
@@ -50,13 +51,14 @@ class TensorHistogram:
             self.counts[0] += self.zeros_before_range
         if peak > self.top:
             self._grow(2 ** math.ceil(math.log2(peak / self.top)))
-        scaled = np.multiply(sample, np.float32(self.size / self.top), dtype=np.float32)
-        np.abs(scaled, out=scaled)
-        # +0.0 is the only float32 whose bits are all zero (abs turned -0.0 into it): counting non-zero int32
-        # words is several times faster than comparing floats
-        self.exact_zeros += scaled.size - int(np.count_nonzero(scaled.view(np.int32)))
-        index = np.empty(scaled.shape, np.intp)
-        np.copyto(index, scaled, casting="unsafe")  # truncation: the bin; NaN becomes negative, which bincount refuses
+        if nonnegative:  # a Relu can still return -0.0: zeros are compared as floats
+            magnitudes = np.ascontiguousarray(sample, np.float32)
+            self.exact_zeros += magnitudes.size - int(np.count_nonzero(magnitudes))
+        else:  # abs made every zero +0.0, the one float32 whose bits are all zero: counting non-zero words is faster
+            magnitudes = np.abs(sample, dtype=np.float32)
+            self.exact_zeros += magnitudes.size - int(np.count_nonzero(magnitudes.view(np.int32)))
+        index = np.empty(magnitudes.shape, np.intp)  # the bin: the scaled value truncated (NaN: negative, refused)
+        np.multiply(magnitudes, np.float32(self.size / self.top), out=index, casting="unsafe")
         counts = np.bincount(index, minlength=self.size)
         self.counts += counts[:self.size]
         self.counts[-1] += counts[self.size:].sum()  # |x| at the top edge (or rounded onto it) is in the last bin

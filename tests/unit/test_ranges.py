@@ -452,3 +452,14 @@ def test_mse_never_goes_below_the_percentile_point():
     assert clipped < high  # the tail beyond the least-error threshold holds more than 0.001% of the values
     assert amax_of(hist, "mse", 99.999) == high
     assert amax_of(hist, "mse", 50.0) == clipped
+
+
+def test_a_nonnegative_batch_is_binned_like_its_absolute_values_negative_zeros_included():
+    """Calibration passes nonnegative=True for tensors whose measured minimum is not below zero and skips
+    the absolute value; a Relu can still return -0.0, which must count as an exact zero all the same."""
+    values = np.array([0.0, -0.0, 0.125, 0.25, 0.37, 0.45, 0.5, -0.0], np.float32)
+    plain, fast = TensorHistogram(2), TensorHistogram(2)
+    plain.update(values)
+    fast.update(values, peak=0.5, nonnegative=True)
+    assert fast.counts.tolist() == plain.counts.tolist() == [3, 1, 2, 2]
+    assert fast.exact_zeros == plain.exact_zeros == 3
