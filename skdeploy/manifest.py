@@ -84,15 +84,21 @@ def verify_artifact(artifact, manifest: dict, verify: bool = None, sha256: str =
                             "to another file; `verify=False` skips this check)")
 
 
-def verify_beside(artifact, sha256: str = None) -> None:
+def verify_beside(artifact, sha256: str = None) -> bool:
     """verify_artifact against the manifest beside `artifact`, when it has a readable one (the stage that
-    reads the manifest reports an unreadable one)."""
+    reads the manifest reports an unreadable one). True when the artifact is, byte for byte, the file a
+    skdeploy stage wrote (its sha256 checked)."""
     try:
         manifest = load_manifest(artifact, required=False, verify=False)
     except UsageError:
-        return
-    if manifest is not None:
-        verify_artifact(artifact, manifest, sha256=sha256)
+        return False
+    if manifest is None or not _CHECK_HASHES.get():
+        return False
+    record = manifest.get("artifact")
+    if not isinstance(record, dict) or not isinstance(record.get("sha256"), str):
+        return False
+    verify_artifact(artifact, manifest, sha256=sha256)
+    return True
 
 
 def load_manifest(artifact, required: bool = True, verify: bool = None):

@@ -125,7 +125,8 @@ def test_int8_placement_and_accuracy_on_real_images(passes, demo, demo_no_passes
     assert load_manifest(output)["stages"][-1]["stage"] == "calibrate"
     assert list(stage) == ["precision", "method", "settings", "source_onnx", "data", "ranges_file", "ranges_cache",
                            "calibration_table", "budget", "quantized_units", "qdq_tensors", "fallback_layers",
-                           "accuracy", "accuracy_plain_int8", "node_counts", "seconds"]
+                           "accuracy", "accuracy_plain_int8", "node_counts", "seconds", "collect_seconds"]
+    assert 0 < stage["collect_seconds"] < stage["seconds"]
     assert stage["budget"] == {"max_top1_drop": None, "fallback": "fp16"} and stage["settings"]["method"] == "entropy"
 
 
@@ -214,7 +215,7 @@ def test_fp16_keeps_io_fp32_and_named_nodes(demo, calibrated, fmnist_images):
     assert stage == as_stored(result.record())
     assert list(stage) == ["precision", "method", "settings", "source_onnx", "data", "ranges_file", "ranges_cache",
                            "calibration_table", "budget", "fp16_nodes", "kept_fp32", "fp16_io", "accuracy",
-                           "node_counts", "seconds"]
+                           "node_counts", "seconds", "collect_seconds"]
     assert stage["method"] is None and stage["calibration_table"] is None
 
     keep = convs[0].name
@@ -294,7 +295,8 @@ def test_budget_moves_the_worst_layer_to_fp16_when_int8_misses(tmp_path, budget_
     assert result.fallback_layers[0]["precision"] == "fp16"
     assert result.fallback_search == {"1": result.accuracy["drop"]}  # one quantized layer: all of it, once
     stage = recorded_stage(tmp_path / "m_int8.onnx")
-    assert stage == as_stored(result.record()) and list(stage)[-3:] == ["fallback_search", "node_counts", "seconds"]
+    assert stage == as_stored(result.record()) and list(stage)[-4:] == ["fallback_search", "node_counts", "seconds",
+                                                                         "collect_seconds"]
     result = onnx.load(tmp_path / "m_int8.onnx")
     inits = {init.name: init for init in result.graph.initializer}
     decide = next(n for n in result.graph.node if n.name == "decide")

@@ -21,7 +21,7 @@ from ..log import log
 from ..manifest import StageResult, add_stage, load_manifest, manifest_path, write_manifest
 from ..models.entry import ModelEntry, derive_manifest, new_manifest
 from ..onnx.index import GraphIndex
-from ..onnx.io import io_spec, load_onnx, node_counts, opset_of, save_onnx
+from ..onnx.io import check_onnx_file, io_spec, load_onnx, node_counts, opset_of, save_onnx
 from . import accuracy, cache
 from .collect import collect_statistics
 from .fp16 import FP16_MAX, check_keep_fp32, convert_fp16, float_tensors, fp16_candidates, fp32_reason
@@ -370,6 +370,7 @@ def _calibrate(input_onnx, output: Path, settings: CalibrationSettings) -> Calib
         table = cache.table_path(output)
         cache.write_table(table, ranges, settings.method, settings.trt_version)
     save_onnx(calibrated, output)
+    check_onnx_file(output)
     result_manifest = _derived_manifest(manifest, calibrated, shape, resolve, settings)
     result = CalibrationResult(
         output, settings, source_onnx={"file": str(input_onnx), "sha256": onnx_sha256},
