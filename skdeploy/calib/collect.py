@@ -38,8 +38,8 @@ SIGN_KEEPING_OPS = {"Add", "Mul", "Concat", "MaxPool", "AveragePool", "GlobalAve
                     "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Transpose"}
 MAX_SUFFIX, MIN_SUFFIX, SAMPLE_SUFFIX = "__skdeploy_max", "__skdeploy_min", "__skdeploy_sample"
 # values per sample that go into a tensor's histogram (its extremes always see all): 2^16 keeps every value
-# of the demo model's tensors, and 32,768 to 65,536 of each of SKNet-50's large ones at 224x224, where binning
-# every value cost as much as a forward pass
+# of the demo model's tensors, and 25,088 to 51,200 of each of SKNet-50's large ones at 224x224, where binning
+# every value cost as much as a forward pass (2^15 lowered the demo's INT8 agreement: docs/precision.md)
 VALUES_PER_SAMPLE = 2 ** 16
 
 
@@ -107,7 +107,7 @@ def derived_tensors(index: GraphIndex, measured: set) -> dict:
 
 def sample_stride(index: GraphIndex, name: str) -> int:
     """s for a 4-D tensor of more than VALUES_PER_SAMPLE values per sample (every s-th row and column keeps
-    a quarter to all of that many); 1 for a smaller tensor or one whose size is not known up front."""
+    about a quarter to all of that many); 1 for a smaller tensor or one whose size is not known up front."""
     dims = index.shape(name) or []
     if len(dims) != 4 or not all(isinstance(d, int) and d > 0 for d in dims[1:]):
         return 1

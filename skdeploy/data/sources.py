@@ -110,24 +110,26 @@ DECODE_WORKERS = min(8, os.cpu_count() or 1)
 
 
 def read_batches(source: Source, indices, batch_size: int, workers: int = DECODE_WORKERS):
-    """Batches (n, ...) of `source`'s samples at `indices`, in order. A thread pool decodes
-    the files (Pillow and numpy release the GIL while they work) one batch ahead of the caller, so about
-    two batches are in memory; an UnreadableSample reaches the caller when its batch does."""
-    chunks = (indices[start:start + batch_size] for start in range(0, len(indices), batch_size))
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode") as pool:
-        pending = deque()
-        for chunk in chunks:
-            pending.append([pool.submit(source.sample, int(i)) for i in chunk])
-            if len(pending) > 1:
-                yield _gathered(pending.popleft())
-        while pending:
-            yield _gathered(pending.popleft())
+    """Batches (n, ...) of `source`'s samples at `indices`, in order, decoded by read_samples one batch ahead of
+    the caller and copied into each batch as they come, so about two batches are in memory; an
+    UnreadableSample reaches the caller when its batch does."""
+    samples = read_samples(source, indices, workers, ahead=batch_size)
+    for start in range(0, len(indices), batch_size):
+        size, batch = min(batch_size, len(indices) - start), None
+        for row in range(size):
+            _, sample = next(samples)
+            if isinstance(sample, UnreadableSample):
+                raise sample
+            if batch is None:
+                batch = np.empty((size, *sample.shape), sample.dtype)
+            batch[row] = sample
+        yield batch
 
 
-def read_samples(source: Source, indices, workers: int = DECODE_WORKERS):
-    """(index, sample or the UnreadableSample it raised) for each of `indices`, in order, decoded by a thread
-    pool a few samples ahead: for walking a permutation until enough samples are readable. Stopping early
-    wastes at most the samples already under way."""
+def read_samples(source: Source, indices, workers: int = DECODE_WORKERS, ahead: int = 0):
+    """(index, sample or the UnreadableSample it raised) for each of `indices`, in order. A thread pool
+    decodes the files (Pillow and numpy release the GIL while they work) `ahead` samples (at least two per
+    worker) beyond the one the caller has; stopping early wastes at most those."""
     indices = iter(indices)
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode") as pool:
         pending = deque()
@@ -137,7 +139,7 @@ def read_samples(source: Source, indices, workers: int = DECODE_WORKERS):
             if index is not None:
                 pending.append((int(index), pool.submit(_sample_or_reason, source, int(index))))
 
-        for _ in range(2 * max(1, workers)):
+        for _ in range(max(ahead, 2 * max(1, workers))):
             submit()
         while pending:
             index, future = pending.popleft()
@@ -150,16 +152,6 @@ def _sample_or_reason(source: Source, index: int):
         return source.sample(index)
     except UnreadableSample as exc:
         return exc
-
-
-def _gathered(futures: list) -> np.ndarray:
-    """The futures' samples as one batch, each sample let go once copied in."""
-    first = futures[0].result()
-    batch = np.empty((len(futures), *first.shape), first.dtype)
-    for row, future in enumerate(futures):
-        batch[row] = future.result()
-        futures[row] = None
-    return batch
 
 
 class ImageFolder(Source):
