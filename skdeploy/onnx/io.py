@@ -4,9 +4,10 @@ import collections
 from pathlib import Path
 
 import onnx
+from google.protobuf.message import EncodeError
 
 from ..errors import SkdeployError
-from ..fileio import atomic_path, existing_file, readable_path
+from ..fileio import atomic_path, existing_file, readable_path, write_bytes_atomic
 from ..manifest import verify_beside
 
 EXTERNAL_DATA_ABOVE = 2_000_000_000  # bytes: protobuf cannot serialise a larger model in one message
@@ -39,13 +40,18 @@ def check_onnx_file(path) -> None:
 
 
 def save_onnx(model, path) -> None:
-    """Write atomically; models over protobuf's 2 GB limit keep weights in a sidecar data file."""
+    """Write atomically; models over protobuf's 2 GB limit keep weights in a sidecar data file. The model is
+    serialised once (sizing it first cost as much as writing it)."""
     path = Path(path)
+    try:
+        data = model.SerializeToString()
+    except EncodeError:  # protobuf refuses a message over 2 GB
+        data = None
+    if data is not None and len(data) <= EXTERNAL_DATA_ABOVE:
+        write_bytes_atomic(path, data)
+        return
     with atomic_path(path) as tmp:
-        if model.ByteSize() > EXTERNAL_DATA_ABOVE:
-            onnx.save(model, str(tmp), save_as_external_data=True, location=path.name + ".data")
-        else:
-            onnx.save(model, str(tmp))
+        onnx.save(model, str(tmp), save_as_external_data=True, location=path.name + ".data")
 
 
 def opset_of(model) -> int:
