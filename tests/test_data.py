@@ -141,24 +141,3 @@ def test_the_data_layer_imports_no_model_runner_or_stage():
             "and not m.startswith('skdeploy.data') and m not in ('skdeploy.errors', 'skdeploy.log')))")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
-
-
-def test_samples_decoded_while_choosing_them_serve_the_first_pass_only(tmp_path, monkeypatch):
-    """Choosing calibration samples decodes them; those kept (within the byte budget: here two of five) are
-    handed to the first pass instead of decoding them again, and a second pass decodes everything."""
-    import skdeploy.data.splits as splits
-
-    inputs = np.random.default_rng(2).standard_normal((8, 1, 2, 2)).astype(np.float32)
-    np.save(tmp_path / "inputs.npy", inputs)
-    shape = InputShape(1, 2, 2)
-    monkeypatch.setattr(splits, "DECODED_KEPT_BYTES", 2 * inputs[0].nbytes)
-    selection = select_calibration(open_source(tmp_path / "inputs.npy", shape, None), shape, 5, 2, seed=0)
-    assert list(selection.decoded) == selection.calibration[:2]
-    decoded = []
-    real_sample = type(selection.source).sample
-    monkeypatch.setattr(type(selection.source), "sample", lambda self, i: decoded.append(i) or real_sample(self, i))
-    first = np.concatenate([batch for batch, _ in selection.batches(selection.calibration, 2)])
-    assert sorted(decoded) == sorted(selection.calibration[2:]) and selection.decoded == {}
-    second = np.concatenate([batch for batch, _ in selection.batches(selection.calibration, 2)])
-    np.testing.assert_array_equal(first, inputs[selection.calibration])
-    np.testing.assert_array_equal(second, first)

@@ -1,12 +1,10 @@
 """Calibration and held-out samples: the shipped default set, and a seeded choice of both.
 
 A seeded permutation picks the calibration subset; the samples after it form the held-out split the
-accuracy check uses, so the two never overlap. Choosing the samples decodes them (to skip unreadable files and
-hash the calibration tensors); the first calibration samples, up to 128 MB, are kept for the pass that reads
-them next, and every other read decodes again, so memory stays bounded whatever the number of samples.
+accuracy check uses, so the two never overlap. Samples are decoded again for every pass, never cached.
 """
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -28,9 +26,6 @@ def default_calibration_path(manifest):
     return Path(str(resources.files("skdeploy.data") / "calibration" / DEMO_CALIBRATION_FILE))
 
 
-DECODED_KEPT_BYTES = 128 * 2 ** 20  # decoded calibration samples kept from choosing them to their first pass
-
-
 @dataclass
 class Selection:
     """The samples chosen for calibration and for the held-out check, both in a seeded order."""
@@ -40,29 +35,13 @@ class Selection:
     holdout: list
     skipped: int
     sha256: str  # of the preprocessed calibration tensors, in order
-    # {sample number: decoded sample}: the first calibration samples, decoded while choosing them (up to
-    # DECODED_KEPT_BYTES), each handed to the first pass that reads it and then let go
-    decoded: dict = field(default_factory=dict)
 
     def batches(self, indices, batch_size):
-        """(float32 batch, labels or None) in order; samples are decoded again (those kept from choosing
-        them the first time they are read)."""
-        source = _KeptFirst(self.source, self.decoded) if self.decoded else self.source
-        for start, batch in zip(range(0, len(indices), batch_size), read_batches(source, indices, batch_size)):
+        """(float32 batch, labels or None) in order; samples are decoded again, never cached."""
+        for start, batch in zip(range(0, len(indices), batch_size), read_batches(self.source, indices, batch_size)):
             chunk = indices[start:start + batch_size]
             labels = self.source.labels[chunk] if self.source.labels is not None else None
             yield batch, labels
-
-
-class _KeptFirst(Source):
-    """`source`, except that a sample in `kept` comes from there, once."""
-
-    def __init__(self, source: Source, kept: dict):
-        self.source, self.kept = source, kept
-
-    def sample(self, index):
-        kept = self.kept.pop(index, None)
-        return self.source.sample(index) if kept is None else kept
 
 
 def select_calibration(source: Source, shape: InputShape, count: int, holdout: int, seed: int) -> Selection:
@@ -72,7 +51,6 @@ def select_calibration(source: Source, shape: InputShape, count: int, holdout: i
     order = np.random.default_rng(seed).permutation(len(source))
     digest = hashlib.sha256()
     chosen, held, skipped, reasons = [], [], 0, []
-    decoded, kept_bytes = {}, 0
     expected = (shape.channels, shape.height, shape.width)
     for index, sample in read_samples(source, order):
         if len(chosen) >= count and len(held) >= holdout:
@@ -87,8 +65,6 @@ def select_calibration(source: Source, shape: InputShape, count: int, holdout: i
         if len(chosen) < count:
             digest.update(sample.tobytes())
             chosen.append(index)
-            if kept_bytes + sample.nbytes <= DECODED_KEPT_BYTES:
-                decoded[index], kept_bytes = sample, kept_bytes + sample.nbytes
         else:
             held.append(index)
     if skipped:
@@ -100,5 +76,5 @@ def select_calibration(source: Source, shape: InputShape, count: int, holdout: i
     if len(chosen) < count:
         log.warning(f"calibration data has {len(chosen)} usable samples, fewer than `calib_images={count}`; "
                     "using all of them and none is held out")
-    return Selection(source, chosen, held, skipped, digest.hexdigest(), decoded)
+    return Selection(source, chosen, held, skipped, digest.hexdigest())
 
