@@ -279,12 +279,13 @@ def _build_int8(model, ranges, settings, evaluation) -> tuple:
         raise UsageError("the model has no Conv, Gemm or MatMul to quantize")
     record = {"quantized_units": len(plan.units), "qdq_tensors": len(plan.activation_tensors(model)),
               "fallback_layers": [], "accuracy": None, "accuracy_plain_int8": None}
-    quantized = insert_qdq(model, plan, amax)
+    budget = settings.max_top1_drop
+    # only the budget's fallback search goes back to the FP32 model
+    quantized = insert_qdq(model, plan, amax, in_place=budget is None)
     if evaluation is None:
         return quantized, record
     score = evaluation.score(quantized, "INT8 accuracy")
     record["accuracy"] = record["accuracy_plain_int8"] = score
-    budget = settings.max_top1_drop
     if budget is None or score["drop"] <= budget:
         return quantized, record
     log.info(f"INT8 drops top-1 by {score['drop']:.2f} points, over the budget of {budget:g}; ranking layers")

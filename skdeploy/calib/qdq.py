@@ -213,11 +213,13 @@ def _finish(model, builder: QdqBuilder, nodes: list):
     del model.graph.value_info[:]
 
 
-def insert_qdq(model: onnx.ModelProto, plan: Int8Plan, amax: dict) -> onnx.ModelProto:
-    """A copy of `model` with the planned Q/DQ pairs; FP32 weights of quantized layers become INT8."""
+def insert_qdq(model: onnx.ModelProto, plan: Int8Plan, amax: dict, in_place: bool = False) -> onnx.ModelProto:
+    """A copy of `model` with the planned Q/DQ pairs; FP32 weights of quantized layers become INT8.
+    `in_place`: `model` itself becomes the quantized one, for a caller that needs no FP32 copy afterwards (copying
+    SKNet-50 takes 0.1 s)."""
     _check_opset(model)
-    quantized = copy.deepcopy(model)
     builder = QdqBuilder(GraphIndex(model), amax)
+    quantized = model if in_place else copy.deepcopy(model)
     nodes = []
     for node in quantized.graph.node:
         new_inputs = builder.quantized_inputs(node, plan)
