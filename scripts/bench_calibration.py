@@ -172,7 +172,6 @@ def main():
             row["peak_rss_mb"] = round(peak)  # calibration's
             forward = row["forward_s_per_image"] + row["decode_s_per_image"]
             row.update(ratio=row["calibration_s_per_image"] / forward,
-                       ratio_to_session=row["calibration_s_per_image"] / row["forward_s_per_image"],
                        loop_ratio=row["loop_s_per_image"] / forward,
                        ratio_both_started=row["calibration_s_per_image"] / (forward + row["forward_start_s"] / count))
             rounds.append(row)

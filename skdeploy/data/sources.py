@@ -137,7 +137,8 @@ def read_samples(source: Source, indices, workers: int = DECODE_WORKERS, ahead: 
         def submit():
             index = next(indices, None)
             if index is not None:
-                pending.append((int(index), pool.submit(_sample_or_reason, source, int(index))))
+                index = int(index)
+                pending.append((index, pool.submit(_sample_or_reason, source, index)))
 
         for _ in range(max(ahead, 2 * max(1, workers))):
             submit()
