@@ -64,7 +64,7 @@ def export_sknet50(path: Path, seed: int = 0):
     is real; returns the loaded model (its config has the preprocessing)."""
     import torch
 
-    from skdeploy.export import ExportSettings, export_model
+    from skdeploy.stages.export import ExportSettings, export_model
     from skdeploy.models import load_model
 
     torch.manual_seed(seed)
@@ -85,7 +85,7 @@ def measure(model: Path, images: Path, count: int, method: str, phase: str, batc
     in seconds per image. Only what calibrate needs is imported (not torch), so the peak RSS is the phase's."""
     import onnx
 
-    from skdeploy.calib import CalibrationSettings, calibrate_model
+    from skdeploy.stages.calibrate import CalibrationSettings, calibrate_model
     from skdeploy.calib.collect import batch_size_for
     from skdeploy.data import InputShape, Preprocessing, open_source, select_calibration
     from skdeploy.log import QUIET, log

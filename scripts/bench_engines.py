@@ -22,7 +22,7 @@ PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "r
 
 
 def export(name, folder: Path) -> Path:
-    from skdeploy.export import ExportSettings, export_model
+    from skdeploy.stages.export import ExportSettings, export_model
     from skdeploy.models import load_model
 
     try:
@@ -48,7 +48,7 @@ def photo_folder(folder: Path) -> Path:
 
 def measure(args) -> list:
     """One row per model and precision: calibration and engine build costs."""
-    from skdeploy.calib import CalibrationSettings, calibrate_model
+    from skdeploy.stages.calibrate import CalibrationSettings, calibrate_model
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -24,8 +24,8 @@ sys.path.insert(0, str(REPO))
 from skdeploy import ui  # noqa: E402
 from skdeploy.log import log  # noqa: E402
 from skdeploy.bench import BenchSettings, bench_runner  # noqa: E402
-from skdeploy.calib import CalibrationSettings, calibrate_model  # noqa: E402
-from skdeploy.export import ExportSettings, export_model  # noqa: E402
+from skdeploy.stages.calibrate import CalibrationSettings, calibrate_model  # noqa: E402
+from skdeploy.stages.export import ExportSettings, export_model  # noqa: E402
 from skdeploy.models import REGISTRY, load_model  # noqa: E402
 from skdeploy.runners import OnnxRuntimeRunner, TorchRunner  # noqa: E402
 

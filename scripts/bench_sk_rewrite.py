@@ -67,7 +67,7 @@ def build(onnx_path, engine_path, compute_capability) -> dict:
 def run_build(args):
     import onnx
 
-    from skdeploy.export import ExportSettings, export_model
+    from skdeploy.stages.export import ExportSettings, export_model
     from skdeploy.graph import optimize_graph
     from skdeploy.onnx.io import node_counts
 
@@ -129,7 +129,7 @@ def run_parity(args):
     import onnx
 
     from skdeploy.errors import SkdeployError
-    from skdeploy.export import ExportSettings, export_model
+    from skdeploy.stages.export import ExportSettings, export_model
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

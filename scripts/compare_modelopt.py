@@ -59,7 +59,7 @@ def preprocessed(folder_or_file, shape, preprocessing, count) -> np.ndarray:
 def demo_inputs(work: Path, calib_images: int, test_images: int):
     """(FP32 ONNX, calibration array, test array, labels, reference top-1) for the trained demo model."""
     from skdeploy.data import default_calibration_path, load_fashion_mnist
-    from skdeploy.export import ExportSettings, export_model
+    from skdeploy.stages.export import ExportSettings, export_model
     from skdeploy.manifest import load_manifest
     from skdeploy.models import load_model
     from skdeploy.reference import reference_of
@@ -98,7 +98,7 @@ def predict(model, images, batch=100) -> np.ndarray:
 
 
 def ours(source, calibration_npy, output, calib_images):
-    from skdeploy.calib import CalibrationSettings, calibrate_model
+    from skdeploy.stages.calibrate import CalibrationSettings, calibrate_model
 
     calibrate_model(source, output, CalibrationSettings(calib_data=str(calibration_npy), calib_images=calib_images,
                                                         holdout_images=0), force=True)

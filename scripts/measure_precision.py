@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from skdeploy.calib import CalibrationSettings, calibrate_model
+from skdeploy.stages.calibrate import CalibrationSettings, calibrate_model
 from skdeploy.calib.ranges import METHODS
 from skdeploy.data import InputShape, Preprocessing, default_calibration_path, load_fashion_mnist, open_source, \
     select_calibration
-from skdeploy.export import ExportSettings, export_model
+from skdeploy.stages.export import ExportSettings, export_model
 from skdeploy.manifest import load_manifest
 from skdeploy.models import load_model
 from skdeploy.reference import reference_of

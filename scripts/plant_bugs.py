@@ -20,7 +20,7 @@ BUGS = {
     "snr-signal": ("skdeploy/compare.py",
                    "signal = float(np.sum(reference ** 2))",
                    "signal = float(np.sum(candidate ** 2))"),
-    "drop-sign": ("skdeploy/validate.py",
+    "drop-sign": ("skdeploy/stages/validate.py",
                   'drop = (reference_top1 - metrics["top1"]) * 100.0',
                   'drop = (metrics["top1"] - reference_top1) * 100.0'),
     "gemm-transb-axis": ("skdeploy/calib/qdq.py",

@@ -17,17 +17,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .deps import available
-from .engine import TARGETS, BuildSettings
+from .engine import TARGETS
 from .errors import SkdeployError, UsageError
 from .fileio import existing_file, sha256_file
 from .graph.rewrite import TOLERANCE
 from .log import log
-from .manifest import load_manifest, manifest_path
+from .manifest import PRECISIONS, load_manifest, manifest_path
 from .models.entry import ModelEntry
+from .stages.build import BuildSettings
+from .stages.stage import recorded_source
 
 FORMATS = ("plain", "triton", "deepstream")
 DEPLOY_TARGETS = ("jetson-orin", "rtx", "desktop")
-PRECISIONS = ("fp32", "fp16", "int8")
 
 
 @dataclass
@@ -100,9 +101,10 @@ def work_folder(bundle: Path) -> Path:
     return bundle.parent / f".{bundle.name}.work"
 
 
-def _current(artifact: Path, stage: str, source_sha256, settings: dict, source_of) -> bool:
+def _current(artifact: Path, stage: str, source_sha256, settings: dict, spec: str = None) -> bool:
     """Whether `artifact` exists, is what its manifest hashed, and its newest stage is `stage` made from
-    `source_sha256` with `settings`; `source_of(manifest, entry)` reads the recorded source hash."""
+    `source_sha256` with `settings` (and, for an export, from the model `spec`; its checkpoint only when one
+    is given)."""
     if not artifact.exists() or not manifest_path(artifact).exists():
         return False
     try:
@@ -111,7 +113,8 @@ def _current(artifact: Path, stage: str, source_sha256, settings: dict, source_o
         return False
     entry = manifest["stages"][-1] if manifest.get("stages") else None
     return (entry is not None and entry["stage"] == stage and manifest["artifact"]["sha256"] == sha256_file(artifact)
-            and source_of(manifest, entry) == source_sha256
+            and (source_sha256 is None or recorded_source(manifest, entry).get("sha256") == source_sha256)
+            and (spec is None or ModelEntry.from_manifest(manifest).spec == spec)
             and entry.get("settings") == json.loads(json.dumps(settings)))  # as the manifest stores it
 
 
@@ -136,22 +139,18 @@ def _export(settings: DeploySettings, work: Path, steps: Steps) -> Path:
     """The FP32 ONNX: exported from PyTorch, or the given ONNX through the graph passes."""
     output = work / "model.onnx"
     if settings.onnx:
-        from .graph import optimize_onnx
+        from .stages.optimize import optimize_onnx
 
         options = {"fold_bn": True, "sk_rewrite": True}
         current = _current(output, "optimize", sha256_file(settings.onnx), dict(options, tolerance=TOLERANCE,
-                                                                                 raw_input=None), _optimize_source)
+                                                                                 raw_input=None))
         return steps.run("optimize", output, current,
                          lambda: optimize_onnx(settings.onnx, output, force=True, **options))
-    from .export import ExportSettings, export_model
+    from .stages.export import ExportSettings, export_model
 
     export_settings = ExportSettings(dynamic_batch=True)
     spec = settings.spec or settings.arch
     checkpoint = sha256_file(settings.checkpoint) if settings.checkpoint else None
-
-    def source_of(manifest, entry):
-        model = ModelEntry.from_manifest(manifest)
-        return (model.spec, (model.checkpoint or {}).get("sha256") if settings.checkpoint else None)
 
     def make():
         from .models import load_model
@@ -161,34 +160,28 @@ def _export(settings: DeploySettings, work: Path, steps: Steps) -> Path:
 
     from .models import DEMO_MODEL
 
-    current = _current(output, "export", (spec or DEMO_MODEL, checkpoint), asdict(export_settings), source_of)
+    current = _current(output, "export", checkpoint, asdict(export_settings), spec=spec or DEMO_MODEL)
     return steps.run("export", output, current, make)
 
 
-def _optimize_source(manifest, entry):
-    return entry["source"]["sha256"]
-
-
 def _raw_input(onnx_path: Path, settings: DeploySettings, work: Path, steps: Steps) -> Path:
-    from .graph import optimize_onnx
+    from .stages.optimize import optimize_onnx
 
     output = work / "model.raw.onnx"
     raw = {"layout": settings.layout, "raw_dtype": settings.raw_dtype}
     options = {"fold_bn": False, "sk_rewrite": False}
-    current = _current(output, "optimize", sha256_file(onnx_path), dict(options, tolerance=TOLERANCE, raw_input=raw),
-                       _optimize_source)
+    current = _current(output, "optimize", sha256_file(onnx_path), dict(options, tolerance=TOLERANCE, raw_input=raw))
     return steps.run("raw input", output, current,
                      lambda: optimize_onnx(onnx_path, output, force=True, raw_input=raw, **options))
 
 
 def _calibrate(onnx_path: Path, settings: DeploySettings, work: Path, steps: Steps) -> Path:
-    from .calib import CalibrationSettings, calibrate_model
+    from .stages.calibrate import CalibrationSettings, calibrate_model
 
     output = work / f"model.{settings.precision}.onnx"
     calibration = CalibrationSettings(precision=settings.precision, calib_data=settings.calib_data,
                                       calib_images=settings.calib_images, holdout_images=settings.holdout_images)
-    current = _current(output, "calibrate", sha256_file(onnx_path), asdict(calibration),
-                       lambda m, e: e["source_onnx"]["sha256"])
+    current = _current(output, "calibrate", sha256_file(onnx_path), asdict(calibration))
     return steps.run("calibrate", output, current, lambda: calibrate_model(onnx_path, output, calibration, force=True))
 
 
@@ -211,25 +204,24 @@ def device_build_command(settings: DeploySettings, onnx_name: str, engine_name: 
 
 def _engine(onnx_path: Path, settings: DeploySettings, work: Path, steps: Steps):
     """(engine path, None) when this machine can build it, else (None, the device's build command)."""
-    build = build_settings(settings)
-    module = "tensorrt_rtx" if build.backend == "tensorrt-rtx" else "tensorrt"
+    engine_settings = build_settings(settings)
+    module = "tensorrt_rtx" if engine_settings.backend == "tensorrt-rtx" else "tensorrt"
     if not available(module):
-        if build.backend == "tensorrt-rtx":
+        if engine_settings.backend == "tensorrt-rtx":
             raise SkdeployError("the rtx target builds here and needs TensorRT-RTX (skdeploy[rtx])")
         log.warning(f"classic TensorRT is not installed: the bundle carries the ONNX and the command that builds "
                     f"the {settings.target} engine on the device")
         return None, device_build_command(settings, onnx_path.name, "model.engine")
-    from .pipeline import build as build_engine
+    from .stages.build import build as build_stage
 
     output = work / "model.engine"
-    current = _current(output, "build-engine", sha256_file(onnx_path), asdict(build),
-                       lambda m, e: m["engine"]["source_onnx"]["sha256"])
-    steps.run("build-engine", output, current, lambda: build_engine(onnx_path, output, build, force=True))
+    current = _current(output, "build-engine", sha256_file(onnx_path), asdict(engine_settings))
+    steps.run("build-engine", output, current, lambda: build_stage(onnx_path, output, engine_settings, force=True))
     return output, None
 
 
 def _validate(onnx_path: Path, settings: DeploySettings, work: Path):
-    from .validate import ValidateSettings, validate
+    from .stages.validate import ValidateSettings, validate
 
     reference = work / "reference.npz"
     checks = ValidateSettings(min_agreement=settings.min_agreement, max_top1_drop=settings.max_top1_drop,

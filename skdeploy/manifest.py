@@ -25,6 +25,8 @@ from .errors import SkdeployError, UsageError
 from .fileio import readable_path, sha256_file, write_text_atomic
 
 FORMAT = "skdeploy-manifest/1"
+PRECISIONS = ("fp32", "fp16", "int8")  # what an artifact runs in: the one vocabulary of every stage and command
+CALIBRATED_PRECISIONS = ("int8", "fp16")  # what calibration makes of an FP32 ONNX
 _CHECK_HASHES = contextvars.ContextVar("skdeploy_check_hashes", default=True)
 NULL = type(None)
 # What a manifest's readers rely on, as JSON types: entry -> its type and, for an object, {field: types}.

@@ -68,7 +68,7 @@ def exported(tmp_path_factory):
     randomised BN) shared by every test of the session; the manifest lies beside it."""
 
     def export(name="sknet-fmnist", pretrained=False, model_kwargs=None, **settings):
-        from skdeploy.export import ExportSettings, export_model
+        from skdeploy.stages.export import ExportSettings, export_model
         from skdeploy.models import REGISTRY, load_model
 
         key = (name, pretrained, repr(sorted((model_kwargs or {}).items())), tuple(sorted(settings.items())))
@@ -127,7 +127,7 @@ def demo_checkpoint_export(tmp_path_factory):
     import torch
 
     from skdeploy.data import load_fashion_mnist
-    from skdeploy.export import ExportSettings, export_model
+    from skdeploy.stages.export import ExportSettings, export_model
     from skdeploy.models import REGISTRY, load_model
 
     folder = tmp_path_factory.mktemp("demo_checkpoint")
@@ -150,8 +150,8 @@ def demo_artifacts(tmp_path_factory):
 
     from bad_input_cases import DEMO_CHECKPOINT, DEMO_ENGINE, DEMO_IMAGES, DEMO_ONNX
     from skdeploy.data import load_fashion_mnist
-    from skdeploy.engine.build import BuildSettings, build_engine
-    from skdeploy.export import ExportSettings, export_model
+    from skdeploy.stages.build import BuildSettings, build_engine
+    from skdeploy.stages.export import ExportSettings, export_model
     from skdeploy.log import QUIET, log
     from skdeploy.models import load_model
 

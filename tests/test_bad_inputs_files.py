@@ -66,7 +66,7 @@ def foreign_sidecar(workspace):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from skdeploy.engine import BuildSettings, build_engine
+    from skdeploy.stages.build import BuildSettings, build_engine
     from skdeploy.log import QUIET, log
 
     weight = numpy_helper.from_array(np.full((1, 1, 1, 1), 2.0, np.float32), "weight")

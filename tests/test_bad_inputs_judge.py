@@ -126,7 +126,7 @@ def truncated_checkpoint(workspace):
 def mislabelled_fp16_candidate(workspace):
     """A real FP16 calibration of the demo ONNX (its manifest records the top-1 it measured, about 0.9),
     and the 16 images with every label shifted by one class: accuracy near 0 on the same pictures."""
-    from skdeploy.calib.pipeline import CalibrationSettings, calibrate_model
+    from skdeploy.stages.calibrate import CalibrationSettings, calibrate_model
     from skdeploy.log import QUIET, log
 
     with log.verbosity(QUIET):

@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from conftest import REPO, as_stored, recorded_stage, run_cli
-from skdeploy.calib import CalibrationSettings, calibrate_model
+from skdeploy.stages.calibrate import CalibrationSettings, calibrate_model
 from skdeploy.errors import SkdeployError, UsageError
 from skdeploy.manifest import load_manifest
 from skdeploy.models import REGISTRY

@@ -18,11 +18,12 @@ from onnx import TensorProto, helper
 
 from conftest import as_stored, recorded_stage, run_cli
 from fake_tensorrt import API, PLAN_MARKER, make_fake_tensorrt, plan_summary
-from skdeploy.engine import TARGETS, BuildSettings, build_engine, plan_build
+from skdeploy.engine import TARGETS, plan_build
+from skdeploy.stages.build import BuildSettings, build_engine
 from skdeploy.errors import MissingDependency, SkdeployError, UsageError
 from skdeploy.fileio import sha256_file
 from skdeploy.manifest import load_manifest
-from skdeploy.pipeline import build
+from skdeploy.stages.build import build
 from skdeploy.trt import capabilities_of
 
 trt_rtx = pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX (pip install 'skdeploy[rtx]') builds the engines")

@@ -11,7 +11,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from conftest import randomize_bn, run_cli
 from skdeploy.errors import UsageError
-from skdeploy.graph import optimize_graph, optimize_onnx
+from skdeploy.graph import optimize_graph
+from skdeploy.stages.optimize import optimize_onnx
 from skdeploy.onnx.io import node_counts
 
 PARITY = 1e-5

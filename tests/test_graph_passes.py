@@ -19,9 +19,10 @@ from torch import nn
 from conftest import ARTICLE_SKNET, as_stored, randomize_bn, recorded_stage, run_cli
 from skdeploy.errors import SkdeployError, UsageError
 from skdeploy.fileio import sha256_file
-from skdeploy.graph import optimize_graph, optimize_onnx
+from skdeploy.graph import optimize_graph
+from skdeploy.stages.optimize import optimize_onnx
 from skdeploy.graph import sk_select
-from skdeploy.graph.pipeline import as_report
+from skdeploy.graph.passes import as_report
 from skdeploy.graph.rewrite import TOLERANCE
 from skdeploy.manifest import load_manifest
 from skdeploy.onnx.io import node_counts
@@ -81,7 +82,7 @@ def ort_parity(reference, candidate, shape, batches=(1, 2)) -> float:
 def rtx_build(path, tmp_path):
     """A real TensorRT-RTX build (CPU only, compute capability 8.6); returns the BuildResult."""
     pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX (pip install 'skdeploy[rtx]') builds the engines")
-    from skdeploy.engine import BuildSettings, build_engine
+    from skdeploy.stages.build import BuildSettings, build_engine
 
     engine = tmp_path / (path.stem + ".engine")
     result = build_engine(path, engine, BuildSettings(backend="tensorrt-rtx", target="rtx",
@@ -97,7 +98,7 @@ _UNIT_CACHE = {}
 def unit_export(tmp_path_factory):
     """unit_export(spec, kwargs, input_shape, exporter, **settings) -> (path, ExportResult): a small module
     exported through `export_model` with all passes, parity against PyTorch held to 1e-5."""
-    from skdeploy.export import ExportSettings, export_model
+    from skdeploy.stages.export import ExportSettings, export_model
     from skdeploy.models import load_model
 
     def export(spec, kwargs, input_shape, exporter, **settings):

@@ -3,11 +3,13 @@
 Layers, highest first (README "Layout"):
 
     interface   cli.py, __main__.py, commands/        parse flags, call one API function, print its result
-    pipeline    pipeline.py, deployment.py     orchestration across stages (deployment: the one-shot deploy)
+    deployment  deployment.py              the one-shot deploy: every stage into a bundle
+    stages      stages/                    export, optimize, calibrate, build, validate: entry point, settings,
+                                           result each, and the one skeleton that writes a stage's files
     serving     serving/                   runtime configs (Triton, DeepStream), the bundle's README and labels
-    judge       validate.py | bench.py | report.py      (separate units: none imports another)
-    stage       export.py | calib/
-    engine      engine/                    build plans and builds
+    judge       bench.py | report.py       (separate units: neither imports the other)
+    calib       calib/                     ranges, Q/DQ, FP16, the accuracy budget
+    engine      engine/                    build plans, builder runs, sidecars
     reference   reference.py               the FP32 reference, built and run one way
     runners     runners/                   one Runner contract for torch, onnxruntime, TensorRT
     trt         trt/                       which TensorRT is installed, what it can do, compatibility
@@ -35,10 +37,11 @@ PACKAGE = REPO / "skdeploy"
 
 LAYERS = (  # (layer, units): a unit is a set of top-level names under skdeploy/ (module or package)
     ("interface", [{"cli", "__main__", "commands"}]),
-    ("pipeline", [{"pipeline", "deployment"}]),
+    ("deployment", [{"deployment"}]),
+    ("stages", [{"stages"}]),
     ("serving", [{"serving"}]),
-    ("judge", [{"validate"}, {"bench"}, {"report"}]),
-    ("stage", [{"export"}, {"calib"}]),
+    ("judge", [{"bench"}, {"report"}]),
+    ("calib", [{"calib"}]),
     ("engine", [{"engine"}]),
     ("reference", [{"reference"}]),
     ("runners", [{"runners"}]),
@@ -156,6 +159,6 @@ def test_importing_the_runtime_loads_no_build_calibration_or_graph_code(module):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO,
                          env=env).stdout
     loaded = set(ast.literal_eval(out.strip()))
-    assert loaded & {"engine", "calib", "graph"} == set()
+    assert loaded & {"stages", "engine", "calib", "graph"} == set()
     if module == "skdeploy":
         assert loaded == set()  # the lazily re-exported runner API (PUBLIC_API) loads nothing until used

@@ -1,4 +1,4 @@
-"""skdeploy.pipeline: `build-engine --int8` on an FP32 ONNX calibrates first (against the FP32 PyTorch
+"""skdeploy.stages.build: `build-engine --int8` on an FP32 ONNX calibrates first (against the FP32 PyTorch
 model its manifest records), then builds a real TensorRT-RTX engine (CPU-only) of the calibrated ONNX."""
 import json
 

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not instal
 @pytest.fixture(scope="module")
 def report(demo_checkpoint_export, tmp_path_factory):
     from skdeploy.report import write_report
-    from skdeploy.validate import ValidateSettings, validate
+    from skdeploy.stages.validate import ValidateSettings, validate
 
     _, onnx_path = demo_checkpoint_export
     folder = tmp_path_factory.mktemp("report")

@@ -655,7 +655,7 @@ def gpu_state():
 def rtx_engine(demo_checkpoint_export, tmp_path_factory):
     """A real TensorRT-RTX engine of the demo export for sm_86 (built without a GPU), with its sidecar."""
     pytest.importorskip("tensorrt_rtx")
-    from skdeploy.engine import BuildSettings, build_engine
+    from skdeploy.stages.build import BuildSettings, build_engine
 
     path = tmp_path_factory.mktemp("rtx") / "demo.engine"
     build_engine(demo_checkpoint_export[1], path, BuildSettings(backend="tensorrt-rtx", compute_capabilities=["8.6"]))
@@ -687,7 +687,7 @@ def gpu_engine(demo_checkpoint_export, tmp_path_factory):
     cc, reason = gpu_state()
     if not cc:
         pytest.skip(f"needs an NVIDIA GPU with TensorRT: {reason}")
-    from skdeploy.engine import BuildSettings, build_engine
+    from skdeploy.stages.build import BuildSettings, build_engine
     from skdeploy.trt import installed, load_backend
 
     settings = None

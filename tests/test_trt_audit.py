@@ -18,7 +18,7 @@ from fake_tensorrt import make_fake_tensorrt
 from test_engine_build import fake_trt, tiny_onnx  # noqa: F401 (fake_trt is a fixture)
 from test_runners import FakeDeviceMemory, engine_section, expected_logits, fake_engine, write_fake_engine  # noqa: F401
 
-from skdeploy.engine import BuildSettings, build_engine
+from skdeploy.stages.build import BuildSettings, build_engine
 from skdeploy.errors import MissingDependency, SkdeployError, UsageError
 from skdeploy.runners import TensorRTRunner
 from skdeploy.runners import cudamem

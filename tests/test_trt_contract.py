@@ -88,7 +88,7 @@ USES = {
     "IProgressMonitor": lambda caps: caps.major >= 10 or rtx(caps),
     "IProgressMonitor.__init__": lambda caps: caps.major >= 10 or rtx(caps),
     "IBuilderConfig.progress_monitor": lambda caps: caps.major >= 10 or rtx(caps),
-    # engine/build.py: builder and its config
+    # engine/builder.py: builder and its config
     "Builder": always, "Builder.create_network": always, "Builder.create_builder_config": always,
     "Builder.create_optimization_profile": always, "Builder.build_serialized_network": always,
     "Builder.num_DLA_cores": dla,

@@ -135,7 +135,7 @@ def test_validate_passes_and_reports_every_metric(candidates):
 
 
 def test_validate_api_returns_typed_verdicts_whose_record_is_the_json(candidates, tmp_path):
-    from skdeploy.validate import ValidateSettings, validate
+    from skdeploy.stages.validate import ValidateSettings, validate
 
     settings = ValidateSettings(limit=LIMIT, max_examples=3)
     result = validate([candidates["fp32"], candidates["noisy"]], settings=settings)

@@ -80,8 +80,7 @@ def command(onnx_path, precision, calib_data, calib_images, backend, target, com
       skdeploy build-engine sknet50.onnx --fp16 --target desktop --workspace 2GiB --timing-cache engines/cache
       skdeploy build-engine sknet50.onnx --int8 --target jetson-orin --dla-core 0 --gpu-fallback
     """
-    from ..engine import BuildSettings
-    from ..pipeline import build
+    from ..stages.build import BuildSettings, build
 
     settings = BuildSettings(
         backend=backend, target=target, precision=precision, calib_data=calib_data, calib_images=calib_images,

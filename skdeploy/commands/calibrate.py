@@ -71,7 +71,7 @@ def command(model, precision, output, calib_data, calib_images, holdout_images, 
       skdeploy calibrate plain.onnx --int8 --calib-data imgs/ --mean 0.485,0.456,0.406 \\
           --std 0.229,0.224,0.225 --resize 256 --crop 224 -o plain_int8.onnx
     """
-    from ..calib import CalibrationSettings, calibrate_model
+    from ..stages.calibrate import CalibrationSettings, calibrate_model
 
     if precision is None:
         raise UsageError("choose --int8 or --fp16")

@@ -64,7 +64,7 @@ def command(arch, spec, model_kwargs, checkpoint, input_shape, batch, dynamic_ba
       skdeploy export --model my_net.py:build --model-kwargs '{"width": 64}' -o my_net.onnx
       skdeploy export --raw-input --layout nhwc -o out/demo.raw.onnx   # takes uint8 pixels, NHWC
     """
-    from ..export import ExportSettings, export_model
+    from ..stages.export import ExportSettings, export_model
     from ..fileio import check_output_path
     from ..manifest import manifest_path
     from ..models import load_model
@@ -83,7 +83,7 @@ def command(arch, spec, model_kwargs, checkpoint, input_shape, batch, dynamic_ba
                       "passes": [report.as_dict() for report in result.passes], "node_counts": result.node_counts,
                       "raw_input": result.raw_input})
         return
-    from ..graph import show_passes
+    from .passes import show_passes
 
     show_passes(result.passes)
     parity = result.parity

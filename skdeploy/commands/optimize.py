@@ -33,7 +33,8 @@ def command(source, output, no_fold_bn, no_sk_rewrite, dims, raw_input, layout, 
       skdeploy optimize demo.int8.onnx -o demo.int8.raw.onnx --no-fold-bn --no-sk-rewrite --raw-input
     """
     from ..fileio import check_output_path
-    from ..graph import optimize_onnx, show_passes
+    from ..stages.optimize import optimize_onnx
+    from .passes import show_passes
     from ..manifest import manifest_path
 
     raw = raw_input_settings(raw_input, layout, raw_dtype)

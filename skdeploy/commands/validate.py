@@ -54,7 +54,7 @@ def command(reference, checkpoint, candidates, data, limit, batch, max_top1_drop
     """
     from ..errors import SkdeployError
     from ..fileio import output_transaction
-    from ..validate import ValidateSettings, validate
+    from ..stages.validate import ValidateSettings, validate
 
     settings = ValidateSettings(max_top1_drop=max_top1_drop, min_agreement=min_agreement, batch=batch, limit=limit,
                                 min_cosine=min_cosine, min_snr_db=min_snr_db)

@@ -2,15 +2,11 @@
 checks before deserialising (contract in docs/engines.md)."""
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..fileio import readable_path, sha256_file
 from ..log import log
-from ..manifest import StageResult, add_stage, last_stage, load_manifest, manifest_path, write_manifest
+from ..manifest import last_stage, load_manifest, manifest_path
 from ..models.entry import ModelEntry, derive_manifest, new_manifest
-
-if TYPE_CHECKING:  # build.py defines the settings and imports this module
-    from .build import BuildSettings
 
 STAGE_KEYS = ("backend", "backend_version", "target", "precision", "build_seconds", "peak_rss_mb", "engine_bytes")
 
@@ -45,18 +41,6 @@ class EngineSection:
     warnings: list  # the builder's warnings
 
 
-@dataclass
-class BuildResult(StageResult):
-    """One engine build (`output` is the engine): its settings and its sidecar section; `record()` is the
-    "build-engine" stage in ENGINE.json."""
-
-    settings: "BuildSettings"
-    engine: EngineSection
-
-    def record(self) -> dict:
-        return {"settings": asdict(self.settings), **{key: getattr(self.engine, key) for key in STAGE_KEYS}}
-
-
 def source_manifest(onnx_path: Path) -> dict:
     """The ONNX's manifest; a bare one (with a warning) for an ONNX that skdeploy did not make."""
     manifest = load_manifest(onnx_path, required=False)
@@ -71,9 +55,10 @@ def source_manifest(onnx_path: Path) -> dict:
     return manifest
 
 
-def write_sidecar(engine_path: Path, onnx_path: Path, plan, settings, *, io, profile, dla_fallback,
-                  build_seconds, peak_rss_mb, warnings, timing_cache) -> BuildResult:
-    """Derive the manifest, fill the engine section, add the build stage and write ENGINE.json atomically."""
+def engine_section(engine_path: Path, onnx_path: Path, plan, settings, *, io, profile, dla_fallback,
+                   build_seconds, peak_rss_mb, warnings, timing_cache) -> tuple:
+    """(the engine's manifest, derived from its ONNX's, with the "engine" section filled in; that EngineSection).
+    skdeploy.stages.build adds the stage record and writes ENGINE.json."""
     manifest = source_manifest(onnx_path)
     has_manifest = readable_path(manifest_path(onnx_path)).exists()
     engine = EngineSection(
@@ -103,8 +88,5 @@ def write_sidecar(engine_path: Path, onnx_path: Path, plan, settings, *, io, pro
         engine_bytes=readable_path(engine_path).stat().st_size,
         warnings=list(warnings),
     )
-    result = BuildResult(engine_path, settings, engine)
     manifest["engine"] = asdict(engine)
-    add_stage(manifest, "build-engine", result.record())
-    write_manifest(engine_path, manifest, kind="engine")
-    return result
+    return manifest, engine

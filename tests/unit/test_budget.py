@@ -19,7 +19,8 @@ from hypothesis import given, settings, strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from skdeploy.calib.accuracy import Judge, rank_by_sensitivity, smallest_fallback, unit_errors
-from skdeploy.calib.pipeline import CalibrationSettings, Evaluation, _build_int8, int8_with_fallback
+from skdeploy.calib.convert import Evaluation, build_int8, int8_with_fallback
+from skdeploy.stages.calibrate import CalibrationSettings
 from skdeploy.calib.qdq import plan_int8, sensitivity_model
 from skdeploy.data import Selection
 from skdeploy.data.sources import ArraySamples, InputShape
@@ -288,7 +289,7 @@ def build(budget, fallback="fp16", array=None, matrices=MATRICES, evaluate=True)
     array = samples() if array is None else array
     evaluation = Evaluation(model, None, None, held_out(array), 16) if evaluate else None
     settings = CalibrationSettings(max_top1_drop=budget, fallback=fallback)
-    return _build_int8(model, hand_ranges(), settings, evaluation)
+    return build_int8(model, hand_ranges(), settings, evaluation)
 
 
 PLAIN_DROP = 100.0 * NEGATIVE / (POSITIVE + NEGATIVE)  # INT8 ties every logit pair: class 0 for all 40

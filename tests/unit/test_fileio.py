@@ -339,19 +339,19 @@ def test_sha256_file_reads_past_its_block_size(tmp_path, size):
 
 # ---- every command's output: refuse to overwrite ----------------------------------------------------
 def _export(folder, output, force):
-    from skdeploy.export import ExportSettings, export_model
+    from skdeploy.stages.export import ExportSettings, export_model
 
     export_model(None, output, ExportSettings(), force=force)  # the output check comes before the model
 
 
 def _calibrate(folder, output, force):
-    from skdeploy.calib import CalibrationSettings, calibrate_model
+    from skdeploy.stages.calibrate import CalibrationSettings, calibrate_model
 
     calibrate_model(tiny_onnx_file(folder), output, CalibrationSettings(), force=force)
 
 
 def _build_engine(folder, output, force):
-    from skdeploy.engine import BuildSettings, build_engine
+    from skdeploy.stages.build import BuildSettings, build_engine
 
     build_engine(tiny_onnx_file(folder), output, BuildSettings(backend="tensorrt-rtx"), force=force)
 
@@ -373,7 +373,7 @@ def test_command_outputs_are_not_overwritten_without_force(tmp_path, write):
 
 # ---- export: the ONNX, then its manifest -----------------------------------------------------------
 def export_writes(folder):
-    from skdeploy.export import write_onnx_and_manifest
+    from skdeploy.stages.export import write_onnx_and_manifest
     from skdeploy.models.entry import ModelEntry, new_manifest
 
     write_onnx_and_manifest(tiny_model(), Path(folder) / "m.onnx", new_manifest(ModelEntry(spec="tiny"), None))
@@ -421,7 +421,7 @@ CALIBRATION_INPUTS = ["data.npy", "tiny.onnx"]
 
 
 def calibrate_tiny(folder):
-    from skdeploy.calib import CalibrationSettings, calibrate_model
+    from skdeploy.stages.calibrate import CalibrationSettings, calibrate_model
 
     data = Path(folder) / "data.npy"
     np.save(data, np.random.default_rng(0).standard_normal((4, 1, 2, 2)).astype(np.float32))
@@ -454,7 +454,7 @@ def test_calibrate_manifest_write_failing_leaves_no_manifest_and_no_temporary(tm
 
 # ---- build-engine: the engine, then ENGINE.json; the timing cache ------------------------------------
 def build_tiny(folder):
-    from skdeploy.engine import BuildSettings, build_engine
+    from skdeploy.stages.build import BuildSettings, build_engine
 
     return build_engine(tiny_onnx_file(folder), Path(folder) / "x.engine", BuildSettings(backend="tensorrt-rtx"))
 
@@ -544,7 +544,7 @@ def test_save_reference_failing_midway_leaves_nothing(tmp_path, monkeypatch):
 
 def test_report_failing_rename_leaves_nothing(tmp_path, monkeypatch):
     from skdeploy.report import write_report
-    from skdeploy.validate import ValidateSettings, ValidationResult
+    from skdeploy.stages.validate import ValidateSettings, ValidationResult
 
     result = ValidationResult(reference={"source": "saved ref.npz", "kind": "saved"},
                               data={"source": "npy:data.npy", "count": 2, "labels": False, "inputs_sha256": "0" * 64,

@@ -13,7 +13,7 @@ from skdeploy.data import InputsDigest, Preprocessing, Source, UnreadableSample,
     read_batches
 from skdeploy.errors import UsageError
 from skdeploy.reference import load_saved_reference
-from skdeploy.validate import ValidateSettings, compare_candidate, validate
+from skdeploy.stages.validate import ValidateSettings, compare_candidate, validate
 
 GRAY = Preprocessing(resize=4, crop=(4, 4), mean=(0.0,), std=(1.0,), channel_order="GRAY", scale=1.0)
 

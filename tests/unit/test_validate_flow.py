@@ -14,7 +14,7 @@ from skdeploy.errors import SkdeployError, UsageError
 from skdeploy.manifest import FORMAT
 from skdeploy.models.entry import ModelEntry
 from skdeploy.reference import Reference, save_reference
-from skdeploy.validate import ValidateSettings, validate
+from skdeploy.stages.validate import ValidateSettings, validate
 
 PREPROCESSING = {"resize": 2, "crop": [2, 2], "mean": [0.0], "std": [1.0], "channel_order": "GRAY"}
 
@@ -310,7 +310,7 @@ def test_other_data_than_the_saved_references_is_refused(setup, tmp_path):
 
 def test_without_data_a_model_with_no_dataset_is_refused(setup):
     """A PyTorch-kind reference asks for the data before any model is loaded, so no torch is needed here."""
-    from skdeploy.validate import _samples
+    from skdeploy.stages.validate import _samples
 
     rough = setup[0]
 

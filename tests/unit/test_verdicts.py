@@ -13,7 +13,7 @@ from skdeploy.calib.accuracy import Judge, smallest_fallback
 from skdeploy.errors import UsageError
 from skdeploy.runners.onnxrt import OnnxRuntimeRunner
 from skdeploy.compare import error_histogram
-from skdeploy.validate import ValidateSettings, check_input_shape, compare_candidate
+from skdeploy.stages.validate import ValidateSettings, check_input_shape, compare_candidate
 
 # Four samples, seven classes. The candidate gets samples 0 and 1 right (top-1 = 0.5), has sample 2's
 # label (4) at rank 5 and sample 3's (5) at rank 6 (top-5 = 0.75), and disagrees with FP32 on sample 3

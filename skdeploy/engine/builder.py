@@ -1,9 +1,5 @@
-"""ONNX -> serialized TensorRT engine plus its sidecar manifest.
-
-    from skdeploy.engine import BuildSettings, build_engine
-    result = build_engine("demo.onnx", "engines/demo.engine",
-                          BuildSettings(backend="tensorrt-rtx", compute_capabilities=["8.6", "8.9"]))
-    result.engine.engine_bytes, result.engine.precision    # the sidecar's "engine" section
+"""ONNX -> serialized TensorRT engine: the build plan and the builder run (skdeploy.stages.build is the stage
+that calls them with its BuildSettings and records the result).
 
 The engine file holds the builder's bytes exactly (trtexec and DeepStream load it as is); everything a
 deployment must know sits beside it in ENGINE.json. `plan_build` settles every choice (backend,
@@ -16,87 +12,19 @@ from pathlib import Path
 from rich.markup import escape
 
 from ..errors import MissingDependency, SkdeployError, UsageError
-from ..fileio import atomic_path, output_transaction, readable_path
-from ..manifest import manifest_path
+from ..fileio import atomic_path, readable_path
 from ..log import log
 from ..onnx.io import load_onnx
 from ..trt import BACKENDS, HARDWARE_COMPATIBILITY, first_installed, load_backend
 from .memory import PeakMemory
 from .network import (batch_profile, capturing_logger, interruptible_build, io_tensors, is_dynamic, network_flags,
                       parse_onnx)
-from .sidecar import BuildResult, write_sidecar
+from .sidecar import engine_section
 from .targets import get_target, targets_of
 from .timing import TimingCache
 
-PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_BATCHES = (1, 8, 32)
 OPTIMIZATION_LEVELS = range(0, 6)
-
-
-@dataclass
-class BuildSettings:
-    backend: str = "auto"  # "auto" | "tensorrt" | "tensorrt-rtx"
-    target: str = None  # see targets.TARGETS; default: "rtx" for tensorrt-rtx, "desktop" for tensorrt
-    compute_capabilities: list = None  # TensorRT-RTX only, e.g. ["8.6", "8.9"]; default: the target's
-    precision: str = None  # None: as the ONNX is; "fp16"/"int8" on an FP32 ONNX: skdeploy.pipeline calibrates first
-    calib_data: str = None  # calibration data (skdeploy.calib); None: the demo model's shipped set
-    calib_images: int = None  # None: the calibration stage's default
-    calibration: dict = None  # further skdeploy.calib.CalibrationSettings fields, e.g. {"method": "max"}
-    min_batch: int = None
-    opt_batch: int = None
-    max_batch: int = None
-    workspace: int = None  # bytes
-    timing_cache: str = None  # path; loaded if present, merged and saved after the build
-    dla_core: int = None
-    gpu_fallback: bool = False
-    version_compatible: bool = False
-    exclude_lean_runtime: bool = False
-    hardware_compatibility: str = "none"  # "none" | "ampere-plus" | "same-cc"
-    optimization_level: int = None  # 0..5, builder default 3
-    strongly_typed: bool = None  # TensorRT 10.x only; None: when the ONNX carries its precision
-
-    def __post_init__(self):
-        """The checks that need no backend: each field alone, and fields that only make sense together."""
-        if self.backend_name not in ("auto", *BACKENDS):
-            raise UsageError(f"unknown `backend` {self.backend!r}; choose auto, {', '.join(BACKENDS)}")
-        if self.precision not in (None, *PRECISIONS):
-            raise UsageError(f"`precision` must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.dla_core is not None and self.dla_core < 0:
-            raise UsageError(f"`dla_core` must be 0 or more, got {self.dla_core}")
-        if self.gpu_fallback and self.dla_core is None:
-            raise UsageError("`gpu_fallback` applies only with `dla_core`")
-        if self.hardware_compatibility_level not in HARDWARE_COMPATIBILITY:
-            raise UsageError(f"`hardware_compatibility` must be one of {', '.join(HARDWARE_COMPATIBILITY)}, "
-                             f"got {self.hardware_compatibility!r}")
-        if self.exclude_lean_runtime and not self.version_compatible:
-            raise UsageError("`exclude_lean_runtime` applies only with `version_compatible`")
-        if self.optimization_level is not None and self.optimization_level not in OPTIMIZATION_LEVELS:
-            raise UsageError(f"`optimization_level` must be 0..5, got {self.optimization_level}")
-        if self.workspace is not None and self.workspace <= 0:
-            raise UsageError(f"`workspace` must be positive, got {self.workspace}")
-        self.profile_batches()  # raises unless 1 <= min <= opt <= max
-
-    @property
-    def backend_name(self) -> str:
-        """The backend as BACKENDS spells it ("tensorrt_rtx" is taken for "tensorrt-rtx"), or "auto"."""
-        return self.backend.replace("_", "-") if self.backend else "auto"
-
-    @property
-    def hardware_compatibility_level(self) -> str:
-        return self.hardware_compatibility or "none"
-
-    def profile_batches(self) -> tuple:
-        """(min, opt, max) for a dynamic batch; DLA pins one size (it runs static shapes only)."""
-        given = (self.min_batch, self.opt_batch, self.max_batch)
-        if self.dla_core is not None:
-            n = self.opt_batch or self.max_batch or self.min_batch or DEFAULT_BATCHES[0]
-            return (n, n, n)
-        low, opt, high = (v if v is not None else d for v, d in zip(given, DEFAULT_BATCHES))
-        if self.opt_batch is None:
-            opt = min(max(opt, low), high)
-        if not (1 <= low <= opt <= high):
-            raise UsageError(f"batch sizes must satisfy 1 <= min <= opt <= max, got {low}/{opt}/{high}")
-        return (low, opt, high)
 
 
 @dataclass
@@ -129,7 +57,7 @@ def onnx_precision(model) -> str:
     return "fp16" if half in typed or half in casts else "fp32"
 
 
-def resolve_backend(settings: BuildSettings) -> tuple:
+def resolve_backend(settings) -> tuple:
     """(backend, target name) from the settings' backend, target and compute capabilities and from what
     is installed."""
     backend = settings.backend_name
@@ -159,7 +87,7 @@ def normalize_cc(text) -> str:
     raise UsageError(f"compute capability {text!r} is not like 8.6")
 
 
-def plan_build(settings: BuildSettings, caps, target_name, model) -> BuildPlan:
+def plan_build(settings, caps, target_name, model) -> BuildPlan:
     """Check the settings against the backend's capabilities and the target; decide precision,
     typing and builder flags."""
     target = get_target(target_name)
@@ -177,7 +105,7 @@ def plan_build(settings: BuildSettings, caps, target_name, model) -> BuildPlan:
                      compute_capabilities=compute_capabilities, batches=settings.profile_batches())
 
 
-def _compute_capabilities(settings: BuildSettings, caps, target) -> list:
+def _compute_capabilities(settings, caps, target) -> list:
     """The ahead-of-time list TensorRT-RTX builds for (the target's default when none is given); classic
     TensorRT builds for the GPU it runs on and takes none."""
     ccs = [normalize_cc(c) for c in (settings.compute_capabilities or [])]
@@ -194,7 +122,7 @@ def _compute_capabilities(settings: BuildSettings, caps, target) -> list:
     return ccs
 
 
-def _check_dla(settings: BuildSettings, caps, target) -> None:
+def _check_dla(settings, caps, target) -> None:
     if settings.dla_core is None:
         return
     if not target.dla:
@@ -205,7 +133,7 @@ def _check_dla(settings: BuildSettings, caps, target) -> None:
                          "later on Jetson Orin with JetPack 7.2.2 or later)")
 
 
-def _check_hardware_compatibility(settings: BuildSettings, caps, target) -> None:
+def _check_hardware_compatibility(settings, caps, target) -> None:
     level = settings.hardware_compatibility_level
     if level == "none":
         return
@@ -219,14 +147,14 @@ def _check_hardware_compatibility(settings: BuildSettings, caps, target) -> None
                             if caps.compute_capabilities else ""))
 
 
-def _check_version_compatibility(settings: BuildSettings, caps, target) -> None:
+def _check_version_compatibility(settings, caps, target) -> None:
     if settings.version_compatible and not caps.version_compatible:
         raise UsageError(f"{caps.label} cannot build version-compatible engines (TensorRT 8.6 or later can)")
     if settings.exclude_lean_runtime and not caps.exclude_lean_runtime:
         raise UsageError(f"{caps.label} cannot leave the lean runtime out of the engine")
 
 
-def _check_builder_options(settings: BuildSettings, caps, target) -> None:
+def _check_builder_options(settings, caps, target) -> None:
     if settings.optimization_level is not None and not caps.optimization_level:
         raise UsageError(f"{caps.label} has no builder optimization level")
     if settings.timing_cache and not caps.timing_cache:
@@ -238,7 +166,7 @@ def _check_builder_options(settings: BuildSettings, caps, target) -> None:
 CAPABILITY_CHECKS = (_check_dla, _check_hardware_compatibility, _check_version_compatibility, _check_builder_options)
 
 
-def _wanted_precision(settings: BuildSettings, source: str) -> str:
+def _wanted_precision(settings, source: str) -> str:
     """The engine's precision: the settings' or, by default, the ONNX's; an ONNX already INT8 or FP16
     builds only as what it is."""
     wanted = settings.precision or source
@@ -268,7 +196,7 @@ def _strong_typing(settings, caps, source, wanted, dla, flag_fp16) -> bool:
     return wanted != "fp32" and not dla and not flag_fp16
 
 
-def _builder_flags(settings: BuildSettings, caps, wanted: str, strongly: bool) -> list:
+def _builder_flags(settings, caps, wanted: str, strongly: bool) -> list:
     """Precision flags for a weakly typed network (DLA INT8 needs FP16 too), and DLA's GPU fallback."""
     dla = settings.dla_core is not None
     flags = []
@@ -282,7 +210,7 @@ def _builder_flags(settings: BuildSettings, caps, wanted: str, strongly: bool) -
     return flags
 
 
-def configure(trt, builder, plan: BuildPlan, settings: BuildSettings, profile: dict, dynamic: bool):
+def configure(trt, builder, plan: BuildPlan, settings, profile: dict, dynamic: bool):
     """The IBuilderConfig for `plan`; returns (config, timing cache or None). A profile is added only for
     dynamic inputs: static networks need none."""
     caps = plan.caps
@@ -319,7 +247,7 @@ def configure(trt, builder, plan: BuildPlan, settings: BuildSettings, profile: d
     return config, cache
 
 
-def check_dla_core(builder, settings: BuildSettings) -> None:
+def check_dla_core(builder, settings) -> None:
     """The DLA core asked for must exist on this device (DeviceType.DLA exists in every TensorRT, DLA cores
     only on Jetson/DRIVE)."""
     if settings.dla_core is None:
@@ -330,7 +258,7 @@ def check_dla_core(builder, settings: BuildSettings) -> None:
         raise UsageError(f"DLA core {settings.dla_core} does not exist: this device has {have}")
 
 
-def dla_fallback_layers(network, config, settings: BuildSettings) -> list:
+def dla_fallback_layers(network, config, settings) -> list:
     """'name (type)' of layers that cannot run on the DLA and fall back to the GPU (none without a DLA
     core); a UsageError when some cannot and the settings do not allow the GPU fallback."""
     if settings.dla_core is None:
@@ -355,35 +283,29 @@ def serialize(trt, builder, network, config, plan: BuildPlan, logger, onnx_name:
     return serialized
 
 
-def plan_onnx(onnx_path, settings: BuildSettings = None) -> BuildPlan:
-    """Settle every choice for building `onnx_path` without building: the pipeline asks this whether
+def plan_onnx(onnx_path, settings) -> BuildPlan:
+    """Settle every choice for building `onnx_path` without building: the build stage asks this whether
     the ONNX must be calibrated first."""
-    return _prepare(load_onnx(onnx_path), settings or BuildSettings())[1]
+    return _prepare(load_onnx(onnx_path), settings)[1]
 
 
-def _prepare(model, settings: BuildSettings) -> tuple:
+def _prepare(model, settings) -> tuple:
     """(TensorRT module, BuildPlan) for `model` under `settings`."""
     backend, target = resolve_backend(settings)
     trt, caps = load_backend(backend)
     return trt, plan_build(settings, caps, target, model)
 
 
-def build_engine(onnx_path, engine_path, settings: BuildSettings = None, force=False) -> BuildResult:
-    """Build `onnx_path` as it is into `engine_path` (raw serialized engine) plus ENGINE.json. An FP32 ONNX whose precision the backend takes from the graph is refused: calibrate it first
-    (skdeploy.pipeline.build does, for `skdeploy build-engine --int8/--fp16`)."""
-    settings = settings or BuildSettings()
-    engine_path = Path(engine_path)
-    with output_transaction([engine_path, manifest_path(engine_path)], force):
-        return _build(Path(onnx_path), engine_path, settings)
-
-
-def _build(onnx_path: Path, engine_path: Path, settings: BuildSettings) -> BuildResult:
+def build_serialized(onnx_path: Path, engine_path: Path, settings) -> tuple:
+    """Build `onnx_path` as it is into `engine_path` (the builder's bytes exactly); returns (the engine's
+    manifest, its EngineSection) for skdeploy.stages.build to record. An FP32 ONNX whose precision the backend
+    takes from the graph is refused: calibrate it first."""
     model = load_onnx(onnx_path)
     trt, plan = _prepare(model, settings)
     caps = plan.caps
     if plan.needs_calibration:
         raise UsageError(f"{caps.label} takes {plan.precision} from the ONNX, and {onnx_path.name} is FP32: calibrate "
-                         "it first (skdeploy.calib.calibrate_model, or skdeploy.pipeline.build, which does)")
+                         "it first (skdeploy.stages.calibrate, or skdeploy.stages.build.build, which does)")
     started = time.time()
     logger = capturing_logger(trt)
     with PeakMemory() as peak:
@@ -411,7 +333,7 @@ def _build(onnx_path: Path, engine_path: Path, settings: BuildSettings) -> Build
     build_seconds = round(time.time() - started, 2)
     for message in logger.warnings:
         log.info(f"[dim]builder: {escape(message)}[/dim]")
-    return write_sidecar(engine_path, onnx_path, plan, settings, io=io, profile=profile,
+    return engine_section(engine_path, onnx_path, plan, settings, io=io, profile=profile,
                          dla_fallback=fallback, build_seconds=build_seconds,
                          peak_rss_mb=peak.mb, warnings=logger.warnings,
                          timing_cache=cache.summary() if cache else None)

@@ -1,75 +1,27 @@
-"""Running the passes in order, reporting what each did, and the file-to-file `optimize` stage."""
-import time
+"""ONNX -> ONNX through the graph passes, file to file: onnx-simplifier first (as export does), then the
+passes, then a check that the whole output matches the input in onnxruntime.
+
+    result = optimize_onnx("elsewhere.onnx", "elsewhere.opt.onnx")
+    result.passes, result.parity["max_rel"]     # also in the output's manifest: its "optimize" stage
+"""
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .. import ui
 from ..compare import compare_outputs, merge_comparisons
 from ..data import Preprocessing
 from ..errors import SkdeployError, UsageError
-from ..fileio import output_transaction, sha256_file
 from ..log import log
-from ..manifest import StageResult, add_stage, load_manifest, manifest_path, write_manifest
+from ..manifest import StageResult, load_manifest
 from ..models.entry import ModelEntry, derive_manifest, new_manifest
-from ..onnx.cleanup import list_initializers_as_inputs
 from ..onnx.io import graph_inputs, io_spec, load_onnx, node_counts, opset_of, save_onnx
 from ..onnx.run import run_model
 from ..onnx.shapes import infer_types, unsized_dims
-from .fold_bn import FoldReport, fold_batchnorms
-from .rewrite import TOLERANCE, parity_batches
-from .simplify import simplify
-from .sk_select import SkRewriteReport, rewrite_sk_blocks
-
-PASSES = ((FoldReport, "folding BatchNormalization", fold_batchnorms),
-          (SkRewriteReport, "rewriting SK selects", rewrite_sk_blocks))
-REPORT_TYPES = {report_type.name: report_type for report_type, _, _ in PASSES}
-
-
-def optimize_graph(model, fold_bn=True, sk_rewrite=True, tolerance=TOLERANCE, sizes=None):
-    """Run the enabled passes on `model` (changed in place); returns (model, [PassReport per pass]).
-    `sizes` ({dim name: size}) sizes the inputs' symbolic dimensions besides the batch for the checks."""
-    import onnx
-
-    enabled = {"fold_bn": fold_bn, "sk_rewrite": sk_rewrite}
-    reports = []
-    for report_type, message, run in PASSES:
-        if not enabled[report_type.name]:
-            continue
-        before, started = node_counts(model), time.time()
-        with log.status(message):
-            report = run(model, tolerance, sizes)
-        report.node_counts_before, report.node_counts_after = before, node_counts(model)
-        report.seconds = round(time.time() - started, 2)
-        reports.append(report)
-    list_initializers_as_inputs(model)
-    onnx.checker.check_model(model)
-    return model, reports
-
-
-def as_report(report):
-    """`report` as a PassReport: reports read back from a manifest are plain dicts."""
-    return REPORT_TYPES[report["name"]].from_dict(report) if isinstance(report, dict) else report
-
-
-def describe(report) -> list:
-    """What one pass did, as lines for the terminal (a PassReport or its manifest dict)."""
-    return as_report(report).describe()
-
-
-def show_passes(reports) -> None:
-    """Print what each pass did and the node counts by op type before the first and after the last."""
-    if not reports:
-        return
-    reports = [as_report(report) for report in reports]
-    for report in reports:
-        for line in report.describe():
-            ui.out.print(line)
-    before, after = reports[0].node_counts_before, reports[-1].node_counts_after
-    rows = [(op, before.get(op, 0), after.get(op, 0)) for op in sorted(set(before) | set(after))]
-    rows.append(("total", sum(before.values()), sum(after.values())))
-    ui.table("nodes by op type", ["op", "before passes", "after passes"], rows)
+from ..graph import optimize_graph
+from ..graph.rewrite import TOLERANCE, parity_batches
+from ..graph.simplify import simplify
+from .stage import run_stage, source_record
 
 
 def require_sizes(model, sizes) -> None:
@@ -136,15 +88,13 @@ def optimize_onnx(source, output, fold_bn=True, sk_rewrite=True, force=False, to
 
     Nothing is written unless the whole optimized model matches the input in onnxruntime.
     """
-    output = Path(output)
-    with output_transaction([output, manifest_path(output)], force):
-        return _optimize(source, output, fold_bn, sk_rewrite, tolerance, sizes, raw_input)
+    return run_stage("optimize", output, lambda: _optimize(source, Path(output), fold_bn, sk_rewrite, tolerance,
+                                                               sizes, raw_input), force=force)
 
 
-def _optimize(source, output: Path, fold_bn, sk_rewrite, tolerance, sizes, raw_input) -> OptimizeResult:
+def _optimize(source, output: Path, fold_bn, sk_rewrite, tolerance, sizes, raw_input) -> tuple:
     import onnx
 
-    started = time.time()
     model = load_onnx(source)
     require_sizes(model, sizes)
     manifest = _manifest_for(source, model)
@@ -162,7 +112,7 @@ def _optimize(source, output: Path, fold_bn, sk_rewrite, tolerance, sizes, raw_i
                             f"{parity['max_rel']:.3g} > {tolerance:g}; nothing written")
     raw_parity = None
     if raw_input:
-        from .preprocess import with_raw_input
+        from ..graph.preprocess import with_raw_input
 
         if not manifest.get("preprocessing"):
             raise UsageError(f"`raw_input` needs the preprocessing, and {Path(source).name} has no manifest that "
@@ -173,11 +123,9 @@ def _optimize(source, output: Path, fold_bn, sk_rewrite, tolerance, sizes, raw_i
         manifest["preprocessing"] = raw.to_dict()
     manifest["inputs"], manifest["outputs"] = io_spec(model)
     manifest["opset"] = opset_of(model)
-    result = OptimizeResult(output, {"file": str(source), "sha256": sha256_file(source)},
+    result = OptimizeResult(output, source_record(source),
                             {"fold_bn": fold_bn, "sk_rewrite": sk_rewrite, "tolerance": tolerance,
                              "sizes": sizes or {}, "raw_input": raw_input}, simplified, reports,
-                            before, node_counts(model), parity, round(time.time() - started, 2), raw_parity)
-    add_stage(manifest, "optimize", result.record())
+                            before, node_counts(model), parity, None, raw_parity)
     save_onnx(model, output)
-    write_manifest(output, manifest, kind="onnx")
-    return result
+    return result, manifest

@@ -19,15 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .compare import RunningComparison, TopKHits
-from .data import FASHION_MNIST_DIR, InputsDigest, Preprocessing, StreamedData, class_names_for, open_data
-from .data.preprocessing import FORM_FIELDS
-from .errors import SkdeployError, UsageError, require_finite
-from .fileio import check_output_path
-from .log import log
-from .manifest import artifact_precision, last_stage, load_manifest
-from .reference import resolve_reference, save_reference
-from .runners import runner_kind
+from ..compare import RunningComparison, TopKHits
+from ..data import FASHION_MNIST_DIR, InputsDigest, Preprocessing, StreamedData, class_names_for, open_data
+from ..data.preprocessing import FORM_FIELDS
+from ..errors import SkdeployError, UsageError, require_finite
+from ..fileio import check_output_path
+from ..log import log
+from ..manifest import artifact_precision, last_stage, load_manifest
+from ..reference import resolve_reference, save_reference
+from ..runners import runner_kind
 
 
 # Default logit-closeness limits per candidate precision (docs/validation.md: the demo's real FP32 / FP16 /
@@ -118,7 +118,7 @@ class ValidationResult:
 
 # ---- running ------------------------------------------------------------------------------------
 def candidate_runner(path, runner_options=None):
-    from .runners import load_runner
+    from ..runners import load_runner
 
     path = Path(path)
     if runner_kind(path) == "pytorch":

@@ -9,22 +9,21 @@ import contextlib
 import io
 import os
 import tempfile
-import time
 import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from .compare import compare_outputs, merge_comparisons
-from .deps import require
-from .errors import SkdeployError, UsageError, require_finite
-from .fileio import output_transaction
-from .log import log
-from .manifest import StageResult, add_stage, manifest_path, write_manifest
-from .models.entry import new_manifest
-from .onnx.io import graph_inputs, io_spec, node_counts, opset_of, save_onnx
-from .reference import Reference, reference_of
+from ..compare import compare_outputs, merge_comparisons
+from ..deps import require
+from ..errors import SkdeployError, UsageError, require_finite
+from ..log import log
+from ..manifest import StageResult
+from ..models.entry import new_manifest
+from ..onnx.io import graph_inputs, io_spec, node_counts, opset_of, save_onnx
+from ..reference import Reference, reference_of
+from .stage import run_stage, source_record
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -71,6 +70,7 @@ class ExportResult(StageResult):
     """What one export made and measured; `record()` is its "export" stage in the manifest."""
 
     settings: ExportSettings
+    source: dict  # {file, sha256} of the checkpoint; both None for a model without one
     simplified: bool  # False when onnx-simplifier could not handle the model
     parity: dict  # worst case vs PyTorch: {max_abs, mean_abs, max_rel, tolerance, passed, batches, inputs}
     passes: list  # graph.PassReport per pass run
@@ -80,7 +80,8 @@ class ExportResult(StageResult):
     raw_input: dict = None  # with `raw_input`: the raw graph vs numpy preprocessing + the normalized graph
 
     def record(self) -> dict:
-        return {"exporter": self.settings.exporter, "settings": asdict(self.settings), "simplified": self.simplified,
+        return {"exporter": self.settings.exporter, "settings": asdict(self.settings), "source": self.source,
+                "simplified": self.simplified,
                 "parity": self.parity, "passes": [report.as_dict() for report in self.passes],
                 "node_counts_exported": self.node_counts_exported, "node_counts": self.node_counts,
                 "seconds": self.seconds, "raw_input": self.raw_input}
@@ -133,7 +134,7 @@ def parity_inputs(input_shape, settings: ExportSettings, real_images=None):
 
 def check_parity(reference: Reference, model, batches, tolerance) -> dict:
     """Compare onnxruntime against the FP32 PyTorch reference on every batch; worst case over all."""
-    from .onnx.run import run_model
+    from ..onnx.run import run_model
 
     input_name, output_name = graph_inputs(model)[0].name, model.graph.output[0].name
     outputs = run_model(model, [{input_name: batch} for _, batch in batches])
@@ -151,7 +152,7 @@ def dataset_images(config, count=8):
     """A few real, preprocessed images for models trained on a known dataset (else None)."""
     if config.dataset != "fashion-mnist":
         return None
-    from .data import load_fashion_mnist
+    from ..data import load_fashion_mnist
 
     pixels, _ = load_fashion_mnist("test")
     return config.preprocessing.arrays(pixels[:count])
@@ -159,13 +160,10 @@ def dataset_images(config, count=8):
 
 def export_model(loaded, output, settings: ExportSettings, force=False) -> ExportResult:
     """Export `loaded` (models.LoadedModel) to `output` plus its manifest, both or neither."""
-    output = Path(output)
-    with output_transaction([output, manifest_path(output)], force):
-        return _export(loaded, output, settings)
+    return run_stage("export", output, lambda: _export(loaded, Path(output), settings), force=force)
 
 
-def _export(loaded, output: Path, settings: ExportSettings) -> ExportResult:
-    started = time.time()
+def _export(loaded, output: Path, settings: ExportSettings) -> tuple:
     input_shape = tuple(loaded.config.input_size)
     with log.status(f"exporting {loaded.spec} with the {settings.exporter} exporter"):
         model = trace_to_onnx(loaded.module, input_shape, settings)
@@ -173,12 +171,12 @@ def _export(loaded, output: Path, settings: ExportSettings) -> ExportResult:
     simplified = False
     if settings.simplify:
         with log.status("simplifying"):
-            from .graph.simplify import simplify
+            from ..graph.simplify import simplify
 
             model, simplified = simplify(model)
     passes = []
     if settings.fold_bn or settings.sk_rewrite:
-        from .graph import optimize_graph
+        from ..graph import optimize_graph
 
         model, passes = optimize_graph(model, fold_bn=settings.fold_bn, sk_rewrite=settings.sk_rewrite)
     with log.status("checking parity with onnxruntime"):
@@ -192,7 +190,7 @@ def _export(loaded, output: Path, settings: ExportSettings) -> ExportResult:
                             f"exceeds {settings.parity_tolerance:g}; nothing written")
     preprocessing, raw_parity = loaded.config.preprocessing, None
     if settings.raw_input:
-        from .graph.preprocess import with_raw_input
+        from ..graph.preprocess import with_raw_input
 
         model, preprocessing, raw_parity = with_raw_input(model, preprocessing, settings.layout, settings.raw_dtype,
                                                           loaded.config.dataset)
@@ -204,16 +202,9 @@ def _export(loaded, output: Path, settings: ExportSettings) -> ExportResult:
     manifest = new_manifest(entry, preprocessing.to_dict())
     manifest["inputs"], manifest["outputs"] = inputs, outputs
     manifest["opset"] = opset_of(model)
-    result = ExportResult(output, settings, simplified, parity, passes, exported_counts, node_counts(model),
-                          round(time.time() - started, 2), raw_parity)
-    add_stage(manifest, "export", result.record())
-    write_onnx_and_manifest(model, output, manifest)
-    return result
-
-
-def write_onnx_and_manifest(model, output, manifest: dict) -> None:
-    """The ONNX and its manifest, which records the ONNX's sha256: both appear, or neither (its callers
-    checked that they may be replaced)."""
-    with output_transaction([output, manifest_path(output)], force=True):
-        save_onnx(model, output)
-        write_manifest(output, manifest, kind="onnx")
+    checkpoint = entry.checkpoint or {}
+    source = source_record(checkpoint.get("path"), checkpoint.get("sha256"))
+    result = ExportResult(output, settings, source, simplified, parity, passes, exported_counts, node_counts(model),
+                          None, raw_parity)
+    save_onnx(model, output)
+    return result, manifest

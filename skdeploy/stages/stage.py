@@ -1,0 +1,42 @@
+"""The skeleton every file-writing stage shares, written once: the stage's files appear together or not at
+all, the work is timed, and the output's manifest gets the stage's record, written last.
+
+    return run_stage("optimize", output, lambda: _optimize(source, output, ...), force=force)
+
+`work()` writes the artifact (and any other files in `also`) and returns (result, manifest): the result's
+`seconds` is set here, its `record()` appended to the manifest as the stage's entry.
+"""
+import time
+from pathlib import Path
+
+from ..fileio import output_transaction, sha256_file
+from ..manifest import add_stage, manifest_path, write_manifest
+
+
+def run_stage(name: str, output, work, force: bool = False, also=(), kind: str = "onnx"):
+    """Run `work` inside one output transaction over `output`, `also` and the manifest; see the module doc."""
+    output = Path(output)
+    with output_transaction([output, *also, manifest_path(output)], force):
+        started = time.time()
+        result, manifest = work()
+        result.seconds = round(time.time() - started, 2)
+        add_stage(manifest, name, result.record())
+        write_manifest(output, manifest, kind=kind)
+    return result
+
+
+def source_record(path, sha256: str = None) -> dict:
+    """A stage record's `source`: the input file and its sha256 (hashed here unless the caller has it)."""
+    if path is None:
+        return {"file": None, "sha256": None}
+    return {"file": str(path), "sha256": sha256 or sha256_file(path)}
+
+
+def recorded_source(manifest: dict, entry: dict) -> dict:
+    """The {file, sha256} a stage entry was made from; manifests written before every stage recorded `source`
+    kept it as `source_onnx`, or (engines) in the engine section."""
+    if "source" in entry:
+        return entry["source"]
+    if "source_onnx" in entry:
+        return entry["source_onnx"]
+    return (manifest.get("engine") or {}).get("source_onnx") or {}
