@@ -373,10 +373,28 @@ def test_command_outputs_are_not_overwritten_without_force(tmp_path, write):
 
 # ---- export: the ONNX, then its manifest -----------------------------------------------------------
 def export_writes(folder):
-    from skdeploy.stages.export import write_onnx_and_manifest
-    from skdeploy.models.entry import ModelEntry, new_manifest
+    """What every writing stage does through run_stage: the ONNX, then its manifest."""
+    from dataclasses import dataclass
 
-    write_onnx_and_manifest(tiny_model(), Path(folder) / "m.onnx", new_manifest(ModelEntry(spec="tiny"), None))
+    from skdeploy.manifest import StageResult
+    from skdeploy.models.entry import ModelEntry, new_manifest
+    from skdeploy.onnx.io import save_onnx
+    from skdeploy.stages.stage import run_stage
+
+    @dataclass
+    class Written(StageResult):
+        seconds: float = None
+
+        def record(self):
+            return {}
+
+    output = Path(folder) / "m.onnx"
+
+    def work():
+        save_onnx(tiny_model(), output)
+        return Written(output), new_manifest(ModelEntry(spec="tiny"), None)
+
+    run_stage("export", output, work)
 
 
 def test_export_writes_the_onnx_then_a_manifest_with_its_hash(tmp_path):
