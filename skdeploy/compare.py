@@ -1,5 +1,27 @@
-"""Numeric comparison of two output arrays; it knows nothing of where they came from."""
+"""Numeric comparison of two output arrays, and the threshold checks on the figures; it knows nothing of
+where they came from."""
 import numpy as np
+
+
+class Check(dict):
+    """One threshold check: {name, value, limit, rule, passed} plus any extra fields. A dict, so results and
+    manifests hold it as JSON and a check read back from one is described the same way: `Check(entry)`."""
+
+    @classmethod
+    def of(cls, name: str, value, limit, rule: str, passed: bool = None) -> "Check":
+        """The check of `value` against `limit` under `rule` (">=", "<=" or "==") unless `passed` is given
+        (a check whose value is text: it says itself whether it holds)."""
+        if passed is None:
+            passed = value >= limit if rule == ">=" else value <= limit + 1e-9 if rule == "<=" else value == limit
+        return cls(name=name, value=value, limit=limit, rule=rule, passed=bool(passed))
+
+    def describe(self) -> str:
+        """The check as a phrase for a failure line: `cosine 0.52 vs limit >= 0.99`; a check whose value is
+        text reads `manifest preprocessing std [0.5] vs the reference's std [1.0]`."""
+        value, limit = self["value"], self["limit"]
+        if isinstance(value, str) or isinstance(limit, str):
+            return f"{self['name']} {value} vs {limit}"
+        return f"{self['name']} {value:.4g} vs limit {self['rule']} {limit:g}"
 
 
 def compare_outputs(reference: np.ndarray, candidate: np.ndarray) -> dict:

@@ -254,9 +254,7 @@ def deploy(bundle, settings: DeploySettings = None, force=False) -> DeployResult
         engine, command = _engine(onnx_path, settings, work, steps)
         validation = _validate(onnx_path, settings, work)
         if not validation.passed:
-            failed = "; ".join(f"{c['name']} {c['value']:.4g} vs limit {c['limit']:g}"
-                               for c in validation.candidates[0].failed_checks())
-            raise SkdeployError(f"validation failed ({failed}); no bundle written, work kept in {work} for a rerun")
+            raise validation_failure(validation, work)
         from .serving.bundle import assemble
 
         table = onnx_path.name + ".calib.table" if settings.precision == "int8" else None
@@ -270,6 +268,12 @@ def deploy(bundle, settings: DeploySettings = None, force=False) -> DeployResult
         log.info(f"deploy: wrote {bundle} (built: {', '.join(steps.built) or 'nothing'}; "
                  f"reused: {', '.join(steps.reused) or 'nothing'})")
         return result
+
+
+def validation_failure(validation, work: Path) -> SkdeployError:
+    """The one line a failed validation ends deploy with: each failed check as it describes itself."""
+    return SkdeployError(f"validation failed ({validation.candidates[0].failure_reasons()}); no bundle written, "
+                         f"work kept in {work} for a rerun")
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..compare import RunningComparison, TopKHits
+from ..compare import Check, RunningComparison, TopKHits
 from ..data import FASHION_MNIST_DIR, InputsDigest, Preprocessing, StreamedData, class_names_for, open_data
 from ..data.preprocessing import FORM_FIELDS
 from ..errors import SkdeployError, UsageError, require_finite
@@ -78,7 +78,7 @@ class CandidateResult:
     disagreements: int  # samples whose top-1 differs from the reference's
     examples: list  # [{index, label, reference, candidate}] of the first disagreements
     error_histogram: dict
-    checks: list  # [{name, value, limit, rule, passed}]
+    checks: list  # [compare.Check]
     passed: bool
 
     def failed_checks(self) -> list:
@@ -86,10 +86,10 @@ class CandidateResult:
 
     def described_checks(self) -> list:
         """[(phrase, passed)] per check, as the report lists them."""
-        return [(describe_check(check), check["passed"]) for check in self.checks]
+        return [(Check(check).describe(), check["passed"]) for check in self.checks]
 
     def failure_reasons(self) -> str:
-        return ", ".join(describe_check(check) for check in self.failed_checks())
+        return ", ".join(Check(check).describe() for check in self.failed_checks())
 
     def record(self) -> dict:
         return asdict(self)
@@ -135,19 +135,6 @@ def check_input_shape(runner, inputs: np.ndarray, what: str):
                          f"{', '.join(map(str, got))}); check `data` and the manifest's preprocessing")
 
 
-def describe_check(check: dict) -> str:
-    """One check as a phrase for the failure line: `cosine 0.52 vs limit >= 0.99`."""
-    value, limit = check["value"], check["limit"]
-    if isinstance(value, str):
-        return f"{check['name']} {value} vs {limit}"
-    return f"{check['name']} {value:.4g} vs limit {check['rule']} {limit:g}"
-
-
-def _check(name, value, limit, rule) -> dict:
-    passed = value >= limit if rule == ">=" else value <= limit + 1e-9 if rule == "<=" else value == limit
-    return {"name": name, "value": value, "limit": limit, "rule": rule, "passed": bool(passed)}
-
-
 def compare_candidate(reference_logits, logits, labels, settings: ValidateSettings, reference_top1=None,
                       precision: str = "unknown") -> dict:
     """Metrics, checks against the thresholds and the verdict for one candidate's whole logits."""
@@ -166,14 +153,14 @@ def judge(comparison: RunningComparison, settings: ValidateSettings, reference_t
         MIN_COSINE.get(precision, MIN_COSINE["int8"])
     min_snr_db = settings.min_snr_db if settings.min_snr_db is not None else \
         MIN_SNR_DB.get(precision, MIN_SNR_DB["int8"])
-    checks = [_check("non-finite outputs", comparison.non_finite, 0, "=="),
-              _check("top-1 agreement", metrics["agreement"], settings.min_agreement, ">="),
-              _check("cosine", metrics["cosine_mean"], min_cosine, ">="),
-              _check("SNR dB", metrics["snr_db"], min_snr_db, ">=")]
+    checks = [Check.of("non-finite outputs", comparison.non_finite, 0, "=="),
+              Check.of("top-1 agreement", metrics["agreement"], settings.min_agreement, ">="),
+              Check.of("cosine", metrics["cosine_mean"], min_cosine, ">="),
+              Check.of("SNR dB", metrics["snr_db"], min_snr_db, ">=")]
     if "top1" in metrics:
         drop = (reference_top1 - metrics["top1"]) * 100.0
         metrics["top1_drop"] = drop
-        checks.append(_check("top-1 drop (points)", drop, settings.max_top1_drop, "<="))
+        checks.append(Check.of("top-1 drop (points)", drop, settings.max_top1_drop, "<="))
     return {"metrics": metrics, "per_class_agreement": comparison.per_class(),
             "disagreements": comparison.disagreements, "examples": comparison.examples,
             "error_histogram": comparison.histogram.result(), "checks": checks,
@@ -191,7 +178,7 @@ def preprocessing_check(manifest, used: Preprocessing):
     differing = [key for key in expected if recorded[key] != expected[key] and key not in FORM_FIELDS]
     value = "; ".join(f"{key} {recorded[key]}" for key in differing) or "every field"
     limit = "the reference's " + ("; ".join(f"{key} {expected[key]}" for key in differing) or "fields")
-    return {"name": "manifest preprocessing", "value": value, "limit": limit, "rule": "==", "passed": not differing}
+    return Check.of("manifest preprocessing", value, limit, "==", passed=not differing)
 
 
 def recorded_top1_check(manifest, top1: float, count: int):
@@ -203,7 +190,7 @@ def recorded_top1_check(manifest, top1: float, count: int):
         return None
     spread = 3.0 * math.sqrt(recorded * (1.0 - recorded) / count) * 100.0
     below = (recorded - top1) * 100.0
-    check = _check("top-1 below the recorded (points)", below, RECORDED_TOP1_TOLERANCE + spread, "<=")
+    check = Check.of("top-1 below the recorded (points)", below, RECORDED_TOP1_TOLERANCE + spread, "<=")
     check["recorded"] = recorded
     return check
 

@@ -182,6 +182,19 @@ def test_a_manifest_whose_preprocessing_is_not_the_saved_references_fails(setup)
     assert result.data["preprocessing"]["std"] == [1.0] and not result.passed
 
 
+def test_deploy_names_a_failed_text_check_as_validate_does(setup, tmp_path):
+    """The preprocessing check's value is text: deploy's failure line describes it through the same Check."""
+    from skdeploy.deployment import validation_failure
+
+    _, exact, reference, data = setup
+    manifest = {"format": FORMAT, "model": {"spec": "tiny"}, "preprocessing": {**PREPROCESSING, "std": [0.5]},
+                "stages": []}
+    (exact.parent / "exact.onnx.json").write_text(json.dumps(manifest))
+    error = validation_failure(validate([exact], reference=reference, data=data), tmp_path / "work")
+    assert str(error) == ("validation failed (manifest preprocessing std [0.5] vs the reference's std [1.0]); "
+                          f"no bundle written, work kept in {tmp_path / 'work'} for a rerun")
+
+
 @pytest.mark.parametrize("recorded, limit, passes", [
     (1.0, 10.0, False),  # no spread at p = 1: rough's 25 points below are over the 10 allowed
     (0.9, 10.0 + 3 * math.sqrt(0.9 * 0.1 / 4) * 100, True)])  # 15 points below, 10 + 45 allowed
