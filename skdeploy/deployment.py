@@ -16,6 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .data import DataOrigin
 from .deps import available
 from .engine import TARGETS
 from .errors import SkdeployError, UsageError
@@ -260,7 +261,7 @@ def deploy(bundle, settings: DeploySettings = None, force=False) -> DeployResult
         table = onnx_path.name + ".calib.table" if settings.precision == "int8" else None
         plan = dict(asdict(settings), name=settings.name or _served_name(onnx_path), onnx=onnx_path.name,
                     engine="model.engine", build_command=command, calibration_table=table,
-                    model=load_manifest(onnx_path)["model"]["spec"], data=validation.data["source"].split(":", 1)[1],
+                    model=load_manifest(onnx_path)["model"]["spec"], data=DataOrigin.parse(validation.data["source"]).path,
                     count=validation.data["count"])
         assemble(bundle, plan, onnx_path, engine, validation, work / "reference.npz")
         result = DeployResult(bundle, bundle / onnx_path.name, bundle / "model.engine" if engine else None, command,

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .data import read_arrays
+from .data import DataOrigin, read_arrays
 from .errors import SkdeployError, UsageError
 from .fileio import atomic_path, check_output_path
 from .log import log
@@ -110,7 +110,12 @@ def load_saved_reference(path) -> Reference:
     check_fields(meta, SAVED_META_FIELDS, path, "its meta", required=True)
     check_model_entry(meta["model"], path)
     check_fields(meta["data"], {"source": (str,), "count": (int,)}, path, "its meta data", required=True)
-    if ":" not in meta["data"]["source"] or meta["data"]["count"] < 1:
+    try:
+        DataOrigin.parse(meta["data"]["source"])
+        named = meta["data"]["count"] >= 1
+    except ValueError:
+        named = False
+    if not named:
         raise damaged(path, "its meta data must name its source as KIND:PATH and count at least 1 sample")
     saved["meta"] = meta
     model = ModelEntry.from_manifest(meta)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UsageError
+from .origin import DataOrigin
 from .preprocessing import Preprocessing
 from .sources import InputShape, Source, UnreadableSample, fashion_mnist_file, open_source, read_batches
 
@@ -40,7 +41,7 @@ class StreamedData:
 
     source: Source
     count: int
-    origin: str  # "kind:path", what reports and saved references name the data by
+    origin: DataOrigin  # what reports and saved references name the data by
     labels: np.ndarray = None
     class_names: tuple = None
     preprocessing: Preprocessing = None  # what made the inputs; None when they came preprocessed
@@ -97,4 +98,4 @@ def open_data(path, preprocessing: Preprocessing, limit=None, class_names=None) 
                          "in the graph); give the pictures (uint8) or image files")
     count = len(source) if limit is None else min(limit, len(source))
     labels = None if source.labels is None else source.labels[:count]
-    return StreamedData(source, count, f"{kind}:{path}", labels, source.class_names or class_names, preprocessing)
+    return StreamedData(source, count, DataOrigin.of(kind, path), labels, source.class_names or class_names, preprocessing)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..compare import Check, RunningComparison, TopKHits
-from ..data import FASHION_MNIST_DIR, InputsDigest, Preprocessing, StreamedData, class_names_for, open_data
+from ..data import FASHION_MNIST_DIR, DataOrigin, InputsDigest, Preprocessing, StreamedData, class_names_for, open_data
 from ..data.preprocessing import FORM_FIELDS
 from ..errors import SkdeployError, UsageError, require_finite
 from ..fileio import check_output_path
@@ -225,7 +225,7 @@ def validate(candidates, reference=None, checkpoint=None, data=None, settings: V
     used = _data_preprocessing(ref, manifests)
     samples = _samples(ref, manifests, data, settings.limit)
     if not len(samples):
-        raise UsageError(f"no samples to validate on in {samples.origin.split(':', 1)[1]}")
+        raise UsageError(f"no samples to validate on in {samples.origin.path}")
     if ref.kind == "saved":
         ref.check_saved_data(len(samples), None, samples.origin)
         if samples.labels is None and ref.saved.get("labels") is not None:
@@ -367,7 +367,7 @@ def _samples(ref, manifests: dict, data, limit):
     preprocessing = _data_preprocessing(ref, manifests)
     dataset = context["model"].get("dataset")
     if data is None and ref.kind == "saved":
-        data = ref.saved["meta"]["data"]["source"].split(":", 1)[1]
+        data = DataOrigin.parse(ref.saved["meta"]["data"]["source"]).path
         limit = limit or ref.saved["meta"]["data"]["count"]
     if data is None:
         if dataset != "fashion-mnist":

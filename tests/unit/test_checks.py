@@ -1,4 +1,5 @@
-"""compare.Check: a threshold check decides once and describes itself one way, also when read back as JSON."""
+"""compare.Check and data.DataOrigin: a threshold check decides once and describes itself one way, also when read
+back as JSON; a data origin splits into kind and path in one place."""
 import json
 
 import pytest
@@ -26,3 +27,19 @@ def test_a_text_check_describes_itself_without_number_formats():
 def test_a_check_read_back_from_json_describes_itself_the_same_way():
     check = Check.of("SNR dB", -33.81, 60, ">=")
     assert Check(json.loads(json.dumps(check))).describe() == check.describe() == "SNR dB -33.81 vs limit >= 60"
+
+
+def test_a_data_origin_is_its_text_with_kind_and_path():
+    from skdeploy.data import DataOrigin
+
+    origin = DataOrigin.of("images", "photos/a:b")
+    assert origin == "images:photos/a:b" and (origin.kind, origin.path) == ("images", "photos/a:b")
+    assert DataOrigin.parse(json.loads(json.dumps(origin))).path == "photos/a:b"
+
+
+@pytest.mark.parametrize("text", ["photos", ":photos", "images:"])
+def test_text_without_kind_and_path_is_no_data_origin(text):
+    from skdeploy.data import DataOrigin
+
+    with pytest.raises(ValueError, match="KIND:PATH"):
+        DataOrigin.parse(text)
