@@ -123,7 +123,7 @@ def test_int8_placement_and_accuracy_on_real_images(passes, demo, demo_no_passes
     stage = recorded_stage(output)
     assert stage == as_stored(result.record())
     assert load_manifest(output)["stages"][-1]["stage"] == "calibrate"
-    assert list(stage) == ["precision", "method", "settings", "source_onnx", "data", "ranges_file", "ranges_cache",
+    assert list(stage) == ["precision", "method", "settings", "source", "data", "ranges_file", "ranges_cache",
                            "calibration_table", "budget", "quantized_units", "qdq_tensors", "fallback_layers",
                            "accuracy", "accuracy_plain_int8", "node_counts", "seconds", "collect_seconds"]
     assert 0 < stage["collect_seconds"] < stage["seconds"]
@@ -213,7 +213,7 @@ def test_fp16_keeps_io_fp32_and_named_nodes(demo, calibrated, fmnist_images):
     assert result.kept_fp32 == [] and result.accuracy["images"] == 200 and result.method is None
     stage = recorded_stage(output)
     assert stage == as_stored(result.record())
-    assert list(stage) == ["precision", "method", "settings", "source_onnx", "data", "ranges_file", "ranges_cache",
+    assert list(stage) == ["precision", "method", "settings", "source", "data", "ranges_file", "ranges_cache",
                            "calibration_table", "budget", "fp16_nodes", "kept_fp32", "fp16_io", "accuracy",
                            "node_counts", "seconds", "collect_seconds"]
     assert stage["method"] is None and stage["calibration_table"] is None

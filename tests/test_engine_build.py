@@ -114,8 +114,8 @@ def test_rtx_build_sidecar_field_by_field(rtx_build, model, precision):
     assert result.output == path and result.manifest == path.with_name(path.name + ".json")
     assert sidecar["engine"] == as_stored(asdict(result.engine))  # the section is the result's, field by field
     assert recorded_stage(path) == as_stored(result.record())
-    assert list(result.record()) == ["settings", "backend", "backend_version", "target", "precision", "build_seconds",
-                                     "peak_rss_mb", "engine_bytes"]
+    assert list(result.record()) == ["settings", "source", "backend", "backend_version", "target", "precision",
+                                     "build_seconds", "peak_rss_mb", "engine_bytes", "seconds"]
     source_manifest = load_manifest(source)
     channels, height, width = source_manifest["inputs"][0]["shape"][1:]
     classes = source_manifest["model"]["num_classes"]
@@ -138,13 +138,14 @@ def test_rtx_build_sidecar_field_by_field(rtx_build, model, precision):
     built_from = source if precision == "fp32" else path.with_name(f"{path.stem}.{precision}.onnx")
     assert engine["source_onnx"] == {"file": str(built_from), "sha256": sha256_file(built_from),
                                      "manifest": str(built_from) + ".json"}
+    assert result.source == {"file": str(built_from), "sha256": sha256_file(built_from)}
     if precision == "fp32":
         assert engine["calibration"] is None
     else:  # the calibration stage ran on the FP32 export and its record travels with the engine
         calibrated = load_manifest(built_from)
         assert engine["calibration"] == calibrated["stages"][-1]
         assert engine["calibration"]["stage"] == "calibrate" and engine["calibration"]["precision"] == precision
-        assert engine["calibration"]["source_onnx"]["sha256"] == sha256_file(source)
+        assert engine["calibration"]["source"]["sha256"] == sha256_file(source)
         assert engine["calibration"]["data"]["images"] == CALIB_IMAGES
 
     assert engine["engine_bytes"] == path.stat().st_size > 1_000_000
