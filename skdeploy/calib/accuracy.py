@@ -20,26 +20,32 @@ from ..reference import reference_from_manifest
 
 
 def runs(model, selection: Selection, indices, batch_size: int, description: str):
-    """(outputs, samples in the batch) per batch of `indices` through onnxruntime, with progress; a
-    model with a static batch gets its own batch size, the last one padded."""
+    """(every output, samples in the batch) per batch of `indices` through onnxruntime, with progress: for
+    the sensitivity model, whose outputs are per-batch sums rather than per-sample logits. A model with a
+    static batch gets its own batch size, the last one padded."""
     from ..runners.onnxrt import OnnxRuntimeRunner
 
     with OnnxRuntimeRunner(model) as runner, log.progress(len(indices), description) as advance:
         spec = runner.input_specs()[0]
-        static = isinstance(spec.shape[0], int) and spec.shape[0] > 0
-        size = spec.shape[0] if static else batch_size
+        low, high = runner.batch_limits()
+        size = low if low == high else batch_size
         for batch, _ in selection.batches(indices, size):
-            feed = pad_batch(batch, size) if static else batch
-            yield runner.infer({spec.name: feed.astype(spec.dtype)}), len(batch)
+            yield runner.infer({spec.name: pad_batch(batch, low).astype(spec.dtype)}), len(batch)
             advance(len(batch))
 
 
 def onnx_predictions(model, selection: Selection, indices, batch_size: int, description: str) -> np.ndarray:
-    """Top-1 class per held-out sample from onnxruntime (`model` is a ModelProto or a path)."""
+    """Top-1 class per held-out sample from onnxruntime (`model` is a ModelProto or a path), through
+    Runner.run_batched as every other run over a data set."""
+    from ..runners.onnxrt import OnnxRuntimeRunner
+
     top1 = []
-    for outputs, real in runs(model, selection, indices, batch_size, description):
-        logits = np.asarray(next(iter(outputs.values())), np.float32)[:real]
-        top1.append(logits.reshape(real, -1).argmax(axis=1))
+    with OnnxRuntimeRunner(model) as runner, log.progress(len(indices), description) as advance:
+        dtype = runner.input_specs()[0].dtype
+        low, high = runner.batch_limits()
+        for batch, _ in selection.batches(indices, low if low == high else batch_size):
+            logits = runner.run_batched(batch.astype(dtype), batch_size, advance)
+            top1.append(logits.reshape(len(batch), -1).argmax(axis=1))
     return np.concatenate(top1) if top1 else np.zeros(0, np.int64)
 
 
