@@ -1,5 +1,5 @@
 """Engine building: real TensorRT-RTX builds (CPU-only, compute capabilities 8.6 + 8.9), the classic
-TensorRT version paths against a recording fake (tests/fake_tensorrt.py), errors, and a gpu-marked build
+TensorRT version paths against a recording fake (tests/support/fake_tensorrt.py), errors, and a gpu-marked build
 that runs a real engine where TensorRT and a GPU exist.
 
 Each RTX configuration is built once per session (`rtx_build`); the tests read its sidecar field by field.
@@ -17,7 +17,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from conftest import as_stored, recorded_stage, run_cli
-from fake_tensorrt import API, PLAN_MARKER, make_fake_tensorrt, plan_summary
+from support.fake_tensorrt import API, PLAN_MARKER, make_fake_tensorrt, plan_summary
 from skdeploy.engine import TARGETS, plan_build
 from skdeploy.stages.build import BuildSettings, build_engine
 from skdeploy.errors import MissingDependency, SkdeployError, UsageError
@@ -456,7 +456,7 @@ def test_classic_dla_static_shape_gpu_fallback_and_listed_layers(fake_trt, expor
         ("profile.set_shape", "input", [4, 1, 32, 32], [4, 1, 32, 32], [4, 1, 32, 32])]
     assert engine.dla_core == 1 and engine.profiles[0]["input"]["min"] == [4, 1, 32, 32]
     model = onnx.load(str(source))
-    from fake_tensorrt import NOT_ON_DLA
+    from support.fake_tensorrt import NOT_ON_DLA
     assert engine.dla_fallback_layers == [f"{n.name} ({n.op_type.upper()})" for n in model.graph.node
                                           if n.op_type in NOT_ON_DLA]
 

@@ -1,7 +1,7 @@
 """The TensorRT runtime audit (issue 13): one test per defect, each failing before its fix.
 
 No GPU and no classic TensorRT exist here, so these tests run the runner and the builder against the
-recording fakes (tests/test_runners.py's make_fake_trt, tests/fake_tensorrt.py, tests/fake_pycuda.py) and
+recording fakes (tests/support/fake_tensorrt.py, tests/fake_pycuda.py) and
 check which calls are made, in which order, with which values. The names those fakes use are checked
 against the real bindings by tests/test_trt_contract.py; the gpu-marked tests in tests/test_gpu_memory.py
 run the memory half on a real GPU where there is one.
@@ -14,9 +14,10 @@ import types
 import numpy as np
 import pytest
 from fake_pycuda import make_fake_pycuda
-from fake_tensorrt import make_fake_tensorrt
+from support.fake_tensorrt import make_fake_tensorrt
 from test_engine_build import fake_trt, tiny_onnx  # noqa: F401 (fake_trt is a fixture)
-from test_runners import FakeDeviceMemory, engine_section, expected_logits, fake_engine, write_fake_engine  # noqa: F401
+from support.fake_tensorrt import FakeDeviceMemory
+from test_runners import engine_section, expected_logits, fake_engine, write_fake_engine  # noqa: F401
 
 from skdeploy.stages.build import BuildSettings, build_engine
 from skdeploy.errors import MissingDependency, SkdeployError, UsageError

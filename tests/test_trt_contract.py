@@ -9,7 +9,7 @@ USES lists each name with *when* the code uses it, as a predicate on the Capabil
 that version; the Capabilities themselves are derived here from a module built from the real surface, so
 the check is: for each version, whatever skdeploy would plan to call, the real bindings have. USES is
 checked both ways against an AST walk of skdeploy/engine/, skdeploy/trt/ and skdeploy/runners/trt.py.
-The recording fakes (tests/fake_tensorrt.py, make_fake_trt in tests/test_runners.py) are checked against
+The recording fakes (tests/support/fake_tensorrt.py: make_fake_tensorrt and make_fake_trt) are checked against
 the same surfaces. The wheels download once into ~/.cache/skdeploy-contract; without network on a cold
 cache the test fails (it never skips).
 """
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 import trt_surface
-from fake_tensorrt import API as FAKE_API
-from fake_tensorrt import make_fake_tensorrt
-from test_runners import FakeDeviceMemory, make_fake_trt
+from support.fake_tensorrt import API as FAKE_API
+from support.fake_tensorrt import make_fake_tensorrt
+from support.fake_tensorrt import FakeDeviceMemory, make_fake_trt
 
 from skdeploy.trt import capabilities_of
 
@@ -322,7 +322,7 @@ def test_fake_tensorrt_has_only_real_names(surfaces):
 
 @pytest.mark.parametrize("real, options", [("rtx", {}), ("10.3.0", {"version": "10.3.0", "rtx": False})])
 def test_runner_fake_has_only_real_names(surfaces, real, options):
-    """make_fake_trt (tests/test_runners.py) stands for TensorRT-RTX, or with rtx=False for classic TensorRT."""
+    """make_fake_trt (tests/support/fake_tensorrt.py) stands for TensorRT-RTX, or with rtx=False for classic TensorRT."""
     memory = FakeDeviceMemory()
     trt = make_fake_trt(memory=memory, **options)
     engine = trt.Runtime(None).deserialize_cuda_engine(b"FAKE-TRT-RUNTIME-PLAN")

@@ -1,4 +1,9 @@
-"""A recording stand-in for classic TensorRT (`import tensorrt`), versions 8.2, 8.5, 8.6, 10.3, 10.13, 11.0, 11.4.
+"""The one stand-in for TensorRT in the tests: its builder half (`make_fake_tensorrt`, classic TensorRT's build
+API) and its runtime half (`make_fake_trt`, what the runner calls on `tensorrt`/`tensorrt_rtx`, with
+`FakeDeviceMemory` for the GPU).
+
+Builder half: a recording stand-in for classic TensorRT (`import tensorrt`), versions 8.2, 8.5, 8.6, 10.3, 10.13,
+11.0, 11.4.
 
 It exists only because classic TensorRT cannot be installed here (its libraries download from NVIDIA's
 own index, which this machine and CI cannot reach). It builds nothing: it exposes the Python API surface
@@ -11,11 +16,17 @@ dynamic shapes on the DLA). Its "engine" is a marker followed by a JSON record o
 Real engines are built with TensorRT-RTX in the same tests, and with classic TensorRT by the
 gpu-marked test where it is installed.
 """
+import contextlib
 import enum
 import json
+import threading
+import time
 import types
 
+import numpy as np
 import onnx
+
+from skdeploy.runners.cudamem import DeviceMemory
 
 # What each version's API has (8.2 only to exercise the pre-8.4 workspace attribute of JetPack 4).
 API = {
@@ -274,3 +285,262 @@ def plan_summary(engine_path) -> dict:
     data = open(engine_path, "rb").read()
     assert data.startswith(PLAN_MARKER), "not a fake engine"
     return json.loads(data[len(PLAN_MARKER):])
+
+
+# ---- runtime half ----------------------------------------------------------------------------------
+class FakeDeviceMemory(DeviceMemory):
+    """Stands in for a GPU, which does not exist here: "device" buffers are host byte arrays so copies
+    round-trip, and every call is recorded so tests can check which calls the runner makes and that
+    it frees what it allocates. It proves nothing about CUDA itself (the gpu-marked tests do)."""
+
+    name = "fake"
+
+    def __init__(self, compute_capability="8.6"):
+        self.compute_capability = compute_capability
+        self.calls, self.device_buffers, self.pinned, self.streams, self.graphs = [], {}, [], set(), set()
+        self._next = 0x1000
+        self._bound = threading.local()
+
+    @contextlib.contextmanager
+    def bound(self):
+        """Counts, per thread, how deep the caller is inside bound(): TensorRT calls must all be inside."""
+        self._bound.depth = self.is_bound() + 1
+        try:
+            yield
+        finally:
+            self._bound.depth -= 1
+
+    def is_bound(self) -> int:
+        return getattr(self._bound, "depth", 0)
+
+    def _pointer(self):
+        self._next += 0x1000
+        return self._next
+
+    def device(self):
+        return {"name": "Fake GPU", "compute_capability": self.compute_capability}
+
+    def create_stream(self):
+        stream = self._pointer()
+        self.streams.add(stream)
+        self.calls.append(("create_stream",))
+        return stream
+
+    def destroy_stream(self, stream):
+        self.streams.remove(stream)
+        self.calls.append(("destroy_stream",))
+
+    def alloc_device(self, nbytes):
+        pointer = self._pointer()
+        self.device_buffers[pointer] = bytearray(nbytes)
+        self.calls.append(("alloc_device", nbytes))
+        return pointer
+
+    def free_device(self, pointer):
+        del self.device_buffers[pointer]
+        self.calls.append(("free_device",))
+
+    def alloc_pinned(self, nbytes):
+        array = np.zeros(nbytes, np.uint8)
+        self.pinned.append(array)
+        self.calls.append(("alloc_pinned", nbytes))
+        return array
+
+    def free_pinned(self, array):
+        self.pinned = [a for a in self.pinned if a is not array]
+        self.calls.append(("free_pinned",))
+
+    def copy_to_device(self, pointer, host, stream):
+        self.device_buffers[pointer][:host.nbytes] = host.tobytes()
+        self.calls.append(("copy_to_device", pointer, host.nbytes))
+
+    def copy_to_host(self, host, pointer, stream):
+        host.view(np.uint8).reshape(-1)[:] = np.frombuffer(bytes(self.device_buffers[pointer][:host.nbytes]), np.uint8)
+        self.calls.append(("copy_to_host", pointer, host.nbytes))
+
+    def synchronize(self, stream):
+        self.calls.append(("synchronize",))
+
+    capturing = False
+
+    def begin_capture(self, stream):
+        self.calls.append(("begin_capture",))
+        self.capturing = True
+
+    def end_capture(self, stream):
+        self.capturing = False
+        graph = self._pointer()
+        self.graphs.add(graph)
+        self.calls.append(("end_capture",))
+        return graph
+
+    def launch_graph(self, graph, stream):
+        assert graph in self.graphs
+        self.calls.append(("launch_graph",))
+        self.context._compute()
+
+    def destroy_graph(self, graph):
+        self.graphs.remove(graph)
+        self.calls.append(("destroy_graph",))
+
+    def names(self):
+        return [call[0] for call in self.calls]
+
+
+PLAN = b"FAKE-TRT-RUNTIME-PLAN"
+
+
+def make_fake_trt(version="1.7.1.116", memory=None, rtx=True, validity=("VALID", 0), capturable=True,
+                  enqueue_while_capturing=True, runtime_config=True):
+    """A recording stand-in for the runtime half of `tensorrt`/`tensorrt_rtx` (neither can execute
+    here). It mimics only what the runner calls: Runtime, ICudaEngine's I/O queries and one execution
+    context that "computes" logits = the first 10 input values of each sample times 2, so tests can
+    see that inputs and outputs travel through the addresses the runner set. It checks call order
+    (shapes before addresses before execution) and records calls and attribute sets in `trt.calls`.
+
+    rtx=True adds what only TensorRT-RTX has (tests/test_trt_contract.py checks these names against the
+    real modules): get_engine_validity (answering `validity`, a (verdict, bitmask) pair), the runtime
+    config with its runtime cache and CUDA graph strategy, and is_stream_capturable (answering
+    `capturable`); runtime_config=False leaves the runtime config out. enqueue_while_capturing=False
+    makes execute_async_v3 fail inside a stream capture, as TensorRT does for engines that cannot be
+    captured. `trt.unbound` lists the calls made while the memory's device was not bound in that thread."""
+    trt = types.SimpleNamespace(__version__=version, calls=[], unbound=[])
+
+    def record(call):
+        trt.calls.append(call)
+        if not memory.is_bound():
+            trt.unbound.append(call[0])
+    trt.TensorIOMode = enum.Enum("TensorIOMode", "NONE INPUT OUTPUT")
+    trt.DataType = enum.Enum("DataType", "FLOAT HALF INT8 INT32")
+    trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
+    io = [("input", trt.TensorIOMode.INPUT, (-1, 1, 32, 32)), ("logits", trt.TensorIOMode.OUTPUT, (-1, 10))]
+
+    class Recording:
+        """Records every attribute the runner sets (engine_host_code_allowed, DLA_core, ...); like a
+        pybind11 object it refuses attributes its class does not have."""
+
+        def __setattr__(self, name, value):
+            if not hasattr(type(self), name):
+                raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+            record((f"{type(self).__name__}.{name}", getattr(value, "name", value)))
+            object.__setattr__(self, name, value)
+
+    class Context:
+        def __init__(self):
+            self.shapes, self.addresses, self.running, self.max_running = {}, {}, 0, 0
+            memory.context = self
+
+        def set_input_shape(self, name, shape):
+            record(("set_input_shape", name, tuple(shape)))
+            self.shapes[name] = tuple(shape)
+            return 1 <= shape[0] <= 32
+
+        def infer_shapes(self):
+            return []
+
+        def get_tensor_shape(self, name):
+            return (self.shapes["input"][0], 10) if name == "logits" else self.shapes[name]
+
+        def set_tensor_address(self, name, pointer):
+            record(("set_tensor_address", name, pointer))
+            self.addresses[name] = pointer
+            return True
+
+        def _compute(self):
+            batch = self.shapes["input"][0]
+            source = memory.device_buffers[self.addresses["input"]]
+            values = np.frombuffer(bytes(source[:batch * 1024 * 4]), np.float32).reshape(batch, -1)[:, :10] * 2
+            memory.device_buffers[self.addresses["logits"]][:values.nbytes] = values.astype(np.float32).tobytes()
+
+        def execute_async_v3(self, stream):
+            record(("execute_async_v3", stream))
+            assert set(self.addresses) == {"input", "logits"} and "input" in self.shapes
+            capturing = memory.capturing
+            if capturing and not enqueue_while_capturing:
+                return False
+            self.running += 1
+            self.max_running = max(self.max_running, self.running)
+            time.sleep(0.002)
+            if not capturing:
+                self._compute()
+            self.running -= 1
+            return True
+
+    class RuntimeCache:
+        def __init__(self):
+            self.kernels = b""
+
+        def deserialize(self, blob):
+            record(("runtime_cache.deserialize", bytes(blob)))
+            self.kernels = bytes(blob)
+            return bytes(blob).startswith(b"kernels for " + version.encode())
+
+        def serialize(self):
+            record(("runtime_cache.serialize",))
+            return b"kernels for " + version.encode()
+
+    class RuntimeConfig(Recording):
+        cuda_graph_strategy = None
+
+        def create_runtime_cache(self):
+            return RuntimeCache()
+
+        def set_runtime_cache(self, cache):
+            record(("runtime_config.set_runtime_cache", cache.kernels))
+            return True
+
+    class Engine:
+        num_io_tensors = len(io)
+
+        def get_tensor_name(self, index):
+            return io[index][0]
+
+        def get_tensor_mode(self, name):
+            return next(mode for n, mode, _ in io if n == name)
+
+        def get_tensor_dtype(self, name):
+            return trt.DataType.FLOAT
+
+        def get_tensor_shape(self, name):
+            return next(shape for n, _, shape in io if n == name)
+
+        def get_tensor_profile_shape(self, name, profile):
+            return [(1, 1, 32, 32), (8, 1, 32, 32), (32, 1, 32, 32)]
+
+        def create_execution_context(self, runtime_config=None):
+            record(("create_execution_context",) + ((runtime_config,) if runtime_config else ()))
+            self.context = Context()
+            return self.context
+
+    class Runtime(Recording):
+        num_DLA_cores = 0
+        DLA_core = -1
+
+        def __init__(self, logger):
+            record(("Runtime",))
+
+        def deserialize_cuda_engine(self, data):
+            record(("deserialize_cuda_engine",))
+            return Engine() if bytes(data) == PLAN else None
+
+    def load_runtime(self, path):
+        record(("load_runtime", path))
+        return Runtime(None) if path.endswith(".so.10") else None
+
+    if rtx or not version.startswith("8.5"):  # the lean runtime calls arrived in 8.6
+        Runtime.engine_host_code_allowed = False
+        Runtime.load_runtime = load_runtime
+
+    if rtx:
+        trt.EngineValidity = enum.Enum("EngineValidity", "VALID SUBOPTIMAL INVALID")
+        trt.EngineInvalidityDiagnostics = enum.IntEnum("EngineInvalidityDiagnostics", {
+            "VERSION_MISMATCH": 1, "UNSUPPORTED_CC": 2, "OLD_CUDA_DRIVER": 4, "OLD_CUDA_RUNTIME": 8,
+            "INSUFFICIENT_GPU_MEMORY": 16, "MALFORMED_ENGINE": 32, "CUDA_ERROR": 64})
+        trt.CudaGraphStrategy = enum.Enum("CudaGraphStrategy", "DISABLED WHOLE_GRAPH_CAPTURE")
+        Runtime.get_engine_validity = lambda self, data: (
+            record(("get_engine_validity",)) or (trt.EngineValidity[validity[0]], validity[1]))
+        if runtime_config:
+            Engine.create_runtime_config = lambda self: record(("create_runtime_config",)) or RuntimeConfig()
+        Context.is_stream_capturable = lambda self, stream: record(("is_stream_capturable", stream)) or capturable
+    trt.Runtime = Runtime
+    return trt
