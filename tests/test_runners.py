@@ -5,7 +5,6 @@ import math
 import subprocess
 import sys
 import threading
-import time
 
 import numpy as np
 import pytest

@@ -13,7 +13,7 @@ from ..log import log
 from ..onnx.index import GraphIndex
 from . import accuracy, cache
 from .collect import collect_statistics
-from .fp16 import check_keep_fp32, convert_fp16, float_tensors, fp16_candidates, fp32_reason
+from .fp16 import convert_fp16, float_tensors, fp16_candidates, fp32_reason
 from .qdq import insert_qdq, plan_int8, sensitivity_model
 from .ranges import ALGORITHM, amax_of
 

@@ -15,7 +15,7 @@ from ..errors import MissingDependency, SkdeployError, UsageError
 from ..fileio import atomic_path, readable_path
 from ..log import log
 from ..onnx.io import load_onnx
-from ..trt import BACKENDS, HARDWARE_COMPATIBILITY, first_installed, load_backend
+from ..trt import HARDWARE_COMPATIBILITY, first_installed, load_backend
 from .memory import PeakMemory
 from .network import (batch_profile, capturing_logger, interruptible_build, io_tensors, is_dynamic, network_flags,
                       parse_onnx)
