@@ -132,15 +132,15 @@ NAN, INF = float("nan"), float("inf")
 
 
 @pytest.mark.parametrize("where, fields, message", [
-    ("calib.CalibrationSettings", dict(max_top1_drop=NAN), "`max_top1_drop` must be a finite number, got nan"),
-    ("calib.CalibrationSettings", dict(percentile=INF), "`percentile` must be a finite number, got inf"),
-    ("calib.CalibrationSettings", dict(fp16_limit=NAN), "`fp16_limit` must be a finite number, got nan"),
-    ("calib.CalibrationSettings", dict(trt_version="10.x"), "`trt_version` must look like 10.3.0 or 8.6, got '10.x'"),
-    ("validate.ValidateSettings", dict(max_top1_drop=NAN), "`max_top1_drop` must be a finite number, got nan"),
-    ("validate.ValidateSettings", dict(min_agreement=-INF), "`min_agreement` must be a finite number, got -inf"),
-    ("export.ExportSettings", dict(opset=10), "`opset` must be 11..20 for the torchscript exporter, got 10"),
-    ("export.ExportSettings", dict(exporter="dynamo", opset=24), "`opset` must be 11..23 for the dynamo exporter, got 24"),
-    ("export.ExportSettings", dict(parity_tolerance=NAN), "`parity_tolerance` must be a finite number, got nan"),
+    ("stages.calibrate.CalibrationSettings", dict(max_top1_drop=NAN), "`max_top1_drop` must be a finite number, got nan"),
+    ("stages.calibrate.CalibrationSettings", dict(percentile=INF), "`percentile` must be a finite number, got inf"),
+    ("stages.calibrate.CalibrationSettings", dict(fp16_limit=NAN), "`fp16_limit` must be a finite number, got nan"),
+    ("stages.calibrate.CalibrationSettings", dict(trt_version="10.x"), "`trt_version` must look like 10.3.0 or 8.6, got '10.x'"),
+    ("stages.validate.ValidateSettings", dict(max_top1_drop=NAN), "`max_top1_drop` must be a finite number, got nan"),
+    ("stages.validate.ValidateSettings", dict(min_agreement=-INF), "`min_agreement` must be a finite number, got -inf"),
+    ("stages.export.ExportSettings", dict(opset=10), "`opset` must be 11..20 for the torchscript exporter, got 10"),
+    ("stages.export.ExportSettings", dict(exporter="dynamo", opset=24), "`opset` must be 11..23 for the dynamo exporter, got 24"),
+    ("stages.export.ExportSettings", dict(parity_tolerance=NAN), "`parity_tolerance` must be a finite number, got nan"),
 ])
 def test_settings_refuse_what_the_flags_refuse(where, fields, message):
     import importlib

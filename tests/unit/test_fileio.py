@@ -487,7 +487,7 @@ def test_build_engine_writes_the_engine_then_its_sidecar(tmp_path):
 
 
 def test_build_engine_engine_write_failing_leaves_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr(Path, "write_bytes", write_half_then_fail)  # build.py writes the engine with it
+    monkeypatch.setattr(Path, "write_bytes", write_half_then_fail)  # engine/builder.py writes the engine with it
     with pytest.raises(SkdeployError, match=f"cannot write {tmp_path / 'x.engine'}: {DISK_FULL}"):
         build_tiny(tmp_path)
     assert files_in(tmp_path) == ["tiny.onnx"]
