@@ -379,8 +379,8 @@ def _samples(ref, manifests: dict, data, limit):
     context = next((m for m in manifests.values() if m), None) or {"model": ref.model.record()}
     preprocessing = _data_preprocessing(ref, manifests)
     dataset = context["model"].get("dataset")
-    if data is None and ref.kind == "saved":
-        data = ref.saved["meta"]["data"]["source"].split(":", 1)[1]
+    if ref.kind == "saved":  # the saved samples: the first `count` of the data, wherever it is read from
+        data = data or ref.saved["meta"]["data"]["source"].split(":", 1)[1]
         limit = limit or ref.saved["meta"]["data"]["count"]
     if data is None:
         if dataset != "fashion-mnist":

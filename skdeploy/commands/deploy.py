@@ -3,6 +3,9 @@ import click
 from .. import ui
 from . import force_option, json_option, raw_input_options, raw_input_settings
 
+RUNTIME_FIGURES = {"deepstream_nvinfer": "DeepStream (nvinfer's transform, emulated)",
+                   "triton_client": "Triton (client.py's preprocessing)"}
+
 
 @click.command("deploy")
 @click.argument("onnx", metavar="[ONNX]", required=False, type=click.Path(dir_okay=False))
@@ -30,7 +33,8 @@ from . import force_option, json_option, raw_input_options, raw_input_settings
               help="Least top-1 agreement with FP32 for the bundle to be written.")
 @click.option("--max-top1-drop", type=float, default=0.5, show_default=True,
               help="Most top-1 accuracy drop (points) vs FP32 for the bundle to be written.")
-@click.option("--name", help="Model name in the Triton repository and DeepStream files (default: the model's).")
+@click.option("--name", help="Model name in the Triton repository and DeepStream files: letters, digits, _ - . "
+              "(default: the model's).")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Bundle folder.")
 @force_option
 @json_option
@@ -38,6 +42,10 @@ def command(onnx, arch, spec, checkpoint, target, precision, calib_data, calib_i
             formats, raw_input, layout, raw_dtype, compute_capabilities, max_batch, dla_core, min_agreement, max_top1_drop,
             name, output, force, as_json):
     """Export, optimize, calibrate, build and validate in one go, and write a bundle to run on the target.
+
+    Triton and DeepStream load classic TensorRT engines only: --format triton/deepstream needs
+    --target desktop or jetson-orin (docs/deploy.md has the target x runtime table). --force replaces
+    only a bundle deploy wrote; --name may use letters, digits, '_', '-' and '.'.
 
     The bundle (docs/deploy.md) holds the ONNX and engine with their manifests, reference.npz (FP32 outputs
     on the validation subset, so the device validates without PyTorch), labels.txt, the chosen runtime
@@ -48,7 +56,7 @@ def command(onnx, arch, spec, checkpoint, target, precision, calib_data, calib_i
     \b
     Examples:
       skdeploy deploy -o bundles/demo                                   # demo model, RTX, FP32
-      skdeploy deploy --int8 --format triton --format deepstream -o bundles/demo-int8
+      skdeploy deploy --target desktop --int8 --format triton --format deepstream -o bundles/demo-int8
       skdeploy deploy --arch sknet50 --checkpoint sknet50.pth --target jetson-orin --int8 \\
           --calib-data photos/ --data val/ --format deepstream -o bundles/sknet50-orin
       skdeploy deploy theirs.onnx --target desktop --fp16 --data val/ -o bundles/theirs --json
@@ -68,7 +76,10 @@ def command(onnx, arch, spec, checkpoint, target, precision, calib_data, calib_i
         return
     candidate = result.validation.candidates[0]
     ui.out.print(f"validation: PASS, agreement {candidate.metrics['agreement']:.2%} on "
-                 f"{result.validation.data['count']} samples")
+                 f"{result.validation.data['count']} samples (reference preprocessing)")
+    for name, value in result.runtime.items():
+        if name != "reference_preprocessing":
+            ui.out.print(f"  as deployed, {RUNTIME_FIGURES.get(name, name)}: agreement {value:.2%}")
     ui.out.print(f"wrote {result.bundle}/ (built: {', '.join(result.built) or 'nothing'}; "
                  f"reused: {', '.join(result.reused) or 'nothing'})")
     if result.build_command:
