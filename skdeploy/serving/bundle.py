@@ -60,7 +60,6 @@ def readme_steps(plan: dict) -> list:
         if kind == "deepstream":
             if plan["deepstream_build_command"]:
                 steps.append(plan["deepstream_build_command"])
-            steps.append(f"deepstream-app -c YOUR_APP.txt")
     return steps
 
 
@@ -73,9 +72,8 @@ NOTES = {
     "python triton/client.py": "asks the server for the top classes of a picture",
     "tritonserver --model-repository=triton/plan_repository": "the tensorrt_plan variant, once the command "
                                                               "above built its engine with the server's TensorRT",
-    "deepstream-app": "with [primary-gie] config-file=deepstream/config_infer_primary_NAME.txt (or "
-                      "[secondary-gie] ... secondary); nvinfer builds deepstream/model_softmax.engine from "
-                      "onnx-file itself when the command above was not run",
+    "skdeploy build-engine deepstream/": "the engine nvinfer runs; without it nvinfer builds it from "
+                                         "onnx-file on its first start",
 }
 
 
@@ -113,7 +111,11 @@ def readme(plan: dict) -> str:
         lines.append(f"  {number}. {step}")
         note = next((text for start, text in NOTES.items() if step.startswith(start)), None)
         if note:
-            lines.append(f"     ({note.replace('NAME', plan['name'])})")
+            lines.append(f"     ({note})")
+    if "deepstream" in plan["formats"]:
+        lines += ["", "DeepStream: in your deepstream-app config, set [primary-gie] config-file="
+                  f"deepstream/config_infer_primary_{plan['name']}.txt (or [secondary-gie] config-file="
+                  f"deepstream/config_infer_secondary_{plan['name']}.txt)."]
     return "\n".join(lines) + "\n"
 
 

@@ -150,13 +150,19 @@ def main():
     parser.add_argument("image")
     parser.add_argument("--url", default="localhost:8000")
     args = parser.parse_args()
-    import tritonclient.http as httpclient
+    try:
+        import tritonclient.http as httpclient
+    except (ImportError, RuntimeError) as exc:  # RuntimeError: tritonclient without its http extra
+        raise SystemExit(f"error: this needs tritonclient's HTTP client (pip install 'tritonclient[http]'): {{exc}}")
 
     client = httpclient.InferenceServerClient(url=args.url)
     batch = prepare(args.image)
     request = httpclient.InferInput(INPUT, list(batch.shape), {triton_dtype!r})
     request.set_data_from_numpy(batch)
-    answer = client.infer(MODEL, [request], outputs=[httpclient.InferRequestedOutput(OUTPUT, class_count=3)])
+    try:
+        answer = client.infer(MODEL, [request], outputs=[httpclient.InferRequestedOutput(OUTPUT, class_count=3)])
+    except Exception as exc:  # the server's answer or the connection's failure, as one line
+        raise SystemExit(f"error: this needs a Triton server serving {{MODEL}} at {{args.url}}: {{exc}}")
     for entry in answer.as_numpy(OUTPUT)[0]:  # "score:index:label", best first (label_filename)
         print(entry.decode() if isinstance(entry, bytes) else entry)
 
