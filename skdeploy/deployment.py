@@ -273,9 +273,12 @@ def deploy(bundle, settings: DeploySettings = None, force=False) -> DeployResult
     for path, what in ((settings.onnx, "ONNX"), (settings.checkpoint, "checkpoint")):
         if path:
             existing_file(path, what)
+    if settings.onnx:
+        _check_deepstream_preprocessing(settings, settings.onnx)
     with _work_kept_once_used(work_folder(bundle)) as work:
         steps = Steps()
         onnx_path = _export(settings, work, steps)
+        _check_deepstream_preprocessing(settings, onnx_path)
         if "deepstream" in settings.formats and not settings.raw_input:
             settings = _raw_input_for_deepstream(settings, load_manifest(onnx_path))
         if settings.raw_input:
@@ -341,6 +344,18 @@ def check_bundle_output(bundle: Path, settings: DeploySettings, force: bool) -> 
     if not is_bundle(bundle):
         raise UsageError(f"{bundle} is not a bundle deploy wrote (it has no {MARKER}); `force` replaces only "
                          "those: choose another `output` or remove the folder yourself")
+
+
+def _check_deepstream_preprocessing(settings: DeploySettings, artifact) -> None:
+    """For DeepStream, preprocessing nvinfer can do (serving.deepstream), checked as soon as it is known."""
+    if "deepstream" not in settings.formats:
+        return
+    from .data import Preprocessing
+    from .serving.deepstream import check_nvinfer_can_prepare
+
+    recorded = (load_manifest(artifact, required=False) or {}).get("preprocessing")
+    if recorded:
+        check_nvinfer_can_prepare(Preprocessing.from_dict(recorded))
 
 
 def _plan(settings: DeploySettings, onnx_path: Path, command, validation) -> dict:
