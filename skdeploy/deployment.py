@@ -12,6 +12,8 @@ into place only after validation passes: a failing model leaves no bundle.
 """
 import contextlib
 import json
+import tempfile
+import types
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -61,6 +63,7 @@ class DeploySettings:
     min_agreement: float = 0.99
     max_top1_drop: float = 0.5
     name: str = None  # the served model's name; default: the model spec
+    trt_version: str = None  # INT8: the device's TensorRT; <= 10 (or `dla_core`) means implicit INT8 from a table
 
     def __post_init__(self):
         if sum(bool(v) for v in (self.arch, self.spec, self.onnx)) > 1:
@@ -83,6 +86,12 @@ class DeploySettings:
             raise UsageError("`limit` and `max_batch` must be at least 1")
         if self.dla_core is not None and self.target != "jetson-orin":
             raise UsageError("`dla_core` applies to the jetson-orin target")
+        if self.trt_version is not None:
+            from .calib.pipeline import TRT_VERSION
+
+            if self.precision != "int8" or not TRT_VERSION.fullmatch(str(self.trt_version)):
+                raise UsageError(f"`trt_version` applies to `precision=int8` and looks like 10.3.0 or 8.6, got "
+                                 f"{self.trt_version!r}")
         check_runtime_matrix(self.target, self.formats)
         if self.name is not None:
             from .serving.triton import check_model_name
@@ -211,11 +220,35 @@ def _calibrate(onnx_path: Path, settings: DeploySettings, work: Path, steps: Ste
     from .calib import CalibrationSettings, calibrate_model
 
     output = work / f"model.{settings.precision}.onnx"
+    version = {"trt_version": settings.trt_version} if settings.trt_version else {}
     calibration = CalibrationSettings(precision=settings.precision, calib_data=settings.calib_data,
-                                      calib_images=settings.calib_images, holdout_images=settings.holdout_images)
+                                      calib_images=settings.calib_images, holdout_images=settings.holdout_images,
+                                      **version)
     current = _current(output, "calibrate", sha256_file(onnx_path), asdict(calibration),
                        lambda m, e: e["source_onnx"]["sha256"])
     return steps.run("calibrate", output, current, lambda: calibrate_model(onnx_path, output, calibration, force=True))
+
+
+def implicit_int8(settings: DeploySettings) -> bool:
+    """INT8 that TensorRT calibrates from a table on an FP32 graph (no Q/DQ): DLA, or TensorRT <= 10 named
+    by `trt_version`. Such a bundle carries the FP32 ONNX with its table; an explicit Q/DQ bundle no table."""
+    if settings.precision != "int8":
+        return False
+    return settings.dla_core is not None or (settings.trt_version is not None
+                                             and int(str(settings.trt_version).split(".")[0]) <= 10)
+
+
+def trtexec_command(settings: DeploySettings, manifest: dict, onnx_name: str, table: str, engine_name: str) -> str:
+    """The device's implicit-INT8 build: trtexec on the FP32 ONNX with its calibration table."""
+    image = manifest["inputs"][0]
+    dims = "x".join(str(d) for d in image["shape"][1:])
+    smallest = settings.max_batch if settings.dla_core is not None else 1  # DLA builds static shapes
+    command = (f"trtexec --onnx={onnx_name} --int8 --fp16 --calib={table} "
+               f"--minShapes={image['name']}:{smallest}x{dims} --optShapes={image['name']}:{settings.max_batch}x{dims} "
+               f"--maxShapes={image['name']}:{settings.max_batch}x{dims}")
+    if settings.dla_core is not None:
+        command += f" --useDLACore={settings.dla_core} --allowGPUFallback"
+    return command + f" --saveEngine={engine_name}"
 
 
 def build_settings(settings: DeploySettings) -> BuildSettings:
@@ -283,6 +316,7 @@ def deploy(bundle, settings: DeploySettings = None, force=False) -> DeployResult
             settings = _raw_input_for_deepstream(settings, load_manifest(onnx_path))
         if settings.raw_input:
             onnx_path = _raw_input(onnx_path, settings, work, steps)
+        fp32_onnx = onnx_path
         if settings.precision != "fp32":
             onnx_path = _calibrate(onnx_path, settings, work, steps)
         engine, command = _engine(onnx_path, settings, work, steps)
@@ -293,10 +327,11 @@ def deploy(bundle, settings: DeploySettings = None, force=False) -> DeployResult
             raise SkdeployError(f"validation failed ({failed}); no bundle written, work kept in {work} for a rerun")
         from .serving.bundle import assemble
 
-        plan = _plan(settings, onnx_path, command, validation)
+        plan = _plan(settings, onnx_path, command, validation, fp32_onnx)
         assemble(bundle, plan, onnx_path, engine, validation, work / "reference.npz",
                  runtime_check=_runtime_check(settings, validation, work / "reference.npz"))
-        result = DeployResult(bundle, bundle / onnx_path.name, bundle / "model.engine" if engine else None, command,
+        result = DeployResult(bundle, bundle / onnx_path.name, bundle / "model.engine" if engine else None,
+                              plan["build_command"],
                               validation, steps.reused, steps.built, round(time.time() - started, 2),
                               json.loads((bundle / "validation.json").read_text()).get("runtime", {}))
         log.info(f"deploy: wrote {bundle} (built: {', '.join(steps.built) or 'nothing'}; "
@@ -358,27 +393,34 @@ def _check_deepstream_preprocessing(settings: DeploySettings, artifact) -> None:
         check_nvinfer_can_prepare(Preprocessing.from_dict(recorded))
 
 
-def _plan(settings: DeploySettings, onnx_path: Path, command, validation) -> dict:
+def _plan(settings: DeploySettings, onnx_path: Path, command, validation, fp32_onnx: Path) -> dict:
     """What the bundle is made of and the exact commands its README gives (serving.bundle writes it)."""
     import shlex
 
     from .serving.bundle import SAMPLES, triton_folders
 
     name = settings.name or _served_name(onnx_path)
-    table = onnx_path.name + ".calib.table" if settings.precision == "int8" else None
+    implicit = implicit_int8(settings)
+    table = fp32_onnx.name + ".calib.table" if implicit else None
+    if implicit and command is not None:
+        command = trtexec_command(settings, load_manifest(fp32_onnx), fp32_onnx.name, table, "model.engine")
     pictures = validation.samples.source.pictures
     samples = hasattr(pictures, "dtype") and pictures.dtype.name == "uint8"
     plan = dict(asdict(settings), name=name, onnx=onnx_path.name, engine="model.engine", build_command=command,
-                calibration_table=table, calibration_table_source=str(onnx_path.with_name(table)) if table else None,
+                calibration_table=table, implicit_onnx=str(fp32_onnx) if implicit else None,
+                calibration_table_source=str(onnx_path.with_name(onnx_path.name + ".calib.table")) if table else None,
                 model=load_manifest(onnx_path)["model"]["spec"], data=validation.data["source"].split(":", 1)[1],
                 count=validation.data["count"], samples=samples)
     plan["data_arg"] = SAMPLES if samples else shlex.quote(plan["data"])
     classic = command is not None
     plan["triton_build_command"] = device_build_command(settings, onnx_path.name, triton_folders(plan)["plan_file"]) \
         if classic and "triton" in settings.formats else None
-    plan["deepstream_build_command"] = device_build_command(
-        settings, "deepstream/model_softmax.onnx", "deepstream/model_softmax.engine") \
-        if "deepstream" in settings.formats else None
+    plan["deepstream_build_command"] = None
+    if "deepstream" in settings.formats:
+        plan["deepstream_build_command"] = trtexec_command(
+            settings, load_manifest(fp32_onnx), "deepstream/model_softmax.onnx", table,
+            "deepstream/model_softmax.engine") if implicit else device_build_command(
+            settings, "deepstream/model_softmax.onnx", "deepstream/model_softmax.engine")
     return plan
 
 
@@ -387,6 +429,13 @@ def _runtime_check(settings: DeploySettings, validation, reference: Path):
     agreement with FP32 of what each runtime runs, on the validation pictures prepared as that runtime
     prepares them, beside the figure under the reference preprocessing. Below `min_agreement`: no bundle."""
     def check(staging: Path, plan: dict) -> dict:
+        with tempfile.TemporaryDirectory(prefix="skdeploy-runtime-") as folder:
+            scratch.name = folder
+            return measure(staging, plan)
+
+    scratch = types.SimpleNamespace(name=None)
+
+    def measure(staging: Path, plan: dict) -> dict:
         import numpy as np
 
         from .data import Preprocessing
@@ -398,6 +447,10 @@ def _runtime_check(settings: DeploySettings, validation, reference: Path):
         figures = {"reference_preprocessing": validation.candidates[0].metrics["agreement"]}
         if "deepstream" in settings.formats:
             model = staging / "deepstream" / "model_softmax.onnx"
+            if plan["implicit_onnx"]:  # nvinfer calibrates the FP32 graph from the table: the Q/DQ graph stands in
+                from .serving.deepstream import softmax_onnx
+
+                model = softmax_onnx(staging / plan["onnx"], Path(scratch.name) / "model_softmax.onnx")
             preprocessing = Preprocessing.from_dict(load_manifest(model)["preprocessing"])
             with log.status("validating as DeepStream runs it (nvinfer's transform, emulated)"):
                 figures["deepstream_nvinfer"] = runtime_agreement(

@@ -273,3 +273,38 @@ def test_every_readme_step_runs_as_written(classic_bundle, tmp_path):
             assert args[0] == "tritonserver" and (bundle / args[1].split("=", 1)[1]).is_dir()
             print(f"{number}. {step}\n   -> not run here (no tritonserver); its repository parses with Triton's "
                   f"schema (test above)")
+
+
+def test_implicit_int8_bundles_carry_the_fp32_onnx_and_its_table_and_explicit_ones_no_table(workspace):
+    """DLA calibrates implicitly: TensorRT reads the table beside the FP32 graph and ignores one beside Q/DQ."""
+    from skdeploy.manifest import load_manifest
+
+    bundle = workspace / "orin-int8"
+    small = ("--int8", "--calib-images", "64", "--holdout-images", "100", "--limit", "100", "--max-batch", "4",
+             "--max-top1-drop", "3", "--min-agreement", "0.95")
+    result = run_cli("deploy", workspace / "demo.onnx", "--target", "jetson-orin", "--dla-core", "0", "--format",
+                     "deepstream", *small, "-o", bundle, "--json")
+    assert result.exit_code == 0, result.stderr
+    record = json.loads(result.stdout)
+    table = (bundle / "model.onnx.calib.table").read_text().splitlines()
+    assert table[0].startswith("TRT-") and len(table) > 10
+    ops = {node.op_type for node in onnx.load(bundle / "model.onnx").graph.node}
+    assert "QuantizeLinear" not in ops and load_manifest(bundle / "model.onnx")["stages"][-1]["stage"] == "optimize"
+    assert record["build_command"] == ("trtexec --onnx=model.onnx --int8 --fp16 --calib=model.onnx.calib.table "
+                                       "--minShapes=input:4x1x32x32 --optShapes=input:4x1x32x32 "
+                                       "--maxShapes=input:4x1x32x32 --useDLACore=0 --allowGPUFallback "
+                                       "--saveEngine=model.engine")
+    assert record["build_command"] in readme_steps(bundle)
+    primary = (bundle / "deepstream" / "config_infer_primary_sknet-fmnist.txt").read_text()
+    assert "int8-calib-file=../model.onnx.calib.table" in primary and "enable-dla=1" in primary
+    softmax_ops = [node.op_type for node in onnx.load(bundle / "deepstream" / "model_softmax.onnx").graph.node]
+    assert "QuantizeLinear" not in softmax_ops and softmax_ops[-1] == "Softmax"
+    assert record["runtime"]["deepstream_nvinfer"] >= 0.95  # measured on the Q/DQ graph with a Softmax
+
+    explicit = run_cli("deploy", workspace / "demo.onnx", "--target", "jetson-orin", "--format", "deepstream", *small,
+                       "-o", bundle, "--force", "--json")
+    assert explicit.exit_code == 0, explicit.stderr
+    assert "calibrate" in json.loads(explicit.stdout)["reused"]
+    assert not list(bundle.glob("*.calib.table")) and not (bundle / "model.onnx").exists()
+    assert "int8-calib-file" not in (bundle / "deepstream" / "config_infer_primary_sknet-fmnist.txt").read_text()
+    assert "QuantizeLinear" in {node.op_type for node in onnx.load(bundle / "deepstream" / "model_softmax.onnx").graph.node}

@@ -29,6 +29,8 @@ RUNTIME_FIGURES = {"deepstream_nvinfer": "DeepStream (nvinfer's transform, emula
 @click.option("--compute-capability", "compute_capabilities", help="rtx: e.g. 8.6,8.9 (default: the target's).")
 @click.option("--max-batch", type=int, default=8, show_default=True, help="Largest batch of the engine profile.")
 @click.option("--dla-core", type=int, help="jetson-orin: build for this DLA core (GPU fallback on).")
+@click.option("--trt-version", help="INT8: the device's TensorRT, e.g. 8.6 (calibration table header). 10 or "
+              "lower, or --dla-core: implicit INT8, the bundle carries the FP32 ONNX and its table.")
 @click.option("--min-agreement", type=float, default=0.99, show_default=True,
               help="Least top-1 agreement with FP32 for the bundle to be written.")
 @click.option("--max-top1-drop", type=float, default=0.5, show_default=True,
@@ -39,8 +41,8 @@ RUNTIME_FIGURES = {"deepstream_nvinfer": "DeepStream (nvinfer's transform, emula
 @force_option
 @json_option
 def command(onnx, arch, spec, checkpoint, target, precision, calib_data, calib_images, holdout_images, data, limit,
-            formats, raw_input, layout, raw_dtype, compute_capabilities, max_batch, dla_core, min_agreement, max_top1_drop,
-            name, output, force, as_json):
+            formats, raw_input, layout, raw_dtype, compute_capabilities, max_batch, dla_core, trt_version, min_agreement,
+            max_top1_drop, name, output, force, as_json):
     """Export, optimize, calibrate, build and validate in one go, and write a bundle to run on the target.
 
     Triton and DeepStream load classic TensorRT engines only: --format triton/deepstream needs
@@ -69,7 +71,7 @@ def command(onnx, arch, spec, checkpoint, target, precision, calib_data, calib_i
         calib_data=calib_data, calib_images=calib_images, holdout_images=holdout_images, data=data, limit=limit,
         formats=formats or ("plain",),
         compute_capabilities=compute_capabilities.split(",") if compute_capabilities else None, max_batch=max_batch,
-        dla_core=dla_core, min_agreement=min_agreement, max_top1_drop=max_top1_drop, name=name, **raw)
+        dla_core=dla_core, trt_version=trt_version, min_agreement=min_agreement, max_top1_drop=max_top1_drop, name=name, **raw)
     result = deploy(output, settings, force=force)
     if as_json:
         ui.emit_json(result.record())

@@ -94,8 +94,9 @@ def readme(plan: dict) -> str:
     if plan["samples"]:
         lines.append(f"  {SAMPLES}   the validation pictures and labels the reference was saved from")
     if plan["calibration_table"]:
-        lines.append(f"  {plan['calibration_table']}   TensorRT calibration table of {onnx} (implicit INT8: "
-                     "TensorRT <= 10, DLA)")
+        fp32 = Path(plan["implicit_onnx"]).name
+        lines.append(f"  {fp32} (+ .json manifest), {plan['calibration_table']}   the FP32 ONNX and its TensorRT "
+                     "calibration table: implicit INT8 (TensorRT <= 10, DLA) builds from these")
     for kind in plan["formats"]:
         if kind == "triton":
             lines.append("  triton/model_repository/   Triton, onnxruntime backend + TensorRT accelerator")
@@ -139,11 +140,14 @@ def assemble(bundle: Path, plan: dict, onnx_path: Path, engine_path, validation,
         write_report(staging / "validation.html", validation)
         if plan["calibration_table"]:
             shutil.copyfile(plan["calibration_table_source"], staging / plan["calibration_table"])
+        if plan["implicit_onnx"]:
+            _copy_with_manifest(Path(plan["implicit_onnx"]), staging)
         engine = _copy_with_manifest(Path(engine_path), staging) if engine_path else None
         if "triton" in plan["formats"]:
             _write_triton(staging, plan, onnx, engine, manifest, labels)
         if "deepstream" in plan["formats"]:
-            _write_deepstream(staging / "deepstream", plan, onnx, labels)
+            served = staging / Path(plan["implicit_onnx"]).name if plan["implicit_onnx"] else onnx
+            _write_deepstream(staging / "deepstream", plan, served, labels)
         record = validation.record()
         if runtime_check is not None:
             record["runtime"] = runtime_check(staging, plan)
