@@ -151,7 +151,7 @@ def test_the_triton_bundle_has_an_onnxruntime_model_and_a_plan_model_the_server_
 
     name = "sknet-fmnist"
     onnx_folder = classic_bundle / "triton" / "model_repository" / name
-    schema, config = parse_pbtxt((onnx_folder / "config.pbtxt").read_text())
+    _, config = parse_pbtxt((onnx_folder / "config.pbtxt").read_text())
     assert config.name == name and config.platform == "onnxruntime_onnx" and config.max_batch_size == 4
     (accelerator,) = config.optimization.execution_accelerators.gpu_execution_accelerator
     assert accelerator.name == "tensorrt"
@@ -307,4 +307,5 @@ def test_implicit_int8_bundles_carry_the_fp32_onnx_and_its_table_and_explicit_on
     assert "calibrate" in json.loads(explicit.stdout)["reused"]
     assert not list(bundle.glob("*.calib.table")) and not (bundle / "model.onnx").exists()
     assert "int8-calib-file" not in (bundle / "deepstream" / "config_infer_primary_sknet-fmnist.txt").read_text()
-    assert "QuantizeLinear" in {node.op_type for node in onnx.load(bundle / "deepstream" / "model_softmax.onnx").graph.node}
+    graph = onnx.load(bundle / "deepstream" / "model_softmax.onnx").graph
+    assert "QuantizeLinear" in {node.op_type for node in graph.node}

@@ -41,8 +41,8 @@ RUNTIME_FIGURES = {"deepstream_nvinfer": "DeepStream (nvinfer's transform, emula
 @force_option
 @json_option
 def command(onnx, arch, spec, checkpoint, target, precision, calib_data, calib_images, holdout_images, data, limit,
-            formats, raw_input, layout, raw_dtype, compute_capabilities, max_batch, dla_core, trt_version, min_agreement,
-            max_top1_drop, name, output, force, as_json):
+            formats, raw_input, layout, raw_dtype, compute_capabilities, max_batch, dla_core, trt_version,
+            min_agreement, max_top1_drop, name, output, force, as_json):
     """Export, optimize, calibrate, build and validate in one go, and write a bundle to run on the target.
 
     Triton and DeepStream load classic TensorRT engines only: --format triton/deepstream needs
@@ -71,7 +71,8 @@ def command(onnx, arch, spec, checkpoint, target, precision, calib_data, calib_i
         calib_data=calib_data, calib_images=calib_images, holdout_images=holdout_images, data=data, limit=limit,
         formats=formats or ("plain",),
         compute_capabilities=compute_capabilities.split(",") if compute_capabilities else None, max_batch=max_batch,
-        dla_core=dla_core, trt_version=trt_version, min_agreement=min_agreement, max_top1_drop=max_top1_drop, name=name, **raw)
+        dla_core=dla_core, trt_version=trt_version, min_agreement=min_agreement, max_top1_drop=max_top1_drop,
+        name=name, **raw)
     result = deploy(output, settings, force=force)
     if as_json:
         ui.emit_json(result.record())
@@ -79,9 +80,9 @@ def command(onnx, arch, spec, checkpoint, target, precision, calib_data, calib_i
     candidate = result.validation.candidates[0]
     ui.out.print(f"validation: PASS, agreement {candidate.metrics['agreement']:.2%} on "
                  f"{result.validation.data['count']} samples (reference preprocessing)")
-    for name, value in result.runtime.items():
-        if name != "reference_preprocessing":
-            ui.out.print(f"  as deployed, {RUNTIME_FIGURES.get(name, name)}: agreement {value:.2%}")
+    for figure, value in result.runtime.items():
+        if figure != "reference_preprocessing":
+            ui.out.print(f"  as deployed, {RUNTIME_FIGURES.get(figure, figure)}: agreement {value:.2%}")
     ui.out.print(f"wrote {result.bundle}/ (built: {', '.join(result.built) or 'nothing'}; "
                  f"reused: {', '.join(result.reused) or 'nothing'})")
     if result.build_command:
