@@ -12,6 +12,8 @@ into place only after validation passes: a failing model leaves no bundle.
 """
 import contextlib
 import json
+import tempfile
+import types
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +32,14 @@ from .stages.stage import recorded_source
 
 FORMATS = ("plain", "triton", "deepstream")
 DEPLOY_TARGETS = ("jetson-orin", "rtx", "desktop")
+# Which engines each bundle format's runtime loads (docs/deploy.md shows this table). Triton's tensorrt_plan
+# backend (and the TensorRT accelerator of its onnxruntime backend) and DeepStream's nvinfer link classic
+# TensorRT (libnvinfer): a TensorRT-RTX plan is foreign to them.
+RUNTIME_ENGINES = {
+    "plain": ("skdeploy's runners (load_runner / classify)", ("tensorrt", "tensorrt-rtx")),
+    "triton": ("Triton Inference Server (tensorrt_plan; onnxruntime_onnx + TensorRT accelerator)", ("tensorrt",)),
+    "deepstream": ("DeepStream Gst-nvinfer", ("tensorrt",)),
+}
 
 
 @dataclass
@@ -55,6 +65,7 @@ class DeploySettings:
     min_agreement: float = 0.99
     max_top1_drop: float = 0.5
     name: str = None  # the served model's name; default: the model spec
+    trt_version: str = None  # INT8: the device's TensorRT; <= 10 (or `dla_core`) means implicit INT8 from a table
 
     def __post_init__(self):
         if sum(bool(v) for v in (self.arch, self.spec, self.onnx)) > 1:
@@ -77,8 +88,30 @@ class DeploySettings:
             raise UsageError("`limit` and `max_batch` must be at least 1")
         if self.dla_core is not None and self.target != "jetson-orin":
             raise UsageError("`dla_core` applies to the jetson-orin target")
+        if self.trt_version is not None:
+            from .stages.calibrate import TRT_VERSION
+
+            if self.precision != "int8" or not TRT_VERSION.fullmatch(str(self.trt_version)):
+                raise UsageError(f"`trt_version` applies to `precision=int8` and looks like 10.3.0 or 8.6, got "
+                                 f"{self.trt_version!r}")
+        check_runtime_matrix(self.target, self.formats)
+        if self.name is not None:
+            from .serving.triton import check_model_name
+
+            check_model_name(self.name)
         if self.raw_input and "deepstream" in self.formats:
             self.raw_dtype = "float32"  # nvinfer feeds the network float pixels
+
+
+def check_runtime_matrix(target: str, formats) -> None:
+    """UsageError for a format whose runtime cannot load the target's engines (RUNTIME_ENGINES)."""
+    backend = TARGETS[target].backend
+    for kind in formats:
+        runtime, engines = RUNTIME_ENGINES[kind]
+        if backend not in engines:
+            raise UsageError(f"`formats={kind}` cannot use `target={target}`: {runtime} loads classic TensorRT "
+                             f"engines only, never a TensorRT-RTX plan; use `target=desktop` or "
+                             f"`target=jetson-orin`")
 
 
 @dataclass
@@ -91,11 +124,13 @@ class DeployResult:
     reused: list = field(default_factory=list)  # steps whose artifacts were reused
     built: list = field(default_factory=list)  # steps that ran
     seconds: float = 0.0
+    runtime: dict = field(default_factory=dict)  # top-1 agreement under each runtime's own preprocessing
 
     def record(self) -> dict:
         return {"bundle": str(self.bundle), "onnx": str(self.onnx), "engine": str(self.engine) if self.engine else None,
                 "build_command": self.build_command, "reused": self.reused, "built": self.built,
-                "passed": self.validation.passed, "validation": self.validation.record(), "seconds": self.seconds}
+                "passed": self.validation.passed, "validation": self.validation.record(), "runtime": self.runtime,
+                "seconds": self.seconds}
 
 
 def work_folder(bundle: Path) -> Path:
@@ -180,10 +215,34 @@ def _calibrate(onnx_path: Path, settings: DeploySettings, work: Path, steps: Ste
     from .stages.calibrate import CalibrationSettings, calibrate_model
 
     output = work / f"model.{settings.precision}.onnx"
+    version = {"trt_version": settings.trt_version} if settings.trt_version else {}
     calibration = CalibrationSettings(precision=settings.precision, calib_data=settings.calib_data,
-                                      calib_images=settings.calib_images, holdout_images=settings.holdout_images)
+                                      calib_images=settings.calib_images, holdout_images=settings.holdout_images,
+                                      **version)
     current = _current(output, "calibrate", sha256_file(onnx_path), asdict(calibration))
     return steps.run("calibrate", output, current, lambda: calibrate_model(onnx_path, output, calibration, force=True))
+
+
+def implicit_int8(settings: DeploySettings) -> bool:
+    """INT8 that TensorRT calibrates from a table on an FP32 graph (no Q/DQ): DLA, or TensorRT <= 10 named
+    by `trt_version`. Such a bundle carries the FP32 ONNX with its table; an explicit Q/DQ bundle no table."""
+    if settings.precision != "int8":
+        return False
+    return settings.dla_core is not None or (settings.trt_version is not None
+                                             and int(str(settings.trt_version).split(".")[0]) <= 10)
+
+
+def trtexec_command(settings: DeploySettings, manifest: dict, onnx_name: str, table: str, engine_name: str) -> str:
+    """The device's implicit-INT8 build: trtexec on the FP32 ONNX with its calibration table."""
+    image = manifest["inputs"][0]
+    dims = "x".join(str(d) for d in image["shape"][1:])
+    smallest = settings.max_batch if settings.dla_core is not None else 1  # DLA builds static shapes
+    command = (f"trtexec --onnx={onnx_name} --int8 --fp16 --calib={table} "
+               f"--minShapes={image['name']}:{smallest}x{dims} --optShapes={image['name']}:{settings.max_batch}x{dims} "
+               f"--maxShapes={image['name']}:{settings.max_batch}x{dims}")
+    if settings.dla_core is not None:
+        command += f" --useDLACore={settings.dla_core} --allowGPUFallback"
+    return command + f" --saveEngine={engine_name}"
 
 
 def build_settings(settings: DeploySettings) -> BuildSettings:
@@ -236,20 +295,21 @@ def deploy(bundle, settings: DeploySettings = None, force=False) -> DeployResult
     started = time.time()
     settings = settings or DeploySettings()
     bundle = Path(bundle)
-    if bundle.exists() and not force:
-        raise UsageError(f"{bundle} exists; pass `force` to replace it")
-    if bundle.exists() and not bundle.is_dir():
-        raise UsageError(f"{bundle} is a file; the bundle is a folder")
+    check_bundle_output(bundle, settings, force)
     for path, what in ((settings.onnx, "ONNX"), (settings.checkpoint, "checkpoint")):
         if path:
             existing_file(path, what)
+    if settings.onnx:
+        _check_deepstream_preprocessing(settings, settings.onnx)
     with _work_kept_once_used(work_folder(bundle)) as work:
         steps = Steps()
         onnx_path = _export(settings, work, steps)
+        _check_deepstream_preprocessing(settings, onnx_path)
         if "deepstream" in settings.formats and not settings.raw_input:
             settings = _raw_input_for_deepstream(settings, load_manifest(onnx_path))
         if settings.raw_input:
             onnx_path = _raw_input(onnx_path, settings, work, steps)
+        fp32_onnx = onnx_path
         if settings.precision != "fp32":
             onnx_path = _calibrate(onnx_path, settings, work, steps)
         engine, command = _engine(onnx_path, settings, work, steps)
@@ -258,14 +318,13 @@ def deploy(bundle, settings: DeploySettings = None, force=False) -> DeployResult
             raise validation_failure(validation, work)
         from .serving.bundle import assemble
 
-        table = onnx_path.name + ".calib.table" if settings.precision == "int8" else None
-        plan = dict(asdict(settings), name=settings.name or _served_name(onnx_path), onnx=onnx_path.name,
-                    engine="model.engine", build_command=command, calibration_table=table,
-                    model=load_manifest(onnx_path)["model"]["spec"], data=DataOrigin.parse(validation.data["source"]).path,
-                    count=validation.data["count"])
-        assemble(bundle, plan, onnx_path, engine, validation, work / "reference.npz")
-        result = DeployResult(bundle, bundle / onnx_path.name, bundle / "model.engine" if engine else None, command,
-                              validation, steps.reused, steps.built, round(time.time() - started, 2))
+        plan = _plan(settings, onnx_path, command, validation, fp32_onnx)
+        assemble(bundle, plan, onnx_path, engine, validation, work / "reference.npz",
+                 runtime_check=_runtime_check(settings, validation, work / "reference.npz"))
+        result = DeployResult(bundle, bundle / onnx_path.name, bundle / "model.engine" if engine else None,
+                              plan["build_command"],
+                              validation, steps.reused, steps.built, round(time.time() - started, 2),
+                              json.loads((bundle / "validation.json").read_text()).get("runtime", {}))
         log.info(f"deploy: wrote {bundle} (built: {', '.join(steps.built) or 'nothing'}; "
                  f"reused: {', '.join(steps.reused) or 'nothing'})")
         return result
@@ -290,6 +349,123 @@ def _work_kept_once_used(work: Path):
         if not any(work.iterdir()):
             work.rmdir()
         raise
+
+
+def check_bundle_output(bundle: Path, settings: DeploySettings, force: bool) -> None:
+    """Before any work: the bundle folder holds no input, and `force` replaces only an earlier bundle that
+    deploy wrote (its marker), never the current folder or a folder above it."""
+    from .serving.bundle import MARKER, is_bundle
+
+    target = bundle.resolve()
+    for path, what in ((settings.onnx, "ONNX"), (settings.checkpoint, "checkpoint"),
+                       (settings.calib_data, "calibration data"), (settings.data, "validation data")):
+        if not path:
+            continue
+        resolved = Path(path).resolve()
+        if target == resolved or target in resolved.parents:
+            raise UsageError(f"`output` {bundle} holds the {what} {path}; write the bundle to a folder of its own")
+    if not bundle.exists():
+        return
+    if not force:
+        raise UsageError(f"{bundle} exists; pass `force` to replace it")
+    if not bundle.is_dir():
+        raise UsageError(f"{bundle} is a file; the bundle is a folder")
+    here = Path.cwd().resolve()
+    if target == here or target in here.parents:
+        raise UsageError(f"`output` {bundle} is the current folder or holds it; `force` never replaces it")
+    if not is_bundle(bundle):
+        raise UsageError(f"{bundle} is not a bundle deploy wrote (it has no {MARKER}); `force` replaces only "
+                         "those: choose another `output` or remove the folder yourself")
+
+
+def _check_deepstream_preprocessing(settings: DeploySettings, artifact) -> None:
+    """For DeepStream, preprocessing nvinfer can do (serving.deepstream), checked as soon as it is known."""
+    if "deepstream" not in settings.formats:
+        return
+    from .data import Preprocessing
+    from .serving.deepstream import check_nvinfer_can_prepare
+
+    recorded = (load_manifest(artifact, required=False) or {}).get("preprocessing")
+    if recorded:
+        check_nvinfer_can_prepare(Preprocessing.from_dict(recorded))
+
+
+def _plan(settings: DeploySettings, onnx_path: Path, command, validation, fp32_onnx: Path) -> dict:
+    """What the bundle is made of and the exact commands its README gives (serving.bundle writes it)."""
+    import shlex
+
+    from .serving.bundle import SAMPLES, triton_folders
+
+    name = settings.name or _served_name(onnx_path)
+    implicit = implicit_int8(settings)
+    table = fp32_onnx.name + ".calib.table" if implicit else None
+    if implicit and command is not None:
+        command = trtexec_command(settings, load_manifest(fp32_onnx), fp32_onnx.name, table, "model.engine")
+    pictures = validation.samples.source.pictures
+    samples = hasattr(pictures, "dtype") and pictures.dtype.name == "uint8"
+    plan = dict(asdict(settings), name=name, onnx=onnx_path.name, engine="model.engine", build_command=command,
+                calibration_table=table, implicit_onnx=str(fp32_onnx) if implicit else None,
+                calibration_table_source=str(onnx_path.with_name(onnx_path.name + ".calib.table")) if table else None,
+                model=load_manifest(onnx_path)["model"]["spec"], data=DataOrigin.parse(validation.data["source"]).path,
+                count=validation.data["count"], samples=samples)
+    plan["data_arg"] = SAMPLES if samples else shlex.quote(plan["data"])
+    classic = command is not None
+    plan["triton_build_command"] = device_build_command(settings, onnx_path.name, triton_folders(plan)["plan_file"]) \
+        if classic and "triton" in settings.formats else None
+    plan["deepstream_build_command"] = None
+    if "deepstream" in settings.formats:
+        plan["deepstream_build_command"] = trtexec_command(
+            settings, load_manifest(fp32_onnx), "deepstream/model_softmax.onnx", table,
+            "deepstream/model_softmax.engine") if implicit else device_build_command(
+            settings, "deepstream/model_softmax.onnx", "deepstream/model_softmax.engine")
+    return plan
+
+
+def _runtime_check(settings: DeploySettings, validation, reference: Path):
+    """The bundle's admission under its runtimes' own preprocessing (serving.runtime_check): top-1
+    agreement with FP32 of what each runtime runs, on the validation pictures prepared as that runtime
+    prepares them, beside the figure under the reference preprocessing. Below `min_agreement`: no bundle."""
+    def check(staging: Path, plan: dict) -> dict:
+        with tempfile.TemporaryDirectory(prefix="skdeploy-runtime-") as folder:
+            scratch.name = folder
+            return measure(staging, plan)
+
+    scratch = types.SimpleNamespace(name=None)
+
+    def measure(staging: Path, plan: dict) -> dict:
+        import numpy as np
+
+        from .data import Preprocessing
+        from .serving.runtime_check import client_module, nvinfer_inputs, runtime_agreement
+
+        samples = validation.samples
+        pictures = [samples.picture(index) for index in range(len(samples))]
+        logits = np.load(reference)["logits"]
+        figures = {"reference_preprocessing": validation.candidates[0].metrics["agreement"]}
+        if "deepstream" in settings.formats:
+            model = staging / "deepstream" / "model_softmax.onnx"
+            if plan["implicit_onnx"]:  # nvinfer calibrates the FP32 graph from the table: the Q/DQ graph stands in
+                from .serving.deepstream import softmax_onnx
+
+                model = softmax_onnx(staging / plan["onnx"], Path(scratch.name) / "model_softmax.onnx")
+            preprocessing = Preprocessing.from_dict(load_manifest(model)["preprocessing"])
+            with log.status("validating as DeepStream runs it (nvinfer's transform, emulated)"):
+                figures["deepstream_nvinfer"] = runtime_agreement(
+                    model, pictures, lambda picture: nvinfer_inputs(picture, preprocessing), logits)
+        if "triton" in settings.formats:
+            client = client_module(staging / "triton" / "client.py")
+            with log.status("validating as the Triton client prepares pictures (client.py's prepare_image)"):
+                figures["triton_client"] = runtime_agreement(staging / plan["onnx"], pictures, client.prepare_image,
+                                                             logits)
+        low = [f"{name} {value:.2%}" for name, value in figures.items() if value < settings.min_agreement]
+        if low:
+            raise SkdeployError(f"validation as deployed failed (top-1 agreement {', '.join(low)} vs limit "
+                                f"{settings.min_agreement:g}); no bundle written")
+        for name, value in figures.items():
+            log.info(f"deploy: top-1 agreement with FP32 under {name.replace('_', ' ')}: {value:.2%}")
+        return figures
+
+    return check
 
 
 def _served_name(onnx_path: Path) -> str:

@@ -1,5 +1,7 @@
-"""Bad inputs of issue 12's options (`--raw-input`, `--layout`, `skdeploy deploy`): exit 2, one line, nothing
-written (bad_input_cases harness)."""
+"""Bad inputs of `--raw-input`, `--layout` and `skdeploy deploy`: exit 2, one line, nothing written
+(bad_input_cases harness). Deploy never deletes what it did not make: `--force` replaces only a folder with
+deploy's marker, never the current folder, a folder above it or one holding an input; `--name` is a Triton
+model name; a format whose runtime cannot load the target's engines is refused."""
 import json
 
 import pytest
@@ -13,6 +15,17 @@ def _not_onnx(workspace):
 
 def _drop_manifest(workspace):
     (workspace / f"{DEMO_ONNX}.json").unlink()
+
+
+def _user_folder(workspace):
+    (workspace / "mine").mkdir()
+    (workspace / "mine" / "notes.txt").write_text("the user's own file")
+
+
+def _centre_crop(workspace):
+    manifest = json.loads((workspace / f"{DEMO_ONNX}.json").read_text())
+    manifest["preprocessing"].update(resize=36, crop=[32, 32])
+    (workspace / f"{DEMO_ONNX}.json").write_text(json.dumps(manifest))
 
 
 def _raw_manifest(workspace):
@@ -43,7 +56,47 @@ CASES = [
          r"cannot create the work folder .*demo\.onnx/\.bundle\.work: Not a directory"),
     Case("deploy ONNX and arch", ("deploy", "{ws}/demo.onnx", "--arch", "sknet50", "-o", "{ws}/b"), 2,
          r"give one of --arch, --model or an ONNX file"),
+    Case("deploy --force over a folder deploy did not make", ("deploy", "-o", "{ws}/mine", "--force"), 2,
+         r"mine is not a bundle deploy wrote \(it has no \.skdeploy-bundle\)", _user_folder),
+    Case("deploy -o the ONNX's folder", ("deploy", "{ws}/demo.onnx", "-o", "{ws}"), 2,
+         r"--output .* holds the ONNX .*demo\.onnx"),
+    Case("deploy -o the ONNX's folder with --force", ("deploy", "{ws}/demo.onnx", "-o", "{ws}", "--force"), 2,
+         r"--output .* holds the ONNX .*demo\.onnx"),
+    Case("deploy -o the data folder", ("deploy", "--data", "{ws}/images", "-o", "{ws}/images", "--force"), 2,
+         r"--output .*images holds the validation data"),
+    Case("deploy -o a folder above the checkpoint", ("deploy", "--checkpoint", "{ws}/demo.pt", "-o", "{ws}/..",
+                                                     "--force"), 2, r"holds the checkpoint"),
+    Case("deploy --name with separators", ("deploy", "--name", "../../../x", "-o", "{ws}/b"), 2,
+         r"--name '\.\./\.\./\.\./x' is not a Triton model name"),
+    Case("deploy --name absolute", ("deploy", "--name", "{ws}/elsewhere", "-o", "{ws}/b"), 2,
+         r"is not a Triton model name"),
+    Case("deploy --name with a quote", ("deploy", "--name", 'my"model', "-o", "{ws}/b"), 2,
+         r"is not a Triton model name"),
+    Case("deploy --name ..", ("deploy", "--name", "..", "-o", "{ws}/b"), 2, r"is not a Triton model name"),
+    Case("deploy Triton on rtx", ("deploy", "--format", "triton", "-o", "{ws}/b"), 2,
+         r"--format triton cannot use --target rtx: .* classic TensorRT engines only"),
+    Case("deploy DeepStream on rtx", ("deploy", "--format", "deepstream", "-o", "{ws}/b"), 2,
+         r"--format deepstream cannot use --target rtx"),
+    Case("deploy DeepStream after a centre crop", ("deploy", "{ws}/demo.onnx", "--target", "desktop", "--format",
+                                                   "deepstream", "-o", "{ws}/b"), 2,
+         r"centre-crops 32x32 after resizing to 36, which nvinfer cannot do", _centre_crop),
 ]
+
+
+def _bundle_marker(folder):
+    folder.mkdir(exist_ok=True)
+    (folder / ".skdeploy-bundle").write_text("{}\n")
+
+
+@pytest.mark.parametrize("output", [".", ".."], ids=["the current folder", "a folder above it"])
+def test_force_never_replaces_the_current_folder_or_one_above_it(output, workspace, monkeypatch):
+    """Even one that carries deploy's marker: the refusal comes before any work."""
+    here = workspace / "here"
+    _bundle_marker(here)
+    _bundle_marker(workspace)
+    monkeypatch.chdir(here)
+    run_case(Case(f"deploy --force -o {output}", ("deploy", "-o", output, "--force"), 2,
+                  r"is the current folder or holds it; --force never replaces it"), workspace)
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)

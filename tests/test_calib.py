@@ -393,6 +393,11 @@ def test_model_without_manifest_asks_for_preprocessing(demo, tmp_path, fmnist_im
     result = cli_calibrate(bare, tmp_path / "o.onnx", "--calib-data", folder)
     assert result.exit_code == 2
     assert "has no manifest" in result.stderr and "--mean" in result.stderr and "--std" in result.stderr
+    manifest = json.loads((demo.parent / (demo.name + ".json")).read_text())
+    (tmp_path / "bare.onnx.json").write_text(json.dumps(dict(manifest, preprocessing=None)))
+    result = cli_calibrate(bare, tmp_path / "o.onnx", "--calib-data", folder)
+    assert result.exit_code == 2 and "its manifest records no preprocessing" in result.stderr
+    (tmp_path / "bare.onnx.json").unlink()
     result = cli_calibrate(demo, tmp_path / "o.onnx", "--calib-data", folder, "--mean", "0.3", "--std", "0.35")
     assert result.exit_code == 2 and "records its preprocessing" in result.stderr
     result = cli_calibrate(bare, tmp_path / "o.onnx", "--calib-data", folder, "--mean", "0.286", "--std", "0.353")

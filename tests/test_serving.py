@@ -58,7 +58,7 @@ def test_triton_repository_for_the_engine_matches_its_sidecar_field_by_field(dem
     assert (folder / "labels.txt").read_text().splitlines() == labels
     client = (tmp_path / "client.py").read_text()
     compile(client, "client.py", "exec")
-    assert 'MODEL, INPUT, OUTPUT = "sknet", "input", "logits"' in client
+    assert "MODEL, INPUT, OUTPUT = 'sknet', 'input', 'logits'" in client
 
 
 def test_triton_config_for_a_raw_input_onnx_and_for_a_fixed_batch():
@@ -68,6 +68,8 @@ def test_triton_config_for_a_raw_input_onnx_and_for_a_fixed_batch():
                 "preprocessing": {"layout": "NHWC"}}
     _, config = parse_pbtxt(triton_config(manifest, "raw", max_batch=16))
     assert config.platform == "onnxruntime_onnx" and config.max_batch_size == 16
+    (accelerator,) = config.optimization.execution_accelerators.gpu_execution_accelerator
+    assert accelerator.name == "tensorrt" and dict(accelerator.parameters)["precision_mode"] == "FP32"
     assert config.input[0].data_type == schema.TYPE_UINT8 and list(config.input[0].dims) == [32, 32, 3]
     assert config.input[0].format == schema.ModelInput.FORMAT_NHWC
     fixed = {"inputs": [{"name": "input", "shape": [4, 1, 8, 8], "dtype": "float32"}],
@@ -75,6 +77,19 @@ def test_triton_config_for_a_raw_input_onnx_and_for_a_fixed_batch():
     _, config = parse_pbtxt(triton_config(fixed, "fixed"))
     assert config.max_batch_size == 0 and list(config.input[0].dims) == [4, 1, 8, 8]
     assert config.output[0].data_type == schema.TYPE_FP16 and not config.HasField("dynamic_batching")
+
+
+@pytest.mark.parametrize("name", ["../x", "/abs", "a\"b", "a b", ".", "..", ""])
+def test_a_name_triton_cannot_hold_is_refused_before_anything_is_written(name, tmp_path):
+    manifest = {"inputs": [{"name": "input", "shape": ["batch", 1, 8, 8], "dtype": "float32"}],
+                "outputs": [{"name": "logits", "shape": ["batch", 3], "dtype": "float32"}],
+                "preprocessing": {"resize": 8, "crop": [8, 8], "mean": [0.5], "std": [0.5], "channel_order": "GRAY",
+                                  "scale": 1 / 255}}
+    with pytest.raises(UsageError, match="is not a Triton model name"):
+        write_triton_repository(tmp_path / "repo", name, None, manifest, ["a", "b", "c"], kind="engine")
+    assert list(tmp_path.iterdir()) == []
+    _, config = parse_pbtxt(triton_config(manifest, "ok_name-1.2"))
+    assert config.name == "ok_name-1.2"
 
 
 def written_values(text):
@@ -86,6 +101,14 @@ def test_deepstream_formula_on_raw_pixels_reproduces_the_demo_preprocessing(demo
     manifest = json.loads((demo_artifacts / "demo.onnx.json").read_text())
     text = deepstream_config(manifest, "demo.onnx", "demo.engine", "labels.txt", "int8", calib_file="demo.calib.table",
                              batch_size=4, process_mode="secondary", gie_id=3, operate_on_gie_id=1, threshold=0.2)
+    assert "scaling-filter=1" in text and "maintain-aspect-ratio=1" in text  # bilinear, aspect kept as trained
+    nearest = dict(manifest, preprocessing=dict(manifest["preprocessing"], interpolation="nearest"))
+    assert "scaling-filter=0" in deepstream_config(nearest, "a.onnx", "a.engine", "l.txt", "fp32")
+    for changed, reason in (({"interpolation": "bicubic"}, "no bicubic scaling filter"),
+                            ({"resize": 36}, "centre-crops 32x32 after resizing to 36")):
+        with pytest.raises(UsageError, match=reason):
+            deepstream_config(dict(manifest, preprocessing=dict(manifest["preprocessing"], **changed)), "a.onnx",
+                              "a.engine", "l.txt", "fp32")
     scale_factor, offsets, values = written_values(text)
     pixels = np.arange(256, dtype=np.float64).reshape(1, 1, 16, 16)  # every uint8 value once
     deepstream = scale_factor * (pixels - np.asarray(offsets).reshape(1, -1, 1, 1))  # DeepStream's documented formula

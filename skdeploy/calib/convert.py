@@ -91,7 +91,8 @@ def preprocessing_resolver(path, manifest, settings, shape: InputShape):
         if recorded:
             return Preprocessing.from_dict(recorded)
         if not given:
-            raise UsageError(f"{path} has no manifest, so its preprocessing is unknown; {what} need `mean` and "
+            missing = "its manifest records no preprocessing" if manifest else "has no manifest"
+            raise UsageError(f"{path} {missing}, so its preprocessing is unknown; {what} need `mean` and "
                              f"`std` (plus `resize`/`crop`/`channel_order` if not {shape.height}x{shape.width} "
                              f"{'GRAY' if shape.channels == 1 else 'RGB'})")
         return preprocessing_from_options(given, shape)

@@ -2,13 +2,16 @@
 
 nvinfer prepares each frame itself: it scales the frame to the network size, converts it to the
 model's colour format and computes y = net-scale-factor * (x - offsets[c]) on pixels x in 0..255, with
-ONE scalar factor. The manifest's preprocessing is y = (x * scale - mean[c]) / std[c], which is exactly
+ONE scalar factor. It resizes the whole frame (or object) straight to the network size with
+`scaling-filter` (0 nearest, 1 bilinear), padding instead of stretching with `maintain-aspect-ratio`;
+it cannot crop after the resize. The manifest's preprocessing is y = (x * scale - mean[c]) / std[c], which is exactly
 (scale / std) * (x - mean[c] / scale) when std is the same for every channel. When it is not, no nvinfer
 setting reproduces it: the model must take raw pixels (the raw-input graph, float32) and nvinfer passes
 them through with net-scale-factor 1 and offsets 0. Key names and meanings: NVIDIA's Gst-nvinfer
 documentation (docs/deploy.md cites it).
 """
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..data import Preprocessing
 from ..errors import UsageError
@@ -18,6 +21,10 @@ COLOR_FORMATS = {"RGB": 0, "BGR": 1, "GRAY": 2}  # model-color-format
 INPUT_ORDERS = {"NCHW": 0, "NHWC": 1}  # network-input-order
 PROCESS_MODES = {"primary": 1, "secondary": 2}  # process-mode
 CLASSIFIER = 1  # network-type
+SCALING_FILTERS = {"nearest": 0, "bilinear": 1}  # scaling-filter (NvBufSurfTransform_Inter); bicubic has no twin
+# classifier-threshold: nvinfer's classifier reads the output as probabilities (the graph it runs ends in a
+# Softmax) and attaches a label only above this; 0.5 keeps the labels of confident frames only
+DEFAULT_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
@@ -50,12 +57,27 @@ def nvinfer_preprocessing(preprocessing: Preprocessing) -> DeepStreamPreprocessi
                                    color, False)
 
 
+def check_nvinfer_can_prepare(preprocessing: Preprocessing) -> None:
+    """UsageError when nvinfer's transform (resize to the network size, no crop) cannot give the model its
+    inputs: a centre crop smaller than the resize, or a filter nvinfer has no setting for."""
+    height, width = preprocessing.crop
+    if (height, width) != (preprocessing.resize, preprocessing.resize):
+        raise UsageError(f"the model's preprocessing centre-crops {height}x{width} after resizing to "
+                         f"{preprocessing.resize}, which nvinfer cannot do (it resizes straight to the network "
+                         "size); `formats=deepstream` needs a crop equal to the resize")
+    if preprocessing.interpolation not in SCALING_FILTERS:
+        raise UsageError(f"nvinfer has no {preprocessing.interpolation} scaling filter (only nearest and "
+                         "bilinear); `formats=deepstream` needs one of those")
+
+
 def deepstream_config(manifest, onnx_file: str, engine_file: str, labels_file: str, precision: str,
                       calib_file: str = None, batch_size: int = 1, process_mode="primary", gie_id: int = 1,
-                      operate_on_gie_id: int = None, threshold: float = 0.0, dla_core: int = None) -> str:
+                      operate_on_gie_id: int = None, threshold: float = DEFAULT_THRESHOLD,
+                      dla_core: int = None) -> str:
     """The [property] section of a config_infer_*.txt for the classifier `manifest` describes (the ONNX the
-    engine is built from, with the preprocessing nvinfer feeds it)."""
+    engine is built from, ending in a Softmax, with the preprocessing nvinfer feeds it)."""
     preprocessing = Preprocessing.from_dict(manifest["preprocessing"] or {})
+    check_nvinfer_can_prepare(preprocessing)
     settings = nvinfer_preprocessing(preprocessing)
     if settings.needs_raw_input:
         raise UsageError(f"std {list(preprocessing.std)} differs per channel, which nvinfer's one scale factor "
@@ -73,6 +95,9 @@ def deepstream_config(manifest, onnx_file: str, engine_file: str, labels_file: s
         f"net-scale-factor={settings.net_scale_factor!r}",
         "offsets=" + ";".join(repr(offset) for offset in settings.offsets),
         f"model-color-format={settings.color_format}",
+        f"scaling-filter={SCALING_FILTERS[preprocessing.interpolation]}",
+        "maintain-aspect-ratio=1",  # the model's policy keeps the aspect (shorter side); nvinfer pads the rest
+        "symmetric-padding=1",
         f"onnx-file={onnx_file}",
         f"model-engine-file={engine_file}",
         f"labelfile-path={labels_file}",
@@ -102,3 +127,34 @@ def deepstream_config(manifest, onnx_file: str, engine_file: str, labels_file: s
 def deepstream_labels(labels) -> str:
     """nvinfer's classifier label file: the labels of one output on one line, separated by ';'."""
     return ";".join(labels) + "\n"
+
+
+def softmax_onnx(onnx_path, output) -> Path:
+    """`onnx_path` with a Softmax over its first output's classes (output `probabilities`), saved to `output`
+    with its manifest: nvinfer's classifier compares the output with `classifier-threshold` as a probability."""
+    import json
+
+    import onnx
+    from onnx import helper
+
+    from ..manifest import add_stage, load_manifest, write_manifest
+
+    model = onnx.load(str(onnx_path))
+    logits = model.graph.output[0]
+    probabilities = helper.make_tensor_value_info("probabilities", logits.type.tensor_type.elem_type, None)
+    probabilities.type.CopyFrom(logits.type)
+    model.graph.node.append(helper.make_node("Softmax", [logits.name], ["probabilities"], axis=-1,
+                                             name="nvinfer_probabilities"))
+    model.graph.output.remove(logits)
+    model.graph.output.insert(0, probabilities)
+    onnx.checker.check_model(model)
+    output = Path(output)
+    onnx.save(model, str(output))
+    manifest = json.loads(json.dumps(load_manifest(onnx_path)))
+    if manifest.get("outputs"):
+        manifest["outputs"][0]["name"] = "probabilities"
+    add_stage(manifest, "softmax", {"source_onnx": {"file": Path(onnx_path).name,
+                                                    "sha256": manifest["artifact"]["sha256"]},
+                                    "why": "nvinfer reads a classifier's output as probabilities"})
+    write_manifest(output, manifest, "onnx")
+    return output

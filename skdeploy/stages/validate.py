@@ -366,8 +366,8 @@ def _samples(ref, manifests: dict, data, limit):
     context = next((m for m in manifests.values() if m), None) or {"model": ref.model.record()}
     preprocessing = _data_preprocessing(ref, manifests)
     dataset = context["model"].get("dataset")
-    if data is None and ref.kind == "saved":
-        data = DataOrigin.parse(ref.saved["meta"]["data"]["source"]).path
+    if ref.kind == "saved":  # the saved samples: the first `count` of the data, wherever it is read from
+        data = data or DataOrigin.parse(ref.saved["meta"]["data"]["source"]).path
         limit = limit or ref.saved["meta"]["data"]["count"]
     if data is None:
         if dataset != "fashion-mnist":
