@@ -112,9 +112,10 @@ def modelopt(source, calibration_npy, output, method):
              output_path=str(output), log_level="WARNING")
 
 
-def onnxruntime_static(source, calibration_npy, output, batch=16):
+def onnxruntime_static(source, calibration_npy, output, batch=16, quantize_bias=True):
     """onnxruntime's quantize_static with its default MinMax calibration, as a Q/DQ graph comparable to ours:
-    symmetric INT8 activations, per-channel symmetric INT8 weights. The reader must name the graph's input."""
+    symmetric INT8 activations, per-channel symmetric INT8 weights. The reader must name the graph's input.
+    `quantize_bias=False` keeps biases FP32 (TensorRT takes no INT32 DequantizeLinear)."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
 
@@ -132,7 +133,7 @@ def onnxruntime_static(source, calibration_npy, output, batch=16):
     quantize_static(str(source), str(output), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                     calibrate_method=CalibrationMethod.MinMax,
-                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": quantize_bias})
 
 
 def qdq_count(path) -> int:

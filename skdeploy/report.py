@@ -143,6 +143,7 @@ def _candidate_section(candidate, names, data, thresholds) -> str:
              f'<p class="meta">{_escape(candidate.runner)}, {_escape(candidate.precision)}, '
              f'{candidate.seconds} s; {candidate.disagreements} of {len(data)} samples disagree with '
              "FP32 on top-1</p>",
+             _layers_note(candidate),
              "<ul class=\"meta\">" + "".join(
                  f"<li>{_escape(text)} — {'pass' if passed else '<b>fail</b>'}</li>"
                  for text, passed in candidate.described_checks()) + "</ul>",
@@ -169,6 +170,26 @@ def _candidate_section(candidate, names, data, thresholds) -> str:
     else:
         parts.append("<h3>No sample disagrees with FP32 on top-1.</h3>")
     return "".join(parts)
+
+
+def _layers_note(candidate) -> str:
+    """An engine candidate's layer summary from its sidecar (what TensorRT built: kernels, INT8 convolutions,
+    memory); nothing for other candidates."""
+    from .engine.layers import summary_line
+    from .errors import SkdeployError
+    from .manifest import load_manifest
+
+    try:
+        manifest = load_manifest(candidate.path, required=False, verify=False) if candidate.path else None
+    except SkdeployError:
+        return ""
+    summary = ((manifest or {}).get("engine") or {}).get("layers")
+    if not isinstance(summary, dict):
+        return ""
+    unrealized = ", ".join(entry["conv"] for entry in summary.get("unrealized_int8") or [])
+    return (f'<p class="meta">engine layers: {_escape(summary_line(summary))}'
+            + (f"; quantized in the ONNX but not INT8 in the engine: {_escape(unrealized)}" if unrealized else "")
+            + "</p>")
 
 
 def render_report(result) -> str:

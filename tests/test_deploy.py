@@ -43,12 +43,15 @@ def test_deploy_writes_a_validated_bundle_and_a_second_run_rebuilds_nothing(tmp_
     first = json.loads(result.stdout)
     assert first["built"] == ["export", "build-engine"] and first["reused"] == [] and first["passed"]
     names = {str(path.relative_to(bundle)) for path in bundle.rglob("*") if path.is_file()}
-    assert names == {"model.onnx", "model.onnx.json", "model.engine", "model.engine.json", "reference.npz",
+    assert names == {"model.onnx", "model.onnx.json", "model.engine", "model.engine.json", "model.engine.layers.json",
+                     "reference.npz",
                      "labels.txt", "validation.json", "validation.html", "README.txt", "example.png", "samples.npz",
                      ".skdeploy-bundle"}
     assert all(stat.S_IMODE(path.stat().st_mode) == 0o755 for path in [bundle, *bundle.rglob("*")] if path.is_dir())
     assert (bundle / "labels.txt").read_text().splitlines()[:2] == ["T-shirt/top", "Trouser"]
     sidecar = json.loads((bundle / "model.engine.json").read_text())
+    layers = json.loads((bundle / "model.engine.layers.json").read_text())
+    assert layers["summary"] == sidecar["engine"]["layers"] and layers["summary"]["kernels"] > 0
     assert sidecar["engine"]["source_onnx"]["sha256"] == json.loads((bundle / "model.onnx.json").read_text())[
         "artifact"]["sha256"]
     assert json.loads((bundle / "validation.json").read_text())["data"]["count"] == 100

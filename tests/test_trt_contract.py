@@ -114,6 +114,11 @@ USES = {
     "BuilderFlag.GPU_FALLBACK": dla,
     "BuilderFlag.VERSION_COMPATIBLE": portable,
     "BuilderFlag.EXCLUDE_LEAN_RUNTIME": lambda caps: caps.exclude_lean_runtime,
+    # engine/build.py + engine/layers.py: the engine's layer list (RTX: the build log; classic: the inspector)
+    "IBuilderConfig.profiling_verbosity": always, "ProfilingVerbosity": always, "ProfilingVerbosity.DETAILED": always,
+    "ICudaEngine.create_engine_inspector": lambda caps: not rtx(caps),
+    "EngineInspector.get_engine_information": lambda caps: not rtx(caps),
+    "LayerInformationFormat": lambda caps: not rtx(caps), "LayerInformationFormat.JSON": lambda caps: not rtx(caps),
     # engine/timing.py
     "IBuilderConfig.create_timing_cache": lambda caps: caps.timing_cache,
     "IBuilderConfig.set_timing_cache": lambda caps: caps.timing_cache,
@@ -146,6 +151,8 @@ NOT_TENSORRT = {
     "name", "type",  # also enum members' .name (read as text), besides ITensor/ILayer's (in USES)
     # DataType names: keys of name -> numpy/ONNX dtype maps; a name a version lacks is never looked up
     "FLOAT", "HALF", "INT8", "INT32", "INT64", "BOOL", "UINT8", "BF16", "FP8", "INT4", "FLOAT16",
+    # engine/layers.py: keys of the layer lists it reads and writes, and str.count
+    "LayerType", "count", "format", "metadata", "tactic", "weights",
 }
 
 # keyword arguments the code passes, checked in each version that uses the method

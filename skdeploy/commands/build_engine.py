@@ -5,6 +5,7 @@ from pathlib import Path
 import click
 
 from .. import ui
+from ..engine.layers import summary_line
 from ..engine.targets import TARGETS
 from ..errors import UsageError
 from . import force_option, json_option, precision_options, verify_option
@@ -57,6 +58,8 @@ def default_output(onnx_path, target, precision) -> Path:
 @click.option("--optimization-level", type=int, help="Builder optimization level 0..5 (builder default 3).")
 @click.option("--strongly-typed/--weakly-typed", "strongly_typed", default=None,
               help="TensorRT 10.x only (default: strongly typed when the ONNX carries its precision).")
+@click.option("--strict-precision", is_flag=True, help="Fail when a Conv the ONNX quantizes runs in FP16/FP32 in "
+              "the engine (by default the build warns and lists them).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Engine path (default engines/MODEL-TARGET[-PRECISION].engine); the sidecar is OUTPUT.json.")
 @force_option
@@ -64,11 +67,12 @@ def default_output(onnx_path, target, precision) -> Path:
 @json_option
 def command(onnx_path, precision, calib_data, calib_images, backend, target, compute_capabilities, min_batch, opt_batch, max_batch,
             workspace, timing_cache, dla_core, gpu_fallback, version_compatible, exclude_lean_runtime,
-            hardware_compatibility, optimization_level, strongly_typed, output, force, as_json):
+            hardware_compatibility, optimization_level, strongly_typed, strict_precision, output, force, as_json):
     """Build a TensorRT engine from an ONNX model, with its sidecar manifest ENGINE.json.
 
     The engine is the builder's output as is (trtexec and DeepStream load it); ENGINE.json records the
-    backend, target, compute capabilities, precision, profiles, IO tensors, source ONNX and build costs.
+    backend, target, compute capabilities, precision, profiles, IO tensors, source ONNX and build costs,
+    and a summary of the engine's layers (full list: OUTPUT.layers.json, see 'skdeploy inspect --layers').
     TensorRT 11 and TensorRT-RTX take precision from the ONNX (Q/DQ for INT8, FP16 tensors): --int8/--fp16
     on an FP32 ONNX run the calibration stage first.
 
@@ -79,6 +83,7 @@ def command(onnx_path, precision, calib_data, calib_images, backend, target, com
       skdeploy build-engine sknet50.onnx --int8 --calib-data photos/ --target rtx
       skdeploy build-engine sknet50.onnx --fp16 --target desktop --workspace 2GiB --timing-cache engines/cache
       skdeploy build-engine sknet50.onnx --int8 --target jetson-orin --dla-core 0 --gpu-fallback
+      skdeploy build-engine out/demo.int8.onnx --strict-precision   # every quantized Conv must run INT8
     """
     from ..stages.build import BuildSettings, build
 
@@ -89,7 +94,7 @@ def command(onnx_path, precision, calib_data, calib_images, backend, target, com
         workspace=parse_size(workspace) if workspace else None, timing_cache=timing_cache, dla_core=dla_core,
         gpu_fallback=gpu_fallback, version_compatible=version_compatible, exclude_lean_runtime=exclude_lean_runtime,
         hardware_compatibility=hardware_compatibility, optimization_level=optimization_level,
-        strongly_typed=strongly_typed)
+        strongly_typed=strongly_typed, strict_precision=strict_precision)
     output = Path(output) if output else default_output(onnx_path, target or _default_target(backend), precision)
     engine = build(onnx_path, output, settings, force=force).engine
     if as_json:
@@ -100,6 +105,9 @@ def command(onnx_path, precision, calib_data, calib_images, backend, target, com
     ui.out.print(f"{engine.backend} {engine.backend_version}, target {engine.target} ({ccs}), "
                  f"{engine.precision}, built in {engine.build_seconds:.1f} s, peak {engine.peak_rss_mb:.0f} MiB"
                  + (f", {len(engine.warnings)} builder warnings" if engine.warnings else ""))
+    if engine.layers:
+        ui.out.print("layers: " + summary_line(engine.layers))
+
 
 
 def _default_target(backend):

@@ -22,16 +22,23 @@ def _stage_summary(stage: dict) -> str:
 
 @click.command("inspect")
 @click.argument("artifact", type=click.Path(dir_okay=False))
+@click.option("--layers", "show_layers", is_flag=True, help="Engines: the kernels TensorRT built (from "
+              "ENGINE.layers.json): type, precision in/out, the ONNX nodes each computes, and the summary.")
 @verify_option
 @json_option
-def command(artifact, as_json):
+def command(artifact, show_layers, as_json):
     """Show the manifest that travels beside an ONNX file or engine: what made it and how.
 
     \b
     Examples:
       skdeploy inspect out/demo/sknet-fmnist.onnx
       skdeploy inspect engines/sknet-fmnist.int8.engine --json
+      skdeploy inspect engines/sknet-fmnist.int8.engine --layers          # which convolutions run INT8
+      skdeploy inspect engines/sknet-fmnist.int8.engine --layers --json   # the full layer list
     """
+    if show_layers:
+        _show_layers(artifact, as_json)
+        return
     from ..data import Preprocessing
     from ..manifest import load_manifest
     from ..models.entry import ModelEntry
@@ -52,3 +59,25 @@ def command(artifact, as_json):
                      f"mean {list(prep.mean)}, std {list(prep.std)}")
     ui.table("stages", ["stage", "time", "results"],
              [(s["stage"], str(s.get("time", "-")), _stage_summary(s)) for s in manifest["stages"]])
+
+
+def _show_layers(artifact, as_json) -> None:
+    from ..engine import load_layers
+    from ..engine.layers import kernels, summary_line
+    from ..fileio import existing_file
+
+    data = load_layers(existing_file(artifact, "engine"))
+    if as_json:
+        ui.emit_json(data)
+        return
+    summary = data["summary"]
+    ui.table(f"{artifact}: engine layers ({summary['source']})", ["#", "kernel", "type", "in", "out", "ONNX nodes"],
+             [(str(i), layer["name"], layer["type"], ",".join(t["dtype"] for t in layer["inputs"]) or "-",
+               ",".join(t["dtype"] for t in layer["outputs"]) or "-", str(len(layer["onnx_nodes"])))
+              for i, layer in enumerate(data["layers"]) if layer in kernels(data["layers"])])
+    ui.out.print(f"{summary_line(summary)} ({summary['file']})")
+    for precision in ("fp16", "fp32", "other"):
+        if summary["convolutions"][precision]:
+            ui.out.print(f"{precision} convolutions: {', '.join(summary['convolutions'][precision])}")
+    for entry in summary.get("unrealized_int8") or []:
+        ui.out.print(f"quantized in the ONNX, {entry['precision']} in the engine: {entry['conv']}")

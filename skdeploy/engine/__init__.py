@@ -5,7 +5,9 @@ One adapter serves classic `tensorrt` (8.6, 10.x, 11.x) and `tensorrt_rtx`; what
 is spelled out in `skdeploy.trt.Capabilities`. Importing this package imports no TensorRT.
 """
 from .builder import onnx_precision, plan_build, plan_onnx
+from .layers import layers_path, load_layers
 from .sidecar import EngineSection
 from .targets import TARGETS, get_target
 
-__all__ = ["EngineSection", "onnx_precision", "plan_build", "plan_onnx", "TARGETS", "get_target"]
+__all__ = ["EngineSection", "onnx_precision", "plan_build", "plan_onnx", "TARGETS", "get_target", "layers_path",
+           "load_layers"]

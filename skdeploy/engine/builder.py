@@ -16,6 +16,7 @@ from ..fileio import atomic_path, readable_path
 from ..log import log
 from ..onnx.io import load_onnx
 from ..trt import HARDWARE_COMPATIBILITY, first_installed, load_backend
+from .layers import record as record_layers
 from .memory import PeakMemory
 from .network import (batch_profile, capturing_logger, interruptible_build, io_tensors, is_dynamic, network_flags,
                       parse_onnx)
@@ -215,6 +216,7 @@ def configure(trt, builder, plan: BuildPlan, settings, profile: dict, dynamic: b
     dynamic inputs: static networks need none."""
     caps = plan.caps
     config = builder.create_builder_config()
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # the layer list names kernels and ONNX nodes
     for name in plan.builder_flags:
         config.set_flag(getattr(trt.BuilderFlag, name))
     if plan.compute_capabilities:
@@ -330,11 +332,12 @@ def build_serialized(onnx_path: Path, engine_path: Path, settings) -> tuple:
             Path(tmp).write_bytes(memoryview(serialized))
         if cache:
             cache.save()
+        layers = record_layers(trt, plan.backend, logger, serialized, engine_path, model, settings.strict_precision)
     build_seconds = round(time.time() - started, 2)
     for message in logger.warnings:
         log.info(f"[dim]builder: {escape(message)}[/dim]")
     return engine_section(engine_path, onnx_path, plan, settings, io=io, profile=profile,
                          dla_fallback=fallback, build_seconds=build_seconds,
                          peak_rss_mb=peak.mb, warnings=logger.warnings,
-                         timing_cache=cache.summary() if cache else None)
+                         timing_cache=cache.summary() if cache else None, layers=layers)
 

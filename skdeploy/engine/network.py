@@ -7,18 +7,20 @@ import signal
 import threading
 
 from ..errors import SkdeployError, UsageError
+from .layers import is_report
 
 DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "UINT8": "uint8",
           "INT32": "int32", "INT64": "int64", "BOOL": "bool", "FP8": "float8", "INT4": "int4"}
 
 
 def capturing_logger(trt):
-    """An ILogger of `trt` that keeps warnings and errors (they go into the sidecar and error messages)."""
+    """An ILogger of `trt` that keeps warnings and errors (they go into the sidecar and error messages), and
+    the INFO/VERBOSE messages that report the engine's layers and memory (engine/layers.py reads them)."""
 
     class CapturingLogger(trt.ILogger):
         def __init__(self):
             trt.ILogger.__init__(self)
-            self.warnings, self.errors = [], []
+            self.warnings, self.errors, self.reports = [], [], []
 
         def log(self, severity, message):
             level = int(severity)
@@ -26,6 +28,8 @@ def capturing_logger(trt):
                 self.errors.append(str(message))
             elif level == int(trt.ILogger.Severity.WARNING):
                 self.warnings.append(str(message))
+            elif is_report(str(message)):
+                self.reports.append(str(message))
 
     return CapturingLogger()
 

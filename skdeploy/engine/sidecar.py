@@ -39,6 +39,7 @@ class EngineSection:
     peak_rss_mb: float
     engine_bytes: int
     warnings: list  # the builder's warnings
+    layers: dict = None  # engine/layers.py summarize(): kernels, convolutions by precision, memory; None: unread
 
 
 def source_manifest(onnx_path: Path) -> dict:
@@ -56,7 +57,7 @@ def source_manifest(onnx_path: Path) -> dict:
 
 
 def engine_section(engine_path: Path, onnx_path: Path, plan, settings, *, io, profile, dla_fallback,
-                   build_seconds, peak_rss_mb, warnings, timing_cache) -> tuple:
+                   build_seconds, peak_rss_mb, warnings, timing_cache, layers=None) -> tuple:
     """(the engine's manifest, derived from its ONNX's, with the "engine" section filled in; that EngineSection).
     skdeploy.stages.build adds the stage record and writes ENGINE.json."""
     manifest = source_manifest(onnx_path)
@@ -87,6 +88,7 @@ def engine_section(engine_path: Path, onnx_path: Path, plan, settings, *, io, pr
         peak_rss_mb=peak_rss_mb,
         engine_bytes=readable_path(engine_path).stat().st_size,
         warnings=list(warnings),
+        layers=layers,
     )
     manifest["engine"] = asdict(engine)
     return manifest, engine

@@ -11,6 +11,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ..engine.layers import layers_path
 from ..errors import UsageError
 from ..fileio import write_text_atomic
 from ..manifest import load_manifest, manifest_path
@@ -84,7 +85,7 @@ def readme(plan: dict) -> str:
              "Files:",
              f"  {onnx} (+ .json manifest)   the deployed ONNX" +
              (" (preprocessing inside: it takes raw pixels)" if plan["raw_input"] else ""),
-             f"  {engine} (+ .json sidecar)   " + ("the engine" if not plan["build_command"] else
+             f"  {engine} (+ .json sidecar, .layers.json)   " + ("the engine" if not plan["build_command"] else
                                                    "built on the device by command 1"),
              "  reference.npz   FP32 PyTorch outputs on the validation subset (validation needs no PyTorch)",
              f"  {EXAMPLE}   the first validation picture",
@@ -143,6 +144,8 @@ def assemble(bundle: Path, plan: dict, onnx_path: Path, engine_path, validation,
         if plan["implicit_onnx"]:
             _copy_with_manifest(Path(plan["implicit_onnx"]), staging)
         engine = _copy_with_manifest(Path(engine_path), staging) if engine_path else None
+        if engine_path and layers_path(engine_path).exists():  # what TensorRT built (inspect --layers)
+            shutil.copyfile(layers_path(engine_path), layers_path(engine))
         if "triton" in plan["formats"]:
             _write_triton(staging, plan, onnx, engine, manifest, labels)
         if "deepstream" in plan["formats"]:

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..engine.builder import DEFAULT_BATCHES, OPTIMIZATION_LEVELS, build_serialized, plan_onnx
+from ..engine.layers import layers_path
 from ..engine.sidecar import STAGE_KEYS, EngineSection
 from ..errors import SkdeployError, UsageError
 from ..fileio import output_transaction
@@ -42,6 +43,7 @@ class BuildSettings:
     hardware_compatibility: str = "none"  # "none" | "ampere-plus" | "same-cc"
     optimization_level: int = None  # 0..5, builder default 3
     strongly_typed: bool = None  # TensorRT 10.x only; None: when the ONNX carries its precision
+    strict_precision: bool = False  # a Conv the ONNX quantizes that the engine runs in FP16/FP32 is an error
 
     def __post_init__(self):
         """The checks that need no backend: each field alone, and fields that only make sense together."""
@@ -108,7 +110,7 @@ def build(onnx_path, engine_path, settings: BuildSettings = None, force=False) -
     calibration's included, appears when the engine does, or none does."""
     settings = settings or BuildSettings()
     engine_path = Path(engine_path)
-    with output_transaction([engine_path, manifest_path(engine_path)], force):
+    with output_transaction([engine_path, manifest_path(engine_path), layers_path(engine_path)], force):
         plan = plan_onnx(onnx_path, settings)
         if plan.needs_calibration:
             onnx_path = calibrate_for(onnx_path, engine_path, plan.precision, settings, force)
@@ -120,7 +122,7 @@ def build_engine(onnx_path, engine_path, settings: BuildSettings = None, force=F
     whose precision the backend takes from the graph is refused: `build` calibrates it first."""
     settings = settings or BuildSettings()
     return run_stage("build-engine", engine_path, lambda: _build(Path(onnx_path), Path(engine_path), settings),
-                     force=force, kind="engine")
+                     force=force, also=[layers_path(engine_path)], kind="engine")
 
 
 def _build(onnx_path: Path, engine_path: Path, settings: BuildSettings) -> tuple:

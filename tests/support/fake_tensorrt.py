@@ -77,6 +77,8 @@ def make_fake_tensorrt(version: str, dla_cores: int = 2) -> types.ModuleType:
                                 + (["INT64"] if major(version) >= 10 else []))
     if parser_flags:
         trt.OnnxParserFlag = enum.IntEnum("OnnxParserFlag", ["NATIVE_INSTANCENORM"])
+    trt.ProfilingVerbosity = enum.IntEnum("ProfilingVerbosity", ["LAYER_NAMES_ONLY", "NONE", "DETAILED"])
+    trt.LayerInformationFormat = enum.IntEnum("LayerInformationFormat", ["ONELINE", "JSON"])
 
     class ILogger:
         Severity = enum.IntEnum("Severity", {"INTERNAL_ERROR": 0, "ERROR": 1, "WARNING": 2, "INFO": 3, "VERBOSE": 4})
@@ -151,6 +153,7 @@ def make_fake_tensorrt(version: str, dla_cores: int = 2) -> types.ModuleType:
             self.network.inputs = [Tensor(v) for v in model.graph.input if v.name not in initializers]
             self.network.outputs = [Tensor(v) for v in model.graph.output]
             self.network.layers = [Layer(n) for n in model.graph.node]
+            self.network.onnx_nodes = list(model.graph.node)
             return not self.errors
 
         num_errors = property(lambda self: len(self.errors))
@@ -268,12 +271,56 @@ def make_fake_tensorrt(version: str, dla_cores: int = 2) -> types.ModuleType:
             self.logger.log(ILogger.Severity.WARNING, "fake builder: no tactics were timed")
             if config.cache is not None:
                 config.cache._entries.add(f"{len(network.layers)}-layers-{sorted(config.flags_set)}")
+            detailed = getattr(config, "profiling_verbosity", None) == trt.ProfilingVerbosity.DETAILED
             summary = {"version": version, "strongly_typed": strongly, "flags": sorted(config.flags_set),
-                       "inputs": [t.name for t in network.inputs]}
+                       "inputs": [t.name for t in network.inputs], "layers": inspector_layers(network, detailed)}
             return PLAN_MARKER + json.dumps(summary).encode()
 
-    trt.Builder, trt.OnnxParser, trt.IBuilderConfig = Builder, OnnxParser, BuilderConfig
+    class EngineInspector:
+        def __init__(self, summary):
+            self._summary = summary
+
+        def get_engine_information(self, layer_format):
+            record(("get_engine_information", layer_format.name))
+            return json.dumps({"Layers": self._summary["layers"], "Bindings": self._summary["inputs"]})
+
+    class Engine:
+        def __init__(self, summary):
+            self._summary = summary
+
+        def create_engine_inspector(self):
+            return EngineInspector(self._summary)
+
+    class Runtime:
+        def __init__(self, logger):
+            self.logger = logger
+
+        def deserialize_cuda_engine(self, data):
+            data = bytes(data)
+            return Engine(json.loads(data[len(PLAN_MARKER):])) if data.startswith(PLAN_MARKER) else None
+
+    trt.Builder, trt.OnnxParser, trt.IBuilderConfig, trt.Runtime = Builder, OnnxParser, BuilderConfig, Runtime
     return trt
+
+
+def inspector_layers(network, detailed: bool) -> list:
+    """What IEngineInspector's JSON lists: one layer per ONNX node but Q/DQ (which fuse into their
+    neighbours); a Conv reads INT8 when a DequantizeLinear feeds it. Without DETAILED verbosity a layer
+    is its name only, as in TensorRT."""
+    nodes = getattr(network, "onnx_nodes", [])
+    dequantized = {out for n in nodes if n.op_type == "DequantizeLinear" for out in n.output}
+    layers = []
+    for node in nodes:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        int8 = node.op_type == "Conv" and node.input[0] in dequantized
+        data_type = "Channel major INT8 format where channel % 32 == 0" if int8 else "Row major linear FP32 format"
+        layers.append({"Name": node.name, "LayerType": "CaskConvolution" if node.op_type == "Conv" else node.op_type,
+                       "Inputs": [{"Name": node.input[0], "Location": "Device", "Format/Datatype": data_type}],
+                       "Outputs": [{"Name": out, "Location": "Device", "Format/Datatype": "Row major linear FP32 format"}
+                                   for out in node.output],
+                       "TacticName": "fake", "Metadata": f"[ONNX Layer: {node.name}]"} if detailed else node.name)
+    return layers
 
 
 def major(version: str) -> int:

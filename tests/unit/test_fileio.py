@@ -479,7 +479,7 @@ def build_tiny(folder):
 
 def test_build_engine_writes_the_engine_then_its_sidecar(tmp_path):
     result = build_tiny(tmp_path)
-    assert files_in(tmp_path) == ["tiny.onnx", "x.engine", "x.engine.json"]
+    assert files_in(tmp_path) == ["tiny.onnx", "x.engine", "x.engine.json", "x.engine.layers.json"]
     engine_bytes = (tmp_path / "x.engine").read_bytes()
     assert result.engine.engine_bytes == len(engine_bytes) > 0
     sidecar = json.loads((tmp_path / "x.engine.json").read_text())
