@@ -147,7 +147,7 @@ USES = {
 # names in that code that TensorRT also has, but that the code does not ask of TensorRT
 NOT_TENSORRT = {
     "append", "clear", "read", "start", "release", "max", "min", "opt", "mode", "file", "engine", "precision",
-    "build_engine", "itemsize", "kind",  # Python, numpy, onnx and skdeploy's own (kind: a manifest key)
+    "itemsize", "kind",  # Python, numpy, onnx and skdeploy's own (kind: a manifest key)
     "name", "type",  # also enum members' .name (read as text), besides ITensor/ILayer's (in USES)
     # DataType names: keys of name -> numpy/ONNX dtype maps; a name a version lacks is never looked up
     "FLOAT", "HALF", "INT8", "INT32", "INT64", "BOOL", "UINT8", "BF16", "FP8", "INT4", "FLOAT16",
