@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-
 from compare_modelopt import modelopt, onnxruntime_static, ours, preprocessed
 
 CCS = ["8.6"]
