@@ -46,7 +46,7 @@ RUNTIME_ENGINES = {
 class DeploySettings:
     arch: str = None  # a registered model name; with `spec` and `onnx` absent: the demo model
     spec: str = None  # timm:NAME, file.py:factory, package.module:factory
-    onnx: str = None  # an ONNX exported elsewhere (the graph passes run on it; it needs a manifest for raw input)
+    onnx: str = None  # an ONNX exported elsewhere (the graph passes run on it; FP32 reference without a PyTorch model)
     checkpoint: str = None
     target: str = "rtx"  # jetson-orin | rtx | desktop
     precision: str = "fp32"  # fp32 | fp16 | int8
@@ -66,6 +66,9 @@ class DeploySettings:
     max_top1_drop: float = 0.5
     name: str = None  # the served model's name; default: the model spec
     trt_version: str = None  # INT8: the device's TensorRT; <= 10 (or `dla_core`) means implicit INT8 from a table
+    # an ONNX whose manifest records no preprocessing (or that has none): mean, std and optionally resize, crop,
+    # channel_order, as `calibrate` takes them; it is recorded in the optimized ONNX's manifest
+    preprocessing: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if sum(bool(v) for v in (self.arch, self.spec, self.onnx)) > 1:
@@ -94,6 +97,10 @@ class DeploySettings:
             if self.precision != "int8" or not TRT_VERSION.fullmatch(str(self.trt_version)):
                 raise UsageError(f"`trt_version` applies to `precision=int8` and looks like 10.3.0 or 8.6, got "
                                  f"{self.trt_version!r}")
+        self.preprocessing = {key: value for key, value in (self.preprocessing or {}).items() if value}
+        if self.preprocessing and not self.onnx:
+            raise UsageError(", ".join(f"`{key}`" for key in self.preprocessing) + " apply to an ONNX made "
+                             "elsewhere; a model given by `arch` or `spec` has its own preprocessing")
         check_runtime_matrix(self.target, self.formats)
         if self.name is not None:
             from .serving.triton import check_model_name
@@ -171,17 +178,20 @@ class Steps:
         return artifact
 
 
-def _export(settings: DeploySettings, work: Path, steps: Steps) -> Path:
-    """The FP32 ONNX: exported from PyTorch, or the given ONNX through the graph passes."""
+def _export(settings: DeploySettings, work: Path, steps: Steps, preprocessing: dict = None) -> Path:
+    """The FP32 ONNX: exported from PyTorch, or the given ONNX through the graph passes (its manifest then
+    records `preprocessing` when given)."""
     output = work / "model.onnx"
     if settings.onnx:
         from .stages.optimize import optimize_onnx
 
         options = {"fold_bn": True, "sk_rewrite": True}
-        current = _current(output, "optimize", sha256_file(settings.onnx), dict(options, tolerance=TOLERANCE,
-                                                                                 raw_input=None))
-        return steps.run("optimize", output, current,
-                         lambda: optimize_onnx(settings.onnx, output, force=True, **options))
+        recorded = dict(options, tolerance=TOLERANCE, sizes={}, raw_input=None)  # as optimize records them
+        if preprocessing:
+            recorded["preprocessing"] = preprocessing
+        current = _current(output, "optimize", sha256_file(settings.onnx), recorded)
+        return steps.run("optimize", output, current, lambda: optimize_onnx(
+            settings.onnx, output, force=True, preprocessing=preprocessing, **options))
     from .stages.export import ExportSettings, export_model
 
     export_settings = ExportSettings(dynamic_batch=True)
@@ -206,7 +216,8 @@ def _raw_input(onnx_path: Path, settings: DeploySettings, work: Path, steps: Ste
     output = work / "model.raw.onnx"
     raw = {"layout": settings.layout, "raw_dtype": settings.raw_dtype}
     options = {"fold_bn": False, "sk_rewrite": False}
-    current = _current(output, "optimize", sha256_file(onnx_path), dict(options, tolerance=TOLERANCE, raw_input=raw))
+    current = _current(output, "optimize", sha256_file(onnx_path), dict(options, tolerance=TOLERANCE, sizes={},
+                                                                         raw_input=raw))
     return steps.run("raw input", output, current,
                      lambda: optimize_onnx(onnx_path, output, force=True, raw_input=raw, **options))
 
@@ -281,13 +292,18 @@ def _engine(onnx_path: Path, settings: DeploySettings, work: Path, steps: Steps)
 
 
 def _validate(onnx_path: Path, settings: DeploySettings, work: Path):
+    """The deployed ONNX against FP32: the PyTorch model its manifest records, or for an ONNX made
+    elsewhere (no PyTorch model behind it) that ONNX as given, run in onnxruntime."""
+    from .reference import is_foreign_onnx
     from .stages.validate import ValidateSettings, validate
 
     reference = work / "reference.npz"
     checks = ValidateSettings(min_agreement=settings.min_agreement, max_top1_drop=settings.max_top1_drop,
                               limit=settings.limit)
-    with log.status("validating against FP32 PyTorch"):
-        return validate([onnx_path], data=settings.data, settings=checks, save_reference_to=reference, force=True)
+    fp32 = settings.onnx if settings.onnx and is_foreign_onnx(settings.onnx) else None
+    with log.status(f"validating against FP32 {'ONNX (onnxruntime)' if fp32 else 'PyTorch'}"):
+        return validate([onnx_path], reference=fp32, data=settings.data, settings=checks,
+                        save_reference_to=reference, force=True)
 
 
 def deploy(bundle, settings: DeploySettings = None, force=False) -> DeployResult:
@@ -299,11 +315,10 @@ def deploy(bundle, settings: DeploySettings = None, force=False) -> DeployResult
     for path, what in ((settings.onnx, "ONNX"), (settings.checkpoint, "checkpoint")):
         if path:
             existing_file(path, what)
-    if settings.onnx:
-        _check_deepstream_preprocessing(settings, settings.onnx)
+    preprocessing = _foreign_preprocessing(settings) if settings.onnx else None
     with _work_kept_once_used(work_folder(bundle)) as work:
         steps = Steps()
-        onnx_path = _export(settings, work, steps)
+        onnx_path = _export(settings, work, steps, preprocessing)
         _check_deepstream_preprocessing(settings, onnx_path)
         if "deepstream" in settings.formats and not settings.raw_input:
             settings = _raw_input_for_deepstream(settings, load_manifest(onnx_path))
@@ -378,16 +393,36 @@ def check_bundle_output(bundle: Path, settings: DeploySettings, force: bool) -> 
                          "those: choose another `output` or remove the folder yourself")
 
 
-def _check_deepstream_preprocessing(settings: DeploySettings, artifact) -> None:
+def _check_deepstream_preprocessing(settings: DeploySettings, artifact, recorded: dict = None) -> None:
     """For DeepStream, preprocessing nvinfer can do (serving.deepstream), checked as soon as it is known."""
     if "deepstream" not in settings.formats:
         return
     from .data import Preprocessing
     from .serving.deepstream import check_nvinfer_can_prepare
 
-    recorded = (load_manifest(artifact, required=False) or {}).get("preprocessing")
+    recorded = recorded or (load_manifest(artifact, required=False) or {}).get("preprocessing")
     if recorded:
         check_nvinfer_can_prepare(Preprocessing.from_dict(recorded))
+
+
+def _foreign_preprocessing(settings: DeploySettings):
+    """Before any work, for an ONNX: the preprocessing `settings.preprocessing` gives when its manifest records
+    none (a Preprocessing dict), None when the manifest records it. Refuses neither or both, and data that
+    cannot default (only the demo model's dataset does)."""
+    from .calib.convert import model_input, preprocessing_resolver
+    from .data import default_calibration_path
+    from .onnx.io import load_onnx
+
+    manifest = load_manifest(settings.onnx, required=False)
+    _, shape = model_input(load_onnx(settings.onnx, load_weights=False), manifest)
+    resolved = preprocessing_resolver(settings.onnx, manifest, settings, shape)("its calibration and validation")
+    if settings.precision != "fp32" and not settings.calib_data and default_calibration_path(manifest) is None:
+        raise UsageError(f"`calib_data` is required: {settings.onnx} is not the demo model, whose calibration set "
+                         "is shipped")
+    if not settings.data and ModelEntry.from_manifest(manifest).dataset != "fashion-mnist":
+        raise UsageError(f"`data` is required: {settings.onnx} names no dataset to validate on")
+    _check_deepstream_preprocessing(settings, settings.onnx, resolved.to_dict())
+    return None if (manifest or {}).get("preprocessing") else resolved.to_dict()
 
 
 def _plan(settings: DeploySettings, onnx_path: Path, command, validation, fp32_onnx: Path) -> dict:

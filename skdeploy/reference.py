@@ -5,8 +5,8 @@
         logits = runner.run_batched(inputs, 256)
 
 A reference is a PyTorch model (a name plus checkpoint, an already loaded model, or the model an
-artifact's manifest records) or a saved reference: an .npz of FP32 logits plus the inputs' sha256,
-which needs no PyTorch. Export parity, calibration's accuracy budget, validation and bench all take
+artifact's manifest records), an FP32 ONNX made elsewhere (no PyTorch model exists for it; onnxruntime
+runs it), or a saved reference: an .npz of FP32 logits plus the inputs' sha256, which needs no PyTorch. Export parity, calibration's accuracy budget, validation and bench all take
 their reference from here and run it through a TorchRunner's Runner.run_batched, so "the FP32 model"
 is the same thing in every stage. Metrics comparing it with a candidate live in compare.py.
 """
@@ -34,17 +34,22 @@ class Reference:
     """FP32 logits for the data, or the means to compute them (a PyTorch model)."""
 
     source: str
-    kind: str  # "pytorch" or "saved"
+    kind: str  # "pytorch", "onnx-fp32" or "saved"
     model: ModelEntry
     preprocessing: dict
-    loaded: object = None  # models.LoadedModel for kind "pytorch"
+    loaded: object = None  # models.LoadedModel for kind "pytorch", the ONNX path for kind "onnx-fp32"
     saved: dict = field(default_factory=dict)  # logits, labels, inputs_sha256, meta for kind "saved"
     preprocessing_known: bool = True  # False for user model code: its preprocessing is a default guess
 
     def runner(self, threads: int = 0):
-        """A TorchRunner over the FP32 PyTorch model; a saved reference has none."""
-        if self.kind != "pytorch":
+        """A TorchRunner over the FP32 PyTorch model, an onnxruntime runner over the FP32 ONNX; a saved
+        reference has none."""
+        if self.kind == "saved":
             raise UsageError(f"{self.source} holds saved outputs, not a model to run; give a model as `reference`")
+        if self.kind == "onnx-fp32":
+            from .runners.onnxrt import OnnxRuntimeRunner
+
+            return OnnxRuntimeRunner(str(self.loaded), threads=threads)
         from .runners.torch_runner import TorchRunner
 
         return TorchRunner(self.loaded, threads=threads)
@@ -96,6 +101,35 @@ def reference_from_manifest(artifact, same_weights: bool = False, trust_model_co
     return reference_of(loaded)
 
 
+def is_foreign_onnx(path) -> bool:
+    """An ONNX that no PyTorch model skdeploy can load stands behind: no manifest, or one whose model entry
+    is the ONNX itself (`onnx:FILE`, as optimize and calibrate record a foreign ONNX)."""
+    manifest = load_manifest(path, required=False)
+    return manifest is None or str(ModelEntry.from_manifest(manifest).spec or "").startswith("onnx:")
+
+
+def reference_from_onnx(path) -> Reference:
+    """A foreign FP32 ONNX as its own candidates' reference, run in onnxruntime. Its preprocessing is its
+    manifest's, else unknown here (`preprocessing_known` False): validation then takes the candidates'."""
+    from .onnx.io import io_spec, load_onnx, lowered_precision
+
+    path = Path(path)
+    model = load_onnx(path)
+    lowered = lowered_precision(model)
+    if lowered:
+        raise UsageError(f"`reference={path}` is not an FP32 ONNX (it has {lowered}); give the FP32 model its "
+                         "candidates were made from")
+    manifest = load_manifest(path, required=False) or {}
+    preprocessing = manifest.get("preprocessing")
+    if (preprocessing or {}).get("in_graph"):
+        raise UsageError(f"`reference={path}` takes raw pixels (preprocessing in its graph); give the FP32 ONNX "
+                         "that takes normalized inputs")
+    model_entry = ModelEntry.from_manifest(manifest) if manifest else ModelEntry.of_graph(io_spec(model)[0],
+                                                                                          spec=f"onnx:{path.name}")
+    return Reference(f"FP32 ONNX {path} (onnxruntime)", "onnx-fp32", model_entry, preprocessing, loaded=path,
+                     preprocessing_known=bool(preprocessing))
+
+
 def load_saved_reference(path) -> Reference:
     path = Path(path)
     if not path.is_file():
@@ -123,8 +157,8 @@ def load_saved_reference(path) -> Reference:
 
 
 def resolve_reference(reference=None, checkpoint=None, candidates=(), trust_model_code=False) -> Reference:
-    """`reference` as given (ref.npz, an artifact or its manifest, a model name/spec), else the model
-    the first candidate's manifest records, else the shipped demo model."""
+    """`reference` as given (ref.npz, a foreign FP32 ONNX, an artifact or its manifest, a model name/spec),
+    else the model the first candidate's manifest records, else the shipped demo model."""
     if reference is None:
         if checkpoint:
             raise UsageError("`checkpoint` needs `reference=MODEL`")
@@ -141,6 +175,10 @@ def resolve_reference(reference=None, checkpoint=None, candidates=(), trust_mode
         if checkpoint:
             raise UsageError("`checkpoint` does not apply to a saved reference (.npz)")
         return load_saved_reference(text)
+    if text.endswith(".onnx") and Path(text).is_file() and is_foreign_onnx(text):
+        if checkpoint:
+            raise UsageError("`checkpoint` does not apply to an ONNX reference")
+        return reference_from_onnx(text)
     if text.endswith(".json") or (Path(text).is_file() and manifest_path(text).exists()):
         return reference_from_manifest(text, trust_model_code=trust_model_code)
     if Path(text).is_file() and not text.endswith(".py"):

@@ -11,6 +11,7 @@ from ..errors import SkdeployError, UsageError
 from ..graph.preprocess import NORMALIZED_INPUT
 from ..log import log
 from ..onnx.index import GraphIndex
+from ..onnx.io import lowered_precision
 from . import accuracy, cache
 from .collect import collect_statistics
 from .fp16 import convert_fp16, float_tensors, fp16_candidates, fp32_reason
@@ -41,10 +42,9 @@ def model_input(model, manifest=None) -> tuple:
 
 
 def check_fp32(model, path) -> None:
-    if any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in model.graph.node):
-        raise UsageError(f"{path} already has Q/DQ nodes; calibrate takes the FP32 ONNX from export")
-    if any(init.data_type == TensorProto.FLOAT16 for init in model.graph.initializer):
-        raise UsageError(f"{path} already has FP16 weights; calibrate takes the FP32 ONNX from export")
+    lowered = lowered_precision(model)
+    if lowered:
+        raise UsageError(f"{path} already has {lowered}; calibrate takes the FP32 ONNX from export")
 
 
 def name_nodes(model) -> None:
@@ -91,8 +91,8 @@ def preprocessing_resolver(path, manifest, settings, shape: InputShape):
         if recorded:
             return Preprocessing.from_dict(recorded)
         if not given:
-            missing = "its manifest records no preprocessing" if manifest else "has no manifest"
-            raise UsageError(f"{path} {missing}, so its preprocessing is unknown; {what} need `mean` and "
+            missing = ": its manifest records no preprocessing" if manifest else " has no manifest"
+            raise UsageError(f"{path}{missing}, so its preprocessing is unknown; {what} need `mean` and "
                              f"`std` (plus `resize`/`crop`/`channel_order` if not {shape.height}x{shape.width} "
                              f"{'GRAY' if shape.channels == 1 else 'RGB'})")
         return preprocessing_from_options(given, shape)

@@ -69,3 +69,33 @@ def raw_input_settings(raw_input, layout, raw_dtype) -> dict:
 
         raise UsageError("--layout and --raw-dtype apply to a raw input: add --raw-input")
     return {"raw_input": raw_input, "layout": layout.upper(), "raw_dtype": raw_dtype}
+
+
+def preprocessing_options(func):
+    """--mean, --std, --resize, --crop, --channel-order: the preprocessing of an ONNX whose manifest records none."""
+    from .flags import FINITE_FLOATS
+
+    for decorator in reversed((
+            click.option("--mean", type=FINITE_FLOATS,
+                         help="ONNX without recorded preprocessing: per-channel mean, e.g. 0.485,0.456,0.406."),
+            click.option("--std", type=FINITE_FLOATS,
+                         help="ONNX without recorded preprocessing: per-channel std, e.g. 0.229,0.224,0.225."),
+            click.option("--resize", type=int, help="ONNX without recorded preprocessing: shorter side before the crop."),
+            click.option("--crop", help="ONNX without recorded preprocessing: crop N or HxW (default: the input size)."),
+            click.option("--channel-order", type=click.Choice(["RGB", "BGR", "GRAY"]),
+                         help="ONNX without recorded preprocessing: channel order of the input."))):
+        func = decorator(func)
+    return func
+
+
+def preprocessing_settings(mean, std, resize, crop, channel_order) -> dict:
+    """The flags as the library's `preprocessing` option (calib.convert.PREPROCESSING_OPTIONS)."""
+    from ..errors import UsageError
+
+    size = None
+    if crop:
+        parts = crop.lower().split("x")
+        if not all(p.isdigit() and int(p) > 0 for p in parts) or len(parts) not in (1, 2):
+            raise UsageError(f"--crop takes N or HxW, e.g. 224 or 224x224; got {crop!r}")
+        size = (int(parts[0]), int(parts[-1]))
+    return {"mean": mean, "std": std, "resize": resize, "crop": size, "channel_order": channel_order}

@@ -2,17 +2,8 @@ import click
 
 from .. import ui
 from ..errors import UsageError
-from . import force_option, json_option, precision_options, verify_option
-from .flags import FINITE_FLOAT, FINITE_FLOATS
-
-
-def _crop(text):
-    if not text:
-        return None
-    parts = text.lower().split("x")
-    if not all(p.isdigit() and int(p) > 0 for p in parts) or len(parts) not in (1, 2):
-        raise UsageError(f"--crop takes N or HxW, e.g. 224 or 224x224; got {text!r}")
-    return (int(parts[0]), int(parts[-1]))
+from . import force_option, json_option, precision_options, preprocessing_options, preprocessing_settings, verify_option
+from .flags import FINITE_FLOAT
 
 
 @click.command("calibrate")
@@ -43,11 +34,7 @@ def _crop(text):
 @click.option("--trt-version", default="10.3.0", show_default=True,
               help="TensorRT version in the calibration table header (JetPack 6.2: 10.3.0, 6.0: 8.6.2).")
 @click.option("--no-cache", is_flag=True, help="Recompute ranges even when the cache beside OUT matches.")
-@click.option("--mean", type=FINITE_FLOATS, help="Models without a manifest: per-channel mean, e.g. 0.485,0.456,0.406.")
-@click.option("--std", type=FINITE_FLOATS, help="Models without a manifest: per-channel std, e.g. 0.229,0.224,0.225.")
-@click.option("--resize", type=int, help="Models without a manifest: shorter side before the crop.")
-@click.option("--crop", help="Models without a manifest: crop N or HxW (default: the input size).")
-@click.option("--channel-order", type=click.Choice(["RGB", "BGR", "GRAY"]), help="Models without a manifest.")
+@preprocessing_options
 @force_option
 @verify_option
 @json_option
@@ -80,8 +67,7 @@ def command(model, precision, output, calib_data, calib_images, holdout_images, 
         holdout_images=holdout_images, seed=seed, bins=bins, batch_size=batch_size, memory_mb=memory_mb,
         max_top1_drop=max_top1_drop, fallback=fallback, keep_fp32=tuple(keep_fp32), fp16_io=fp16_io,
         trt_version=trt_version, reuse_cache=not no_cache,
-        preprocessing={"mean": mean, "std": std, "resize": resize,
-                       "crop": _crop(crop), "channel_order": channel_order})
+        preprocessing=preprocessing_settings(mean, std, resize, crop, channel_order))
     result = calibrate_model(model, output, settings, force=force)
     fallback_layers, kept_fp32 = result.fallback_layers or [], result.kept_fp32 or []
     if as_json:

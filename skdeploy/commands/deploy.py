@@ -1,7 +1,8 @@
 import click
 
 from .. import ui
-from . import force_option, json_option, raw_input_options, raw_input_settings
+from . import force_option, json_option, preprocessing_options, preprocessing_settings, raw_input_options, \
+    raw_input_settings
 
 RUNTIME_FIGURES = {"deepstream_nvinfer": "DeepStream (nvinfer's transform, emulated)",
                    "triton_client": "Triton (client.py's preprocessing)"}
@@ -25,6 +26,7 @@ RUNTIME_FIGURES = {"deepstream_nvinfer": "DeepStream (nvinfer's transform, emula
               help="Validation subset, also saved as reference.npz for the device.")
 @click.option("--format", "formats", multiple=True, type=click.Choice(["plain", "triton", "deepstream"]),
               help="Runtime configs to write (repeatable; default plain).")
+@preprocessing_options
 @raw_input_options
 @click.option("--compute-capability", "compute_capabilities", help="rtx: e.g. 8.6,8.9 (default: the target's).")
 @click.option("--max-batch", type=int, default=8, show_default=True, help="Largest batch of the engine profile.")
@@ -41,9 +43,12 @@ RUNTIME_FIGURES = {"deepstream_nvinfer": "DeepStream (nvinfer's transform, emula
 @force_option
 @json_option
 def command(onnx, arch, spec, checkpoint, target, precision, calib_data, calib_images, holdout_images, data, limit,
-            formats, raw_input, layout, raw_dtype, compute_capabilities, max_batch, dla_core, trt_version,
+            formats, mean, std, resize, crop, channel_order, raw_input, layout, raw_dtype, compute_capabilities, max_batch, dla_core, trt_version,
             min_agreement, max_top1_drop, name, output, force, as_json):
     """Export, optimize, calibrate, build and validate in one go, and write a bundle to run on the target.
+
+    An ONNX made elsewhere is its own FP32 reference (run in onnxruntime); when no manifest records its
+    preprocessing, give it as calibrate takes it: --mean and --std, plus --resize/--crop/--channel-order.
 
     Triton and DeepStream load classic TensorRT engines only: --format triton/deepstream needs
     --target desktop or jetson-orin (docs/deploy.md has the target x runtime table). --force replaces
@@ -61,7 +66,8 @@ def command(onnx, arch, spec, checkpoint, target, precision, calib_data, calib_i
       skdeploy deploy --target desktop --int8 --format triton --format deepstream -o bundles/demo-int8
       skdeploy deploy --arch sknet50 --checkpoint sknet50.pth --target jetson-orin --int8 \\
           --calib-data photos/ --data val/ --format deepstream -o bundles/sknet50-orin
-      skdeploy deploy theirs.onnx --target desktop --fp16 --data val/ -o bundles/theirs --json
+      skdeploy deploy theirs.onnx --target desktop --fp16 --calib-data photos/ --data val/ \\
+          --mean 0.286 --std 0.353 -o bundles/theirs --json
     """
     from ..deployment import DeploySettings, deploy
 
@@ -72,7 +78,7 @@ def command(onnx, arch, spec, checkpoint, target, precision, calib_data, calib_i
         formats=formats or ("plain",),
         compute_capabilities=compute_capabilities.split(",") if compute_capabilities else None, max_batch=max_batch,
         dla_core=dla_core, trt_version=trt_version, min_agreement=min_agreement, max_top1_drop=max_top1_drop,
-        name=name, **raw)
+        name=name, preprocessing=preprocessing_settings(mean, std, resize, crop, channel_order), **raw)
     result = deploy(output, settings, force=force)
     if as_json:
         ui.emit_json(result.record())

@@ -40,10 +40,14 @@ class ModelEntry:
         return cls(**{key: value for key, value in recorded.items() if key in known})
 
     @classmethod
-    def of_graph(cls, inputs, spec=None) -> "ModelEntry":
-        """The entry of an ONNX without a manifest, from its `inputs` ([{name, shape, dtype}])."""
+    def of_graph(cls, inputs, spec=None, outputs=None) -> "ModelEntry":
+        """The entry of an ONNX without a manifest, from its `inputs` ([{name, shape, dtype}]); with
+        `outputs`, a single (N, K) output gives the class count K."""
         size = inputs[0]["shape"][1:] if inputs else None
-        return cls(spec=spec, input_size=list(size) if size and all(isinstance(d, int) for d in size) else None)
+        shape = outputs[0]["shape"] if outputs and len(outputs) == 1 else []
+        classes = shape[1] if len(shape) == 2 and isinstance(shape[1], int) else None
+        return cls(spec=spec, input_size=list(size) if size and all(isinstance(d, int) for d in size) else None,
+                   num_classes=classes)
 
 
 def new_manifest(entry: ModelEntry, preprocessing) -> dict:

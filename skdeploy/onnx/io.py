@@ -54,6 +54,15 @@ def save_onnx(model, path) -> None:
         onnx.save(model, str(tmp), save_as_external_data=True, location=path.name + ".data")
 
 
+def lowered_precision(model):
+    """Why `model` is not an FP32 graph ("Q/DQ nodes" or "FP16 weights"), or None when it is one."""
+    if any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in model.graph.node):
+        return "Q/DQ nodes"
+    if any(init.data_type == onnx.TensorProto.FLOAT16 for init in model.graph.initializer):
+        return "FP16 weights"
+    return None
+
+
 def opset_of(model) -> int:
     return next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), 0)
 

@@ -134,7 +134,7 @@ def assemble(bundle: Path, plan: dict, onnx_path: Path, engine_path, validation,
     try:
         onnx = _copy_with_manifest(onnx_path, staging)
         manifest = load_manifest(onnx)
-        labels = class_labels(manifest)
+        labels = class_labels(manifest, validation.data.get("class_names"))
         write_text_atomic(staging / "labels.txt", "\n".join(labels) + "\n")
         shutil.copyfile(reference, staging / "reference.npz")
         _write_samples(staging, plan, validation)

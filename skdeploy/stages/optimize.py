@@ -76,28 +76,35 @@ def _manifest_for(path, model):
     parent = load_manifest(path, required=False)
     if parent is not None:
         return derive_manifest(parent)
-    return new_manifest(ModelEntry.of_graph(io_spec(model)[0], spec=f"onnx:{Path(path).name}"), None)
+    inputs, outputs = io_spec(model)
+    return new_manifest(ModelEntry.of_graph(inputs, spec=f"onnx:{Path(path).name}", outputs=outputs), None)
 
 
 def optimize_onnx(source, output, fold_bn=True, sk_rewrite=True, force=False, tolerance=TOLERANCE,
-                  sizes=None, raw_input=None) -> OptimizeResult:
+                  sizes=None, raw_input=None, preprocessing=None) -> OptimizeResult:
     """Optimize the ONNX file `source` into `output` plus its manifest: onnx-simplifier first (as export
     does), then the passes. `sizes` ({dim name: size}) sizes symbolic input dimensions besides the batch for
     the checks; the written model keeps them symbolic. `raw_input` = {"layout", "raw_dtype"} then puts the
-    manifest's preprocessing into the graph (graph/preprocess.py).
+    manifest's preprocessing into the graph (graph/preprocess.py). `preprocessing` (a Preprocessing dict)
+    records the preprocessing of an ONNX whose manifest has none, so later stages can prepare its data.
 
     Nothing is written unless the whole optimized model matches the input in onnxruntime.
     """
     return run_stage("optimize", output, lambda: _optimize(source, Path(output), fold_bn, sk_rewrite, tolerance,
-                                                               sizes, raw_input), force=force)
+                                                               sizes, raw_input, preprocessing), force=force)
 
 
-def _optimize(source, output: Path, fold_bn, sk_rewrite, tolerance, sizes, raw_input) -> tuple:
+def _optimize(source, output: Path, fold_bn, sk_rewrite, tolerance, sizes, raw_input, preprocessing) -> tuple:
     import onnx
 
     model = load_onnx(source)
     require_sizes(model, sizes)
     manifest = _manifest_for(source, model)
+    if preprocessing:
+        if manifest.get("preprocessing"):
+            raise UsageError(f"{Path(source).name} has a manifest that records its preprocessing; `preprocessing` "
+                             "is only for an ONNX without one")
+        manifest["preprocessing"] = Preprocessing.from_dict(preprocessing).to_dict()
     original = onnx.ModelProto()
     original.CopyFrom(model)
     before = node_counts(model)
@@ -123,9 +130,11 @@ def _optimize(source, output: Path, fold_bn, sk_rewrite, tolerance, sizes, raw_i
         manifest["preprocessing"] = raw.to_dict()
     manifest["inputs"], manifest["outputs"] = io_spec(model)
     manifest["opset"] = opset_of(model)
-    result = OptimizeResult(output, source_record(source),
-                            {"fold_bn": fold_bn, "sk_rewrite": sk_rewrite, "tolerance": tolerance,
-                             "sizes": sizes or {}, "raw_input": raw_input}, simplified, reports,
+    settings = {"fold_bn": fold_bn, "sk_rewrite": sk_rewrite, "tolerance": tolerance, "sizes": sizes or {},
+                "raw_input": raw_input}
+    if preprocessing:
+        settings["preprocessing"] = manifest["preprocessing"]
+    result = OptimizeResult(output, source_record(source), settings, simplified, reports,
                             before, node_counts(model), parity, None, raw_parity)
     save_onnx(model, output)
     return result, manifest

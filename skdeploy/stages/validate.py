@@ -8,8 +8,9 @@ samples are kept, so memory does not grow with the data set (50,000 ImageNet ima
     result = validate(["demo.onnx", "demo.int8.onnx"], settings=ValidateSettings(min_agreement=0.99))
     result.passed, [(c.name, c.metrics["agreement"]) for c in result.candidates]
 
-The reference is a PyTorch model (a name plus checkpoint, or the one a candidate's manifest records)
-or a saved reference (.npz: FP32 logits plus the inputs' sha256), which needs no PyTorch.
+The reference is a PyTorch model (a name plus checkpoint, or the one a candidate's manifest records), a
+foreign FP32 ONNX run in onnxruntime, or a saved reference (.npz: FP32 logits plus the inputs' sha256),
+which needs no PyTorch.
 """
 import math
 import time
@@ -289,7 +290,7 @@ def _stream(ref, samples: StreamedData, candidates, manifests: dict, settings: V
     digest, kept = InputsDigest(), []
     plural = "s" if len(candidates) != 1 else ""
     with ExitStack() as opened:
-        reference_runner = opened.enter_context(ref.runner()) if ref.kind == "pytorch" else None
+        reference_runner = opened.enter_context(ref.runner()) if ref.kind != "saved" else None
         runners = [opened.enter_context(candidate_runner(path, runner_options)) for path in candidates]
         streamed.runner_names = [runner.name for runner in runners]
         progress = opened.enter_context(
@@ -330,7 +331,7 @@ def _input_form(manifest, samples: StreamedData):
 
 
 def _reference_batch(ref, runner, start: int, inputs: np.ndarray, batch: int) -> np.ndarray:
-    """FP32 logits for the batch starting at sample `start`: the saved ones, or the PyTorch model's."""
+    """FP32 logits for the batch starting at sample `start`: the saved ones, or the reference model's."""
     if runner is None:
         return ref.saved["logits"][start:start + len(inputs)].astype(np.float32)
     if start == 0:
@@ -357,6 +358,9 @@ def _data_preprocessing(ref, manifests: dict) -> Preprocessing:
     recorded = next((m["preprocessing"] for m in manifests.values() if m and m.get("preprocessing")), None)
     if recorded and not ref.preprocessing_known:
         return Preprocessing.from_dict(recorded)
+    if not ref.preprocessing:
+        raise UsageError(f"the reference {ref.source} records no preprocessing and no candidate's manifest does; "
+                         "record it first (deploy or calibrate with `mean` and `std`)")
     return Preprocessing.from_dict(ref.preprocessing)
 
 
