@@ -442,7 +442,7 @@ def _plan(settings: DeploySettings, onnx_path: Path, command, validation, fp32_o
                 calibration_table=table, implicit_onnx=str(fp32_onnx) if implicit else None,
                 calibration_table_source=str(onnx_path.with_name(onnx_path.name + ".calib.table")) if table else None,
                 model=load_manifest(onnx_path)["model"]["spec"], data=DataOrigin.parse(validation.data["source"]).path,
-                count=validation.data["count"], samples=samples)
+                count=validation.data["count"], samples=samples, reference_kind=validation.reference["kind"])
     plan["data_arg"] = SAMPLES if samples else shlex.quote(plan["data"])
     classic = command is not None
     plan["triton_build_command"] = device_build_command(settings, onnx_path.name, triton_folders(plan)["plan_file"]) \

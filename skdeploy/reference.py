@@ -6,9 +6,9 @@
 
 A reference is a PyTorch model (a name plus checkpoint, an already loaded model, or the model an
 artifact's manifest records), an FP32 ONNX made elsewhere (no PyTorch model exists for it; onnxruntime
-runs it), or a saved reference: an .npz of FP32 logits plus the inputs' sha256, which needs no PyTorch. Export parity, calibration's accuracy budget, validation and bench all take
-their reference from here and run it through a TorchRunner's Runner.run_batched, so "the FP32 model"
-is the same thing in every stage. Metrics comparing it with a candidate live in compare.py.
+runs it), or a saved reference: an .npz of FP32 logits plus the inputs' sha256, which needs no PyTorch.
+Export parity, calibration's accuracy budget, validation and bench all take their reference from here
+and run it through one Runner's run_batched, so "the FP32 model" is the same thing in every stage. Metrics comparing it with a candidate live in compare.py.
 """
 import json
 import time

@@ -22,6 +22,11 @@ def _user_folder(workspace):
     (workspace / "mine" / "notes.txt").write_text("the user's own file")
 
 
+def _no_preprocessing(workspace):
+    manifest = json.loads((workspace / f"{DEMO_ONNX}.json").read_text())
+    (workspace / f"{DEMO_ONNX}.json").write_text(json.dumps(dict(manifest, preprocessing=None)))
+
+
 def _centre_crop(workspace):
     manifest = json.loads((workspace / f"{DEMO_ONNX}.json").read_text())
     manifest["preprocessing"].update(resize=36, crop=[32, 32])
@@ -33,6 +38,10 @@ def _raw_manifest(workspace):
     manifest["preprocessing"]["in_graph"] = True
     (workspace / f"{DEMO_ONNX}.json").write_text(json.dumps(manifest))
 
+
+# the demo ONNX deployed as one made elsewhere, from image folders
+FOREIGN = ("deploy", "{ws}/demo.onnx", "--target", "desktop", "--fp16", "--calib-data", "{ws}/images", "--data",
+           "{ws}/images", "-o", "{ws}/b")
 
 CASES = [
     Case("layout without raw input", ("optimize", "{ws}/demo.onnx", "-o", "{ws}/o.onnx", "--layout", "nhwc"), 2,
@@ -80,6 +89,25 @@ CASES = [
     Case("deploy DeepStream after a centre crop", ("deploy", "{ws}/demo.onnx", "--target", "desktop", "--format",
                                                    "deepstream", "-o", "{ws}/b"), 2,
          r"centre-crops 32x32 after resizing to 36, which nvinfer cannot do", _centre_crop),
+    Case("deploy a foreign ONNX without preprocessing flags", FOREIGN, 2,
+         r"^error: .*demo\.onnx has no manifest, so its preprocessing is unknown; its calibration and validation need "
+         r"--mean and --std \(plus --resize/--crop/--channel-order if not 32x32 GRAY\)$", _drop_manifest),
+    Case("deploy an ONNX whose manifest records no preprocessing", FOREIGN, 2,
+         r"^error: .*demo\.onnx: its manifest records no preprocessing, so its preprocessing is unknown; its "
+         r"calibration and validation need --mean and --std", _no_preprocessing),
+    Case("deploy --mean over a recorded preprocessing", (*FOREIGN, "--mean", "0.3", "--std", "0.35"), 2,
+         r"demo\.onnx has a manifest that records its preprocessing; --mean, --std are only for models without one"),
+    Case("deploy --mean for a PyTorch model", ("deploy", "--mean", "0.3", "--std", "0.35", "-o", "{ws}/b"), 2,
+         r"--mean, --std apply to an ONNX made elsewhere; a model given by --arch or --model has its own"),
+    Case("deploy three means for a grey ONNX", (*FOREIGN, "--mean", "0.4,0.4,0.4", "--std", "0.3"), 2,
+         r"--mean needs 1 values \(one per input channel\), got 3", _drop_manifest),
+    Case("deploy RGB order for a grey ONNX", (*FOREIGN, "--mean", "0.3", "--std", "0.35", "--channel-order", "RGB"),
+         2, r"--channel-order RGB does not fit a 1-channel input", _drop_manifest),
+    Case("deploy --resize without --mean", (*FOREIGN, "--resize", "36"), 2, r"preprocessing needs --mean and --std",
+         _drop_manifest),
+    Case("deploy a foreign ONNX without --data", ("deploy", "{ws}/demo.onnx", "--target", "desktop", "--mean", "0.3",
+                                                  "--std", "0.35", "-o", "{ws}/b"), 2,
+         r"--data is required: .*demo\.onnx names no dataset to validate on", _drop_manifest),
 ]
 
 

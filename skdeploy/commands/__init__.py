@@ -80,8 +80,10 @@ def preprocessing_options(func):
                          help="ONNX without recorded preprocessing: per-channel mean, e.g. 0.485,0.456,0.406."),
             click.option("--std", type=FINITE_FLOATS,
                          help="ONNX without recorded preprocessing: per-channel std, e.g. 0.229,0.224,0.225."),
-            click.option("--resize", type=int, help="ONNX without recorded preprocessing: shorter side before the crop."),
-            click.option("--crop", help="ONNX without recorded preprocessing: crop N or HxW (default: the input size)."),
+            click.option("--resize", type=int,
+                         help="ONNX without recorded preprocessing: shorter side before the crop."),
+            click.option("--crop",
+                         help="ONNX without recorded preprocessing: crop N or HxW (default: the input size)."),
             click.option("--channel-order", type=click.Choice(["RGB", "BGR", "GRAY"]),
                          help="ONNX without recorded preprocessing: channel order of the input."))):
         func = decorator(func)

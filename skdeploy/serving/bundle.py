@@ -78,6 +78,9 @@ NOTES = {
 }
 
 
+REFERENCE_KINDS = {"pytorch": "PyTorch", "onnx-fp32": "ONNX (onnxruntime)"}  # what reference.npz's logits came from
+
+
 def readme(plan: dict) -> str:
     """README.txt: what is here and the commands to run on the target, in order."""
     engine, onnx = plan["engine"], plan["onnx"]
@@ -87,7 +90,8 @@ def readme(plan: dict) -> str:
              (" (preprocessing inside: it takes raw pixels)" if plan["raw_input"] else ""),
              f"  {engine} (+ .json sidecar, .layers.json)   " + ("the engine" if not plan["build_command"] else
                                                    "built on the device by command 1"),
-             "  reference.npz   FP32 PyTorch outputs on the validation subset (validation needs no PyTorch)",
+             f"  reference.npz   FP32 {REFERENCE_KINDS.get(plan.get('reference_kind'), 'PyTorch')} outputs on the "
+             "validation subset (validation needs no PyTorch)",
              f"  {EXAMPLE}   the first validation picture",
              "  labels.txt   class names, one per line",
              "  validation.json, validation.html   the validation run that admitted this bundle (validation.json's "
