@@ -8,7 +8,8 @@ A reference is a PyTorch model (a name plus checkpoint, an already loaded model,
 artifact's manifest records), an FP32 ONNX made elsewhere (no PyTorch model exists for it; onnxruntime
 runs it), or a saved reference: an .npz of FP32 logits plus the inputs' sha256, which needs no PyTorch.
 Export parity, calibration's accuracy budget, validation and bench all take their reference from here
-and run it through one Runner's run_batched, so "the FP32 model" is the same thing in every stage. Metrics comparing it with a candidate live in compare.py.
+and run it through one Runner's run_batched, so "the FP32 model" is the same thing in every stage.
+Metrics comparing it with a candidate live in compare.py.
 """
 import json
 import time
@@ -164,6 +165,10 @@ def resolve_reference(reference=None, checkpoint=None, candidates=(), trust_mode
             raise UsageError("`checkpoint` needs `reference=MODEL`")
         with_manifest = [c for c in candidates if manifest_path(c).exists()]
         if with_manifest:
+            if is_foreign_onnx(with_manifest[0]):
+                spec = ModelEntry.from_manifest(load_manifest(with_manifest[0])).spec
+                raise UsageError(f"{with_manifest[0]} comes from an ONNX made elsewhere ({spec}), with no PyTorch "
+                                 "model behind it; give that FP32 ONNX as `reference`")
             return reference_from_manifest(with_manifest[0], trust_model_code=trust_model_code)
         if candidates:
             raise UsageError(f"{candidates[0]} has no manifest to take the reference from; pass `reference`")
@@ -182,7 +187,8 @@ def resolve_reference(reference=None, checkpoint=None, candidates=(), trust_mode
     if text.endswith(".json") or (Path(text).is_file() and manifest_path(text).exists()):
         return reference_from_manifest(text, trust_model_code=trust_model_code)
     if Path(text).is_file() and not text.endswith(".py"):
-        raise UsageError(f"`reference={text}`: give a model name with `checkpoint`, a manifest, or a saved .npz")
+        raise UsageError(f"`reference={text}`: give a model name with `checkpoint`, a manifest, a saved .npz, or "
+                         "an FP32 ONNX made elsewhere")
     return reference_from_model(text, checkpoint=checkpoint)
 
 

@@ -96,6 +96,10 @@ def test_validate_takes_a_foreign_fp32_onnx_as_the_reference(foreign):
     record = json.loads(result.stdout)
     assert record["reference"]["kind"] == "onnx-fp32" and record["data"]["count"] == 60
     assert record["data"]["preprocessing"]["mean"] == [0.286]
+    implicit = run_cli("validate", "--candidate", candidate, "--data", foreign / "val")
+    assert implicit.exit_code == 2
+    assert "comes from an ONNX made elsewhere (onnx:theirs.onnx), with no PyTorch model behind it; give that FP32 " \
+           "ONNX as --reference" in implicit.stderr
     alone = run_cli("validate", "--reference", foreign / "theirs.onnx", "--candidate", foreign / "theirs.onnx",
                     "--data", foreign / "val")
     assert alone.exit_code == 2

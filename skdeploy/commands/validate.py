@@ -85,7 +85,8 @@ def print_table(result):
         return "n/a" if value is None else f"{value * 100:.2f}%"
 
     reference = result.reference
-    rows = [("FP32 reference", "pytorch" if reference["kind"] == "pytorch" else "saved .npz", "fp32",
+    runner = {"pytorch": "pytorch", "onnx-fp32": "onnxruntime"}.get(reference["kind"], "saved .npz")
+    rows = [("FP32 reference", runner, "fp32",
              pct(reference.get("top1")), pct(reference.get("top5")), "", "", "", "", "", "", "")]
     for c in result.candidates:
         m = c.metrics
