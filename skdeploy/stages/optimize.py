@@ -102,8 +102,8 @@ def _optimize(source, output: Path, fold_bn, sk_rewrite, tolerance, sizes, raw_i
     manifest = _manifest_for(source, model)
     if preprocessing:
         if manifest.get("preprocessing"):
-            raise UsageError(f"{Path(source).name} has a manifest that records its preprocessing; `preprocessing` "
-                             "is only for an ONNX without one")
+            raise UsageError(f"{Path(source).name} has a manifest that records its preprocessing; give "
+                             "one only for an ONNX without it")
         manifest["preprocessing"] = Preprocessing.from_dict(preprocessing).to_dict()
     original = onnx.ModelProto()
     original.CopyFrom(model)
