@@ -1,8 +1,8 @@
 import click
 
 from .. import ui
-from . import force_option, json_option, preprocessing_options, preprocessing_settings, raw_input_options, \
-    raw_input_settings
+from . import (force_option, json_option, preprocessing_options, preprocessing_settings, raw_input_options,
+               raw_input_settings)
 
 RUNTIME_FIGURES = {"deepstream_nvinfer": "DeepStream (nvinfer's transform, emulated)",
                    "triton_client": "Triton (client.py's preprocessing)"}
