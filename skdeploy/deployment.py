@@ -429,21 +429,20 @@ def _plan(settings: DeploySettings, onnx_path: Path, command, validation, fp32_o
     """What the bundle is made of and the exact commands its README gives (serving.bundle writes it)."""
     import shlex
 
-    from .serving.bundle import SAMPLES, triton_folders
+    from .serving.bundle import bundled_samples, triton_folders
 
     name = settings.name or _served_name(onnx_path)
     implicit = implicit_int8(settings)
     table = fp32_onnx.name + ".calib.table" if implicit else None
     if implicit and command is not None:
         command = trtexec_command(settings, load_manifest(fp32_onnx), fp32_onnx.name, table, "model.engine")
-    pictures = validation.samples.source.pictures
-    samples = hasattr(pictures, "dtype") and pictures.dtype.name == "uint8"
+    samples = bundled_samples(validation.samples.source)
     plan = dict(asdict(settings), name=name, onnx=onnx_path.name, engine="model.engine", build_command=command,
                 calibration_table=table, implicit_onnx=str(fp32_onnx) if implicit else None,
                 calibration_table_source=str(onnx_path.with_name(onnx_path.name + ".calib.table")) if table else None,
                 model=load_manifest(onnx_path)["model"]["spec"], data=DataOrigin.parse(validation.data["source"]).path,
                 count=validation.data["count"], samples=samples, reference_kind=validation.reference["kind"])
-    plan["data_arg"] = SAMPLES if samples else shlex.quote(plan["data"])
+    plan["data_arg"] = samples or shlex.quote(plan["data"])
     classic = command is not None
     plan["triton_build_command"] = device_build_command(settings, onnx_path.name, triton_folders(plan)["plan_file"]) \
         if classic and "triton" in settings.formats else None

@@ -2,7 +2,12 @@
 calibrate's flags, the FP32 ONNX itself (run in onnxruntime) is the reference its FP16/INT8 candidates are
 judged against, and a rerun reuses every step. The demo ONNX without its manifest stands in for "theirs"."""
 import json
+import os
+import shlex
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -44,7 +49,21 @@ def work_mtimes(root) -> dict:
     return {path.name: path.stat().st_mtime_ns for path in (root / "bundles" / ".theirs.work").iterdir()}
 
 
-def test_a_foreign_onnx_deploys_from_image_folders_against_itself_and_a_rerun_reuses_every_step(foreign):
+def readme_validate_step(bundle, candidate):
+    """README.txt's validate step, run as typed from the bundle's folder in a fresh process, with `candidate`
+    in model.engine's place (the engine is built on the device)."""
+    step = next(line.split(". ", 1)[1] for line in (bundle / "README.txt").read_text().splitlines()
+                if line.strip()[:1].isdigit() and ". skdeploy validate " in line)
+    args = shlex.split(step)
+    assert args[args.index("--candidate") + 1] == "model.engine"
+    args[args.index("--candidate") + 1] = candidate
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
+                                                                     os.environ.get("PYTHONPATH")]))}
+    return step, subprocess.run([sys.executable, "-m", *args, "--json"], cwd=bundle, env=env, capture_output=True,
+                                text=True, timeout=600)
+
+
+def test_a_foreign_onnx_deploys_from_image_folders_against_itself_and_a_rerun_reuses_every_step(foreign, tmp_path):
     from skdeploy.deps import available
 
     if available("tensorrt"):
@@ -75,6 +94,20 @@ def test_a_foreign_onnx_deploys_from_image_folders_against_itself_and_a_rerun_re
                      "--data", foreign / "val", "--limit", "60", "--json")
     assert device.exit_code == 0, device.stderr
     assert json.loads(device.stdout)["candidates"][0]["metrics"]["agreement"] == candidate["metrics"]["agreement"]
+
+    # ... and as README.txt writes it, from a copy of the bundle, with the image folder it was made from gone
+    copy = Path(shutil.copytree(bundle, tmp_path / "bundle"))
+    (foreign / "val").rename(foreign / "val.away")
+    try:
+        step, ran = readme_validate_step(copy, "model.fp16.onnx")
+    finally:
+        (foreign / "val.away").rename(foreign / "val")
+    assert "--data samples" in step and str(foreign) not in step
+    assert ran.returncode == 0 and "Traceback" not in ran.stderr, ran.stderr
+    on_device = json.loads(ran.stdout)
+    assert on_device["passed"] and on_device["data"]["count"] == 60
+    assert on_device["data"]["inputs_sha256"] == record["validation"]["data"]["inputs_sha256"]
+    assert on_device["candidates"][0]["metrics"]["agreement"] == candidate["metrics"]["agreement"]
 
     before = work_mtimes(foreign)
     again = deploy_foreign(foreign, "--force")

@@ -167,6 +167,7 @@ class ImageFolder(Source):
                 hint = "; for IDX files pass the *-images-idx3-ubyte file itself"
             raise UsageError(f"no images in {folder} (looked recursively for {', '.join(IMAGE_SUFFIXES)}; "
                              f"found {others} other file{'s' if others != 1 else ''}){hint}")
+        self.folder = folder  # the files' paths below it are what a copy of the pictures keeps
         self.preprocessing = preprocessing_for(f"images in {folder}")
         self.description = f"image folder {folder} ({len(self.files)} images)"
         self.pictures = [str(p) for p in self.files]

@@ -23,6 +23,7 @@ from .triton import write_triton_repository
 MARKER = ".skdeploy-bundle"  # written last into every bundle; `deploy --force` replaces only folders holding it
 EXAMPLE = "example.png"  # the first validation picture, so every README command runs as written
 SAMPLES = "samples.npz"  # the validation subset's pictures and labels, when they are a uint8 array
+SAMPLE_FOLDER = "samples"  # the validation subset's image files, when they came from an image folder
 
 
 def is_bundle(folder: Path) -> bool:
@@ -40,6 +41,17 @@ def triton_folders(plan: dict) -> dict:
     the tensorrt_plan repository whose engine the README's command builds on the server."""
     return {"onnx": "triton/model_repository", "plan": "triton/plan_repository",
             "plan_file": f"triton/plan_repository/{plan['name']}/1/model.plan"}
+
+
+def bundled_samples(source):
+    """The name under which the bundle carries the validation pictures of `source` (so README's validate step
+    names data that is there), or None for data it does not carry (preprocessed float arrays)."""
+    from ..data.sources import ImageFolder
+
+    if isinstance(source, ImageFolder):
+        return SAMPLE_FOLDER
+    pictures = source.pictures
+    return SAMPLES if hasattr(pictures, "dtype") and pictures.dtype.name == "uint8" else None
 
 
 def readme_steps(plan: dict) -> list:
@@ -96,8 +108,11 @@ def readme(plan: dict) -> str:
              "  labels.txt   class names, one per line",
              "  validation.json, validation.html   the validation run that admitted this bundle (validation.json's "
              "`runtime`: agreement under each runtime's own preprocessing)"]
-    if plan["samples"]:
+    if plan["samples"] == SAMPLES:
         lines.append(f"  {SAMPLES}   the validation pictures and labels the reference was saved from")
+    elif plan["samples"]:
+        lines.append(f"  {SAMPLE_FOLDER}/   the validation image files the reference was saved from, as they were "
+                     "(class subfolders and names kept)")
     if plan["calibration_table"]:
         fp32 = Path(plan["implicit_onnx"]).name
         lines.append(f"  {fp32} (+ .json manifest), {plan['calibration_table']}   the FP32 ONNX and its TensorRT "
@@ -175,12 +190,20 @@ def assemble(bundle: Path, plan: dict, onnx_path: Path, engine_path, validation,
 
 
 def _write_samples(staging: Path, plan: dict, validation) -> None:
-    """example.png, and samples.npz when the validation pictures are a uint8 array (Fashion-MNIST, .npz, IDX)."""
+    """example.png, and samples.npz when the validation pictures are a uint8 array (Fashion-MNIST, .npz, IDX),
+    or samples/ with the first `count` image files copied byte for byte below the same relative paths, when
+    they came from an image folder: the same sorted order, classes and decoding, so the same input sha256."""
     import numpy as np
 
     samples = validation.samples
     samples.picture(0).save(staging / EXAMPLE)
-    if plan["samples"]:
+    if plan["samples"] == SAMPLE_FOLDER:
+        source = samples.source
+        for file in source.files[:samples.count]:
+            target = staging / SAMPLE_FOLDER / file.relative_to(source.folder)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(file, target)
+    elif plan["samples"]:
         arrays = {"images": np.ascontiguousarray(samples.source.pictures[:samples.count])}
         if samples.labels is not None:
             arrays["labels"] = np.asarray(samples.labels)
