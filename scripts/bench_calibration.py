@@ -64,8 +64,8 @@ def export_sknet50(path: Path, seed: int = 0):
     is real; returns the loaded model (its config has the preprocessing)."""
     import torch
 
-    from skdeploy.stages.export import ExportSettings, export_model
     from skdeploy.models import load_model
+    from skdeploy.stages.export import ExportSettings, export_model
 
     torch.manual_seed(seed)
     loaded = load_model(arch="sknet50", pretrained=False)
@@ -80,18 +80,18 @@ def export_sknet50(path: Path, seed: int = 0):
     return loaded
 
 
-def measure(model: Path, images: Path, count: int, method: str, phase: str, batch: int = None) -> dict:
+def measure(model: Path, images: Path, count: int, method: str, phase: str, batch: int | None = None) -> dict:
     """In this process, over `count` images: the FP32 forward ("forward") or their calibration ("calibrate"),
     in seconds per image. Only what calibrate needs is imported (not torch), so the peak RSS is the phase's."""
     import onnx
 
-    from skdeploy.stages.calibrate import CalibrationSettings, calibrate_model
     from skdeploy.calib.collect import batch_size_for
     from skdeploy.data import InputShape, Preprocessing, open_source, select_calibration
     from skdeploy.log import QUIET, log
     from skdeploy.manifest import load_manifest
     from skdeploy.onnx.index import GraphIndex
     from skdeploy.runners import OnnxRuntimeRunner
+    from skdeploy.stages.calibrate import CalibrationSettings, calibrate_model
 
     for module in ("onnxruntime", "PIL.Image"):  # both phases start their clocks with these already imported
         importlib.import_module(module)

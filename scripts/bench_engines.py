@@ -22,8 +22,8 @@ PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "r
 
 
 def export(name, folder: Path) -> Path:
-    from skdeploy.stages.export import ExportSettings, export_model
     from skdeploy.models import load_model
+    from skdeploy.stages.export import ExportSettings, export_model
 
     try:
         loaded, weights = load_model(arch=name, pretrained=True), "trained"
@@ -64,7 +64,8 @@ def measure(args) -> list:
                         precision=precision, calib_data=None if model == "sknet-fmnist" else str(photos),
                         calib_images=args.calib_images, holdout_images=0)).seconds
                 started = time.time()
-                done = subprocess.run([str(Path(sys.executable).with_name("skdeploy")), "build-engine", str(onnx), "--target",
+                skdeploy = str(Path(sys.executable).with_name("skdeploy"))
+                done = subprocess.run([skdeploy, "build-engine", str(onnx), "--target",
                                        "rtx", "--compute-capability", args.compute_capability,
                                        "-o", str(tmp / f"{model}-{precision}.engine"), "--json"],
                                       capture_output=True, text=True)

@@ -22,12 +22,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from skdeploy import ui  # noqa: E402
-from skdeploy.log import log  # noqa: E402
 from skdeploy.bench import BenchSettings, bench_runner  # noqa: E402
-from skdeploy.stages.calibrate import CalibrationSettings, calibrate_model  # noqa: E402
-from skdeploy.stages.export import ExportSettings, export_model  # noqa: E402
+from skdeploy.log import log  # noqa: E402
 from skdeploy.models import REGISTRY, load_model  # noqa: E402
 from skdeploy.runners import OnnxRuntimeRunner, TorchRunner  # noqa: E402
+from skdeploy.stages.calibrate import CalibrationSettings, calibrate_model  # noqa: E402
+from skdeploy.stages.export import ExportSettings, export_model  # noqa: E402
 
 BATCHES = {"sknet-fmnist": (1, 32), "sknet50": (1, 8)}
 ITERATIONS = {"sknet-fmnist": 30, "sknet50": 5}

@@ -67,9 +67,9 @@ def build(onnx_path, engine_path, compute_capability) -> dict:
 def run_build(args):
     import onnx
 
-    from skdeploy.stages.export import ExportSettings, export_model
     from skdeploy.graph import optimize_graph
     from skdeploy.onnx.io import node_counts
+    from skdeploy.stages.export import ExportSettings, export_model
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

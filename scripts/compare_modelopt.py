@@ -59,10 +59,10 @@ def preprocessed(folder_or_file, shape, preprocessing, count) -> np.ndarray:
 def demo_inputs(work: Path, calib_images: int, test_images: int):
     """(FP32 ONNX, calibration array, test array, labels, reference top-1) for the trained demo model."""
     from skdeploy.data import default_calibration_path, load_fashion_mnist
-    from skdeploy.stages.export import ExportSettings, export_model
     from skdeploy.manifest import load_manifest
     from skdeploy.models import load_model
     from skdeploy.reference import reference_of
+    from skdeploy.stages.export import ExportSettings, export_model
 
     loaded = load_model()
     source = work / "demo.onnx"
@@ -116,8 +116,13 @@ def onnxruntime_static(source, calibration_npy, output, batch=16, quantize_bias=
     """onnxruntime's quantize_static with its default MinMax calibration, as a Q/DQ graph comparable to ours:
     symmetric INT8 activations, per-channel symmetric INT8 weights. The reader must name the graph's input.
     `quantize_bias=False` keeps biases FP32 (TensorRT takes no INT32 DequantizeLinear)."""
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     data = np.load(calibration_npy)
     input_name = onnx.load(source).graph.input[0].name

@@ -9,7 +9,7 @@ PAPER = {"sknet50": (27.5, 4.47), "sknet101": (48.9, 8.46)}
 
 
 def main():
-    print(f"| model | input | params (M) | GFLOPs | paper params / GFLOPs |")
+    print("| model | input | params (M) | GFLOPs | paper params / GFLOPs |")
     print("|---|---|---|---|---|")
     names = list(REGISTRY) + [f"timm:{n}" for n in TIMM_MODELS]
     for name in names:

@@ -20,15 +20,21 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from skdeploy.stages.calibrate import CalibrationSettings, calibrate_model
 from skdeploy.calib.ranges import METHODS
-from skdeploy.data import InputShape, Preprocessing, default_calibration_path, load_fashion_mnist, open_source, \
-    select_calibration
-from skdeploy.stages.export import ExportSettings, export_model
+from skdeploy.data import (
+    InputShape,
+    Preprocessing,
+    default_calibration_path,
+    load_fashion_mnist,
+    open_source,
+    select_calibration,
+)
 from skdeploy.manifest import load_manifest
 from skdeploy.models import load_model
 from skdeploy.reference import reference_of
 from skdeploy.runners import OnnxRuntimeRunner
+from skdeploy.stages.calibrate import CalibrationSettings, calibrate_model
+from skdeploy.stages.export import ExportSettings, export_model
 
 # (max drop in points, min agreement as a fraction)
 TARGETS = {"int8-default": (0.10, 0.9975), "int8": (0.3, 0.99), "fp16": (0.05, 0.999)}
@@ -62,7 +68,8 @@ def placement(path) -> dict:
                 weight = source.input[0] in initializers or (behind is not None and behind.input[0] in initializers)
                 fed[f"{node.op_type}:{'weight' if weight else 'activation'}"] += 1
     counts = collections.Counter(node.op_type for node in model.graph.node)
-    return {"Q": counts["QuantizeLinear"], "DQ": counts["DequantizeLinear"], "inputs_from_DQ": dict(sorted(fed.items()))}
+    return {"Q": counts["QuantizeLinear"], "DQ": counts["DequantizeLinear"],
+            "inputs_from_DQ": dict(sorted(fed.items()))}
 
 
 def modelopt_rows(python, source, work, methods):
@@ -167,7 +174,8 @@ def main():
     print("|---|---|---|---|---|")
     for row in rows:
         met = "-" if row["meets_target"] is None else ("yes" if row["meets_target"] else "NO")
-        print(f"| {row['variant']} | {100 * row['top1']:.2f} | {row['drop']:.2f} | {100 * row['agreement']:.2f} | {met} |")
+        print(f"| {row['variant']} | {100 * row['top1']:.2f} | {row['drop']:.2f} "
+              f"| {100 * row['agreement']:.2f} | {met} |")
     print()
     for row in rows:
         if row["placement"]:

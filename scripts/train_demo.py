@@ -12,13 +12,12 @@ import math
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from skdeploy.data import load_fashion_mnist
 from skdeploy.fileio import sha256_file, write_text_atomic
-from skdeploy.models import REGISTRY, DEMO_MODEL, build_model
+from skdeploy.models import DEMO_MODEL, REGISTRY, build_model
 
 PINNED_SUBSET = 2000  # test images whose correct count tests/unit/test_shipped_weights.py pins
 
@@ -77,7 +76,8 @@ def main():
     total = steps_per_epoch * args.epochs
     warmup = steps_per_epoch // 2
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / (total - warmup))))
+        optimizer,
+        lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / (total - warmup))))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.05)
     history = []
     started = time.time()

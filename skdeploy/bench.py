@@ -64,7 +64,7 @@ class BenchResult:
                 "results": [asdict(timings) for timings in self.targets]}
 
 
-def add_speedups(tables):
+def add_speedups(tables) -> None:
     """Give each timed row its speedup: the first table's p50 at that batch size over the row's p50
     (`tables`: one list of rows per target)."""
     baseline = {row["batch"]: row for row in tables[0] if "skipped" not in row}
@@ -123,8 +123,8 @@ def target_runner(target, checkpoint=None, runner_options=None):
     return runner, artifact_precision(runner.manifest)
 
 
-def bench(targets, settings: BenchSettings = None, checkpoint=None, runner_options=None,
-          reference=False, trust_model_code=False) -> BenchResult:
+def bench(targets, settings: BenchSettings | None = None, checkpoint=None, runner_options=None,
+          reference: bool = False, trust_model_code: bool = False) -> BenchResult:
     """Benchmark every target with the same settings; rows carry speedup vs the first one benchmarked
     (the PyTorch model of the first artifact's manifest when `reference`; model code it names is
     imported only with `trust_model_code`)."""

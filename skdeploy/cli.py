@@ -29,11 +29,11 @@ COMMANDS = {
 class CommandFailed(click.ClickException):
     """Prints one line, exits with the SkdeployError's code (2 usage, 1 failure)."""
 
-    def __init__(self, message, exit_code):
+    def __init__(self, message, exit_code) -> None:
         super().__init__(message)
         self.exit_code = exit_code
 
-    def show(self, file=None):
+    def show(self, file=None) -> None:
         click.echo(f"error: {self.message}", err=True)
 
 
@@ -68,7 +68,9 @@ class LazyGroup(click.Group):
             if exc.name == f"skdeploy.commands.{COMMANDS[name]}":
                 return None
             raise
-        return module.command
+        from .commands import verbosity_options
+
+        return verbosity_options(module.command)
 
     def make_context(self, info_name, args, parent=None, **extra):
         with one_line_usage_errors():
@@ -97,7 +99,7 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="skdeploy")
-def cli():
+def cli() -> None:
     """skdeploy: SKNet models from PyTorch to TensorRT engines for Jetson, desktop and RTX GPUs.
 
     \b
@@ -111,5 +113,5 @@ def cli():
     """
 
 
-def main():
+def main() -> None:
     cli(prog_name="skdeploy")

@@ -1,5 +1,7 @@
 """Numeric comparison of two output arrays, and the threshold checks on the figures; it knows nothing of
 where they came from."""
+from collections.abc import Iterable
+
 import numpy as np
 
 
@@ -8,7 +10,7 @@ class Check(dict):
     manifests hold it as JSON and a check read back from one is described the same way: `Check(entry)`."""
 
     @classmethod
-    def of(cls, name: str, value, limit, rule: str, passed: bool = None) -> "Check":
+    def of(cls, name: str, value, limit, rule: str, passed: bool | None = None) -> "Check":
         """The check of `value` against `limit` under `rule` (">=", "<=" or "==") unless `passed` is given
         (a check whose value is text: it says itself whether it holds)."""
         if passed is None:
@@ -37,7 +39,7 @@ def compare_outputs(reference: np.ndarray, candidate: np.ndarray) -> dict:
             "max_rel": max_abs / scale if scale > 0 else max_abs}
 
 
-def merge_comparisons(results) -> dict:
+def merge_comparisons(results: Iterable[dict]) -> dict:
     """Worst case over several comparisons (several batches or batch sizes)."""
     results = list(results)
     return {"max_abs": max(r["max_abs"] for r in results),
@@ -84,7 +86,7 @@ def prediction_agreement(reference: np.ndarray, candidate: np.ndarray, k: int = 
     """Top-1 agreement, mean top-k overlap, and top-1 agreement per reference-predicted class."""
     ref_top, cand_top = top_k(reference, k), top_k(candidate, k)
     same = ref_top[:, 0] == cand_top[:, 0]
-    overlap = [len(set(a) & set(b)) / ref_top.shape[1] for a, b in zip(ref_top, cand_top)]
+    overlap = [len(set(a) & set(b)) / ref_top.shape[1] for a, b in zip(ref_top, cand_top, strict=True)]
     classes = reference.shape[1]
     per_class = [float(same[ref_top[:, 0] == c].mean()) if np.any(ref_top[:, 0] == c) else None
                  for c in range(classes)]
@@ -97,7 +99,7 @@ def accuracy(logits: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
     return float(np.mean(np.any(top_k(logits, k) == np.asarray(labels)[:, None], axis=1)))
 
 
-def error_histogram(reference, candidate, bins: int = 24) -> dict:
+def error_histogram(reference: np.ndarray, candidate: np.ndarray, bins: int = 24) -> dict:
     """Counts of |candidate - reference| per logit in log-spaced bins from 1e-7 up to the largest error;
     NaN and Inf errors have no bin and are left out (the verdict counts them)."""
     errors = np.abs(np.asarray(candidate, np.float64) - np.asarray(reference, np.float64)).ravel()
@@ -118,12 +120,12 @@ class ErrorHistogram:
     the end into error_histogram's log-spaced bins up to the largest error. Each fine bin goes where its
     centre falls, so an error within 1/100 decade (2.3%) of a reported edge may be counted on its other side."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         low, high = FINE_EXPONENTS
         self.fine = np.zeros((high - low) * FINE_BINS_PER_DECADE, np.int64)
         self.largest = 0.0
 
-    def add(self, reference, candidate) -> None:
+    def add(self, reference: np.ndarray, candidate: np.ndarray) -> None:
         errors = np.abs(np.asarray(candidate, np.float64) - np.asarray(reference, np.float64)).ravel()
         errors = errors[np.isfinite(errors)]
         if not errors.size:
@@ -146,7 +148,7 @@ class ErrorHistogram:
 class TopKHits:
     """How many rows have their label among the top 1 and top k logits, batch by batch."""
 
-    def __init__(self, k: int = 5):
+    def __init__(self, k: int = 5) -> None:
         self.k, self.rows, self.top1, self.topk = k, 0, 0, 0
 
     def add(self, logits: np.ndarray, labels: np.ndarray) -> None:
@@ -165,18 +167,20 @@ class RunningComparison:
     logit_agreement, prediction_agreement, accuracy and the error histogram, plus the first `keep`
     samples whose top-1 differs, so a 50,000-sample check holds no logits."""
 
-    def __init__(self, keep: int, k: int = 5):
+    def __init__(self, keep: int, k: int = 5) -> None:
         self.keep, self.k = keep, k
         self.rows = self.logits = self.same = self.non_finite = 0
         self.abs_sum = self.max_abs = self.scale = self.noise = self.signal = 0.0
         self.cosine_sum, self.cosine_min = 0.0, np.inf
         self.overlap_sum = 0.0
-        self.class_rows = self.class_same = None
-        self.disagreements, self.examples = 0, []
+        # per reference-predicted class: rows, and rows whose top-1 agrees (sized by the first batch)
+        self.class_rows = self.class_same = np.zeros(0, np.int64)
+        self.disagreements = 0
+        self.examples: list[dict] = []  # the first `keep` disagreeing rows
         self.histogram = ErrorHistogram()
         self.hits = TopKHits(k)
 
-    def add(self, reference: np.ndarray, candidate: np.ndarray, labels=None) -> None:
+    def add(self, reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None = None) -> None:
         """The next rows; `labels` (their ground truth) or None. NaN or Inf in the candidate is counted
         (`non_finite`) and makes the error figures NaN, quietly: the verdict fails it on that count."""
         self.non_finite += int(np.size(candidate) - np.count_nonzero(np.isfinite(candidate)))
@@ -184,7 +188,7 @@ class RunningComparison:
             self._add(reference, candidate, labels)
 
     def _add(self, reference, candidate, labels) -> None:
-        if self.class_rows is None:
+        if not self.class_rows.size:
             self.class_rows = np.zeros(reference.shape[1], np.int64)
             self.class_same = np.zeros(reference.shape[1], np.int64)
         first = self.rows
@@ -235,4 +239,5 @@ class RunningComparison:
 
     def per_class(self) -> list:
         """Top-1 agreement per reference-predicted class, None for a class the reference never predicts."""
-        return [float(same / rows) if rows else None for same, rows in zip(self.class_same, self.class_rows)]
+        return [float(same / rows) if rows else None
+                for same, rows in zip(self.class_same, self.class_rows, strict=True)]

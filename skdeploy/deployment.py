@@ -13,8 +13,8 @@ into place only after validation passes: a failing model leaves no bundle.
 import contextlib
 import json
 import tempfile
-import types
 import time
+import types
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -44,37 +44,36 @@ RUNTIME_ENGINES = {
 
 @dataclass
 class DeploySettings:
-    arch: str = None  # a registered model name; with `spec` and `onnx` absent: the demo model
-    spec: str = None  # timm:NAME, file.py:factory, package.module:factory
-    onnx: str = None  # an ONNX exported elsewhere (the graph passes run on it; FP32 reference without a PyTorch model)
-    checkpoint: str = None
+    arch: str | None = None  # a registered model name; with `spec` and `onnx` absent: the demo model
+    spec: str | None = None  # timm:NAME, file.py:factory, package.module:factory
+    # an ONNX exported elsewhere (the graph passes run on it; FP32 reference without a PyTorch model)
+    onnx: str | None = None
+    checkpoint: str | None = None
     target: str = "rtx"  # jetson-orin | rtx | desktop
     precision: str = "fp32"  # fp32 | fp16 | int8
-    calib_data: str = None  # default: the demo model's shipped calibration set
+    calib_data: str | None = None  # default: the demo model's shipped calibration set
     calib_images: int = 512
     holdout_images: int = 1000  # calibration's accuracy check against FP32 on held-out samples
-    data: str = None  # validation data; default: the model's dataset
+    data: str | None = None  # validation data; default: the model's dataset
     limit: int = 1000  # validation subset (and the saved reference's size)
     formats: tuple = ("plain",)  # plain, triton, deepstream
     raw_input: bool = False  # preprocessing inside the graph; forced for DeepStream when std differs per channel
     layout: str = "NCHW"
     raw_dtype: str = "uint8"  # float32 whenever DeepStream is a format (nvinfer feeds float pixels)
-    compute_capabilities: list = None  # rtx target; default: the target's
+    compute_capabilities: list | None = None  # rtx target; default: the target's
     max_batch: int = 8
-    dla_core: int = None  # jetson-orin
+    dla_core: int | None = None  # jetson-orin
     min_agreement: float = 0.99
     max_top1_drop: float = 0.5
-    name: str = None  # the served model's name; default: the model spec
-    trt_version: str = None  # INT8: the device's TensorRT; <= 10 (or `dla_core`) means implicit INT8 from a table
+    name: str | None = None  # the served model's name; default: the model spec
+    # INT8: the device's TensorRT; <= 10 (or `dla_core`) means implicit INT8 from a table
+    trt_version: str | None = None
     # an ONNX whose manifest records no preprocessing (or that has none): mean, std and optionally resize, crop,
     # channel_order, as `calibrate` takes them; it is recorded in the optimized ONNX's manifest
     preprocessing: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if sum(bool(v) for v in (self.arch, self.spec, self.onnx)) > 1:
-            raise UsageError("give one of `arch`, `spec` or an ONNX file")
-        if self.onnx and self.checkpoint:
-            raise UsageError("`checkpoint` applies to `arch`/`spec`, not to an ONNX")
+        self._check_source()
         if self.target not in DEPLOY_TARGETS:
             raise UsageError(f"`target` must be one of {', '.join(DEPLOY_TARGETS)}, got {self.target!r}")
         if self.precision not in PRECISIONS:
@@ -91,12 +90,7 @@ class DeploySettings:
             raise UsageError("`limit` and `max_batch` must be at least 1")
         if self.dla_core is not None and self.target != "jetson-orin":
             raise UsageError("`dla_core` applies to the jetson-orin target")
-        if self.trt_version is not None:
-            from .stages.calibrate import TRT_VERSION
-
-            if self.precision != "int8" or not TRT_VERSION.fullmatch(str(self.trt_version)):
-                raise UsageError(f"`trt_version` applies to `precision=int8` and looks like 10.3.0 or 8.6, got "
-                                 f"{self.trt_version!r}")
+        self._check_trt_version()
         self.preprocessing = {key: value for key, value in (self.preprocessing or {}).items() if value}
         if self.preprocessing and not self.onnx:
             raise UsageError(", ".join(f"`{key}`" for key in self.preprocessing) + " apply to an ONNX made "
@@ -108,6 +102,21 @@ class DeploySettings:
             check_model_name(self.name)
         if self.raw_input and "deepstream" in self.formats:
             self.raw_dtype = "float32"  # nvinfer feeds the network float pixels
+
+    def _check_source(self) -> None:
+        if sum(bool(v) for v in (self.arch, self.spec, self.onnx)) > 1:
+            raise UsageError("give one of `arch`, `spec` or an ONNX file")
+        if self.onnx and self.checkpoint:
+            raise UsageError("`checkpoint` applies to `arch`/`spec`, not to an ONNX")
+
+    def _check_trt_version(self) -> None:
+        if self.trt_version is None:
+            return
+        from .stages.calibrate import TRT_VERSION
+
+        if self.precision != "int8" or not TRT_VERSION.fullmatch(str(self.trt_version)):
+            raise UsageError(f"`trt_version` applies to `precision=int8` and looks like 10.3.0 or 8.6, got "
+                             f"{self.trt_version!r}")
 
 
 def check_runtime_matrix(target: str, formats) -> None:
@@ -144,7 +153,7 @@ def work_folder(bundle: Path) -> Path:
     return bundle.parent / f".{bundle.name}.work"
 
 
-def _current(artifact: Path, stage: str, source_sha256, settings: dict, spec: str = None) -> bool:
+def _current(artifact: Path, stage: str, source_sha256, settings: dict, spec: str | None = None) -> bool:
     """Whether `artifact` exists, is what its manifest hashed, and its newest stage is `stage` made from
     `source_sha256` with `settings` (and, for an export, from the model `spec`; its checkpoint only when one
     is given)."""
@@ -164,7 +173,7 @@ def _current(artifact: Path, stage: str, source_sha256, settings: dict, spec: st
 class Steps:
     """Runs each step unless its artifact is current, and remembers which ran."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.reused, self.built = [], []
 
     def run(self, name: str, artifact: Path, current: bool, make):
@@ -178,7 +187,7 @@ class Steps:
         return artifact
 
 
-def _export(settings: DeploySettings, work: Path, steps: Steps, preprocessing: dict = None) -> Path:
+def _export(settings: DeploySettings, work: Path, steps: Steps, preprocessing: dict | None = None) -> Path:
     """The FP32 ONNX: exported from PyTorch, or the given ONNX through the graph passes (its manifest then
     records `preprocessing` when given)."""
     output = work / "model.onnx"
@@ -198,7 +207,7 @@ def _export(settings: DeploySettings, work: Path, steps: Steps, preprocessing: d
     spec = settings.spec or settings.arch
     checkpoint = sha256_file(settings.checkpoint) if settings.checkpoint else None
 
-    def make():
+    def make() -> None:
         from .models import load_model
 
         loaded = load_model(arch=settings.arch, spec=settings.spec, checkpoint=settings.checkpoint)
@@ -393,7 +402,7 @@ def check_bundle_output(bundle: Path, settings: DeploySettings, force: bool) -> 
                          "those: choose another `output` or remove the folder yourself")
 
 
-def _check_deepstream_preprocessing(settings: DeploySettings, artifact, recorded: dict = None) -> None:
+def _check_deepstream_preprocessing(settings: DeploySettings, artifact, recorded: dict | None = None) -> None:
     """For DeepStream, preprocessing nvinfer can do (serving.deepstream), checked as soon as it is known."""
     if "deepstream" not in settings.formats:
         return

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from .errors import SkdeployError, UsageError
 
+PathLike = str | os.PathLike  # what every function taking a file accepts
+
 
 def existing_file(path, what: str = "") -> Path:
     """`path` as a Path when it names a file, else a one-line usage error ("checkpoint x.pt does not exist")."""
@@ -84,7 +86,7 @@ def atomic_path(path):
     path = Path(path)
     transaction = _ACTIVE.get()
     staged = transaction is not None and transaction.holds(path)
-    tmp = transaction.stage(path) if staged else _temporary_beside(path)
+    tmp = transaction.stage(path) if transaction is not None and staged else _temporary_beside(path)
     try:
         yield tmp
         _give_usual_permissions(tmp)
@@ -115,7 +117,8 @@ def sha256_file(path) -> str:
     return digest.hexdigest()
 
 
-_ACTIVE = contextvars.ContextVar("skdeploy_output_transaction", default=None)
+_ACTIVE: contextvars.ContextVar["OutputTransaction | None"] = contextvars.ContextVar("skdeploy_output_transaction",
+                                                                                   default=None)
 
 
 def readable_path(path) -> Path:
@@ -123,14 +126,14 @@ def readable_path(path) -> Path:
     later step of the same command reads it there), else `path` itself."""
     transaction = _ACTIVE.get()
     own = transaction.entry(path) if transaction is not None else None
-    return transaction.staged.get(own, Path(path)) if own is not None else Path(path)
+    return transaction.staged.get(own, Path(path)) if transaction is not None and own is not None else Path(path)
 
 
 class OutputLock:
     """An exclusive lock on a command's output set: `.NAME.lock` beside its first output, flock'ed and
     removed on release. A second command on the same output fails at once instead of mixing files."""
 
-    def __init__(self, output: Path):
+    def __init__(self, output: Path) -> None:
         self.path = output.with_name(f".{output.name}.lock")
         while True:
             try:
@@ -162,9 +165,9 @@ class OutputLock:
 class OutputTransaction:
     """The outputs of one command: checked, locked, staged under temporary names, committed together."""
 
-    def __init__(self, paths, force: bool):
-        self.paths = []
-        self.staged = {}  # final path -> temporary path beside it
+    def __init__(self, paths, force: bool) -> None:
+        self.paths: list[Path] = []
+        self.staged: dict[Path, Path] = {}  # final path -> temporary path beside it
         self.include(paths, force)
         self.lock = OutputLock(self.paths[0])
         try:

@@ -17,12 +17,13 @@ import contextlib
 import contextvars
 import datetime
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
 from .errors import SkdeployError, UsageError
-from .fileio import readable_path, sha256_file, write_text_atomic
+from .fileio import PathLike, readable_path, sha256_file, write_text_atomic
 
 FORMAT = "skdeploy-manifest/1"
 PRECISIONS = ("fp32", "fp16", "int8")  # what an artifact runs in: the one vocabulary of every stage and command
@@ -40,7 +41,7 @@ TENSOR_FIELDS = {"name": (str,), "shape": (list,), "dtype": (str,)}
 CHECKPOINT_FIELDS = {"path": (str,), "sha256": (str,)}
 
 
-def manifest_path(artifact) -> Path:
+def manifest_path(artifact: PathLike) -> Path:
     return Path(str(artifact) + ".json")
 
 
@@ -60,7 +61,7 @@ class StageResult:
 
 
 @contextlib.contextmanager
-def hash_checks(enabled: bool):
+def hash_checks(enabled: bool) -> Iterator[None]:
     """Whether reading a manifest checks its artifact's sha256, for the length of a block (default: on)."""
     token = _CHECK_HASHES.set(enabled)
     try:
@@ -69,7 +70,7 @@ def hash_checks(enabled: bool):
         _CHECK_HASHES.reset(token)
 
 
-def verify_artifact(artifact, manifest: dict, verify: bool = None, sha256: str = None) -> None:
+def verify_artifact(artifact: PathLike, manifest: dict, verify: bool | None = None, sha256: str | None = None) -> None:
     """Fail when `artifact` is not the file its manifest describes: truncated, changed, or the manifest
     belongs to another file. `verify` None follows hash_checks; a missing artifact is left to its reader;
     `sha256` is the artifact's when the caller has just hashed it."""
@@ -86,7 +87,7 @@ def verify_artifact(artifact, manifest: dict, verify: bool = None, sha256: str =
                             "to another file; `verify=False` skips this check)")
 
 
-def verify_beside(artifact, sha256: str = None) -> bool:
+def verify_beside(artifact: PathLike, sha256: str | None = None) -> bool:
     """verify_artifact against the manifest beside `artifact`, when it has a readable one (the stage that
     reads the manifest reports an unreadable one). True when the artifact is, byte for byte, the file a
     skdeploy stage wrote (its sha256 checked)."""
@@ -103,7 +104,7 @@ def verify_beside(artifact, sha256: str = None) -> bool:
     return True
 
 
-def load_manifest(artifact, required: bool = True, verify: bool = None):
+def load_manifest(artifact: PathLike, required: bool = True, verify: bool | None = None) -> dict | None:
     """The manifest beside `artifact`, or None when absent and not required; its artifact's sha256 is
     checked (verify_artifact)."""
     path = manifest_path(artifact)
@@ -123,11 +124,11 @@ def load_manifest(artifact, required: bool = True, verify: bool = None):
     return data
 
 
-def damaged(path, what) -> UsageError:
+def damaged(path: PathLike, what: str) -> UsageError:
     return UsageError(f"{path} is damaged: {what}; remake the artifact")
 
 
-def check_fields(entry: dict, fields: dict, path, where: str, required: bool) -> None:
+def check_fields(entry: dict, fields: dict, path: PathLike, where: str, required: bool) -> None:
     """Each of `fields` ({name: JSON types}) in `entry` has one of its types; with `required`, is there."""
     for field, kinds in fields.items():
         if field not in entry:
@@ -137,7 +138,7 @@ def check_fields(entry: dict, fields: dict, path, where: str, required: bool) ->
             raise damaged(path, f"{where} '{field}' is a {type(entry[field]).__name__}")
 
 
-def check_model_entry(model: dict, path) -> None:
+def check_model_entry(model: dict, path: PathLike) -> None:
     """The model entry of a manifest or saved reference, as models.entry.ModelEntry reads it."""
     check_fields(model, MODEL_FIELDS, path, "its model", required=False)
     if model.get("checkpoint") is not None:
@@ -147,7 +148,7 @@ def check_model_entry(model: dict, path) -> None:
         raise damaged(path, f"its model 'input_size' must hold positive sizes, not {size}")
 
 
-def check_layout(manifest: dict, path) -> None:
+def check_layout(manifest: dict, path: PathLike) -> None:
     """A damaged manifest (an entry cut out or of the wrong kind) is refused when read, not met later as a
     missing key or a wrong type deep inside a stage."""
     for key in LAYOUT:
@@ -181,14 +182,14 @@ def add_stage(manifest: dict, stage: str, record: dict) -> dict:
     return entry
 
 
-def last_stage(manifest: dict, stage: str):
+def last_stage(manifest: dict, stage: str) -> dict | None:
     for entry in reversed(manifest.get("stages", [])):
         if entry["stage"] == stage:
             return entry
     return None
 
 
-def write_manifest(artifact, manifest: dict, kind: str) -> Path:
+def write_manifest(artifact: PathLike, manifest: dict, kind: str) -> Path:
     """Point the manifest at `artifact` (hashing it) and write it atomically beside it."""
     artifact = Path(artifact)
     manifest["artifact"] = {"file": artifact.name, "kind": kind, "sha256": sha256_file(artifact)}
@@ -197,7 +198,7 @@ def write_manifest(artifact, manifest: dict, kind: str) -> Path:
     return path
 
 
-def artifact_precision(manifest) -> str:
+def artifact_precision(manifest: dict | None) -> str:
     """What an artifact runs in, from its manifest: the engine's precision, else the calibrated ONNX's,
     else fp32; "unknown" without a manifest."""
     if not manifest:

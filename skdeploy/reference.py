@@ -140,7 +140,8 @@ def load_saved_reference(path) -> Reference:
         meta = json.loads(str(saved["meta"]))
     except (TypeError, IndexError, ValueError, KeyError) as exc:
         raise UsageError(f"{path} is not a saved skdeploy reference (no readable 'meta': {exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != REFERENCE_FORMAT or "logits" not in saved or "inputs_sha256" not in saved:
+    if not isinstance(meta,
+    dict) or meta.get("format") != REFERENCE_FORMAT or "logits" not in saved or "inputs_sha256" not in saved:
         raise UsageError(f"{path} is not a saved skdeploy reference (format {REFERENCE_FORMAT})")
     check_fields(meta, SAVED_META_FIELDS, path, "its meta", required=True)
     check_model_entry(meta["model"], path)

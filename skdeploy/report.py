@@ -47,8 +47,8 @@ def _number(value) -> str:
     return f"{value:.3g}"
 
 
-def bar_chart(values, labels, title: str, y_max: float = None, threshold: float = None, width=460, height=220,
-              color="#0969da", y_label=lambda v: f"{v:g}") -> str:
+def bar_chart(values, labels, title: str, y_max: float | None = None, threshold: float | None = None, width: int = 460,
+              height: int = 220, color: str = "#0969da", y_label=lambda v: f"{v:g}") -> str:
     """A vertical bar chart as an SVG string; None values are drawn as gaps."""
     left, right, top, bottom = 46, 10, 24, 52
     plot_w, plot_h = width - left - right, height - top - bottom
@@ -63,7 +63,7 @@ def bar_chart(values, labels, title: str, y_max: float = None, threshold: float 
         y = top + plot_h - plot_h * tick / 4
         parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eaeef2"/>')
         parts.append(f'<text x="{left - 4}" y="{y + 3:.1f}" text-anchor="end">{_escape(y_label(value))}</text>')
-    for index, (value, label) in enumerate(zip(values, labels)):
+    for index, (value, label) in enumerate(zip(values, labels, strict=True)):
         x = left + index * slot
         if value is not None:
             bar = plot_h * min(value, y_max) / y_max
@@ -83,7 +83,7 @@ def bar_chart(values, labels, title: str, y_max: float = None, threshold: float 
     return "".join(parts)
 
 
-def png_data_uri(image, size=96) -> str:
+def png_data_uri(image, size: int = 96) -> str:
     """A PIL image scaled (nearest) to `size` pixels square, as a data: URI."""
     from PIL import Image
 

@@ -68,8 +68,8 @@ def exported(tmp_path_factory):
     randomised BN) shared by every test of the session; the manifest lies beside it."""
 
     def export(name="sknet-fmnist", pretrained=False, model_kwargs=None, **settings):
-        from skdeploy.stages.export import ExportSettings, export_model
         from skdeploy.models import REGISTRY, load_model
+        from skdeploy.stages.export import ExportSettings, export_model
 
         key = (name, pretrained, repr(sorted((model_kwargs or {}).items())), tuple(sorted(settings.items())))
         if key not in _EXPORT_CACHE:
@@ -127,8 +127,8 @@ def demo_checkpoint_export(tmp_path_factory):
     import torch
 
     from skdeploy.data import load_fashion_mnist
-    from skdeploy.stages.export import ExportSettings, export_model
     from skdeploy.models import REGISTRY, load_model
+    from skdeploy.stages.export import ExportSettings, export_model
 
     folder = tmp_path_factory.mktemp("demo_checkpoint")
     checkpoint = folder / "demo_random.pt"
@@ -150,10 +150,10 @@ def demo_artifacts(tmp_path_factory):
 
     from bad_input_cases import DEMO_CHECKPOINT, DEMO_ENGINE, DEMO_IMAGES, DEMO_ONNX
     from skdeploy.data import load_fashion_mnist
-    from skdeploy.stages.build import BuildSettings, build_engine
-    from skdeploy.stages.export import ExportSettings, export_model
     from skdeploy.log import QUIET, log
     from skdeploy.models import load_model
+    from skdeploy.stages.build import BuildSettings, build_engine
+    from skdeploy.stages.export import ExportSettings, export_model
 
     folder = tmp_path_factory.mktemp("demo_artifacts")
     with log.verbosity(QUIET):

@@ -92,7 +92,7 @@ def make_fake_pycuda(devices=2):
                 cuda.live["streams"] -= 1
             else:
                 cuda.leaked_streams += 1
-                warnings.warn("Stream in out-of-thread context could not be cleaned up")
+                warnings.warn("Stream in out-of-thread context could not be cleaned up", stacklevel=2)
 
     class Allocation(int):
         def free(self):

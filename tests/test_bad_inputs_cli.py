@@ -6,8 +6,8 @@ import zipfile
 
 import pytest
 
-from conftest import run_cli
 from bad_input_cases import DEMO_ENGINE, DEMO_IMAGES, DEMO_ONNX, Case, run_case
+from conftest import run_cli
 
 
 def drop_model_entry(workspace):
@@ -47,19 +47,25 @@ NOT_FINITE = "must be a finite number, got"
 
 CASES = [
     # cause 11: internal errors and wrong exit codes
-    Case("manifest without model: inspect", ("inspect", ONNX), 2, r"demo\.onnx\.json has no 'model' entry", drop_model_entry),
+    Case("manifest without model: inspect", ("inspect", ONNX), 2, r"demo\.onnx\.json has no 'model' entry",
+         drop_model_entry),
     Case("manifest without model: validate", ("validate", "--reference", f"{{ws}}/{DEMO_ENGINE}", "--candidate", ONNX,
-                                              "--limit", "4"), 2, r"demo\.onnx\.json has no 'model' entry", drop_model_entry),
-    Case("manifest without model: calibrate", CALIBRATE_INT8, 2, r"demo\.onnx\.json has no 'model' entry", drop_model_entry),
+                                              "--limit", "4"), 2, r"demo\.onnx\.json has no 'model' entry",
+         drop_model_entry),
+    Case("manifest without model: calibrate", CALIBRATE_INT8, 2, r"demo\.onnx\.json has no 'model' entry",
+         drop_model_entry),
     Case("reference npz that is not a zip", ("validate", "--reference", "{ws}/ref.npz", "--candidate", ONNX), 2,
          r"ref\.npz as a numpy file: it is not a \.npz archive", write_not_a_zip),
     Case("reference npz truncated", ("validate", "--reference", "{ws}/ref.npz", "--candidate", ONNX), 2,
          r"ref\.npz as a numpy file: it is damaged", write_truncated_npz),
-    Case("data npz truncated", (*VALIDATE, "--data", "{ws}/ref.npz"), 2, r"ref\.npz as a numpy file: it is damaged", write_truncated_npz),
-    Case("calibration npz truncated", (*CALIBRATE_INT8, "--calib-data", "{ws}/ref.npz"), 2, r"ref\.npz as a numpy file: it is damaged",
+    Case("data npz truncated", (*VALIDATE, "--data", "{ws}/ref.npz"), 2, r"ref\.npz as a numpy file: it is damaged",
          write_truncated_npz),
-    Case("opset 5", ("export", "--opset", "5", "-o", OUT), 2, r"--opset must be 11\.\.20 for the torchscript exporter, got 5"),
-    Case("opset 99", ("export", "--opset", "99", "-o", OUT), 2, r"--opset must be 11\.\.20 for the torchscript exporter, got 99"),
+    Case("calibration npz truncated", (*CALIBRATE_INT8, "--calib-data", "{ws}/ref.npz"), 2,
+         r"ref\.npz as a numpy file: it is damaged", write_truncated_npz),
+    Case("opset 5", ("export", "--opset", "5", "-o", OUT), 2,
+         r"--opset must be 11\.\.20 for the torchscript exporter, got 5"),
+    Case("opset 99", ("export", "--opset", "99", "-o", OUT), 2,
+         r"--opset must be 11\.\.20 for the torchscript exporter, got 99"),
     Case("trt-version banana", (*CALIBRATE_INT8, "--trt-version", "banana"), 2,
          r"--trt-version must look like 10\.3\.0 or 8\.6, got 'banana'"),
     Case("std 0", (*PLAIN_CALIBRATE, "--mean", "0.3", "--std", "0"), 2, r"`?std`? must be positive", strip_manifest),
@@ -84,10 +90,12 @@ CASES = [
          r"--max-top1-drop must not be negative"),
     # cause 12: Click's own errors, one line
     Case("bad int value", (*CALIBRATE_INT8, "--calib-images", "many"), 2,
-         r"^error: invalid value for '--calib-images': 'many' is not a valid integer \(see 'skdeploy calibrate --help'\)$"),
+         r"^error: invalid value for '--calib-images': 'many' is not a valid integer "
+         r"\(see 'skdeploy calibrate --help'\)$"),
     Case("bad float value", (*VALIDATE, "--min-agreement", "most"), 2,
          r"invalid value for '--min-agreement': 'most' is not a valid float"),
-    Case("bad choice", (*CALIBRATE_INT8, "--method", "median"), 2, r"invalid value for '--method': 'median' is not one of"),
+    Case("bad choice", (*CALIBRATE_INT8, "--method", "median"), 2,
+         r"invalid value for '--method': 'median' is not one of"),
     Case("missing -o", ("calibrate", ONNX, "--int8"), 2,
          r"^error: missing option '-o' / '--output' \(see 'skdeploy calibrate --help'\)$"),
     Case("missing argument", ("inspect",), 2, r"missing argument 'ARTIFACT'"),
@@ -95,12 +103,14 @@ CASES = [
     Case("unknown option before the command", ("--bogus", "models"), 2,
          r"^error: no such option '--bogus' \(see 'skdeploy --help'\)$"),
     Case("unknown command", ("bogus",), 2, r"^error: no such command 'bogus' \(see 'skdeploy --help'\)$"),
-    Case("folder as the input file", ("inspect", f"{{ws}}/{DEMO_IMAGES}"), 2, r"'ARTIFACT': File '.*images' is a directory"),
+    Case("folder as the input file", ("inspect", f"{{ws}}/{DEMO_IMAGES}"), 2,
+         r"'ARTIFACT': File '.*images' is a directory"),
     Case("folder as the output file", (*CALIBRATE_INT8[:3], f"{{ws}}/{DEMO_IMAGES}", "--int8"), 2,
          r"'-o' / '--output': File '.*images' is a directory"),
     # cause 13: contradictory options
     Case("calibrate --int8 --fp16", (*CALIBRATE_INT8, "--fp16"), 2, r"--int8 and --fp16 exclude each other"),
-    Case("build-engine --fp16 --int8", ("build-engine", ONNX, "--fp16", "--int8", "--calib-images", "4", "-o", "{ws}/out.engine"), 2,
+    Case("build-engine --fp16 --int8",
+         ("build-engine", ONNX, "--fp16", "--int8", "--calib-images", "4", "-o", "{ws}/out.engine"), 2,
          r"--int8 and --fp16 exclude each other"),
     Case("unknown --keep-fp32 node with --int8", (*CALIBRATE_INT8, "--keep-fp32", "/no/such/Conv"), 2,
          r"--keep-fp32 names no node '/no/such/Conv'"),
@@ -116,7 +126,8 @@ def test_bad_command_line(case, workspace):
 
 def test_help_still_shows_the_examples():
     result = run_cli("calibrate", "--help")
-    assert result.exit_code == 0 and "Examples:" in result.stdout and "skdeploy calibrate out/demo.onnx" in result.stdout
+    assert result.exit_code == 0 and "Examples:" in result.stdout
+    assert "skdeploy calibrate out/demo.onnx" in result.stdout
 
 
 def test_the_truncated_npz_fixture_is_really_a_broken_zip(tmp_path):
@@ -132,14 +143,17 @@ NAN, INF = float("nan"), float("inf")
 
 
 @pytest.mark.parametrize("where, fields, message", [
-    ("stages.calibrate.CalibrationSettings", dict(max_top1_drop=NAN), "`max_top1_drop` must be a finite number, got nan"),
+    ("stages.calibrate.CalibrationSettings", dict(max_top1_drop=NAN),
+     "`max_top1_drop` must be a finite number, got nan"),
     ("stages.calibrate.CalibrationSettings", dict(percentile=INF), "`percentile` must be a finite number, got inf"),
     ("stages.calibrate.CalibrationSettings", dict(fp16_limit=NAN), "`fp16_limit` must be a finite number, got nan"),
-    ("stages.calibrate.CalibrationSettings", dict(trt_version="10.x"), "`trt_version` must look like 10.3.0 or 8.6, got '10.x'"),
+    ("stages.calibrate.CalibrationSettings", dict(trt_version="10.x"),
+     "`trt_version` must look like 10.3.0 or 8.6, got '10.x'"),
     ("stages.validate.ValidateSettings", dict(max_top1_drop=NAN), "`max_top1_drop` must be a finite number, got nan"),
     ("stages.validate.ValidateSettings", dict(min_agreement=-INF), "`min_agreement` must be a finite number, got -inf"),
     ("stages.export.ExportSettings", dict(opset=10), "`opset` must be 11..20 for the torchscript exporter, got 10"),
-    ("stages.export.ExportSettings", dict(exporter="dynamo", opset=24), "`opset` must be 11..23 for the dynamo exporter, got 24"),
+    ("stages.export.ExportSettings", dict(exporter="dynamo", opset=24),
+     "`opset` must be 11..23 for the dynamo exporter, got 24"),
     ("stages.export.ExportSettings", dict(parity_tolerance=NAN), "`parity_tolerance` must be a finite number, got nan"),
 ])
 def test_settings_refuse_what_the_flags_refuse(where, fields, message):
@@ -187,14 +201,19 @@ def test_a_runner_refuses_a_negative_thread_count(demo_artifacts):
 # Fuzz (hypothesis): whatever text a float option gets, and however a manifest or a saved reference is
 # damaged, the answer is a result or one usage-error line, never an internal error.
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import (  # noqa: E402
+    HealthCheck,
+    given,
+    settings,
+    strategies as st,  # noqa: E402
+)
 
 MISSING = "/nonexistent-skdeploy-fuzz/missing.onnx"  # every fuzzed command line stops at this input at the latest
 FLOAT_OPTIONS = [  # (command line, option, which numbers the option takes)
     (("calibrate", MISSING, "--int8", "-o", "/nonexistent-skdeploy-fuzz/out.onnx"), "--percentile",
      lambda x: 0 < x <= 100),
-    (("calibrate", MISSING, "--int8", "-o", "/nonexistent-skdeploy-fuzz/out.onnx"), "--max-top1-drop", lambda x: x >= 0),
+    (("calibrate", MISSING, "--int8", "-o", "/nonexistent-skdeploy-fuzz/out.onnx"), "--max-top1-drop",
+     lambda x: x >= 0),
     (("validate", "--candidate", MISSING), "--max-top1-drop", lambda x: x >= 0),
     (("validate", "--candidate", MISSING), "--min-agreement", lambda x: 0 <= x <= 1),
 ]

@@ -19,9 +19,17 @@ from pathlib import Path
 
 import pytest
 
+from bad_input_cases import (
+    DEMO_ENGINE,
+    DEMO_IMAGES,
+    DEMO_ONNX,
+    Case,
+    checkout_environment,
+    error_lines,
+    run_case,
+    snapshot,
+)
 from conftest import run_cli
-from bad_input_cases import (DEMO_ENGINE, DEMO_IMAGES, DEMO_ONNX, Case, checkout_environment, error_lines, run_case,
-                             snapshot)
 
 DISK_FULL = os.strerror(28)  # ENOSPC
 FAST_CALIBRATION = ("--int8", "--calib-data", f"{{ws}}/{DEMO_IMAGES}", "--calib-images", "8", "--holdout-images", "0")
@@ -66,8 +74,8 @@ def foreign_sidecar(workspace):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from skdeploy.stages.build import BuildSettings, build_engine
     from skdeploy.log import QUIET, log
+    from skdeploy.stages.build import BuildSettings, build_engine
 
     weight = numpy_helper.from_array(np.full((1, 1, 1, 1), 2.0, np.float32), "weight")
     graph = helper.make_graph([helper.make_node("Conv", ["input", "weight"], ["logits"])], "other",
@@ -123,8 +131,9 @@ HASH_ROWS = [
     Case("build-engine: manifest records another sha256",
          ("build-engine", f"{{ws}}/{DEMO_ONNX}", *RTX_BUILD, "-o", "{ws}/out.engine"), 1, mismatch(DEMO_ONNX),
          recorded_sha256(DEMO_ONNX, OTHER_SHA256)),
-    Case("validate: manifest records another sha256", ("validate", "--candidate", f"{{ws}}/{DEMO_ONNX}", "--limit", "4"),
-         1, mismatch(DEMO_ONNX), recorded_sha256(DEMO_ONNX, OTHER_SHA256)),
+    Case("validate: manifest records another sha256",
+         ("validate", "--candidate", f"{{ws}}/{DEMO_ONNX}", "--limit", "4"), 1, mismatch(DEMO_ONNX),
+         recorded_sha256(DEMO_ONNX, OTHER_SHA256)),
     Case("validate: engine with another engine's sidecar",
          ("validate", "--candidate", f"{{ws}}/{DEMO_ENGINE}", "--limit", "4"), 1, mismatch(DEMO_ENGINE),
          foreign_sidecar),
@@ -148,7 +157,7 @@ def test_no_verify_reads_the_changed_artifact_anyway(workspace):
     result = run_cli("inspect", workspace / DEMO_ONNX, "--no-verify", "--json")
     assert result.exit_code == 0, result.stderr
     recorded = json.loads((workspace / f"{DEMO_ONNX}.json").read_text())["artifact"]["sha256"]
-    assert json.loads(result.stdout)["artifact"]["sha256"] == recorded
+    assert json.loads(result.stdout)["manifest"]["artifact"]["sha256"] == recorded
 
 
 # ---- cause 6: every output is checked before the work starts ---------------------------------------------

@@ -13,8 +13,8 @@ import pytest
 from onnx import numpy_helper
 from PIL import Image
 
-from conftest import run_cli
 from bad_input_cases import DEMO_CHECKPOINT, DEMO_IMAGES, DEMO_ONNX, Case, run_case
+from conftest import run_cli
 from skdeploy.fileio import sha256_file
 from skdeploy.manifest import load_manifest, write_manifest
 
@@ -126,8 +126,8 @@ def truncated_checkpoint(workspace):
 def mislabelled_fp16_candidate(workspace):
     """A real FP16 calibration of the demo ONNX (its manifest records the top-1 it measured, about 0.9),
     and the 16 images with every label shifted by one class: accuracy near 0 on the same pictures."""
-    from skdeploy.stages.calibrate import CalibrationSettings, calibrate_model
     from skdeploy.log import QUIET, log
+    from skdeploy.stages.calibrate import CalibrationSettings, calibrate_model
 
     with log.verbosity(QUIET):
         calibrate_model(workspace / DEMO_ONNX, workspace / "demo.fp16.onnx",
@@ -252,7 +252,7 @@ def test_classify_takes_an_array_of_uint8_pictures_as_the_same_pictures(demo_run
     # the shipped model gets most of these right: the best class is the label's name for at least 12 of 16
     from skdeploy.data import FASHION_MNIST_CLASSES
 
-    assert sum(row[0][0] == FASHION_MNIST_CLASSES[label] for row, label in zip(from_array, labels)) >= 12
+    assert sum(row[0][0] == FASHION_MNIST_CLASSES[label] for row, label in zip(from_array, labels, strict=True)) >= 12
 
 
 def test_classify_answers_every_class_with_top_k_equal_to_the_classes(demo_runner, workspace):

@@ -4,12 +4,11 @@ import json
 import pytest
 
 from conftest import run_cli
-from validation_helpers import static_batch_copy
-
 from skdeploy.bench import BenchSettings, bench, bench_runner, latency_stats
 from skdeploy.commands.bench import parse_batches
 from skdeploy.errors import UsageError
 from skdeploy.runners import OnnxRuntimeRunner
+from validation_helpers import static_batch_copy
 
 
 def test_latency_stats_percentiles_and_throughput():
@@ -43,7 +42,7 @@ def test_bench_api_with_pytorch_baseline(demo_checkpoint_export):
     assert result.baseline == result.targets[0].target == "pytorch:demo.onnx"
     baseline, onnx_rows = result.targets[0].rows, result.targets[1].rows
     assert [r["speedup"] for r in baseline] == [1.0, 1.0]
-    for row, base in zip(onnx_rows, baseline):
+    for row, base in zip(onnx_rows, baseline, strict=True):
         assert row["speedup"] == pytest.approx(base["p50_ms"] / row["p50_ms"])
     record = result.record()
     assert record["settings"] == {"batches": [1, 2], "iterations": 2, "warmup": 1}

@@ -10,11 +10,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from conftest import REPO, as_stored, recorded_stage, run_cli
-from skdeploy.stages.calibrate import CalibrationSettings, calibrate_model
 from skdeploy.errors import SkdeployError, UsageError
 from skdeploy.manifest import load_manifest
 from skdeploy.models import REGISTRY
 from skdeploy.runners import OnnxRuntimeRunner
+from skdeploy.stages.calibrate import CalibrationSettings, calibrate_model
 
 QUICK = dict(calib_images=64, holdout_images=200)
 
@@ -154,7 +154,8 @@ def test_agreement_is_a_fraction_in_json_and_a_percentage_on_screen(demo, tmp_pa
     line = next(line for line in shown.stdout.splitlines() if line.startswith("top-1 drop"))
     agreement, top1, reference_top1 = (float(x) for x in re.findall(r"([0-9.]+)%", line))
     assert agreement == pytest.approx(100 * accuracy["agreement"], abs=0.005)
-    assert (top1, reference_top1) == pytest.approx((100 * accuracy["top1"], 100 * accuracy["reference_top1"]), abs=0.005)
+    expected = (100 * accuracy["top1"], 100 * accuracy["reference_top1"])
+    assert (top1, reference_top1) == pytest.approx(expected, abs=0.005)
 
 
 def test_methods_give_different_ranges_on_real_data(calibrated):

@@ -7,10 +7,10 @@ import json
 import onnx
 import pytest
 
-from skdeploy.stages.calibrate import CalibrationSettings, calibrate_model
 from skdeploy.calib.convert import int8_with_fallback
 from skdeploy.calib.qdq import plan_int8
 from skdeploy.stages.build import BuildSettings, build_engine
+from skdeploy.stages.calibrate import CalibrationSettings, calibrate_model
 
 pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX (pip install 'skdeploy[rtx]') builds the engines")
 

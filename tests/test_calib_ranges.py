@@ -1,5 +1,6 @@
 """Range math of skdeploy.calib: streaming histograms, the three methods, the TensorRT table format.
 Pure numpy; the end-to-end tests on real models and data are in test_calib.py."""
+import itertools
 import math
 import struct
 
@@ -21,7 +22,7 @@ def kl_threshold_by_loop(hist: TensorHistogram) -> float:
         kept = counts[:i]
         expanded = np.zeros(i)
         edges = [(j * i) // QUANT_LEVELS for j in range(QUANT_LEVELS + 1)]
-        for start, stop in zip(edges[:-1], edges[1:]):
+        for start, stop in itertools.pairwise(edges):
             nonzero = reference[start:stop] > 0
             if nonzero.any():
                 expanded[start:stop][nonzero] = kept[start:stop].sum() / nonzero.sum()

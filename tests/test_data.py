@@ -11,9 +11,17 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from conftest import REPO
-
-from skdeploy.data import InputShape, Preprocessing, default_calibration_path, fashion_mnist_file, \
-    load_fashion_mnist, open_data, open_source, pad_batch, select_calibration
+from skdeploy.data import (
+    InputShape,
+    Preprocessing,
+    default_calibration_path,
+    fashion_mnist_file,
+    load_fashion_mnist,
+    open_data,
+    open_source,
+    pad_batch,
+    select_calibration,
+)
 from skdeploy.errors import SkdeployError
 
 IDENTITY_GRAY = Preprocessing(resize=2, crop=(2, 2), mean=(0.0,), std=(1.0,), channel_order="GRAY", scale=1.0)

@@ -149,8 +149,9 @@ def classic_bundle(demo_artifacts, tmp_path_factory):
 
 
 def test_the_triton_bundle_has_an_onnxruntime_model_and_a_plan_model_the_server_builds(classic_bundle):
-    from skdeploy.commands.build_engine import command as build_engine
     from test_serving import parse_pbtxt
+
+    from skdeploy.commands.build_engine import command as build_engine
 
     name = "sknet-fmnist"
     onnx_folder = classic_bundle / "triton" / "model_repository" / name

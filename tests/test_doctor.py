@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 from bad_input_cases import checkout_environment
-
 from skdeploy.runners import doctor
 
 

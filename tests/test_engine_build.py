@@ -17,14 +17,13 @@ import pytest
 from onnx import TensorProto, helper
 
 from conftest import as_stored, recorded_stage, run_cli
-from support.fake_tensorrt import API, PLAN_MARKER, make_fake_tensorrt, plan_summary
 from skdeploy.engine import TARGETS, plan_build
-from skdeploy.stages.build import BuildSettings, build_engine
 from skdeploy.errors import MissingDependency, SkdeployError, UsageError
 from skdeploy.fileio import sha256_file
 from skdeploy.manifest import load_manifest
-from skdeploy.stages.build import build
+from skdeploy.stages.build import BuildSettings, build, build_engine
 from skdeploy.trt import capabilities_of
+from support.fake_tensorrt import API, PLAN_MARKER, make_fake_tensorrt, plan_summary
 
 trt_rtx = pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX (pip install 'skdeploy[rtx]') builds the engines")
 
@@ -275,13 +274,14 @@ def test_rtx_cannot_build_compute_capability_9_0(exported, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--backend", "tensorrt-rtx", "--target", "jetson-orin"], "tensorrt-rtx builds: rtx"),
-    (["--target", "rtx", "--dla-core", "0", "--int8"], "target rtx has no DLA; DLA targets: jetson-orin, jetson-xavier"),
+    (["--target", "rtx", "--dla-core", "0", "--int8"],
+     "target rtx has no DLA; DLA targets: jetson-orin, jetson-xavier"),
     (["--target", "rtx", "--hardware-compatibility", "ampere-plus"], "through --compute-capability"),
     (["--target", "rtx", "--version-compatible"], "cannot build version-compatible engines"),
     (["--target", "rtx", "--weakly-typed"], "builds strongly typed networks only"),
     (["--target", "rtx", "--timing-cache", "x.cache"], "has no timing cache"),
     (["--target", "rtx", "--min-batch", "8", "--max-batch", "4"], "1 <= min <= opt <= max"),
-    (["--target", "rtx", "--workspace", "lots"], "size like 2GiB"),
+    (["--target", "rtx", "--workspace", "lots"], "size with a unit (B, KB, MB, GB, KiB, MiB, GiB), e.g. 2GiB"),
 ])
 def test_rtx_refuses_what_it_cannot_build(exported, tmp_path, args, message):
     result = run_cli("build-engine", exported("sknet-fmnist", dynamic_batch=True), *args, "-o", tmp_path / "x.engine")
@@ -445,7 +445,8 @@ def test_classic_dla_static_shape_gpu_fallback_and_listed_layers(fake_trt, expor
     trt = fake_trt(version)
     source = exported("sknet-fmnist", dynamic_batch=True)
     settings = BuildSettings(backend="tensorrt", target="jetson-orin", dla_core=1, precision="fp16", opt_batch=4)
-    with pytest.raises(UsageError, match=r"layers cannot run on the DLA \(.*\(GLOBALAVERAGEPOOL\).*`gpu_fallback=True`"):
+    with pytest.raises(UsageError,
+                       match=r"layers cannot run on the DLA \(.*\(GLOBALAVERAGEPOOL\).*`gpu_fallback=True`"):
         build_engine(source, tmp_path / "e.engine", settings)
     trt.calls.clear()
     settings.gpu_fallback = True
@@ -481,7 +482,8 @@ def test_classic_dla_int8_sets_fp16_too_and_needs_reduced_precision(fake_trt, tm
 def test_classic_11_refusals(fake_trt, tmp_path, settings, message):
     fake_trt("11.0.0")
     with pytest.raises(UsageError, match=message):
-        build_engine(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "e.engine", BuildSettings(backend="tensorrt", **settings))
+        build_engine(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "e.engine",
+                     BuildSettings(backend="tensorrt", **settings))
 
 
 @pytest.mark.parametrize("version, level, allowed", [
@@ -492,7 +494,8 @@ def test_classic_hardware_compatibility_levels(fake_trt, tmp_path, version, leve
     trt = fake_trt(version)
     settings = BuildSettings(backend="tensorrt", hardware_compatibility=level)
     if not allowed:
-        with pytest.raises(UsageError, match=f"cannot build hardware compatibility {level}; it can: none, ampere-plus$"):
+        refusal = f"cannot build hardware compatibility {level}; it can: none, ampere-plus$"
+        with pytest.raises(UsageError, match=refusal):
             build_engine(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "e.engine", settings)
         return
     engine = build_engine(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "e.engine", settings).engine
@@ -567,7 +570,9 @@ def gpu_backend():
 
     if installed("tensorrt"):
         return "tensorrt", None
-    return ("tensorrt-rtx", None) if installed("tensorrt-rtx") else (None, "neither tensorrt nor tensorrt_rtx installed")
+    if installed("tensorrt-rtx"):
+        return "tensorrt-rtx", None
+    return None, "neither tensorrt nor tensorrt_rtx installed"
 
 
 @pytest.mark.gpu

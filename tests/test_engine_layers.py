@@ -7,14 +7,14 @@ import sys
 
 import onnx
 import pytest
-from conftest import run_cli
-from support.fake_tensorrt import make_fake_tensorrt
 
+from conftest import run_cli
 from skdeploy.engine import layers_path
 from skdeploy.errors import SkdeployError
 from skdeploy.log import QUIET, log
 from skdeploy.manifest import load_manifest
 from skdeploy.stages.build import BuildSettings, build_engine
+from support.fake_tensorrt import make_fake_tensorrt
 
 pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX (pip install 'skdeploy[rtx]') builds the engines")
 
@@ -104,7 +104,8 @@ def test_classic_tensorrt_reads_the_engine_inspector(demo_int8, tmp_path, monkey
     assert ("get_engine_information", "JSON") in fake.calls
     summary = result.engine.layers
     assert summary["source"] == "engine-inspector"
-    assert summary["convolutions"]["fp32"] == ["/layers/layers.2/conv3/Conv"] and len(summary["convolutions"]["int8"]) == 33
+    assert summary["convolutions"]["fp32"] == ["/layers/layers.2/conv3/Conv"]
+    assert len(summary["convolutions"]["int8"]) == 33
     assert summary["unrealized_int8"] == [{"conv": "/layers/layers.2/conv3/Conv", "precision": "fp32"}]
 
 

@@ -67,8 +67,8 @@ def test_export_cli_writes_onnx_and_manifest(demo_state, tmp_path):
 
 
 def test_export_api_returns_the_result_its_manifest_records(demo_state, tmp_path):
-    from skdeploy.stages.export import ExportSettings, export_model
     from skdeploy.fileio import sha256_file
+    from skdeploy.stages.export import ExportSettings, export_model
 
     _, paths = demo_state
     out = tmp_path / "demo.onnx"

@@ -12,8 +12,8 @@ from onnx import TensorProto, helper, numpy_helper
 from conftest import randomize_bn, run_cli
 from skdeploy.errors import UsageError
 from skdeploy.graph import optimize_graph
-from skdeploy.stages.optimize import optimize_onnx
 from skdeploy.onnx.io import node_counts
+from skdeploy.stages.optimize import optimize_onnx
 
 PARITY = 1e-5
 NEWEST_OPSET = onnx.defs.onnx_opset_version()
@@ -75,7 +75,7 @@ def run_ort(model_or_path, feed):
 
     source = model_or_path if isinstance(model_or_path, str) else model_or_path.SerializeToString()
     session = onnxruntime.InferenceSession(source, providers=["CPUExecutionProvider"])
-    return dict(zip([o.name for o in session.get_outputs()], session.run(None, feed)))
+    return dict(zip([o.name for o in session.get_outputs()], session.run(None, feed), strict=True))
 
 
 def max_rel(expected, got) -> float:
@@ -150,7 +150,8 @@ def test_weights_from_constant_and_constant_of_shape_nodes_are_folded_first(tmp_
              helper.make_node("ConstantOfShape", ["shape"], ["zeros"], value=weight("zero", [0.0])),
              helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
              helper.make_node("BatchNormalization", ["c", "s", "zeros", "zeros", "v"], ["y"])]
-    graph = helper.make_graph(nodes, "constants", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+    graph = helper.make_graph(nodes, "constants",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=7)
     source, output, result = optimize_file(model, tmp_path)

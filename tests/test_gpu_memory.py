@@ -15,8 +15,7 @@ import types
 import numpy as np
 import pytest
 
-from skdeploy.runners import TensorRTRunner
-from skdeploy.runners import trt as trt_runner
+from skdeploy.runners import TensorRTRunner, trt as trt_runner
 
 pytestmark = pytest.mark.gpu
 
@@ -159,8 +158,8 @@ def gpu_engine(request, tmp_path, monkeypatch):
     path = tmp_path / "standin.engine"
     path.write_bytes(PLAN)
     sidecar = {"format": "skdeploy-manifest/1", "engine": {
-        "backend": "tensorrt", "backend_version": "10.3.0", "compute_capabilities": [], "hardware_compatibility": "none",
-        "version_compatible": False, "dla_core": None, "precision": "fp32"}}
+        "backend": "tensorrt", "backend_version": "10.3.0", "compute_capabilities": [],
+        "hardware_compatibility": "none", "version_compatible": False, "dla_core": None, "precision": "fp32"}}
     path.with_name("standin.engine.json").write_text(json.dumps(sidecar))
     return path, trt, request.param
 
@@ -219,7 +218,7 @@ def test_eight_threads_share_one_runner(gpu_engine):
             thread.start()
         for thread in threads:
             thread.join()
-    for single, threaded in zip(alone, shared):
+    for single, threaded in zip(alone, shared, strict=True):
         np.testing.assert_array_equal(threaded, single)
 
 

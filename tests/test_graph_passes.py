@@ -19,14 +19,13 @@ from torch import nn
 from conftest import ARTICLE_SKNET, as_stored, randomize_bn, recorded_stage, run_cli
 from skdeploy.errors import SkdeployError, UsageError
 from skdeploy.fileio import sha256_file
-from skdeploy.graph import optimize_graph
-from skdeploy.stages.optimize import optimize_onnx
-from skdeploy.graph import sk_select
+from skdeploy.graph import optimize_graph, sk_select
 from skdeploy.graph.passes import as_report
 from skdeploy.graph.rewrite import TOLERANCE
 from skdeploy.manifest import load_manifest
 from skdeploy.onnx.io import node_counts
 from skdeploy.runners import OnnxRuntimeRunner
+from skdeploy.stages.optimize import optimize_onnx
 
 PARITY = 1e-5  # max |onnx - pytorch| / max |pytorch| after all passes
 SHAPE_OPS = ("Shape", "Gather", "ConstantOfShape", "Split")
@@ -98,8 +97,8 @@ _UNIT_CACHE = {}
 def unit_export(tmp_path_factory):
     """unit_export(spec, kwargs, input_shape, exporter, **settings) -> (path, ExportResult): a small module
     exported through `export_model` with all passes, parity against PyTorch held to 1e-5."""
-    from skdeploy.stages.export import ExportSettings, export_model
     from skdeploy.models import load_model
+    from skdeploy.stages.export import ExportSettings, export_model
 
     def export(spec, kwargs, input_shape, exporter, **settings):
         key = (spec, json.dumps(kwargs, sort_keys=True), input_shape, exporter, tuple(sorted(settings.items())))

@@ -99,7 +99,8 @@ def imported_modules(path: Path, root: Path = REPO) -> list:
                       for alias in node.names]
         elif (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
               and isinstance(node.args[0].value, str)
-              and (getattr(node.func, "id", None) == "__import__" or getattr(node.func, "attr", None) == "import_module")):
+              and (getattr(node.func, "id", None) == "__import__"
+                   or getattr(node.func, "attr", None) == "import_module")):
             found.append((node.lineno, node.args[0].value))
     return sorted((line, module) for line, module in found if module == "skdeploy" or module.startswith("skdeploy."))
 

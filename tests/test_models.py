@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from conftest import randomize_bn, run_cli
-from skdeploy.errors import UsageError
 from skdeploy.commands.export import parse_input_shape, parse_kwargs
+from skdeploy.errors import UsageError
 from skdeploy.models import REGISTRY, load_model
 from skdeploy.models.flops import count_macs
 from skdeploy.models.sk import SKConv, sknet50, sknet101

@@ -10,7 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from skdeploy.calib.qdq import plan_int8, insert_qdq
+from skdeploy.calib.qdq import insert_qdq, plan_int8
 from skdeploy.errors import SkdeployError
 from skdeploy.graph import describe
 from skdeploy.graph.fold_bn import FoldReport

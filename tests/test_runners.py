@@ -8,13 +8,12 @@ import threading
 
 import numpy as np
 import pytest
-from support.fake_tensorrt import PLAN, FakeDeviceMemory, make_fake_trt
-from validation_helpers import static_batch_copy
 
 from skdeploy.errors import SkdeployError, UsageError
-from skdeploy.runners import OnnxRuntimeRunner, TensorRTRunner, TorchRunner, classify, load_runner
-from skdeploy.runners import trt as trt_runner
+from skdeploy.runners import OnnxRuntimeRunner, TensorRTRunner, TorchRunner, classify, load_runner, trt as trt_runner
 from skdeploy.trt import compat
+from support.fake_tensorrt import PLAN, FakeDeviceMemory, make_fake_trt
+from validation_helpers import static_batch_copy
 
 # ---- onnxruntime and PyTorch, for real ----------------------------------------------------------
 
@@ -125,7 +124,7 @@ def test_load_runner_and_classify_use_the_manifest(demo_checkpoint_export, demo_
     from skdeploy.data import FASHION_MNIST_CLASSES
 
     assert len(top) == 3 and all(len(row) == 3 for row in top)
-    for row, sample_logits in zip(top, logits):
+    for row, sample_logits in zip(top, logits, strict=True):
         assert row[0][0] == FASHION_MNIST_CLASSES[int(np.argmax(sample_logits))]
         assert row[0][1] >= row[1][1] >= row[2][1] and 0 < sum(p for _, p in row) <= 1.0 + 1e-9
 

@@ -13,17 +13,15 @@ import types
 
 import numpy as np
 import pytest
-from fake_pycuda import make_fake_pycuda
-from support.fake_tensorrt import make_fake_tensorrt
 from test_engine_build import fake_trt, tiny_onnx  # noqa: F401 (fake_trt is a fixture)
-from support.fake_tensorrt import FakeDeviceMemory
 from test_runners import engine_section, expected_logits, fake_engine, write_fake_engine  # noqa: F401
 
-from skdeploy.stages.build import BuildSettings, build_engine
+from fake_pycuda import make_fake_pycuda
 from skdeploy.errors import MissingDependency, SkdeployError, UsageError
-from skdeploy.runners import TensorRTRunner
-from skdeploy.runners import cudamem
+from skdeploy.runners import TensorRTRunner, cudamem
 from skdeploy.runners.trt import invalidity_reasons
+from skdeploy.stages.build import BuildSettings, build_engine
+from support.fake_tensorrt import FakeDeviceMemory, make_fake_tensorrt
 
 CLASSIC_10 = dict(backend="tensorrt", backend_version="10.3.0", compute_capabilities=[])
 

@@ -18,12 +18,10 @@ import types
 from pathlib import Path
 
 import pytest
-import trt_surface
-from support.fake_tensorrt import API as FAKE_API
-from support.fake_tensorrt import make_fake_tensorrt
-from support.fake_tensorrt import FakeDeviceMemory, make_fake_trt
 
+import trt_surface
 from skdeploy.trt import capabilities_of
+from support.fake_tensorrt import API as FAKE_API, FakeDeviceMemory, make_fake_tensorrt, make_fake_trt
 
 ROOT = Path(__file__).resolve().parents[1]
 TRT_CODE = sorted((ROOT / "skdeploy" / "engine").glob("*.py")) + sorted((ROOT / "skdeploy" / "trt").glob("*.py")) \
@@ -329,7 +327,8 @@ def test_fake_tensorrt_has_only_real_names(surfaces):
 
 @pytest.mark.parametrize("real, options", [("rtx", {}), ("10.3.0", {"version": "10.3.0", "rtx": False})])
 def test_runner_fake_has_only_real_names(surfaces, real, options):
-    """make_fake_trt (tests/support/fake_tensorrt.py) stands for TensorRT-RTX, or with rtx=False for classic TensorRT."""
+    """make_fake_trt (tests/support/fake_tensorrt.py) stands for TensorRT-RTX, or with rtx=False for classic
+    TensorRT."""
     memory = FakeDeviceMemory()
     trt = make_fake_trt(memory=memory, **options)
     engine = trt.Runtime(None).deserialize_cuda_engine(b"FAKE-TRT-RUNTIME-PLAN")

@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from validation_helpers import perturbed_copy
-
 from skdeploy.compare import accuracy, error_histogram, logit_agreement, prediction_agreement, top_k
 from skdeploy.data import Preprocessing, inputs_sha256, open_data
 from skdeploy.errors import UsageError
+from validation_helpers import perturbed_copy
 
 LIMIT = 96
 
@@ -155,7 +154,7 @@ def test_validate_api_returns_typed_verdicts_whose_record_is_the_json(candidates
     record = json.loads(json.dumps(result.record()))
     assert list(record) == list(on_screen) and record["data"] == on_screen["data"]
     assert [list(c) for c in record["candidates"]] == [list(c) for c in on_screen["candidates"]]
-    for recorded, printed in zip(record["candidates"], on_screen["candidates"]):
+    for recorded, printed in zip(record["candidates"], on_screen["candidates"], strict=True):
         assert recorded["metrics"] == pytest.approx(printed["metrics"])
 
 

@@ -7,19 +7,23 @@ With labels the drop is reference accuracy minus candidate accuracy; without lab
 own predictions are the labels, so the drop is 100 * (1 - agreement). Agreement and accuracy are
 fractions, drops are percentage points.
 """
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import onnx
 
 from ..data import Preprocessing, Selection, pad_batch
 from ..deps import available
 from ..errors import SkdeployError
+from ..fileio import PathLike
 from ..log import log
 from ..models.entry import ModelEntry
 from ..reference import reference_from_manifest
 
 
-def runs(model, selection: Selection, indices, batch_size: int, description: str):
+def runs(model: onnx.ModelProto | PathLike, selection: Selection, indices: Sequence[int], batch_size: int,
+         description: str) -> Iterator[tuple]:
     """(every output, samples in the batch) per batch of `indices` through onnxruntime, with progress: for
     the sensitivity model, whose outputs are per-batch sums rather than per-sample logits. A model with a
     static batch gets its own batch size, the last one padded."""
@@ -34,7 +38,8 @@ def runs(model, selection: Selection, indices, batch_size: int, description: str
             advance(len(batch))
 
 
-def onnx_predictions(model, selection: Selection, indices, batch_size: int, description: str) -> np.ndarray:
+def onnx_predictions(model: onnx.ModelProto | PathLike, selection: Selection, indices: Sequence[int],
+                     batch_size: int, description: str) -> np.ndarray:
     """Top-1 class per held-out sample from onnxruntime (`model` is a ModelProto or a path), through
     Runner.run_batched as every other run over a data set."""
     from ..runners.onnxrt import OnnxRuntimeRunner
@@ -80,7 +85,7 @@ class Judge:
     """Scores candidate predictions against the reference on one held-out split."""
 
     reference: np.ndarray
-    labels: np.ndarray  # or None
+    labels: np.ndarray | None  # None when the data has no labels
     reference_kind: str
 
     def score(self, predictions: np.ndarray) -> dict:
@@ -99,7 +104,8 @@ class Judge:
         return result
 
 
-def unit_errors(shadow_model, outputs: dict, selection: Selection, indices, batch_size: int) -> dict:
+def unit_errors(shadow_model: onnx.ModelProto, outputs: dict, selection: Selection, indices: Sequence[int],
+                batch_size: int) -> dict:
     """{unit: noise-to-signal power ratio of its own quantisation} over the held-out samples."""
     error = dict.fromkeys(outputs, 0.0)
     signal = dict.fromkeys(outputs, 0.0)
@@ -116,7 +122,7 @@ def rank_by_sensitivity(errors: dict) -> list:
     return sorted(errors, key=lambda unit: -errors[unit])
 
 
-def smallest_fallback(count: int, meets) -> int:
+def smallest_fallback(count: int, meets: Callable[[int], bool]) -> int:
     """The smallest k in 1..count with meets(k), assuming meets is (nearly) monotone: gallop 1, 2, 4, ...
     then bisect. meets(count) must already be known true. Each k is evaluated at most once."""
     cache = {}

@@ -12,7 +12,7 @@ import json
 import struct
 from pathlib import Path
 
-from ..fileio import write_text_atomic
+from ..fileio import PathLike, write_text_atomic
 from ..log import log
 from .qdq import activation_scale
 
@@ -21,15 +21,15 @@ TABLE_ALGORITHM = {"entropy": "EntropyCalibration2", "max": "MinMaxCalibration",
                    "percentile": "EntropyCalibration2", "mse": "EntropyCalibration2"}
 
 
-def ranges_path(output) -> Path:
+def ranges_path(output: PathLike) -> Path:
     return Path(str(output) + ".ranges.json")
 
 
-def table_path(output) -> Path:
+def table_path(output: PathLike) -> Path:
     return Path(str(output) + ".calib.table")
 
 
-def load_ranges(path: Path, key: dict):
+def load_ranges(path: Path, key: dict) -> dict | None:
     """The cached tensors when `path` holds ranges for exactly `key`, else None."""
     if not path.exists():
         return None

@@ -15,6 +15,7 @@ bounds peak memory whatever the number of images.
 import copy
 import math
 import time
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import numpy as np
@@ -46,7 +47,7 @@ VALUES_PER_SAMPLE = 2 ** 16
 def nonnegative_tensors(index: GraphIndex) -> set:
     """Activations that cannot be negative: outputs of NONNEGATIVE_OPS, and of SIGN_KEEPING_OPS reading only
     such tensors or non-negative constants. Their minimum is not measured (it is at least 0)."""
-    known = set()
+    known: set[str] = set()
 
     def nonnegative(name):
         if name in known:
@@ -115,8 +116,8 @@ def sample_stride(index: GraphIndex, name: str) -> int:
     return 1 if per_sample <= VALUES_PER_SAMPLE else math.ceil(math.sqrt(per_sample / VALUES_PER_SAMPLE))
 
 
-def probe_model(model: onnx.ModelProto, index: GraphIndex, measured, nonnegative: set, histogram_tensors) \
-        -> onnx.ModelProto:
+def probe_model(model: onnx.ModelProto, index: GraphIndex, measured: Iterable[str], nonnegative: set,
+                histogram_tensors: Iterable[str]) -> onnx.ModelProto:
     """A copy of `model` that also returns the largest (and, unless non-negative, smallest) value of each
     tensor in `measured`, and a histogram sample of each of `histogram_tensors`."""
     probed = copy.deepcopy(model)
@@ -124,8 +125,8 @@ def probe_model(model: onnx.ModelProto, index: GraphIndex, measured, nonnegative
     present = {o.name for o in probed.graph.output}
     nodes = []
 
-    def measure(name):
-        def output(tensor):
+    def measure(name: str) -> None:
+        def output(tensor: str) -> None:
             if tensor not in present:
                 probed.graph.output.append(helper.make_tensor_value_info(tensor, index.elem_type(name), None))
                 present.add(tensor)
@@ -159,7 +160,7 @@ def probe_model(model: onnx.ModelProto, index: GraphIndex, measured, nonnegative
     return probed
 
 
-def bytes_per_sample(index: GraphIndex, names) -> int:
+def bytes_per_sample(index: GraphIndex, names: Iterable[str]) -> int:
     total = 0
     for name in names:
         dims = index.shape(name) or []
@@ -167,13 +168,13 @@ def bytes_per_sample(index: GraphIndex, names) -> int:
     return total
 
 
-def batch_size_for(index: GraphIndex, names, memory_mb: int) -> int:
+def batch_size_for(index: GraphIndex, names: Iterable[str], memory_mb: int) -> int:
     """As many samples as fit `memory_mb` of the tensors `names`."""
     per_sample = max(1, bytes_per_sample(index, names))
     return int(np.clip(memory_mb * 2 ** 20 // per_sample, 1, MAX_AUTO_BATCH))
 
 
-def overflow_message(name) -> str:
+def overflow_message(name: str) -> str:
     return f"tensor {name!r} is NaN or infinite on the calibration data; the FP32 model itself overflows"
 
 
@@ -184,8 +185,8 @@ class Statistics(NamedTuple):
     seconds: float  # the image loop: decoding, the probed model, binning (not opening the session)
 
 
-def collect_statistics(model: onnx.ModelProto, selection: Selection, histogram_tensors, bins: int,
-                       memory_mb: int, batch_size: int = None) -> Statistics:
+def collect_statistics(model: onnx.ModelProto, selection: Selection, histogram_tensors: Iterable[str], bins: int,
+                       memory_mb: int, batch_size: int | None = None) -> Statistics:
     from ..runners.onnxrt import OnnxRuntimeRunner
 
     index = GraphIndex(model)
@@ -230,7 +231,7 @@ def collect_statistics(model: onnx.ModelProto, selection: Selection, histogram_t
 
 
 def _bin(histogram: TensorHistogram, values: np.ndarray, real: int, static: bool, high: float, low: float,
-         name: str):
+         name: str) -> None:
     if static and values.ndim and values.shape[0] > real:
         values = values[:real]
     per_sample = values.size // max(1, len(values)) if values.ndim else values.size

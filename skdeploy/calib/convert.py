@@ -135,7 +135,7 @@ def collect_ranges(model, selection, settings, onnx_sha256, output) -> tuple:
 class Evaluation:
     """The held-out split, its reference predictions, and a scorer for candidate models."""
 
-    def __init__(self, model, manifest, artifact, selection, batch_size):
+    def __init__(self, model, manifest, artifact, selection, batch_size) -> None:
         self.selection, self.batch_size = selection, batch_size
         self.indices = selection.holdout
         labels = selection.source.labels
@@ -164,6 +164,8 @@ def int8_with_fallback(model, plan_exclude, amax, absmax, settings, fallen):
 def build_int8(model, ranges, settings, evaluation) -> tuple:
     amax = {name: entry["amax"] for name, entry in ranges.items() if "amax" in entry}
     absmax = {name: entry["absmax"] for name, entry in ranges.items()}
+    for name in sorted(amax):
+        log.debug(f"range {name}: amax {amax[name]:.4g} of largest |x| {absmax[name]:.4g} ({settings.method})")
     plan = plan_int8(model, exclude=settings.keep_fp32)
     if not plan.units:
         raise UsageError("the model has no Conv, Gemm or MatMul to quantize")

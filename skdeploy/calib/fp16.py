@@ -6,6 +6,7 @@ or writes exceeded the FP16 limit on the calibration data (storing such a value 
 overflow whichever side of a Cast it sat on).
 """
 import copy
+from collections.abc import Iterable
 
 import numpy as np
 import onnx
@@ -20,11 +21,11 @@ FP32_ONLY_OPS = {"QuantizeLinear", "DequantizeLinear", "Resize", "Upsample", "Ra
                  "NonMaxSuppression", "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike"}
 
 
-def float_tensors(node, index: GraphIndex) -> list:
+def float_tensors(node: onnx.NodeProto, index: GraphIndex) -> list:
     return [name for name in list(node.input) + list(node.output) if name and index.is_float(name)]
 
 
-def check_keep_fp32(model: onnx.ModelProto, keep_fp32) -> None:
+def check_keep_fp32(model: onnx.ModelProto, keep_fp32: Iterable[str]) -> None:
     """Every name in `keep_fp32` must be a node of `model`: a misspelt name would keep nothing FP32."""
     names = {node.name for node in model.graph.node}
     unknown = sorted(set(keep_fp32) - names)
@@ -33,7 +34,8 @@ def check_keep_fp32(model: onnx.ModelProto, keep_fp32) -> None:
                          f"or Netron (e.g. {next(iter(sorted(names)))!r})")
 
 
-def fp16_candidates(model: onnx.ModelProto, keep_fp32=(), absmax=None, limit=FP16_MAX) -> tuple:
+def fp16_candidates(model: onnx.ModelProto, keep_fp32: Iterable[str] = (), absmax: dict | None = None,
+                    limit: float = FP16_MAX) -> tuple:
     """(node names to convert, {node name: why it stays FP32}) for a whole-model conversion."""
     check_keep_fp32(model, keep_fp32)
     index = GraphIndex(model)
@@ -53,7 +55,7 @@ def fp16_candidates(model: onnx.ModelProto, keep_fp32=(), absmax=None, limit=FP1
     return convert, kept
 
 
-def fp32_reason(node, index: GraphIndex, floats: list, absmax: dict, limit: float) -> str:
+def fp32_reason(node: onnx.NodeProto, index: GraphIndex, floats: list, absmax: dict, limit: float) -> str:
     """Why `node` cannot compute in FP16, or an empty string."""
     if node.op_type in FP32_ONLY_OPS:
         return f"{node.op_type} takes float32 parameters"
@@ -68,7 +70,7 @@ def fp32_reason(node, index: GraphIndex, floats: list, absmax: dict, limit: floa
     return ""
 
 
-def constant_values(name, index: GraphIndex):
+def constant_values(name: str, index: GraphIndex) -> np.ndarray | None:
     """The values of an initializer or of a Constant node's output (calibration measures neither), else None."""
     if name in index.initializers:
         return numpy_helper.to_array(index.initializers[name])
@@ -93,7 +95,7 @@ def _to_fp16_constant(node) -> None:
             attribute.i = TensorProto.FLOAT16
 
 
-def convert_fp16(model: onnx.ModelProto, fp16_nodes, fp16_io: bool = False) -> onnx.ModelProto:
+def convert_fp16(model: onnx.ModelProto, fp16_nodes: Iterable[str], fp16_io: bool = False) -> onnx.ModelProto:
     """A copy of `model` whose `fp16_nodes` compute in FP16. Graph inputs and outputs keep FP32 unless
     `fp16_io`; Casts are shared per tensor, and weights read only by FP16 nodes are stored as FP16."""
     fp16_nodes = set(fp16_nodes)
@@ -127,7 +129,7 @@ def _tensor_types(index: GraphIndex, graph, fp16_nodes: set, fp16_io: bool) -> d
 def _convert_weights(index: GraphIndex, graph, fp16_nodes: set) -> tuple:
     """Store a float weight as FP16 when only FP16 nodes read it; one read by both precisions stays FP32
     and gets an FP16 copy. Returns ({weight: its element type}, {weight: its FP16 copy})."""
-    readers = {}  # initializer -> set of precisions that read it (True: FP16)
+    readers: dict[str, set[bool]] = {}  # initializer -> set of precisions that read it (True: FP16)
     for node in graph.node:
         for name in node.input:
             if name in index.initializers and index.is_float(name):

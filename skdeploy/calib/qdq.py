@@ -10,6 +10,7 @@ Placement follows what TensorRT fuses (and what NVIDIA ModelOpt's ONNX PTQ does)
   - nothing else: Sigmoid, Softmax, Mul, Reshape, pooling stay in floating point.
 """
 import copy
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,7 +38,7 @@ class Int8Plan:
     weight_axes: dict = field(default_factory=dict)  # node name -> (input index, channel axis)
     units: list = field(default_factory=list)  # node names, graph order
 
-    def activation_tensors(self, model) -> list:
+    def activation_tensors(self, model: onnx.ModelProto) -> list:
         nodes = {node.name: node for node in model.graph.node}
         names = []
         for node_name, slots in self.activation_slots.items():
@@ -106,7 +107,7 @@ def _quantizable(node, index: GraphIndex) -> list:
             and index.is_float(node.input[s])]
 
 
-def plan_int8(model: onnx.ModelProto, exclude=()) -> Int8Plan:
+def plan_int8(model: onnx.ModelProto, exclude: Iterable[str] = ()) -> Int8Plan:
     """The Q/DQ placement for `model`, leaving the nodes named in `exclude` in floating point. A residual
     Add whose main Conv is excluded stays float too (nothing to fuse into). Every tensor this plan
     quantizes is one that the plan without exclusions quantizes."""
@@ -154,9 +155,11 @@ def quantize_weight(weight: np.ndarray, axis: int) -> tuple:
 class QdqBuilder:
     """Makes Q/DQ nodes and their constants once per tensor and hands out the dequantized names."""
 
-    def __init__(self, index: GraphIndex, amax: dict):
+    def __init__(self, index: GraphIndex, amax: dict) -> None:
         self.index, self.amax = index, amax
-        self.nodes, self.initializers, self.made = [], [], {}
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self.made: dict[tuple, str] = {}  # (tensor, kind[, axis]) -> its dequantized name
 
     def activation(self, tensor: str) -> str:
         key = ("activation", tensor)
@@ -189,7 +192,7 @@ class QdqBuilder:
             self.made[key] = f"{name}_dequantized"
         return self.made[key]
 
-    def quantized_inputs(self, node, plan: Int8Plan) -> list:
+    def quantized_inputs(self, node: onnx.NodeProto, plan: Int8Plan) -> list:
         """`node`'s inputs with its planned slots pointing at dequantized tensors."""
         inputs = list(node.input)
         for slot in plan.activation_slots.get(node.name, ()):
@@ -200,13 +203,13 @@ class QdqBuilder:
         return inputs
 
 
-def _check_opset(model):
+def _check_opset(model) -> None:
     if opset_of(model) < MIN_OPSET:
         raise UsageError(f"INT8 Q/DQ with per-channel weights needs opset {MIN_OPSET} or newer; this model is "
                          f"opset {opset_of(model)} (re-export with `opset=17`)")
 
 
-def _finish(model, builder: QdqBuilder, nodes: list):
+def _finish(model, builder: QdqBuilder, nodes: list) -> None:
     model.graph.initializer.extend(builder.initializers)
     replace_nodes(model.graph, nodes + builder.nodes)
     prune_initializers(model.graph)

@@ -20,7 +20,7 @@ ALGORITHM = "skdeploy-ranges-6"  # part of the cache key: bump when the range co
 class TensorHistogram:
     """Streaming histogram of absolute values with power-of-two range growth."""
 
-    def __init__(self, bins: int = MIN_BINS):
+    def __init__(self, bins: int = MIN_BINS) -> None:
         self.size = 2 * bins
         self.counts = np.zeros(self.size, np.int64)
         self.top = 0.0  # upper edge of the last bin; 0 until a non-zero value arrives
@@ -29,7 +29,7 @@ class TensorHistogram:
         self.zeros_before_range = 0
         self.batches = 0  # updates so far: the sampling offset
 
-    def update(self, values: np.ndarray, stride: int = 1, peak: float = None, nonnegative: bool = False) -> None:
+    def update(self, values: np.ndarray, stride: int = 1, peak: float | None = None, nonnegative: bool = False) -> None:
         """Fold in `values`: the counts from every `stride`-th (starting at a different offset each batch, so
         every position of a tensor is sampled over the batches), the maximum from all of them, or `peak` when
         the caller measured it on more values than it passes (calibration's in-graph maximum).

@@ -3,16 +3,40 @@ import functools
 
 import click
 
-from ..log import QUIET, log
+from ..log import QUIET, VERBOSE, log
+
+
+def verbosity_options(command: click.Command) -> click.Command:
+    """-v/--verbose (debug lines too: the builder's configuration, the ranges chosen, the passes applied) and
+    -q/--quiet (warnings only) on `command`, for that command alone. The CLI adds them to every command."""
+    if getattr(command, "has_verbosity_options", False):
+        return command
+    command.params += [
+        click.Option(["-v", "--verbose"], is_flag=True, help="Also show how each stage decided (debug lines)."),
+        click.Option(["-q", "--quiet"], is_flag=True, help="Show warnings and errors only."),
+    ]
+    run = command.callback
+
+    @functools.wraps(run)
+    def with_verbosity(*args, verbose: bool = False, quiet: bool = False, **kwargs):
+        if verbose and quiet:
+            raise click.UsageError("-v/--verbose and -q/--quiet exclude each other; choose one")
+        with log.verbosity(VERBOSE if verbose else QUIET if quiet else log.level):
+            return run(*args, **kwargs)
+
+    command.callback = with_verbosity
+    command.has_verbosity_options = True
+    return command
 
 
 def json_option(func):
-    """--json: machine-readable result on stdout; stderr keeps only warnings, for this command alone."""
+    """--json: machine-readable result on stdout; stderr keeps only warnings (debug lines too under -v), for
+    this command alone."""
 
     @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout (no progress).")
     @functools.wraps(func)
-    def wrapper(*args, as_json=False, **kwargs):
-        with log.verbosity(QUIET if as_json else log.level):
+    def wrapper(*args, as_json: bool = False, **kwargs):
+        with log.verbosity(QUIET if as_json and log.level > VERBOSE else log.level):
             return func(*args, as_json=as_json, **kwargs)
 
     return wrapper
@@ -23,13 +47,15 @@ def verify_option(func):
 
     @click.option("--no-verify", is_flag=True, help="Skip checking each artifact's sha256 against its manifest.")
     @functools.wraps(func)
-    def wrapper(*args, no_verify=False, **kwargs):
+    def wrapper(*args, no_verify: bool = False, **kwargs):
         from ..manifest import hash_checks
 
         with hash_checks(not no_verify):
             return func(*args, **kwargs)
 
     return wrapper
+
+
 def precision_options(int8: str, fp16: str):
     """--int8 and --fp16 (their help texts), given to the command as one `precision` argument: "int8",
     "fp16" or None. Both at once contradict each other and are refused."""
@@ -38,7 +64,7 @@ def precision_options(int8: str, fp16: str):
         @click.option("--int8", is_flag=True, help=int8)
         @click.option("--fp16", is_flag=True, help=fp16)
         @functools.wraps(func)
-        def wrapper(*args, int8=False, fp16=False, **kwargs):
+        def wrapper(*args, int8: bool = False, fp16: bool = False, **kwargs):
             if int8 and fp16:
                 raise click.UsageError("--int8 and --fp16 exclude each other; choose one")
             return func(*args, precision="int8" if int8 else "fp16" if fp16 else None, **kwargs)

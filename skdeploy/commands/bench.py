@@ -23,12 +23,13 @@ def parse_batches(text) -> tuple:
 @click.option("--trust-model-code", is_flag=True, help="With --torch: let a manifest's model spec that is a Python "
               "file or module be imported (it runs that code).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Weights for a PyTorch model name target.")
-@click.option("--threads", type=click.IntRange(min=0), default=0, help="CPU threads for onnxruntime/PyTorch (0: their default).")
+@click.option("--threads", type=click.IntRange(min=0), default=0,
+              help="CPU threads for onnxruntime/PyTorch (0: their default).")
 @click.option("--cuda-graph", is_flag=True, help="TensorRT: capture and replay the enqueue as a CUDA graph.")
 @verify_option
 @json_option
 def command(targets, batches, iterations, warmup, with_torch, trust_model_code, checkpoint, threads, cuda_graph,
-            as_json):
+            as_json) -> None:
     """Latency p50/p90/p99 and throughput per batch size of ONNX models, engines or PyTorch models.
 
     TARGETS are .onnx files (onnxruntime, CPU), engines (.engine/.plan, TensorRT) or model names

@@ -11,16 +11,24 @@ from ..errors import UsageError
 from . import force_option, json_option, precision_options, verify_option
 
 DEFAULT_FOLDER = Path("engines")
-_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6, "mib": 2**20,
-          "g": 10**9, "gb": 10**9, "gib": 2**30}
+# binary (KiB, MiB, GiB) and decimal (KB, MB, GB) units, any case; trtexec's bare K/M/G are left out because
+# they are binary there and decimal elsewhere
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+UNIT_NAMES = "B, KB, MB, GB, KiB, MiB, GiB"
 
 
 def parse_size(text) -> int:
-    """'2GiB' -> 2147483648; plain numbers are bytes."""
+    """'2GiB' -> 2147483648, '512MB' -> 512000000. A number without a unit is bytes, and refused below 1 MiB:
+    `--workspace 2048` meant as megabytes would otherwise give the builder 2 KiB and a cryptic failure."""
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
-    if not match or match.group(2).lower() not in _UNITS:
-        raise UsageError(f"--workspace must be a size like 2GiB or 512MiB, got {text!r}")
-    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    if not match or (match.group(2) and match.group(2).lower() not in _UNITS):
+        raise UsageError(f"--workspace must be a size with a unit ({UNIT_NAMES}), e.g. 2GiB or 512MiB; "
+                         f"got {text!r}")
+    number, unit = float(match.group(1)), match.group(2).lower()
+    if not unit and number < 2**20:
+        raise UsageError(f"--workspace {match.group(1)} is {match.group(1)} bytes, below 1 MiB; give a unit, "
+                         f"e.g. {match.group(1)}MiB ({UNIT_NAMES})")
+    return int(number * _UNITS[unit or "b"])
 
 
 def default_output(onnx_path, target, precision) -> Path:
@@ -46,7 +54,8 @@ def default_output(onnx_path, target, precision) -> Path:
 @click.option("--min-batch", type=int, help="Smallest batch of the optimization profile (default 1).")
 @click.option("--opt-batch", type=int, help="Batch the builder tunes for (default 8).")
 @click.option("--max-batch", type=int, help="Largest batch (default 32). Ignored for static models.")
-@click.option("--workspace", metavar="SIZE", help="Builder workspace limit, e.g. 2GiB.")
+@click.option("--workspace", metavar="SIZE", help="Builder workspace limit with a unit: 512MiB, 2GiB, 4GB "
+              f"({UNIT_NAMES}; a bare number is bytes and must be at least 1 MiB).")
 @click.option("--timing-cache", type=click.Path(dir_okay=False), help="Timing cache file: loaded, merged, saved.")
 @click.option("--dla-core", type=int, help="Jetson: build for this DLA core (static shapes).")
 @click.option("--gpu-fallback", is_flag=True, help="DLA: run layers the DLA cannot on the GPU.")
@@ -65,9 +74,10 @@ def default_output(onnx_path, target, precision) -> Path:
 @force_option
 @verify_option
 @json_option
-def command(onnx_path, precision, calib_data, calib_images, backend, target, compute_capabilities, min_batch, opt_batch, max_batch,
-            workspace, timing_cache, dla_core, gpu_fallback, version_compatible, exclude_lean_runtime,
-            hardware_compatibility, optimization_level, strongly_typed, strict_precision, output, force, as_json):
+def command(onnx_path, precision, calib_data, calib_images, backend, target, compute_capabilities, min_batch, opt_batch,
+            max_batch, workspace, timing_cache, dla_core, gpu_fallback, version_compatible, exclude_lean_runtime,
+            hardware_compatibility, optimization_level, strongly_typed, strict_precision, output, force,
+            as_json) -> None:
     """Build a TensorRT engine from an ONNX model, with its sidecar manifest ENGINE.json.
 
     The engine is the builder's output as is (trtexec and DeepStream load it); ENGINE.json records the
@@ -89,7 +99,8 @@ def command(onnx_path, precision, calib_data, calib_images, backend, target, com
 
     settings = BuildSettings(
         backend=backend, target=target, precision=precision, calib_data=calib_data, calib_images=calib_images,
-        compute_capabilities=[c for c in compute_capabilities.split(",") if c.strip()] if compute_capabilities else None,
+        compute_capabilities=([c for c in compute_capabilities.split(",") if c.strip()]
+                              if compute_capabilities else None),
         min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
         workspace=parse_size(workspace) if workspace else None, timing_cache=timing_cache, dla_core=dla_core,
         gpu_fallback=gpu_fallback, version_compatible=version_compatible, exclude_lean_runtime=exclude_lean_runtime,

@@ -22,8 +22,8 @@ from .flags import FINITE_FLOAT
 @click.option("--percentile", type=FINITE_FLOAT, default=99.99, show_default=True,
               help="For --method percentile, and the lowest range --method mse may pick.")
 @click.option("--bins", type=int, default=2048, show_default=True, help="Histogram bins over [0, max] (>= 2048).")
-@click.option("--max-top1-drop", type=FINITE_FLOAT, help="Accuracy budget in points vs the FP32 model; INT8 layers with "
-              "the worst own error move to --fallback until it holds.")
+@click.option("--max-top1-drop", type=FINITE_FLOAT, help="Accuracy budget in points vs the FP32 model; INT8 layers "
+              "with the worst own error move to --fallback until it holds.")
 @click.option("--fallback", type=click.Choice(["fp16", "fp32"]), default="fp16", show_default=True,
               help="Precision of layers moved out of INT8 by the budget.")
 @click.option("--keep-fp32", multiple=True, metavar="NODE", help="Node name to keep FP32 (repeatable).")
@@ -40,7 +40,7 @@ from .flags import FINITE_FLOAT
 @json_option
 def command(model, precision, output, calib_data, calib_images, holdout_images, method, percentile, bins,
             max_top1_drop, fallback, keep_fp32, fp16_io, seed, batch_size, memory_mb, trt_version, no_cache,
-            mean, std, resize, crop, channel_order, force, as_json):
+            mean, std, resize, crop, channel_order, force, as_json) -> None:
     """Calibrate an FP32 ONNX into explicit INT8 (Q/DQ) or FP16 for TensorRT 11 / TensorRT-RTX.
 
     Preprocessing comes from MODEL's manifest. Writes OUT.onnx, its manifest OUT.onnx.json, the ranges
@@ -87,6 +87,7 @@ def command(model, precision, output, calib_data, calib_images, holdout_images, 
     else:
         ui.out.print("accuracy not measured: no held-out samples beyond the calibration subset")
     for layer in fallback_layers:
-        ui.out.print(f"moved to {layer['precision']}: {layer['name']} ({layer['op']}, own error {layer['own_error']:.3g})")
+        ui.out.print(f"moved to {layer['precision']}: {layer['name']} "
+                     f"({layer['op']}, own error {layer['own_error']:.3g})")
     for kept in kept_fp32:
         ui.out.print(f"kept FP32: {kept['name']} ({kept['reason']})")

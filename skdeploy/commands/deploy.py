@@ -1,8 +1,14 @@
 import click
 
 from .. import ui
-from . import (force_option, json_option, preprocessing_options, preprocessing_settings, raw_input_options,
-               raw_input_settings)
+from . import (
+    force_option,
+    json_option,
+    preprocessing_options,
+    preprocessing_settings,
+    raw_input_options,
+    raw_input_settings,
+)
 
 RUNTIME_FIGURES = {"deepstream_nvinfer": "DeepStream (nvinfer's transform, emulated)",
                    "triton_client": "Triton (client.py's preprocessing)"}
@@ -43,8 +49,9 @@ RUNTIME_FIGURES = {"deepstream_nvinfer": "DeepStream (nvinfer's transform, emula
 @force_option
 @json_option
 def command(onnx, arch, spec, checkpoint, target, precision, calib_data, calib_images, holdout_images, data, limit,
-            formats, mean, std, resize, crop, channel_order, raw_input, layout, raw_dtype, compute_capabilities, max_batch, dla_core, trt_version,
-            min_agreement, max_top1_drop, name, output, force, as_json):
+            formats, mean, std, resize, crop, channel_order, raw_input, layout, raw_dtype, compute_capabilities,
+            max_batch, dla_core, trt_version,
+            min_agreement, max_top1_drop, name, output, force, as_json) -> None:
     """Export, optimize, calibrate, build and validate in one go, and write a bundle to run on the target.
 
     An ONNX made elsewhere is its own FP32 reference (run in onnxruntime); when no manifest records its

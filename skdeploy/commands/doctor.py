@@ -7,7 +7,7 @@ from . import json_option
 
 @click.command("doctor")
 @json_option
-def command(as_json):
+def command(as_json) -> None:
     """Show which TensorRT, CUDA memory backend and GPUs this machine offers, and what to fix.
 
     On a Jetson it says whether JetPack's TensorRT (a system package) is visible from this Python.

@@ -50,7 +50,7 @@ def parse_input_shape(text) -> tuple:
 @force_option
 @json_option
 def command(arch, spec, model_kwargs, checkpoint, input_shape, batch, dynamic_batch, opset, exporter, no_simplify,
-            no_fold_bn, no_sk_rewrite, raw_input, layout, raw_dtype, output, force, as_json):
+            no_fold_bn, no_sk_rewrite, raw_input, layout, raw_dtype, output, force, as_json) -> None:
     """Export a model to ONNX, simplify it, rewrite SK blocks and check parity in onnxruntime.
 
     With no --arch/--model it exports the shipped demo model (sknet-fmnist). Writes OUT.onnx and
@@ -64,10 +64,10 @@ def command(arch, spec, model_kwargs, checkpoint, input_shape, batch, dynamic_ba
       skdeploy export --model my_net.py:build --model-kwargs '{"width": 64}' -o my_net.onnx
       skdeploy export --raw-input --layout nhwc -o out/demo.raw.onnx   # takes uint8 pixels, NHWC
     """
-    from ..stages.export import ExportSettings, export_model
     from ..fileio import check_output_path
     from ..manifest import manifest_path
     from ..models import load_model
+    from ..stages.export import ExportSettings, export_model
 
     for path in (output, manifest_path(output)):  # before the model loads; export checks again under a lock
         check_output_path(path, force)

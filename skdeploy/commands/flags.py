@@ -24,7 +24,7 @@ FLAGS = {  # API argument (or argument=value) -> its flag, where the default spe
 ARGUMENT = re.compile(r"`(\w+)(?:=([^`]*))?`")
 
 
-def flag_for(argument: str, value: str = None) -> str:
+def flag_for(argument: str, value: str | None = None) -> str:
     """`argument` as typed on the command line: its flag, then the value unless it is a switch's True."""
     whole = argument if value is None else f"{argument}={value}"
     if whole in FLAGS:

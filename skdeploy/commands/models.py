@@ -6,7 +6,7 @@ from . import json_option
 
 @click.command("models")
 @json_option
-def command(as_json):
+def command(as_json) -> None:
     """List every model name with parameters, input shape and whether weights ship.
 
     \b

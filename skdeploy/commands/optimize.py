@@ -16,7 +16,7 @@ from . import force_option, json_option, raw_input_options, raw_input_settings, 
 @force_option
 @verify_option
 @json_option
-def command(source, output, no_fold_bn, no_sk_rewrite, dims, raw_input, layout, raw_dtype, force, as_json):
+def command(source, output, no_fold_bn, no_sk_rewrite, dims, raw_input, layout, raw_dtype, force, as_json) -> None:
     """Run the graph passes on an ONNX file exported elsewhere: fold BatchNorm, rewrite SK selects.
 
     The input is simplified first (constant folding, shape inference), as `export` does. Each rewrite
@@ -33,9 +33,9 @@ def command(source, output, no_fold_bn, no_sk_rewrite, dims, raw_input, layout, 
       skdeploy optimize demo.int8.onnx -o demo.int8.raw.onnx --no-fold-bn --no-sk-rewrite --raw-input
     """
     from ..fileio import check_output_path
+    from ..manifest import manifest_path
     from ..stages.optimize import optimize_onnx
     from .passes import show_passes
-    from ..manifest import manifest_path
 
     raw = raw_input_settings(raw_input, layout, raw_dtype)
     if no_fold_bn and no_sk_rewrite and not raw_input:

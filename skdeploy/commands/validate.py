@@ -24,8 +24,8 @@ from .flags import FINITE_FLOAT
               help="Least fraction of samples whose top-1 class equals FP32's.")
 @click.option("--min-cosine", type=FINITE_FLOAT, help="Least mean cosine similarity of each sample's logits to FP32's. "
               "Default by the candidate's precision: 0.9999 FP32, 0.999 FP16, 0.99 INT8 (and unknown).")
-@click.option("--min-snr-db", type=FINITE_FLOAT, help="Least SNR of the logits vs FP32, in dB. Default by the candidate's "
-              "precision: 60 FP32, 40 FP16, 20 INT8 (and unknown).")
+@click.option("--min-snr-db", type=FINITE_FLOAT, help="Least SNR of the logits vs FP32, in dB. Default by the "
+              "candidate's precision: 60 FP32, 40 FP16, 20 INT8 (and unknown).")
 @click.option("--trust-model-code", is_flag=True, help="Let a manifest's model spec that is a Python file or module "
               "be imported to build the reference (it runs that code); registered names need no trust.")
 @click.option("--save-reference", type=click.Path(dir_okay=False),
@@ -35,7 +35,7 @@ from .flags import FINITE_FLOAT
 @verify_option
 @json_option
 def command(reference, checkpoint, candidates, data, limit, batch, max_top1_drop, min_agreement, min_cosine,
-            min_snr_db, trust_model_code, save_reference, report, force, as_json):
+            min_snr_db, trust_model_code, save_reference, report, force, as_json) -> None:
     """Validate ONNX models and engines against the FP32 PyTorch model; exit 1 when any fails.
 
     Runs the reference and every candidate on the same preprocessed data and reports top-1/top-5
@@ -80,8 +80,8 @@ def command(reference, checkpoint, candidates, data, limit, batch, max_top1_drop
         raise SkdeployError("validation failed: " + "; ".join(reasons))
 
 
-def print_table(result):
-    def pct(value):
+def print_table(result) -> None:
+    def pct(value) -> str:
         return "n/a" if value is None else f"{value * 100:.2f}%"
 
     reference = result.reference

@@ -17,7 +17,7 @@ from .sources import InputShape, Source, UnreadableSample, fashion_mnist_file, o
 class InputsDigest:
     """The sha256 of preprocessed float32 inputs fed batch by batch; equal to inputs_sha256 of them all."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.digest = hashlib.sha256()
 
     def update(self, inputs: np.ndarray) -> None:
@@ -42,18 +42,18 @@ class StreamedData:
     source: Source
     count: int
     origin: DataOrigin  # what reports and saved references name the data by
-    labels: np.ndarray = None
-    class_names: tuple = None
-    preprocessing: Preprocessing = None  # what made the inputs; None when they came preprocessed
+    labels: np.ndarray | None = None
+    class_names: tuple | None = None
+    preprocessing: Preprocessing | None = None  # what made the inputs; None when they came preprocessed
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self.count
 
     def batches(self, batch_size: int):
         """(first sample number, float32 batch) over the data in order, decoded by a thread pool."""
         starts = range(0, self.count, batch_size)
         try:
-            yield from zip(starts, read_batches(self.source, range(self.count), batch_size))
+            yield from zip(starts, read_batches(self.source, range(self.count), batch_size), strict=True)
         except UnreadableSample as exc:
             raise UsageError(f"cannot read {exc}") from None
 
@@ -98,4 +98,5 @@ def open_data(path, preprocessing: Preprocessing, limit=None, class_names=None) 
                          "in the graph); give the pictures (uint8) or image files")
     count = len(source) if limit is None else min(limit, len(source))
     labels = None if source.labels is None else source.labels[:count]
-    return StreamedData(source, count, DataOrigin.of(kind, path), labels, source.class_names or class_names, preprocessing)
+    return StreamedData(source, count, DataOrigin.of(kind, path), labels, source.class_names or class_names,
+                        preprocessing)

@@ -153,7 +153,7 @@ class Preprocessing:
         array = target.as_raw(pixels) if target.in_graph else target.normalized(pixels)
         return np.ascontiguousarray(array.transpose(0, 2, 3, 1) if target.layout == "NHWC" else array)
 
-    def in_graph_form(self, layout="NCHW", raw_dtype="uint8") -> "Preprocessing":
+    def in_graph_form(self, layout: str = "NCHW", raw_dtype: str = "uint8") -> "Preprocessing":
         """The same preprocessing, done by the graph: the model takes raw pixels in `layout`."""
         return replace(self, layout=layout, in_graph=True, raw_dtype=raw_dtype)
 

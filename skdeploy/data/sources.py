@@ -87,7 +87,7 @@ class InputShape:
     height: int
     width: int
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.channels}x{self.height}x{self.width}"
 
 
@@ -99,7 +99,7 @@ class Source:
     class_names = None  # names of the label values, when the data says them
     pictures = None  # the original pictures (uint8 array or file paths) aligned with sample numbers
 
-    def __len__(self):
+    def __len__(self) -> int:
         raise NotImplementedError
 
     def sample(self, index: int) -> np.ndarray:
@@ -134,7 +134,7 @@ def read_samples(source: Source, indices, workers: int = DECODE_WORKERS, ahead: 
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode") as pool:
         pending = deque()
 
-        def submit():
+        def submit() -> None:
             index = next(indices, None)
             if index is not None:
                 index = int(index)
@@ -158,7 +158,7 @@ def _sample_or_reason(source: Source, index: int):
 class ImageFolder(Source):
     """Every image below `folder`; when each sits in a first-level subfolder, that folder is its class."""
 
-    def __init__(self, folder: Path, preprocessing_for):
+    def __init__(self, folder: Path, preprocessing_for) -> None:
         self.files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not self.files:
             others = sum(1 for p in folder.rglob("*") if p.is_file())
@@ -176,7 +176,7 @@ class ImageFolder(Source):
             self.class_names = tuple(classes)
             self.labels = np.array([classes.index(p.parent.name) for p in self.files], np.int64)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.files)
 
     def sample(self, index):
@@ -193,7 +193,7 @@ class ImageFolder(Source):
 class ArraySamples(Source):
     """uint8 pictures (N, H, W[, C]) go through preprocessing; float arrays must already be (N, C, H, W)."""
 
-    def __init__(self, array: np.ndarray, labels, what: str, shape: InputShape, preprocessing_for):
+    def __init__(self, array: np.ndarray, labels, what: str, shape: InputShape, preprocessing_for) -> None:
         self.array, self.labels, self.shape = array, labels, shape
         self.preprocessing = None
         if array.dtype == np.uint8:
@@ -215,7 +215,7 @@ class ArraySamples(Source):
             raise UsageError(f"{what}: {len(labels)} labels for {len(array)} samples")
         self.description = f"{what} ({len(array)} samples)"
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.array)
 
     def sample(self, index):
@@ -269,7 +269,7 @@ def _load_idx_file(path: Path, shape: InputShape, preprocessing_for) -> ArraySam
     return ArraySamples(np.asarray(images), labels, str(path), shape, preprocessing_for)
 
 
-def open_source(path, shape: InputShape, preprocessing_for, argument="calib_data") -> Source:
+def open_source(path, shape: InputShape, preprocessing_for, argument: str = "calib_data") -> Source:
     """Pick the reader by what `path` is. `preprocessing_for(what)` returns the Preprocessing or raises;
     `argument` names the API argument `path` came from, in messages."""
     path = Path(path)

@@ -38,7 +38,8 @@ class Selection:
 
     def batches(self, indices, batch_size):
         """(float32 batch, labels or None) in order; samples are decoded again, never cached."""
-        for start, batch in zip(range(0, len(indices), batch_size), read_batches(self.source, indices, batch_size)):
+        starts = range(0, len(indices), batch_size)
+        for start, batch in zip(starts, read_batches(self.source, indices, batch_size), strict=True):
             chunk = indices[start:start + batch_size]
             labels = self.source.labels[chunk] if self.source.labels is not None else None
             yield batch, labels

@@ -18,8 +18,15 @@ from ..onnx.io import load_onnx
 from ..trt import HARDWARE_COMPATIBILITY, first_installed, load_backend
 from .layers import record as record_layers
 from .memory import PeakMemory
-from .network import (batch_profile, capturing_logger, interruptible_build, io_tensors, is_dynamic, network_flags,
-                      parse_onnx)
+from .network import (
+    batch_profile,
+    capturing_logger,
+    interruptible_build,
+    io_tensors,
+    is_dynamic,
+    network_flags,
+    parse_onnx,
+)
 from .sidecar import engine_section
 from .targets import get_target, targets_of
 from .timing import TimingCache
@@ -224,10 +231,7 @@ def configure(trt, builder, plan: BuildPlan, settings, profile: dict, dynamic: b
         for index, cc in enumerate(plan.compute_capabilities):
             config.set_compute_capability(getattr(trt.ComputeCapability, "SM" + cc.replace(".", "")), index)
     if settings.workspace:
-        if caps.memory_pool_limit:
-            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace)
-        else:
-            config.max_workspace_size = settings.workspace
+        _limit_workspace(trt, config, caps, settings.workspace)
     if settings.dla_core is not None:
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = settings.dla_core
@@ -241,12 +245,47 @@ def configure(trt, builder, plan: BuildPlan, settings, profile: dict, dynamic: b
     if settings.optimization_level is not None:
         config.builder_optimization_level = settings.optimization_level
     if dynamic:
-        optimization_profile = builder.create_optimization_profile()
-        for name, shapes in profile.items():
-            optimization_profile.set_shape(name, shapes["min"], shapes["opt"], shapes["max"])
-        config.add_optimization_profile(optimization_profile)
+        config.add_optimization_profile(_optimization_profile(builder, profile))
     cache = TimingCache(trt, config, settings.timing_cache) if settings.timing_cache else None
+    log.debug(describe_configuration(plan, settings, profile if dynamic else None))
     return config, cache
+
+
+def _limit_workspace(trt, config, caps, workspace: int) -> None:
+    if caps.memory_pool_limit:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
+    else:
+        config.max_workspace_size = workspace
+
+
+def _optimization_profile(builder, profile: dict):
+    optimization_profile = builder.create_optimization_profile()
+    for name, shapes in profile.items():
+        optimization_profile.set_shape(name, shapes["min"], shapes["opt"], shapes["max"])
+    return optimization_profile
+
+
+def describe_configuration(plan: BuildPlan, settings, profile: dict | None) -> str:
+    """The builder configuration in one line, for -v: what was set, and the profile of a dynamic network."""
+    parts = [f"builder config: {plan.backend} for {plan.target}, {plan.precision} "
+             f"({'strongly' if plan.strongly_typed else 'weakly'} typed)",
+             f"flags {', '.join(plan.builder_flags) or 'none'}"]
+    if plan.compute_capabilities:
+        parts.append(f"compute capabilities {', '.join(plan.compute_capabilities)}")
+    if settings.workspace:
+        parts.append(f"workspace {settings.workspace} bytes")
+    if settings.dla_core is not None:
+        parts.append(f"DLA core {settings.dla_core}")
+    if settings.hardware_compatibility_level != "none":
+        parts.append(f"hardware compatibility {settings.hardware_compatibility_level}")
+    if settings.version_compatible:
+        parts.append("version compatible" + (" without the lean runtime" if settings.exclude_lean_runtime else ""))
+    if settings.optimization_level is not None:
+        parts.append(f"optimization level {settings.optimization_level}")
+    for name, shapes in (profile or {}).items():
+        parts.append(f"profile {name} min {shapes['min']} opt {shapes['opt']} max {shapes['max']}")
+    parts.append(f"timing cache {settings.timing_cache or 'none'}")
+    return "; ".join(parts)
 
 
 def check_dla_core(builder, settings) -> None:

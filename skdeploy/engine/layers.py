@@ -208,12 +208,13 @@ def summary_line(summary: dict) -> str:
     """The summary in one line: kernels, INT8 convolutions, reformats, fused kernels, memory."""
     convs = summary["convolutions"]
     total = sum(len(names) for names in convs.values())
-    memory = ", ".join(f"{what} {summary[key] / 2**20:.1f} MiB" for what, key in
-                       (("activations", "activation_bytes"), ("weights", "weights_bytes")) if summary.get(key) is not None)
+    sizes = (("activations", "activation_bytes"), ("weights", "weights_bytes"))
+    memory = ", ".join(f"{what} {summary[key] / 2**20:.1f} MiB" for what, key in sizes if summary.get(key) is not None)
     higher = [f"{len(convs[p])} {p}" for p in ("fp16", "fp32", "other") if convs[p]]
     return (f"{summary['kernels']} kernels, {len(convs['int8'])}/{total} convolutions INT8"
             + (f" ({', '.join(higher)})" if higher else "")
-            + f", {len(summary['reformats'])} reformats, {len(summary['fused'])} fused" + (f"; {memory}" if memory else ""))
+            + f", {len(summary['reformats'])} reformats, {len(summary['fused'])} fused"
+            + (f"; {memory}" if memory else ""))
 
 
 def quantized_convs(model) -> list:

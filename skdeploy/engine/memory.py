@@ -27,12 +27,12 @@ def max_rss_bytes() -> int:
 class PeakMemory:
     """`with PeakMemory() as peak: ...; peak.mb` -> the highest RSS seen during the block, in MiB."""
 
-    def __init__(self, interval=0.05):
+    def __init__(self, interval: float = 0.05) -> None:
         self.interval = interval
         self.peak = 0
         self._stop = threading.Event()
 
-    def _sample(self):
+    def _sample(self) -> None:
         while not self._stop.wait(self.interval):
             self.peak = max(self.peak, current_rss_bytes())
 
@@ -43,7 +43,7 @@ class PeakMemory:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, current_rss_bytes())

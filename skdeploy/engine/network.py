@@ -18,11 +18,11 @@ def capturing_logger(trt):
     the INFO/VERBOSE messages that report the engine's layers and memory (engine/layers.py reads them)."""
 
     class CapturingLogger(trt.ILogger):
-        def __init__(self):
+        def __init__(self) -> None:
             trt.ILogger.__init__(self)
             self.warnings, self.errors, self.reports = [], [], []
 
-        def log(self, severity, message):
+        def log(self, severity, message) -> None:
             level = int(severity)
             if level <= int(trt.ILogger.Severity.ERROR):
                 self.errors.append(str(message))
@@ -48,16 +48,16 @@ def interruptible_build(trt, config):
     monitor = None
     if hasattr(trt, "IProgressMonitor") and hasattr(config, "progress_monitor"):
         class CancelOnInterrupt(trt.IProgressMonitor):
-            def __init__(self):
+            def __init__(self) -> None:
                 trt.IProgressMonitor.__init__(self)
 
-            def phase_start(self, phase_name, parent_phase, num_steps):
+            def phase_start(self, phase_name, parent_phase, num_steps) -> None:
                 pass
 
-            def step_complete(self, phase_name, step):
+            def step_complete(self, phase_name, step) -> bool:
                 return not interrupted  # False cancels the build
 
-            def phase_finish(self, phase_name):
+            def phase_finish(self, phase_name) -> None:
                 pass
 
         monitor = CancelOnInterrupt()
@@ -114,7 +114,8 @@ def io_tensors(network) -> list:
 
 def batch_profile(io, batches) -> dict:
     """{input: {min, opt, max}} with the batch dimension from `batches` (min, opt, max; None for a static
-    network) wherever it is dynamic; static inputs get their own shape three times. Only the batch dimension may be dynamic."""
+    network) wherever it is dynamic; static inputs get their own shape three times. Only the batch dimension
+    may be dynamic."""
     profile = {}
     for tensor in io:
         if tensor["mode"] != "input":
@@ -124,7 +125,7 @@ def batch_profile(io, batches) -> dict:
             raise UsageError(f"input '{tensor['name']}' has dynamic dimensions besides the batch {shape}; "
                              "export it with a fixed input shape")
         profile[tensor["name"]] = {key: ([n] + shape[1:] if shape and shape[0] < 0 else list(shape))
-                                   for key, n in zip(("min", "opt", "max"), batches or (None,) * 3)}
+                                   for key, n in zip(("min", "opt", "max"), batches or (None,) * 3, strict=True)}
     return profile
 
 

@@ -39,7 +39,7 @@ class EngineSection:
     peak_rss_mb: float
     engine_bytes: int
     warnings: list  # the builder's warnings
-    layers: dict = None  # engine/layers.py summarize(): kernels, convolutions by precision, memory; None: unread
+    layers: dict | None = None  # engine/layers.py summarize(): kernels, convolutions by precision, memory; None: unread
 
 
 def source_manifest(onnx_path: Path) -> dict:

@@ -18,7 +18,7 @@ def _read(path: Path) -> bytes:
 
 
 class TimingCache:
-    def __init__(self, trt, config, path):
+    def __init__(self, trt, config, path) -> None:
         self.config, self.path = config, Path(path)
         data = _read(self.path)
         self.loaded_bytes = len(data)

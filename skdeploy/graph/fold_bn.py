@@ -91,7 +91,7 @@ def _folded_layer(index, layer, scale, shift, f, output):
     return f.nodes[-1]
 
 
-def _scale_and_shift(scale, shift, rank, dtype, f, x, output):
+def _scale_and_shift(scale, shift, rank, dtype, f, x, output) -> None:
     """y = x * s + t with s, t shaped (C, 1, ..., 1) to broadcast over channel axis 1."""
     shape = (-1,) + (1,) * (rank - 2)
     scaled = f.node("Mul", [x, f.constant("scale", scale.reshape(shape).astype(dtype))], "scale")

@@ -14,7 +14,7 @@ PASSES = ((FoldReport, "folding BatchNormalization", fold_batchnorms),
 REPORT_TYPES = {report_type.name: report_type for report_type, _, _ in PASSES}
 
 
-def optimize_graph(model, fold_bn=True, sk_rewrite=True, tolerance=TOLERANCE, sizes=None):
+def optimize_graph(model, fold_bn: bool = True, sk_rewrite: bool = True, tolerance=TOLERANCE, sizes=None):
     """Run the enabled passes on `model` (changed in place); returns (model, [PassReport per pass]).
     `sizes` ({dim name: size}) sizes the inputs' symbolic dimensions besides the batch for the checks."""
     import onnx
@@ -23,12 +23,17 @@ def optimize_graph(model, fold_bn=True, sk_rewrite=True, tolerance=TOLERANCE, si
     reports = []
     for report_type, message, run in PASSES:
         if not enabled[report_type.name]:
+            log.debug(f"pass {report_type.name}: off")
             continue
         before, started = node_counts(model), time.time()
         with log.status(message):
             report = run(model, tolerance, sizes)
         report.node_counts_before, report.node_counts_after = before, node_counts(model)
         report.seconds = round(time.time() - started, 2)
+        headline, *left = report.describe()
+        log.debug(f"pass {headline} ({report.seconds:.2f} s)")
+        for line in left:
+            log.debug(f"pass {report.name}: {line.strip()}")
         reports.append(report)
     list_initializers_as_inputs(model)
     onnx.checker.check_model(model)

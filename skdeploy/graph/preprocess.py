@@ -23,7 +23,7 @@ TOLERANCE = 1e-6  # relative: the raw graph against numpy preprocessing plus the
 CHECK_IMAGES = 8
 
 
-def embed_preprocessing(model, preprocessing: Preprocessing, layout="NCHW", raw_dtype="uint8") -> tuple:
+def embed_preprocessing(model, preprocessing: Preprocessing, layout: str = "NCHW", raw_dtype: str = "uint8") -> tuple:
     """Put `preprocessing`'s scale, mean and std into `model` (changed in place) in front of its one image
     input; returns (model, the Preprocessing the manifest now records: in_graph, `layout`, `raw_dtype`)."""
     import onnx
@@ -43,7 +43,7 @@ def embed_preprocessing(model, preprocessing: Preprocessing, layout="NCHW", raw_
     dims = list(tensor_type.shape.dim)
     expected = (preprocessing.channels, *preprocessing.crop)
     fixed = [d.dim_value if d.HasField("dim_value") else None for d in dims[1:]]
-    if len(dims) != 4 or any(f is not None and f != e for f, e in zip(fixed, expected)):
+    if len(dims) != 4 or any(f is not None and f != e for f, e in zip(fixed, expected, strict=True)):
         raise UsageError(f"input {value.name!r} has shape {['?' if f is None else f for f in fixed]} per sample; "
                          f"the manifest's preprocessing makes {list(expected)}")
     for node in model.graph.node:

@@ -23,7 +23,7 @@ class Shapes:
     """Tensor types of one version of a model at each parity batch size, inferred once per size; `sizes`
     ({dim name: size}) sizes the inputs' other symbolic dimensions."""
 
-    def __init__(self, model, sizes=None):
+    def __init__(self, model, sizes=None) -> None:
         self.model = model
         self.sizes = sizes
         self.batches = parity_batches(model)
@@ -45,13 +45,13 @@ class Rewrite:
     details: dict = field(default_factory=dict)
 
 
-def _compare(rewrites, old_results, new_results, parity):
-    for i, (old, new) in enumerate(zip(old_results, new_results)):
+def _compare(rewrites, old_results, new_results, parity) -> None:
+    for i, (old, new) in enumerate(zip(old_results, new_results, strict=True)):
         for name in rewrites[i].old.outputs:
             parity[i].append(compare_outputs(old[name], new[name]))
 
 
-def check_rewrites(index, shapes, rewrites, seed=0) -> list:
+def check_rewrites(index, shapes, rewrites, seed: int = 0) -> list:
     """Run every rewrite's old and new region on the same random inputs at the parity batch sizes.
 
     Returns one entry per rewrite: {"max_abs", "max_rel"} or {"error": why it could not be checked}.
@@ -93,7 +93,7 @@ def apply_checked(model, index, shapes, rewrites, tolerance=TOLERANCE):
     applied, kept = [], []
     if not rewrites:
         return applied, kept
-    for rewrite, parity in zip(rewrites, check_rewrites(index, shapes, rewrites)):
+    for rewrite, parity in zip(rewrites, check_rewrites(index, shapes, rewrites), strict=True):
         if "error" in parity:
             kept.append((rewrite, parity["error"]))
         elif not parity["max_rel"] <= tolerance:

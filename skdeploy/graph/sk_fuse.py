@@ -50,7 +50,7 @@ def split_slices(index, types, taken) -> list:
         f = NodeFactory(common_scope([node]) or node.name or node.output[0], taken)
         axes = f.constant("split_axis", np.array([axis], np.int64))
         start = 0
-        for i, (size, output) in enumerate(zip(sizes, node.output)):
+        for i, (size, output) in enumerate(zip(sizes, node.output, strict=True)):
             if not output:
                 start += size
                 continue

@@ -192,7 +192,7 @@ def _logits_conv(index, softmax):
     return producer, name
 
 
-def _check_layout_only(region, source):
+def _check_layout_only(region, source) -> None:
     """Values from `source` may only move (layout ops, as their data input); other inputs only give shapes."""
     derived = {source}
     for node in region.nodes:
@@ -311,7 +311,7 @@ def _logits(f, select, weight, bias, base):
     return f.node("Conv", inputs, base, **attrs)
 
 
-def two_branch_select(f, select, weight, bias):
+def two_branch_select(f, select, weight, bias) -> None:
     """softmax(l_1, l_2)_1 = sigmoid(l_1 - l_2);  V = U_2 + a_1 * (U_1 - U_2)."""
     k1, k2 = select.logit_channel
     u1, u2 = select.branches
@@ -321,7 +321,7 @@ def two_branch_select(f, select, weight, bias):
     f.node("Add", [u2, weighted_gap], "select", output=select.output)
 
 
-def many_branch_select(f, select, weight, bias):
+def many_branch_select(f, select, weight, bias) -> None:
     """Logits channel-major (conv channel c*M + m holds l_m[c]), viewed as (N, C, 1, M) with static
     dims, softmax over the last axis, V = sum_m U_m * a[..., m]."""
     M, C = select.M, select.C

@@ -14,8 +14,15 @@ from ..deps import available, require
 from ..errors import SkdeployError, UsageError
 from ..fileio import sha256_file
 from .entry import ModelEntry
-from .registry import DEMO_MODEL, IMAGENET_MEAN, IMAGENET_STD, REGISTRY, TIMM_MODELS, ModelConfig, \
-    imagenet_preprocessing
+from .registry import (
+    DEMO_MODEL,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    REGISTRY,
+    TIMM_MODELS,
+    ModelConfig,
+    imagenet_preprocessing,
+)
 
 __all__ = ["DEMO_MODEL", "REGISTRY", "TIMM_MODELS", "ModelConfig", "ModelEntry", "LoadedModel", "load_model",
            "build_model", "load_from_manifest", "list_models", "is_model_code"]
@@ -102,7 +109,7 @@ def _with_input_size(config: ModelConfig, input_shape) -> ModelConfig:
 
 
 def load_model(arch=None, spec=None, model_kwargs=None, checkpoint=None, input_shape=None,
-               pretrained=True) -> LoadedModel:
+               pretrained: bool = True) -> LoadedModel:
     """Build a model by registered name (arch) or spec ('timm:NAME', 'file.py:fn', 'pkg.mod:fn')."""
     torch = require("torch")
     kwargs = dict(model_kwargs or {})
@@ -187,7 +194,7 @@ def load_from_manifest(manifest: dict, artifact, trust_model_code: bool = False)
     return loaded
 
 
-def build_model(name=DEMO_MODEL, pretrained=True, **kwargs):
+def build_model(name=DEMO_MODEL, pretrained: bool = True, **kwargs):
     """The torch module for a registered name, with shipped weights when `pretrained`."""
     return load_model(arch=name, model_kwargs=kwargs, pretrained=pretrained).module
 

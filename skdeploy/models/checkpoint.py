@@ -47,7 +47,7 @@ def _unpickler_complaint(exc) -> str:
     return _first_sentence(exc)
 
 
-def unwrap_state_dict(loaded, path="checkpoint") -> dict:
+def unwrap_state_dict(loaded, path: str = "checkpoint") -> dict:
     import torch
 
     if isinstance(loaded, dict):
@@ -63,7 +63,7 @@ def unwrap_state_dict(loaded, path="checkpoint") -> dict:
     return loaded
 
 
-def apply_state_dict(module, state_dict: dict, source="checkpoint") -> None:
+def apply_state_dict(module, state_dict: dict, source: str = "checkpoint") -> None:
     """Load strictly; on mismatch name the missing, unexpected and wrongly shaped keys."""
     own = module.state_dict()
     missing = [k for k in own if k not in state_dict]

@@ -18,12 +18,12 @@ class ModelEntry:
     skdeploy did not export has an entry too, with what its graph tells (the input size) and None for
     the rest."""
 
-    spec: str = None  # registered name, "timm:NAME", "file.py:factory", or "onnx:FILE" for a foreign ONNX
-    checkpoint: dict = None  # {"path", "sha256"}; None: random weights or unknown
+    spec: str | None = None  # registered name, "timm:NAME", "file.py:factory", or "onnx:FILE" for a foreign ONNX
+    checkpoint: dict | None = None  # {"path", "sha256"}; None: random weights or unknown
     kwargs: dict = field(default_factory=dict)
-    num_classes: int = None
-    dataset: str = None  # "fashion-mnist" gives default calibration and validation data
-    input_size: list = None  # [C, H, W]; None when the graph's sample dimensions are symbolic
+    num_classes: int | None = None
+    dataset: str | None = None  # "fashion-mnist" gives default calibration and validation data
+    input_size: list | None = None  # [C, H, W]; None when the graph's sample dimensions are symbolic
 
     def record(self) -> dict:
         """The form stored in manifests (and in saved references)."""

@@ -7,12 +7,12 @@ from torch import nn
 def count_macs(model: nn.Module, input_shape) -> int:
     total = 0
 
-    def conv_hook(module, inputs, output):
+    def conv_hook(module, inputs, output) -> None:
         nonlocal total
         kernel = module.weight[0].numel()  # (in/groups) * kh * kw
         total += output.numel() * kernel // output.shape[0]
 
-    def linear_hook(module, inputs, output):
+    def linear_hook(module, inputs, output) -> None:
         nonlocal total
         total += module.in_features * module.out_features
 

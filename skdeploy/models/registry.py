@@ -20,8 +20,8 @@ class ModelConfig:
     num_classes: int
     preprocessing: Preprocessing
     description: str
-    weights: str = None  # file name under skdeploy/weights when weights ship
-    dataset: str = None  # dataset the shipped weights were trained on
+    weights: str | None = None  # file name under skdeploy/weights when weights ship
+    dataset: str | None = None  # dataset the shipped weights were trained on
     kwargs: dict = field(default_factory=dict)
 
     @property
@@ -31,8 +31,8 @@ class ModelConfig:
         return resources.files("skdeploy") / "weights" / self.weights
 
 
-def imagenet_preprocessing(size=224, crop_pct=0.875, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                           interpolation="bilinear"):
+def imagenet_preprocessing(size: int = 224, crop_pct: float = 0.875, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                           interpolation: str = "bilinear"):
     return Preprocessing(resize=int(size / crop_pct), crop=(size, size), mean=tuple(mean), std=tuple(std),
                          channel_order="RGB", interpolation=interpolation)
 

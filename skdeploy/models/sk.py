@@ -12,7 +12,8 @@ from ..errors import UsageError
 class SKConv(nn.Module):
     """Split into M dilated grouped 3x3 branches, fuse by pooling, select with a per-channel softmax."""
 
-    def __init__(self, in_channels, out_channels, stride=1, M=2, r=16, L=32, groups=32):
+    def __init__(self, in_channels, out_channels, stride: int = 1, M: int = 2, r: int = 16, L: int = 32,
+                 groups: int = 32) -> None:
         super().__init__()
         if M < 1 or r < 1 or L < 1:
             raise UsageError(f"SK unit needs M, r and L of at least 1 (got M={M}, r={r}, L={L})")
@@ -49,7 +50,8 @@ class SKConv(nn.Module):
 class SKBottleneck(nn.Module):
     """ResNeXt bottleneck whose grouped 3x3 convolution is an SK unit."""
 
-    def __init__(self, in_channels, width, out_channels, stride=1, M=2, r=16, L=32, groups=32):
+    def __init__(self, in_channels, width, out_channels, stride: int = 1, M: int = 2, r: int = 16, L: int = 32,
+                 groups: int = 32) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
@@ -77,8 +79,9 @@ class SKResNeXt(nn.Module):
     stem:   "imagenet" (7x7/2 conv + 3x3/2 max pool) or "small" (3x3 conv, for 32x32 inputs).
     """
 
-    def __init__(self, stages, num_classes=1000, in_chans=3, stem="imagenet", stem_channels=64,
-                 M=2, r=16, L=32, groups=32):
+    def __init__(self, stages, num_classes: int = 1000, in_chans: int = 3, stem: str = "imagenet",
+                 stem_channels: int = 64,
+                 M: int = 2, r: int = 16, L: int = 32, groups: int = 32) -> None:
         super().__init__()
         if stem == "imagenet":
             self.stem = nn.Sequential(
@@ -108,19 +111,19 @@ def _paper_stages(blocks):
     return [(n, 128 * 2 ** i, 256 * 2 ** i, 1 if i == 0 else 2) for i, n in enumerate(blocks)]
 
 
-def sknet26(num_classes=1000, in_chans=3):
+def sknet26(num_classes: int = 1000, in_chans: int = 3):
     return SKResNeXt(_paper_stages((2, 2, 2, 2)), num_classes, in_chans)
 
 
-def sknet50(num_classes=1000, in_chans=3):
+def sknet50(num_classes: int = 1000, in_chans: int = 3):
     return SKResNeXt(_paper_stages((3, 4, 6, 3)), num_classes, in_chans)
 
 
-def sknet101(num_classes=1000, in_chans=3):
+def sknet101(num_classes: int = 1000, in_chans: int = 3):
     return SKResNeXt(_paper_stages((3, 4, 23, 3)), num_classes, in_chans)
 
 
-def sknet_fmnist(num_classes=10, in_chans=1):
+def sknet_fmnist(num_classes: int = 10, in_chans: int = 1):
     """The demo model: about 1M parameters for 32x32 grayscale input."""
     return SKResNeXt([(1, 64, 128, 2), (2, 128, 256, 2), (2, 256, 512, 2)], num_classes, in_chans,
                      stem="small", stem_channels=32)

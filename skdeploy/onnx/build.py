@@ -7,7 +7,7 @@ from onnx import numpy_helper
 class NodeFactory:
     """Builds nodes and initializers whose names start with one prefix (the block they belong to)."""
 
-    def __init__(self, prefix: str, taken: set):
+    def __init__(self, prefix: str, taken: set) -> None:
         self.prefix = prefix
         self.taken = taken
         self.nodes = []
@@ -26,14 +26,14 @@ class NodeFactory:
         self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
         return name
 
-    def node(self, op_type: str, inputs, base: str, output: str = None, outputs=None, name=None, **attrs):
+    def node(self, op_type: str, inputs, base: str, output: str | None = None, outputs=None, name=None, **attrs):
         """Add one node named `name` or prefix/base; returns its output name (or names, given `outputs`)."""
         name = name or self.fresh(base)
         names = outputs or [output or self.fresh(base + "_output")]
         self.nodes.append(onnx.helper.make_node(op_type, list(inputs), names, name=name, **attrs))
         return names if outputs else names[0]
 
-    def sum(self, terms, base: str, output: str = None) -> str:
+    def sum(self, terms, base: str, output: str | None = None) -> str:
         """t0 + t1 + ... as a chain of Adds; the last writes `output`."""
         total = terms[0]
         for i, term in enumerate(terms[1:], start=1):

@@ -21,7 +21,7 @@ class GraphIndex:
     them. Types come from weight-free shape inference at the model's own batch, run on first use.
     """
 
-    def __init__(self, model):
+    def __init__(self, model) -> None:
         self.model = model
         self.graph = model.graph
         self.opset = opset_of(model)

@@ -13,7 +13,7 @@ from ..manifest import verify_beside
 EXTERNAL_DATA_ABOVE = 2_000_000_000  # bytes: protobuf cannot serialise a larger model in one message
 
 
-def load_onnx(path, load_weights=True, sha256: str = None):
+def load_onnx(path, load_weights: bool = True, sha256: str | None = None):
     """The model at `path`, checked against its manifest (`sha256`: the file's, when the caller has it), or
     by the ONNX checker when no manifest vouches for it: every stage that writes an ONNX checks it (export,
     optimize, calibrate), and checking a 100 MB model again costs 0.2 s."""
@@ -54,7 +54,7 @@ def save_onnx(model, path) -> None:
         onnx.save(model, str(tmp), save_as_external_data=True, location=path.name + ".data")
 
 
-def lowered_precision(model):
+def lowered_precision(model) -> str | None:
     """Why `model` is not an FP32 graph ("Q/DQ nodes" or "FP16 weights"), or None when it is one."""
     if any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in model.graph.node):
         return "Q/DQ nodes"

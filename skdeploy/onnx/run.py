@@ -34,5 +34,6 @@ def run_model(model, feeds, optimize: bool = True) -> list:
     """`model`'s outputs ({name: array}) for each feed ({input name: array}) in `feeds`, one session."""
     session = open_session(model, optimize=optimize)
     names = [output.name for output in session.get_outputs()]
-    return [dict(zip(names, session.run(None, {name: np.ascontiguousarray(value) for name, value in feed.items()})))
+    return [dict(zip(names, session.run(None, {name: np.ascontiguousarray(value) for name, value in feed.items()}),
+                     strict=True))
             for feed in feeds]

@@ -25,7 +25,7 @@ def common_scope(nodes) -> str:
     """The innermost module every node belongs to ('' when they share none)."""
     scopes = [scope_of(node) for node in nodes]
     common = ""
-    for level in zip(*scopes):
+    for level in zip(*scopes, strict=False):
         if len(set(level)) != 1:
             break
         common = level[0]

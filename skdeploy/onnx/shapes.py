@@ -67,7 +67,7 @@ def _with_sizes(value, batch, sizes):
     return copy
 
 
-def infer_types(model, batch=None, sizes=None, measure_missing=False) -> dict:
+def infer_types(model, batch=None, sizes=None, measure_missing: bool = False) -> dict:
     """{tensor name: TensorType} for every typed tensor: inputs, initializers, node outputs. With `batch`,
     the symbolic batch dimension of the inputs is set to it first, and with `sizes` ({dim name: size}) the
     other symbolic dimensions it names, so shapes come out concrete; data propagation resolves

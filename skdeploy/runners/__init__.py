@@ -91,7 +91,7 @@ def classify(runner, images, top_k: int = 1, preprocessing=None, class_names=Non
     probs = exp / exp.sum(axis=1, keepdims=True)
     best = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
     return [[(class_names[i] if class_names else int(i), float(row[i])) for i in order]
-            for row, order in zip(probs, best)]
+            for row, order in zip(probs, best, strict=True)]
 
 
 def _classify_inputs(images, preprocessing):

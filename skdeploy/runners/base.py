@@ -31,7 +31,7 @@ class TensorSpec:
             return f"input '{self.name}' must be {np.dtype(self.dtype).name}, got {array.dtype}"
         if len(array.shape) != len(self.shape):
             return f"input '{self.name}' must have {len(self.shape)} dims {self.shape_text}, got {array.shape}"
-        for got, want in zip(array.shape, self.shape):
+        for got, want in zip(array.shape, self.shape, strict=True):
             if isinstance(want, int) and want >= 0 and got != want:
                 return f"input '{self.name}' must have shape {self.shape_text}, got {tuple(array.shape)}"
         return ""
@@ -46,7 +46,7 @@ class Runner:
 
     name = "runner"
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.is_active = False
         self.lock = threading.RLock()
 
@@ -54,16 +54,16 @@ class Runner:
         self.activate()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc) -> None:
         self.deactivate()
 
-    def activate(self):
+    def activate(self) -> None:
         with self.lock:
             if not self.is_active:
                 self.activate_impl()
                 self.is_active = True
 
-    def deactivate(self):
+    def deactivate(self) -> None:
         with self.lock:
             if self.is_active:
                 self.deactivate_impl()

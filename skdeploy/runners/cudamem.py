@@ -115,7 +115,7 @@ class CudaPythonMemory(DeviceMemory):
 
     name = "cuda-python"
 
-    def __init__(self, device: int = 0):
+    def __init__(self, device: int = 0) -> None:
         rt = _runtime()
         count = rt.cudaGetDeviceCount()
         if int(count[0]) != 0 or count[1] < 1:
@@ -146,13 +146,13 @@ class CudaPythonMemory(DeviceMemory):
     def create_stream(self):
         return int(_check(_runtime().cudaStreamCreate(), "cudaStreamCreate"))
 
-    def destroy_stream(self, stream):
+    def destroy_stream(self, stream) -> None:
         _runtime().cudaStreamDestroy(stream)
 
     def alloc_device(self, nbytes):
         return int(_check(_runtime().cudaMalloc(max(nbytes, 1)), "cudaMalloc"))
 
-    def free_device(self, pointer):
+    def free_device(self, pointer) -> None:
         _runtime().cudaFree(pointer)
 
     def alloc_pinned(self, nbytes):
@@ -161,22 +161,22 @@ class CudaPythonMemory(DeviceMemory):
         self._pinned[id(array)] = pointer
         return array
 
-    def free_pinned(self, array):
+    def free_pinned(self, array) -> None:
         pointer = self._pinned.pop(id(array), None)
         if pointer is not None:
             _runtime().cudaFreeHost(pointer)
 
-    def copy_to_device(self, pointer, host, stream):
+    def copy_to_device(self, pointer, host, stream) -> None:
         rt = _runtime()
         _check(rt.cudaMemcpyAsync(pointer, host.ctypes.data, host.nbytes, rt.cudaMemcpyKind.cudaMemcpyHostToDevice,
                                   stream), "cudaMemcpyAsync")
 
-    def copy_to_host(self, host, pointer, stream):
+    def copy_to_host(self, host, pointer, stream) -> None:
         rt = _runtime()
         _check(rt.cudaMemcpyAsync(host.ctypes.data, pointer, host.nbytes, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost,
                                   stream), "cudaMemcpyAsync")
 
-    def synchronize(self, stream):
+    def synchronize(self, stream) -> None:
         _check(_runtime().cudaStreamSynchronize(stream), "cudaStreamSynchronize")
 
 
@@ -185,7 +185,7 @@ class PyCudaMemory(DeviceMemory):
 
     name = "pycuda"
 
-    def __init__(self, device: int = 0):
+    def __init__(self, device: int = 0) -> None:
         cuda = require("pycuda.driver")
         try:
             self.context = _primary_context(cuda, device)
@@ -215,7 +215,7 @@ class PyCudaMemory(DeviceMemory):
         self._streams[stream.handle] = stream
         return int(stream.handle)
 
-    def destroy_stream(self, stream):
+    def destroy_stream(self, stream) -> None:
         """pycuda destroys a stream when its last reference goes, and only inside its context (elsewhere it
         warns "out-of-thread context could not be cleaned up" and leaks it): drop it while bound."""
         with self.bound():
@@ -227,7 +227,7 @@ class PyCudaMemory(DeviceMemory):
         self._allocations[int(allocation)] = allocation
         return int(allocation)
 
-    def free_device(self, pointer):
+    def free_device(self, pointer) -> None:
         allocation = self._allocations.pop(pointer, None)
         if allocation is not None:
             with self.bound():
@@ -237,26 +237,26 @@ class PyCudaMemory(DeviceMemory):
         with self.bound():
             return self.cuda.pagelocked_empty(nbytes, np.uint8)
 
-    def free_pinned(self, array):
+    def free_pinned(self, array) -> None:
         base = array.base if getattr(array, "base", None) is not None else array
         free = getattr(base, "free", None)
         if free is not None:
             with self.bound():
                 free()
 
-    def copy_to_device(self, pointer, host, stream):
+    def copy_to_device(self, pointer, host, stream) -> None:
         with self.bound():
             self.cuda.memcpy_htod_async(pointer, host, self._streams[stream])
 
-    def copy_to_host(self, host, pointer, stream):
+    def copy_to_host(self, host, pointer, stream) -> None:
         with self.bound():
             self.cuda.memcpy_dtoh_async(host, pointer, self._streams[stream])
 
-    def synchronize(self, stream):
+    def synchronize(self, stream) -> None:
         with self.bound():
             self._streams[stream].synchronize()
 
-    def close(self):
+    def close(self) -> None:
         """Drop the streams inside the context. The primary context stays retained (see _primary_context)."""
         with self.bound():
             self._streams.clear()
@@ -277,7 +277,7 @@ def _primary_context(cuda, device: int):
         return _PRIMARY_CONTEXTS[device]
 
 
-def open_device_memory(prefer: str = None, device: int = 0) -> DeviceMemory:
+def open_device_memory(prefer: str | None = None, device: int = 0) -> DeviceMemory:
     """pycuda when installed (or asked for), cuda-python otherwise."""
     if prefer not in (None, "pycuda", "cuda-python"):
         raise SkdeployError(f"unknown CUDA memory backend {prefer!r}; use pycuda or cuda-python")

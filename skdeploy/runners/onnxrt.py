@@ -14,7 +14,7 @@ class OnnxRuntimeRunner(Runner):
 
     name = "onnxruntime"
 
-    def __init__(self, model, threads: int = 0, optimize: bool = True, priority_order: bool = False):
+    def __init__(self, model, threads: int = 0, optimize: bool = True, priority_order: bool = False) -> None:
         super().__init__()
         self.model = model
         self.threads = check_threads(threads)
@@ -22,10 +22,10 @@ class OnnxRuntimeRunner(Runner):
         self.priority_order = priority_order
         self.session = None
 
-    def activate_impl(self):
+    def activate_impl(self) -> None:
         self.session = open_session(self.model, self.threads, self.optimize, self.priority_order)
 
-    def deactivate_impl(self):
+    def deactivate_impl(self) -> None:
         self.session = None
 
     def input_specs(self):
@@ -37,4 +37,4 @@ class OnnxRuntimeRunner(Runner):
 
     def infer_impl(self, feed):
         outputs = self.session.run(None, feed)
-        return dict(zip(self.output_names(), outputs))
+        return dict(zip(self.output_names(), outputs, strict=True))

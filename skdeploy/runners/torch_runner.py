@@ -20,7 +20,7 @@ class TorchRunner(Runner):
 
     name = "pytorch"
 
-    def __init__(self, model, input_shape=None, threads: int = 0):
+    def __init__(self, model, input_shape=None, threads: int = 0) -> None:
         super().__init__()
         config = getattr(model, "config", None)
         self.module = getattr(model, "module", model)
@@ -30,20 +30,21 @@ class TorchRunner(Runner):
         self.torch = None
 
     @classmethod
-    def from_model(cls, arch=None, spec=None, checkpoint=None, model_kwargs=None, pretrained=True, threads=0):
+    def from_model(cls, arch=None, spec=None, checkpoint=None, model_kwargs=None, pretrained: bool = True,
+                   threads: int = 0):
         """Load through the model zoo (skdeploy.models.load_model) with its shipped or given weights."""
         from ..models import load_model
 
         return cls(load_model(arch=arch, spec=spec, checkpoint=checkpoint, model_kwargs=model_kwargs,
                               pretrained=pretrained), threads=threads)
 
-    def activate_impl(self):
+    def activate_impl(self) -> None:
         self.torch = require("torch")
         if self.threads:
             self.torch.set_num_threads(self.threads)
         self.module.eval().float()
 
-    def deactivate_impl(self):
+    def deactivate_impl(self) -> None:
         self.torch = None
 
     def input_specs(self):

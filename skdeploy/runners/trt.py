@@ -36,7 +36,7 @@ NUMPY_DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32
 class TensorBuffer:
     """A pinned host buffer and a device buffer of the same capacity, grown (never shrunk) on demand."""
 
-    def __init__(self, memory):
+    def __init__(self, memory) -> None:
         self.memory = memory
         self.capacity = 0
         self.host = None
@@ -56,7 +56,7 @@ class TensorBuffer:
         nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
         return self.host[:nbytes].view(dtype).reshape(shape)
 
-    def release(self):
+    def release(self) -> None:
         if self.host is not None:
             self.memory.free_pinned(self.host)
             self.memory.free_device(self.device)
@@ -67,7 +67,7 @@ _LIVE = weakref.WeakSet()
 
 
 @atexit.register
-def _release_at_exit():
+def _release_at_exit() -> None:
     """Free what runners left active before the CUDA driver tears down."""
     for runner in list(_LIVE):
         runner.deactivate()
@@ -86,8 +86,9 @@ class TensorRTRunner(Runner):
 
     name = "tensorrt"
 
-    def __init__(self, engine, backend=None, memory=None, cuda_graph=False, device=0, check_compatibility=True,
-                 lean_runtime=None, runtime_cache=None, verify=None):
+    def __init__(self, engine, backend=None, memory=None, cuda_graph: bool = False, device: int = 0,
+                 check_compatibility: bool = True,
+                 lean_runtime=None, runtime_cache=None, verify=None) -> None:
         super().__init__()
         self.path = Path(engine)
         self.backend = backend
@@ -102,7 +103,7 @@ class TensorRTRunner(Runner):
         self.manifest = None
         self._reset()
 
-    def _reset(self):
+    def _reset(self) -> None:
         self.trt = self.runtime = self.engine = self.context = None
         self.runtime_config = self.runtime_cache = None
         self.native_graphs = False
@@ -113,7 +114,7 @@ class TensorRTRunner(Runner):
         self._output_shapes = {}
 
     # ---- activation -------------------------------------------------------------------------
-    def activate_impl(self):
+    def activate_impl(self) -> None:
         if not self.path.is_file():
             raise UsageError(f"engine {self.path} does not exist")
         self.manifest = load_manifest(self.path, required=False, verify=self.verify)
@@ -152,7 +153,7 @@ class TensorRTRunner(Runner):
             raise
         _LIVE.add(self)
 
-    def _prepare_runtime(self, info: dict):
+    def _prepare_runtime(self, info: dict) -> None:
         """What the sidecar says the runtime needs before it deserialises: the building version's lean
         runtime (EXCLUDE_LEAN_RUNTIME plans), host code allowed (version-compatible plans carry the lean
         runtime as host code; an engine without a sidecar may be one), and the DLA core."""
@@ -171,7 +172,7 @@ class TensorRTRunner(Runner):
         if info.get("dla_core") is not None:
             self.runtime.DLA_core = int(info["dla_core"])
 
-    def _deserialize(self, data: bytes, gpu: dict):
+    def _deserialize(self, data: bytes, gpu: dict) -> None:
         validity = getattr(self.runtime, "get_engine_validity", None)  # TensorRT-RTX has a pre-check
         if validity is not None:
             verdict, diagnostics = validity(data)
@@ -230,7 +231,7 @@ class TensorRTRunner(Runner):
         key = hashlib.sha256(str(self.path.resolve()).encode()).hexdigest()[:16]
         return Path.home() / ".cache" / "skdeploy" / "runtime-cache" / f"{self.path.name}-{key}"
 
-    def _save_runtime_cache(self):
+    def _save_runtime_cache(self) -> None:
         """Keep the kernels compiled in this session; a cache that cannot be written costs only start-up time."""
         path = self.runtime_cache_file()
         try:
@@ -246,11 +247,11 @@ class TensorRTRunner(Runner):
             raise SkdeployError(f"engine tensor type {name} has no numpy equivalent")
         return np.dtype(NUMPY_DTYPES[name])
 
-    def deactivate_impl(self):
+    def deactivate_impl(self) -> None:
         self._release()
         _LIVE.discard(self)
 
-    def _release(self):
+    def _release(self) -> None:
         """Save the runtime cache, then free in reverse order of creation: graphs, buffers, stream, context,
         engine, runtime."""
         if self.memory is not None:
@@ -283,11 +284,11 @@ class TensorRTRunner(Runner):
             return low[0], high[0]
         return super().batch_limits()
 
-    def check_profile(self, feed: dict):
+    def check_profile(self, feed: dict) -> None:
         """Dynamic dimensions must lie inside the engine's optimization profile."""
         for name, (low, high) in self.profiles.items():
             shape = feed[name].shape
-            for axis, (got, least, most) in enumerate(zip(shape, low, high)):
+            for axis, (got, least, most) in enumerate(zip(shape, low, high, strict=True)):
                 if not least <= got <= most:
                     what = "batch size" if axis == 0 else f"dimension {axis} of input '{name}'"
                     raise UsageError(f"{what} {got} is outside the engine's profile ({least}..{most}); "
@@ -324,7 +325,7 @@ class TensorRTRunner(Runner):
         self.memory.synchronize(self.stream)
         return {name: host.copy() for name, host in results.items()}
 
-    def _bind_shapes(self, shapes: dict):
+    def _bind_shapes(self, shapes: dict) -> None:
         for name, shape in shapes.items():
             if not self.context.set_input_shape(name, shape):
                 raise UsageError(f"{TITLES[self.name]} rejected shape {shape} for input '{name}'")
@@ -335,11 +336,11 @@ class TensorRTRunner(Runner):
                                for spec in self.outputs}
         self._bound_shapes = shapes
 
-    def _execute(self):
+    def _execute(self) -> None:
         if not self.context.execute_async_v3(self.stream):
             raise SkdeployError(f"{TITLES[self.name]} failed to enqueue inference (see its log above)")
 
-    def _enqueue(self, shapes: dict):
+    def _enqueue(self, shapes: dict) -> None:
         if not self.cuda_graph or self.native_graphs:
             self._execute()
             return
@@ -375,12 +376,12 @@ class TensorRTRunner(Runner):
             return self._without_graphs(f"{TITLES[self.name]} could not enqueue while capturing")
         return graph
 
-    def _without_graphs(self, reason: str):
+    def _without_graphs(self, reason: str) -> None:
         log.warning(f"CUDA graph capture failed ({escape(reason)}); running without CUDA graphs")
         self.cuda_graph = False
         return None
 
-    def _drop_graphs(self):
+    def _drop_graphs(self) -> None:
         """Captured graphs hold the old buffer addresses; recapture after buffers move."""
         for graph in self.graphs.values():
             self.memory.destroy_graph(graph)

@@ -15,8 +15,7 @@ from ..engine.layers import layers_path
 from ..errors import UsageError
 from ..fileio import write_text_atomic
 from ..manifest import load_manifest, manifest_path
-from .deepstream import deepstream_config, deepstream_labels
-from .deepstream import softmax_onnx
+from .deepstream import deepstream_config, deepstream_labels, softmax_onnx
 from .labels import class_labels
 from .triton import write_triton_repository
 

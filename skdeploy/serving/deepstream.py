@@ -53,8 +53,8 @@ def nvinfer_preprocessing(preprocessing: Preprocessing) -> DeepStreamPreprocessi
     if len(stds) > 1:
         return DeepStreamPreprocessing(1.0, (0.0,) * preprocessing.channels, color, True)
     std = stds.pop()
-    return DeepStreamPreprocessing(preprocessing.scale / std, tuple(m / preprocessing.scale for m in preprocessing.mean),
-                                   color, False)
+    mean = tuple(m / preprocessing.scale for m in preprocessing.mean)
+    return DeepStreamPreprocessing(preprocessing.scale / std, mean, color, False)
 
 
 def check_nvinfer_can_prepare(preprocessing: Preprocessing) -> None:
@@ -71,9 +71,10 @@ def check_nvinfer_can_prepare(preprocessing: Preprocessing) -> None:
 
 
 def deepstream_config(manifest, onnx_file: str, engine_file: str, labels_file: str, precision: str,
-                      calib_file: str = None, batch_size: int = 1, process_mode="primary", gie_id: int = 1,
-                      operate_on_gie_id: int = None, threshold: float = DEFAULT_THRESHOLD,
-                      dla_core: int = None) -> str:
+                      calib_file: str | None = None, batch_size: int = 1, process_mode: str = "primary",
+                      gie_id: int = 1,
+                      operate_on_gie_id: int | None = None, threshold: float = DEFAULT_THRESHOLD,
+                      dla_core: int | None = None) -> str:
     """The [property] section of a config_infer_*.txt for the classifier `manifest` describes (the ONNX the
     engine is built from, ending in a Softmax, with the preprocessing nvinfer feeds it)."""
     preprocessing = Preprocessing.from_dict(manifest["preprocessing"] or {})

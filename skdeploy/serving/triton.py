@@ -74,8 +74,8 @@ def _tensor_block(tensor, batched: bool, extra: str = "") -> str:
             f'{extra}    dims: [ {", ".join(str(d) for d in dims)} ]\n  }}')
 
 
-def triton_config(manifest, name: str, labels_file="labels.txt", max_batch=None, instances=1, kind=None,
-                  precision="fp32") -> str:
+def triton_config(manifest, name: str, labels_file: str = "labels.txt", max_batch=None, instances: int = 1, kind=None,
+                  precision: str = "fp32") -> str:
     """config.pbtxt text for the artifact `manifest` describes (an engine's sidecar or an ONNX's manifest);
     `kind="engine"` with an ONNX's manifest: the tensorrt_plan config of the engine the server builds from it."""
     check_model_name(name)
@@ -185,14 +185,15 @@ def client_example(manifest, name: str) -> str:
         name=name, input=image["name"], output=output["name"], size=tuple(prep["crop"]), resize=prep["resize"],
         mode="L" if prep["channel_order"] == "GRAY" else "RGB", layout=prep.get("layout", "NCHW"),
         dtype=image["dtype"], triton_dtype=DATA_TYPES[image["dtype"]].replace("TYPE_", ""),
-        in_graph=bool(prep.get("in_graph")), scale=prep["scale"], mean=list(prep["mean"]) if channels > 1 else prep["mean"][0],
+        in_graph=bool(prep.get("in_graph")), scale=prep["scale"],
+        mean=list(prep["mean"]) if channels > 1 else prep["mean"][0],
         std=list(prep["std"]) if channels > 1 else prep["std"][0], bgr=prep["channel_order"] == "BGR",
         resample=prep.get("interpolation", "bilinear").upper(),
         preprocessing=", ".join(f"{key} {value}" for key, value in prep.items()))
 
 
 def write_triton_repository(repository, name: str, artifact, manifest, labels, max_batch=None, kind=None,
-                            precision="fp32") -> Path:
+                            precision: str = "fp32") -> Path:
     """repository/name/{config.pbtxt, 1/model.plan|model.onnx, labels.txt} and repository/../client.py;
     returns the model folder. `artifact` None: the version folder waits for the engine the server builds
     (`kind="engine"`)."""

@@ -25,24 +25,24 @@ from .stage import run_stage, source_record
 @dataclass
 class BuildSettings:
     backend: str = "auto"  # "auto" | "tensorrt" | "tensorrt-rtx"
-    target: str = None  # see targets.TARGETS; default: "rtx" for tensorrt-rtx, "desktop" for tensorrt
-    compute_capabilities: list = None  # TensorRT-RTX only, e.g. ["8.6", "8.9"]; default: the target's
-    precision: str = None  # None: as the ONNX is; "fp16"/"int8" on an FP32 ONNX: build() calibrates first
-    calib_data: str = None  # calibration data (stages.calibrate); None: the demo model's shipped set
-    calib_images: int = None  # None: the calibration stage's default
-    calibration: dict = None  # further CalibrationSettings fields, e.g. {"method": "max"}
-    min_batch: int = None
-    opt_batch: int = None
-    max_batch: int = None
-    workspace: int = None  # bytes
-    timing_cache: str = None  # path; loaded if present, merged and saved after the build
-    dla_core: int = None
+    target: str | None = None  # see targets.TARGETS; default: "rtx" for tensorrt-rtx, "desktop" for tensorrt
+    compute_capabilities: list | None = None  # TensorRT-RTX only, e.g. ["8.6", "8.9"]; default: the target's
+    precision: str | None = None  # None: as the ONNX is; "fp16"/"int8" on an FP32 ONNX: build() calibrates first
+    calib_data: str | None = None  # calibration data (stages.calibrate); None: the demo model's shipped set
+    calib_images: int | None = None  # None: the calibration stage's default
+    calibration: dict | None = None  # further CalibrationSettings fields, e.g. {"method": "max"}
+    min_batch: int | None = None
+    opt_batch: int | None = None
+    max_batch: int | None = None
+    workspace: int | None = None  # bytes
+    timing_cache: str | None = None  # path; loaded if present, merged and saved after the build
+    dla_core: int | None = None
     gpu_fallback: bool = False
     version_compatible: bool = False
     exclude_lean_runtime: bool = False
     hardware_compatibility: str = "none"  # "none" | "ampere-plus" | "same-cc"
-    optimization_level: int = None  # 0..5, builder default 3
-    strongly_typed: bool = None  # TensorRT 10.x only; None: when the ONNX carries its precision
+    optimization_level: int | None = None  # 0..5, builder default 3
+    strongly_typed: bool | None = None  # TensorRT 10.x only; None: when the ONNX carries its precision
     strict_precision: bool = False  # a Conv the ONNX quantizes that the engine runs in FP16/FP32 is an error
 
     def __post_init__(self):
@@ -81,7 +81,7 @@ class BuildSettings:
         if self.dla_core is not None:
             n = self.opt_batch or self.max_batch or self.min_batch or DEFAULT_BATCHES[0]
             return (n, n, n)
-        low, opt, high = (v if v is not None else d for v, d in zip(given, DEFAULT_BATCHES))
+        low, opt, high = (v if v is not None else d for v, d in zip(given, DEFAULT_BATCHES, strict=True))
         if self.opt_batch is None:
             opt = min(max(opt, low), high)
         if not (1 <= low <= opt <= high):
@@ -97,14 +97,14 @@ class BuildResult(StageResult):
     settings: BuildSettings
     source: dict  # {file, sha256} of the ONNX built
     engine: EngineSection
-    seconds: float = None
+    seconds: float | None = None
 
     def record(self) -> dict:
         return {"settings": asdict(self.settings), "source": self.source,
                 **{key: getattr(self.engine, key) for key in STAGE_KEYS}, "seconds": self.seconds}
 
 
-def build(onnx_path, engine_path, settings: BuildSettings = None, force=False) -> BuildResult:
+def build(onnx_path, engine_path, settings: BuildSettings | None = None, force: bool = False) -> BuildResult:
     """What `skdeploy build-engine` does: calibrate first when the build needs it, then build. The
     calibrated ONNX lands beside the engine as ENGINE_STEM.PRECISION.onnx. Every file of the build, the
     calibration's included, appears when the engine does, or none does."""
@@ -117,7 +117,7 @@ def build(onnx_path, engine_path, settings: BuildSettings = None, force=False) -
         return build_engine(onnx_path, engine_path, settings, force=force)
 
 
-def build_engine(onnx_path, engine_path, settings: BuildSettings = None, force=False) -> BuildResult:
+def build_engine(onnx_path, engine_path, settings: BuildSettings | None = None, force: bool = False) -> BuildResult:
     """Build `onnx_path` as it is into `engine_path` (raw serialized engine) plus ENGINE.json. An FP32 ONNX
     whose precision the backend takes from the graph is refused: `build` calibrates it first."""
     settings = settings or BuildSettings()
@@ -136,8 +136,8 @@ def calibrate_for(onnx_path, engine_path: Path, precision: str, settings: BuildS
     try:
         from .calibrate import CalibrationSettings, calibrate_model
     except ImportError as exc:
-        raise SkdeployError(f"`precision={precision}` on an FP32 ONNX needs the calibration stage, which is unavailable "
-                            f"({exc}); calibrate with 'skdeploy calibrate' and build the result") from None
+        raise SkdeployError(f"`precision={precision}` on an FP32 ONNX needs the calibration stage, which is "
+                            f"unavailable ({exc}); calibrate with 'skdeploy calibrate' and build the result") from None
     output = engine_path.with_name(f"{engine_path.stem}.{precision}.onnx")
     options = dict(settings.calibration or {}, precision=precision, calib_data=settings.calib_data)
     if settings.calib_images is not None:

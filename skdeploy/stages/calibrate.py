@@ -13,8 +13,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..calib import cache
-from ..calib.convert import (PREPROCESSING_OPTIONS, Evaluation, build_fp16, build_int8, check_fp32, collect_ranges,
-                             model_input, name_nodes, preprocessing_resolver)
+from ..calib.convert import (
+    PREPROCESSING_OPTIONS,
+    Evaluation,
+    build_fp16,
+    build_int8,
+    check_fp32,
+    collect_ranges,
+    model_input,
+    name_nodes,
+    preprocessing_resolver,
+)
 from ..calib.fp16 import FP16_MAX, check_keep_fp32
 from ..calib.ranges import METHODS, MIN_BINS
 from ..data import InputShape, default_calibration_path, open_source, select_calibration
@@ -35,14 +44,14 @@ class CalibrationSettings:
     precision: str = "int8"  # int8 | fp16
     method: str = "mse"  # mse | max | entropy | percentile (INT8 activation ranges; see docs/precision.md)
     percentile: float = 99.99  # for percentile, and the floor of mse
-    calib_data: str = None  # folder of images, .npy/.npz, IDX file; None: the demo model's shipped set
+    calib_data: str | None = None  # folder of images, .npy/.npz, IDX file; None: the demo model's shipped set
     calib_images: int = 512
     holdout_images: int = 1000  # samples after the calibration subset that measure accuracy (0: skip)
     seed: int = 0
     bins: int = MIN_BINS  # histogram bins over [0, max] (at least 2048)
-    batch_size: int = None  # None: the model's static batch, else what fits memory_mb of activations
+    batch_size: int | None = None  # None: the model's static batch, else what fits memory_mb of activations
     memory_mb: int = 512
-    max_top1_drop: float = None  # accuracy budget in points against the FP32 reference
+    max_top1_drop: float | None = None  # accuracy budget in points against the FP32 reference
     fallback: str = "fp16"  # where layers go when the budget needs it: fp16 | fp32
     keep_fp32: tuple = ()  # node names that stay FP32 (not quantized, not converted)
     fp16_io: bool = False
@@ -86,26 +95,26 @@ class CalibrationResult(StageResult):
     data: dict  # {path, description, sha256, images, holdout_images, skipped_unreadable}
     ranges_file: str  # name of the ranges cache beside the output
     ranges_cache: str  # "computed" | "reused"
-    calibration_table: str  # name of the TensorRT calibration table beside the output (INT8), else None
+    calibration_table: str | None  # name of the TensorRT calibration table beside the output (INT8), else None
     accuracy: dict  # the held-out score (accuracy.Judge.score), None without held-out samples
     node_counts: dict
-    seconds: float
-    collect_seconds: float = None  # the image loop (decoding, the probed model, binning); None: ranges reused
-    quantized_units: int = None
-    qdq_tensors: int = None
-    fallback_layers: list = None  # [{name, op, own_error, precision}] moved out of INT8 by the budget
-    accuracy_plain_int8: dict = None
-    fallback_search: dict = None  # {layer count: drop} tried by the budget search; None when none ran
-    fp16_nodes: int = None
-    kept_fp32: list = None  # [{name, reason}] left FP32 by the FP16 conversion
-    fp16_io: bool = None
+    seconds: float | None  # None until the stage skeleton (stages/stage.py) times the stage
+    collect_seconds: float | None = None  # the image loop (decoding, the probed model, binning); None: ranges reused
+    quantized_units: int | None = None
+    qdq_tensors: int | None = None
+    fallback_layers: list | None = None  # [{name, op, own_error, precision}] moved out of INT8 by the budget
+    accuracy_plain_int8: dict | None = None
+    fallback_search: dict | None = None  # {layer count: drop} tried by the budget search; None when none ran
+    fp16_nodes: int | None = None
+    kept_fp32: list | None = None  # [{name, reason}] left FP32 by the FP16 conversion
+    fp16_io: bool | None = None
 
     @property
     def precision(self) -> str:
         return self.settings.precision
 
     @property
-    def method(self) -> str:
+    def method(self) -> str | None:
         """The INT8 range method; None for FP16."""
         return self.settings.method if self.precision == "int8" else None
 
@@ -127,7 +136,7 @@ class CalibrationResult(StageResult):
                 "collect_seconds": self.collect_seconds}
 
 
-def calibrate_model(input_onnx, output_onnx, settings: CalibrationSettings, force=False) -> CalibrationResult:
+def calibrate_model(input_onnx, output_onnx, settings: CalibrationSettings, force: bool = False) -> CalibrationResult:
     """Calibrate `input_onnx` (FP32) into `output_onnx`, written with its manifest, ranges cache and (INT8)
     TensorRT table: all of them, or none."""
     output = Path(output_onnx)

@@ -38,7 +38,7 @@ OPSETS = {"torchscript": range(11, 21), "dynamo": range(11, 24)}
 class ExportSettings:
     batch: int = 1
     dynamic_batch: bool = False
-    opset: int = None  # default: 17 for torchscript, 18 for dynamo
+    opset: int | None = None  # default: 17 for torchscript, 18 for dynamo
     exporter: str = "torchscript"  # or "dynamo" (EXPORTERS)
     simplify: bool = True
     fold_bn: bool = True
@@ -76,8 +76,8 @@ class ExportResult(StageResult):
     passes: list  # graph.PassReport per pass run
     node_counts_exported: dict  # op type -> count, as traced
     node_counts: dict  # as written
-    seconds: float
-    raw_input: dict = None  # with `raw_input`: the raw graph vs numpy preprocessing + the normalized graph
+    seconds: float | None  # None until the stage skeleton (stages/stage.py) times the stage
+    raw_input: dict | None = None  # with `raw_input`: the raw graph vs numpy preprocessing + the normalized graph
 
     def record(self) -> dict:
         return {"exporter": self.settings.exporter, "settings": asdict(self.settings), "source": self.source,
@@ -140,7 +140,7 @@ def check_parity(reference: Reference, model, batches, tolerance) -> dict:
     outputs = run_model(model, [{input_name: batch} for _, batch in batches])
     results = []
     with reference.runner() as torch_runner:
-        for (kind, batch), got in zip(batches, outputs):
+        for (kind, batch), got in zip(batches, outputs, strict=True):
             expected = torch_runner.run_batched(batch, len(batch))
             results.append(dict(compare_outputs(expected, got[output_name]), batch=len(batch), inputs=kind))
     worst = merge_comparisons(results)
@@ -148,7 +148,7 @@ def check_parity(reference: Reference, model, batches, tolerance) -> dict:
                 batches=sorted({r["batch"] for r in results}), inputs=sorted({r["inputs"] for r in results}))
 
 
-def dataset_images(config, count=8):
+def dataset_images(config, count: int = 8):
     """A few real, preprocessed images for models trained on a known dataset (else None)."""
     if config.dataset != "fashion-mnist":
         return None
@@ -158,7 +158,7 @@ def dataset_images(config, count=8):
     return config.preprocessing.arrays(pixels[:count])
 
 
-def export_model(loaded, output, settings: ExportSettings, force=False) -> ExportResult:
+def export_model(loaded, output, settings: ExportSettings, force: bool = False) -> ExportResult:
     """Export `loaded` (models.LoadedModel) to `output` plus its manifest, both or neither."""
     return run_stage("export", output, lambda: _export(loaded, Path(output), settings), force=force)
 
@@ -184,7 +184,8 @@ def _export(loaded, output: Path, settings: ExportSettings) -> tuple:
                               parity_inputs(input_shape, settings, dataset_images(loaded.config)),
                               settings.parity_tolerance)
     log.info(f"parity vs PyTorch (batches {parity['batches']}, {'+'.join(parity['inputs'])} inputs): "
-             f"max abs {parity['max_abs']:.3g}, max rel {parity['max_rel']:.3g} (tolerance {settings.parity_tolerance:g})")
+             f"max abs {parity['max_abs']:.3g}, max rel {parity['max_rel']:.3g} "
+             f"(tolerance {settings.parity_tolerance:g})")
     if not parity["passed"]:
         raise SkdeployError(f"exported ONNX does not match PyTorch: max relative error {parity['max_rel']:.3g} "
                             f"exceeds {settings.parity_tolerance:g}; nothing written")

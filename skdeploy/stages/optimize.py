@@ -12,15 +12,15 @@ import numpy as np
 from ..compare import compare_outputs, merge_comparisons
 from ..data import Preprocessing
 from ..errors import SkdeployError, UsageError
+from ..graph import optimize_graph
+from ..graph.rewrite import TOLERANCE, parity_batches
+from ..graph.simplify import simplify
 from ..log import log
 from ..manifest import StageResult, load_manifest
 from ..models.entry import ModelEntry, derive_manifest, new_manifest
 from ..onnx.io import graph_inputs, io_spec, load_onnx, node_counts, opset_of, save_onnx
 from ..onnx.run import run_model
 from ..onnx.shapes import infer_types, unsized_dims
-from ..graph import optimize_graph
-from ..graph.rewrite import TOLERANCE, parity_batches
-from ..graph.simplify import simplify
 from .stage import run_stage, source_record
 
 
@@ -47,7 +47,8 @@ def model_parity(reference, candidate, seed=0, sizes=None) -> dict:
         feeds.append({value.name: rng.standard_normal(types[value.name].shape).astype(types[value.name].dtype)
                       for value in graph_inputs(reference)})
     results = [compare_outputs(expected[name], got[name])
-               for expected, got in zip(run_model(reference, feeds), run_model(candidate, feeds)) for name in expected]
+               for expected, got in zip(run_model(reference, feeds), run_model(candidate, feeds),
+               strict=False) for name in expected]
     return dict(merge_comparisons(results), batches=[next(iter(feed.values())).shape[0] for feed in feeds])
 
 
@@ -63,7 +64,7 @@ class OptimizeResult(StageResult):
     node_counts_after: dict
     parity: dict  # output vs input: {max_abs, mean_abs, max_rel, batches, tolerance, passed}
     seconds: float
-    raw_input: dict = None  # with `raw_input`: the raw graph vs numpy preprocessing + the passes' output
+    raw_input: dict | None = None  # with `raw_input`: the raw graph vs numpy preprocessing + the passes' output
 
     def record(self) -> dict:
         return {"source": self.source, "settings": self.settings, "simplified": self.simplified,

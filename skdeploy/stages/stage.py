@@ -25,7 +25,7 @@ def run_stage(name: str, output, work, force: bool = False, also=(), kind: str =
     return result
 
 
-def source_record(path, sha256: str = None) -> dict:
+def source_record(path, sha256: str | None = None) -> dict:
     """A stage record's `source`: the input file and its sha256 (hashed here unless the caller has it)."""
     if path is None:
         return {"file": None, "sha256": None}

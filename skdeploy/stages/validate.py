@@ -14,6 +14,7 @@ which needs no PyTorch.
 """
 import math
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -24,12 +25,11 @@ from ..compare import Check, RunningComparison, TopKHits
 from ..data import FASHION_MNIST_DIR, DataOrigin, InputsDigest, Preprocessing, StreamedData, class_names_for, open_data
 from ..data.preprocessing import FORM_FIELDS
 from ..errors import SkdeployError, UsageError, require_finite
-from ..fileio import check_output_path
+from ..fileio import PathLike, check_output_path
 from ..log import log
 from ..manifest import artifact_precision, last_stage, load_manifest
 from ..reference import resolve_reference, save_reference
-from ..runners import runner_kind
-
+from ..runners import Runner, runner_kind
 
 # Default logit-closeness limits per candidate precision (docs/validation.md: the demo's real FP32 / FP16 /
 # INT8 candidates measure 132 / 71 / 31 dB SNR, cosine 1.0 / 1.0 / 0.9997); anything else gets INT8's.
@@ -45,10 +45,10 @@ class ValidateSettings:
     max_top1_drop: float = 0.5  # accuracy points (percent) a candidate may lose vs FP32; needs labels
     min_agreement: float = 0.99  # fraction of samples whose top-1 equals FP32's
     batch: int = 256
-    limit: int = None  # first N samples only
+    limit: int | None = None  # first N samples only
     max_examples: int = 24  # disagreeing samples listed per candidate
-    min_cosine: float = None  # least mean cosine of the logit vectors; None: MIN_COSINE of the precision
-    min_snr_db: float = None  # least logit SNR in dB; None: MIN_SNR_DB of the precision
+    min_cosine: float | None = None  # least mean cosine of the logit vectors; None: MIN_COSINE of the precision
+    min_snr_db: float | None = None  # least logit SNR in dB; None: MIN_SNR_DB of the precision
 
     def __post_init__(self):
         require_finite(max_top1_drop=self.max_top1_drop, min_agreement=self.min_agreement,
@@ -104,7 +104,7 @@ class ValidationResult:
     data: dict  # {source, count, labels, inputs_sha256, class_names}
     thresholds: ValidateSettings
     candidates: list  # CandidateResult per candidate, in the order given
-    saved_reference: str  # where --save-reference wrote the FP32 outputs, else None
+    saved_reference: str | None  # where --save-reference wrote the FP32 outputs, else None
     samples: StreamedData = field(repr=False, compare=False)  # the data it ran on (the HTML report shows it)
 
     @property
@@ -118,7 +118,7 @@ class ValidationResult:
 
 
 # ---- running ------------------------------------------------------------------------------------
-def candidate_runner(path, runner_options=None):
+def candidate_runner(path: PathLike, runner_options: dict | None = None) -> Runner:
     from ..runners import load_runner
 
     path = Path(path)
@@ -127,16 +127,17 @@ def candidate_runner(path, runner_options=None):
     return load_runner(path, **(runner_options or {}))
 
 
-def check_input_shape(runner, inputs: np.ndarray, what: str):
+def check_input_shape(runner: Runner, inputs: np.ndarray, what: str) -> None:
     spec = runner.input_specs()[0]
     want = tuple(spec.shape[1:])
     got = tuple(inputs.shape[1:])
-    if len(want) != len(got) or any(isinstance(w, int) and w != g for w, g in zip(want, got)):
+    if len(want) != len(got) or any(isinstance(w, int) and w != g for w, g in zip(want, got, strict=True)):
         raise UsageError(f"{what} takes inputs {spec.shape_text} but the data is preprocessed to (N, "
                          f"{', '.join(map(str, got))}); check `data` and the manifest's preprocessing")
 
 
-def compare_candidate(reference_logits, logits, labels, settings: ValidateSettings, reference_top1=None,
+def compare_candidate(reference_logits: np.ndarray, logits: np.ndarray, labels: np.ndarray | None,
+                      settings: ValidateSettings, reference_top1: float | None = None,
                       precision: str = "unknown") -> dict:
     """Metrics, checks against the thresholds and the verdict for one candidate's whole logits."""
     comparison = RunningComparison(settings.max_examples)
@@ -144,7 +145,7 @@ def compare_candidate(reference_logits, logits, labels, settings: ValidateSettin
     return judge(comparison, settings, reference_top1, precision)
 
 
-def judge(comparison: RunningComparison, settings: ValidateSettings, reference_top1=None,
+def judge(comparison: RunningComparison, settings: ValidateSettings, reference_top1: float | None = None,
           precision: str = "unknown") -> dict:
     """Metrics, checks against the thresholds (cosine and SNR limits by `precision` unless set) and the
     verdict from a candidate's running comparison (top-1 and its drop when the data has labels). Any NaN
@@ -168,7 +169,7 @@ def judge(comparison: RunningComparison, settings: ValidateSettings, reference_t
             "passed": all(check["passed"] for check in checks)}
 
 
-def preprocessing_check(manifest, used: Preprocessing):
+def preprocessing_check(manifest: dict | None, used: Preprocessing) -> Check | None:
     """The candidate's manifest must record the preprocessing the reference was computed with (in any
     form: raw pixels or normalized, either layout): a tampered or foreign manifest would feed the deployed
     model other inputs. None without a record."""
@@ -182,7 +183,7 @@ def preprocessing_check(manifest, used: Preprocessing):
     return Check.of("manifest preprocessing", value, limit, "==", passed=not differing)
 
 
-def recorded_top1_check(manifest, top1: float, count: int):
+def recorded_top1_check(manifest: dict | None, top1: float, count: int) -> Check | None:
     """Labelled top-1 far below the one the candidate's calibration measured (its manifest) fails; the
     allowance is RECORDED_TOP1_TOLERANCE points plus three standard errors of a `count`-sample top-1."""
     calibration = last_stage(manifest or {}, "calibrate") or {}
@@ -196,7 +197,7 @@ def recorded_top1_check(manifest, top1: float, count: int):
     return check
 
 
-def check_finite_inputs(inputs: np.ndarray, start: int, origin: str):
+def check_finite_inputs(inputs: np.ndarray, start: int, origin: str) -> None:
     """NaN or Inf in the inputs would make every comparison meaningless: refuse, naming the first sample
     (`start` is the batch's first sample number)."""
     finite = np.isfinite(inputs).reshape(len(inputs), -1).all(axis=1)
@@ -206,15 +207,17 @@ def check_finite_inputs(inputs: np.ndarray, start: int, origin: str):
                          f"{f' and {len(bad) - 1} more of its batch' if len(bad) > 1 else ''}; inputs must be finite")
 
 
-def check_finite_reference(logits: np.ndarray, start: int, source: str):
+def check_finite_reference(logits: np.ndarray, start: int, source: str) -> None:
     if not np.isfinite(logits).all():
         bad = np.flatnonzero(~np.isfinite(logits).reshape(len(logits), -1).all(axis=1))
         raise SkdeployError(f"the FP32 reference ({source}) outputs NaN or Inf for sample {start + int(bad[0])}; "
                             "it cannot judge")
 
 
-def validate(candidates, reference=None, checkpoint=None, data=None, settings: ValidateSettings = None,
-             save_reference_to=None, force=False, runner_options=None, trust_model_code=False) -> ValidationResult:
+def validate(candidates: Sequence[PathLike], reference: PathLike | None = None, checkpoint: PathLike | None = None,
+             data: PathLike | None = None, settings: ValidateSettings | None = None,
+             save_reference_to: PathLike | None = None, force: bool = False, runner_options: dict | None = None,
+             trust_model_code: bool = False) -> ValidationResult:
     """Validate every candidate against the FP32 reference. A reference taken from a manifest that names
     model code (a .py file or module) is built only with `trust_model_code`."""
     settings = settings or ValidateSettings()
@@ -250,7 +253,7 @@ def validate(candidates, reference=None, checkpoint=None, data=None, settings: V
         reference_top1, reference_top5 = streamed.reference_hits.accuracy()
         result.reference.update(top1=reference_top1, top5=reference_top5)
     for path, runner_name, comparison, spent in zip(candidates, streamed.runner_names, streamed.comparisons,
-                                                    streamed.seconds):
+                                                    streamed.seconds, strict=True):
         precision = artifact_precision(manifests[path])
         judged = judge(comparison, settings, reference_top1, precision)
         judged["checks"] += _manifest_checks(manifests[path], used, judged["metrics"], len(samples))
@@ -273,12 +276,12 @@ def _manifest_checks(manifest, used: Preprocessing, metrics: dict, count: int) -
 class _Streamed:
     """What one pass over the data leaves: the inputs' sha256 and running figures, never the inputs."""
 
-    sha256: str
+    sha256: str | None  # None until the pass is over
     reference_hits: TopKHits  # the reference's top-1/top-5 hits when the data has labels
     comparisons: list  # RunningComparison per candidate
     runner_names: list
     seconds: list  # time each candidate spent running
-    reference_logits: np.ndarray  # all FP32 logits, only when they are to be saved
+    reference_logits: np.ndarray | None  # all FP32 logits, only when they are to be saved
 
 
 def _stream(ref, samples: StreamedData, candidates, manifests: dict, settings: ValidateSettings, runner_options,
@@ -307,7 +310,7 @@ def _stream(ref, samples: StreamedData, candidates, manifests: dict, settings: V
                 kept.append(reference_logits)
             if batch_labels is not None:
                 streamed.reference_hits.add(reference_logits, batch_labels)
-            for number, (path, runner, form) in enumerate(zip(candidates, runners, forms)):
+            for number, (path, runner, form) in enumerate(zip(candidates, runners, forms, strict=True)):
                 started = time.time()
                 candidate_inputs = samples.inputs_for(inputs, form)  # e.g. raw pixels for a raw-input graph
                 if start == 0:

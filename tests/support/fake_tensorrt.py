@@ -317,8 +317,8 @@ def inspector_layers(network, detailed: bool) -> list:
         data_type = "Channel major INT8 format where channel % 32 == 0" if int8 else "Row major linear FP32 format"
         layers.append({"Name": node.name, "LayerType": "CaskConvolution" if node.op_type == "Conv" else node.op_type,
                        "Inputs": [{"Name": node.input[0], "Location": "Device", "Format/Datatype": data_type}],
-                       "Outputs": [{"Name": out, "Location": "Device", "Format/Datatype": "Row major linear FP32 format"}
-                                   for out in node.output],
+                       "Outputs": [{"Name": out, "Location": "Device",
+                                    "Format/Datatype": "Row major linear FP32 format"} for out in node.output],
                        "TacticName": "fake", "Metadata": f"[ONNX Layer: {node.name}]"} if detailed else node.name)
     return layers
 

@@ -1,8 +1,7 @@
-"""bench's numbers by hand: --batch parsing and the sizes BenchSettings takes, latency percentiles and throughput, speedups, which batch
-sizes a model can take."""
+"""bench's numbers by hand: --batch parsing and the sizes BenchSettings takes, latency percentiles and
+throughput, speedups, which batch sizes a model can take."""
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from onnx import TensorProto, helper
 
 from skdeploy.bench import BenchSettings, add_speedups, bench_runner, latency_stats

@@ -10,6 +10,7 @@ The model works on two channels (a, b) of a 1x1 image; each Conv is a 2x2 matrix
 Under INT8 "sensitive" outputs exactly 0, so its own error is exactly its signal (noise-to-signal 1) and
 every prediction becomes class 0 (a tie), while the other units keep |b| >= 0.1 far from 0.
 """
+import itertools
 import math
 
 import numpy as np
@@ -20,11 +21,11 @@ from onnx import TensorProto, helper, numpy_helper
 
 from skdeploy.calib.accuracy import Judge, rank_by_sensitivity, smallest_fallback, unit_errors
 from skdeploy.calib.convert import Evaluation, build_int8, int8_with_fallback
-from skdeploy.stages.calibrate import CalibrationSettings
 from skdeploy.calib.qdq import plan_int8, sensitivity_model
 from skdeploy.data import Selection
 from skdeploy.data.sources import ArraySamples, InputShape
 from skdeploy.errors import SkdeployError
+from skdeploy.stages.calibrate import CalibrationSettings
 
 UNITS = ("spread", "sensitive", "mix", "head")
 MATRICES = {"spread": [[1000.0, 0.0], [0.0, 1.0]], "sensitive": [[0.0, 1.0], [0.0, -1.0]],
@@ -42,7 +43,8 @@ def four_conv_model(matrices=MATRICES):
         initializers.append(numpy_helper.from_array(weight, f"w_{unit}"))
         nodes.append(helper.make_node("Conv", [INPUTS[unit], f"w_{unit}"], [f"h_{unit}"], name=unit))
     nodes.append(helper.make_node("Flatten", ["h_head"], ["logits"], name="flatten"))
-    graph = helper.make_graph(nodes, "four_conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 1, 1])],
+    graph = helper.make_graph(nodes, "four_conv",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 1, 1])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])], initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_operatorsetid("", 17)], ir_version=8)
     onnx.checker.check_model(model)
@@ -144,8 +146,9 @@ def test_the_shadow_model_leaves_the_fp32_outputs_alone():
     import onnxruntime as ort
 
     feed = {"x": array}
-    fp32 = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(["logits"], feed)
-    shadowed = ort.InferenceSession(shadow.SerializeToString(), providers=["CPUExecutionProvider"]).run(["logits"], feed)
+    cpu = ["CPUExecutionProvider"]
+    fp32 = ort.InferenceSession(model.SerializeToString(), providers=cpu).run(["logits"], feed)
+    shadowed = ort.InferenceSession(shadow.SerializeToString(), providers=cpu).run(["logits"], feed)
     assert np.array_equal(fp32[0], shadowed[0])
     b = array[:, 1, 0, 0]
     assert np.array_equal(fp32[0], np.stack([0.75 * b, -0.75 * b], axis=1))
@@ -184,7 +187,7 @@ def test_the_ranking_is_a_stable_descending_order(values):
     errors = {f"unit{i}": value for i, value in enumerate(values)}
     ranked = rank_by_sensitivity(errors)
     assert sorted(ranked) == sorted(errors)
-    for earlier, later in zip(ranked, ranked[1:]):
+    for earlier, later in itertools.pairwise(ranked):
         assert errors[earlier] > errors[later] or (errors[earlier] == errors[later]
                                                    and int(earlier[4:]) < int(later[4:]))
 

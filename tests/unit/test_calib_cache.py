@@ -5,8 +5,15 @@ import struct
 
 import pytest
 
-from skdeploy.calib.cache import (calibration_table, load_ranges, ranges_path, save_ranges, table_path,
-                                  trt_version_code, write_table)
+from skdeploy.calib.cache import (
+    calibration_table,
+    load_ranges,
+    ranges_path,
+    save_ranges,
+    table_path,
+    trt_version_code,
+    write_table,
+)
 from skdeploy.log import log
 
 

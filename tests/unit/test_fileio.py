@@ -15,13 +15,19 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from skdeploy.errors import SkdeployError, UsageError
-from skdeploy.fileio import (atomic_path, check_output_path, output_transaction, readable_path, sha256_file,
-                             write_bytes_atomic, write_text_atomic)
+from skdeploy.fileio import (
+    atomic_path,
+    check_output_path,
+    output_transaction,
+    readable_path,
+    sha256_file,
+    write_bytes_atomic,
+    write_text_atomic,
+)
 
 DISK_FULL = os.strerror(errno.ENOSPC)
 

@@ -9,7 +9,6 @@ import click
 import pytest
 
 from conftest import run_cli
-
 from skdeploy.cli import COMMANDS
 from skdeploy.commands.flags import ARGUMENT, flag_for, in_flags
 from skdeploy.log import log
@@ -64,7 +63,8 @@ def library_messages() -> list:
         if path.name == "cli.py" or "commands" in path.parts:
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            name = getattr(getattr(node, "func", None), "id", None) or getattr(getattr(node, "func", None), "attr", None)
+            func = getattr(node, "func", None)
+            name = getattr(func, "id", None) or getattr(func, "attr", None)
             if isinstance(node, ast.Call) and name in EMITTERS and node.args:
                 found.append((f"{path.relative_to(PACKAGE)}:{node.lineno}", template(node.args[0])))
     return found
@@ -111,8 +111,10 @@ def test_no_library_message_spells_a_flag():
 @pytest.mark.parametrize("args, message", [
     (("bench", "m.onnx", "--iterations", "0"), "--iterations must be at least 1 and --warmup 0 or more"),
     (("bench", "m.onnx", "--batch", "8,0"), "--batch sizes must be positive integers, got (8, 0)"),
-    (("calibrate", "m.onnx", "--int8", "-o", "o.onnx", "--calib-images", "0"), "--calib-images must be at least 1, got 0"),
-    (("calibrate", "m.onnx", "--int8", "-o", "o.onnx", "--percentile", "0"), "--percentile must be in (0, 100], got 0.0"),
+    (("calibrate", "m.onnx", "--int8", "-o", "o.onnx", "--calib-images", "0"),
+     "--calib-images must be at least 1, got 0"),
+    (("calibrate", "m.onnx", "--int8", "-o", "o.onnx", "--percentile", "0"),
+     "--percentile must be in (0, 100], got 0.0"),
     (("calibrate", "m.onnx", "--int8", "-o", "o.onnx", "--holdout-images", "-1"),
      "--holdout-images must be 0 or more and --batch-size at least 1"),
     (("validate", "--limit", "0"), "--limit must be at least 1, got 0"),

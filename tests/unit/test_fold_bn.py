@@ -10,13 +10,12 @@ import math
 import numpy as np
 import onnxruntime
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from skdeploy.graph.fold_bn import FoldReport, Unfoldable, bn_affine, fold_batchnorms
-from skdeploy.onnx.index import GraphIndex
 from skdeploy.graph.rewrite import TOLERANCE
+from skdeploy.onnx.index import GraphIndex
 
 # Per-channel BN statistics whose folded affine map is exact in binary: with eps = 0.25,
 # sqrt(var + eps) = [1, 2], so s = gamma / [1, 2] = [2, 0.5] and t = beta - mean * s = [1 - 1, -1 - 1] = [0, -2].

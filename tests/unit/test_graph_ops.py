@@ -6,17 +6,23 @@ authority (how Softmax groups elements, how Split with num_outputs divides an ax
 import numpy as np
 import onnxruntime
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from skdeploy.onnx.index import GraphIndex
-from skdeploy.graph.ops import (normalized, reduce_axes, softmax_axis, softmax_groups, split_sizes, stacked_tensors,
-                                unsqueeze_axes)
+from skdeploy.graph.ops import (
+    normalized,
+    reduce_axes,
+    softmax_axis,
+    softmax_groups,
+    split_sizes,
+    stacked_tensors,
+    unsqueeze_axes,
+)
 from skdeploy.graph.rewrite import TOLERANCE
-from skdeploy.onnx.shapes import infer_types
 from skdeploy.graph.sk_fuse import split_slices
 from skdeploy.graph.sk_select import rewrite_sk_blocks
+from skdeploy.onnx.index import GraphIndex
+from skdeploy.onnx.shapes import infer_types
 
 
 def build_model(nodes, inputs, outputs, constants=None, opset=17):

@@ -3,8 +3,7 @@ the block (normally, by an exception, nested), and that a CLI command's --json h
 import pytest
 
 from conftest import run_cli
-
-from skdeploy.log import INFO, QUIET, WARNING, log
+from skdeploy.log import DEBUG, INFO, QUIET, VERBOSE, WARNING, log
 
 
 @pytest.fixture(autouse=True)
@@ -26,8 +25,18 @@ def say_everything():
         pass
 
 
+def test_debug_lines_show_only_when_verbose_each_on_one_literal_line(capsys):
+    detail = "builder config: profile input min [1, 3, 224, 224] [bold]not markup[/bold]; " + "x" * 120
+    log.debug(detail)
+    assert capsys.readouterr().err == ""
+    with log.verbosity(VERBOSE):
+        log.debug(detail)
+        log.info("step one")
+    assert capsys.readouterr().err == f"debug: {detail}\nstep one\n"  # not wrapped at 80 columns
+
+
 def test_quiet_is_the_warning_level():
-    assert (INFO, QUIET) == (20, WARNING) and INFO < WARNING
+    assert (VERBOSE, INFO, QUIET) == (DEBUG, 20, WARNING) and DEBUG < INFO < WARNING
 
 
 def test_default_verbosity_shows_messages_progress_and_steps(capsys):

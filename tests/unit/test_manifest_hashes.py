@@ -25,7 +25,8 @@ def test_a_matching_file_loads(tmp_path):
 
 def test_a_changed_file_is_one_line_with_both_hashes(tmp_path):
     path = artifact_with_manifest(tmp_path, b"weights, truncat", b"weights, truncated later")
-    actual, recorded = hashlib.sha256(b"weights, truncat").hexdigest(), hashlib.sha256(b"weights, truncated later").hexdigest()
+    actual = hashlib.sha256(b"weights, truncat").hexdigest()
+    recorded = hashlib.sha256(b"weights, truncated later").hexdigest()
     with pytest.raises(SkdeployError) as failure:
         load_manifest(path)
     assert failure.value.exit_code == 1

@@ -3,17 +3,16 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
-from skdeploy.compare import (accuracy, compare_outputs, logit_agreement, merge_comparisons,
-                              prediction_agreement, top_k)
+from skdeploy.compare import accuracy, compare_outputs, logit_agreement, merge_comparisons, prediction_agreement, top_k
 
 SIX_DB = 20 * math.log10(2)  # 6.0206 dB: the noise is half the reference's amplitude
+SMALL_INTEGERS = st.integers(-3, 3)
 
 
-def small_logits(max_rows=6, max_classes=8, values=st.integers(-3, 3)):
+def small_logits(max_rows=6, max_classes=8, values=SMALL_INTEGERS):
     """(rows, classes) float arrays of small integers, so exact ties are common."""
     shape = st.tuples(st.integers(1, max_rows), st.integers(1, max_classes))
     return shape.flatmap(lambda s: arrays(np.float64, s, elements=values.map(float)))
@@ -219,5 +218,5 @@ def test_accuracy_top1_top2_top3_by_hand():
 def test_accuracy_counts_labels_ranked_within_k(logits, k, data):
     labels = np.array(data.draw(st.lists(st.integers(0, logits.shape[1] - 1), min_size=len(logits),
                                          max_size=len(logits))))
-    hits = [ranked_classes(row).index(label) < k for row, label in zip(logits.tolist(), labels)]
+    hits = [ranked_classes(row).index(label) < k for row, label in zip(logits.tolist(), labels, strict=True)]
     assert accuracy(logits, labels, k) == pytest.approx(sum(hits) / len(hits), rel=1e-12)

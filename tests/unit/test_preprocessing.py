@@ -9,14 +9,20 @@ import tempfile
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
-from skdeploy.data import (FASHION_MNIST_CLASSES, Preprocessing, class_names_for, load_fashion_mnist,
-                           read_idx)
-from skdeploy.data import InputShape, UnreadableSample, open_source
+from skdeploy.data import (
+    FASHION_MNIST_CLASSES,
+    InputShape,
+    Preprocessing,
+    UnreadableSample,
+    class_names_for,
+    load_fashion_mnist,
+    open_source,
+    read_idx,
+)
 from skdeploy.errors import SkdeployError, UsageError
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
@@ -422,7 +428,8 @@ def test_image_folder_without_one_level_of_class_folders_has_no_labels(tmp_path,
     assert len(source) == 2 and source.labels is None and source.class_names is None
 
 
-@pytest.mark.parametrize("others, found", [(["a.txt"], "found 1 other file)"), (["a.txt", "b.csv"], "found 2 other files)"),
+@pytest.mark.parametrize("others, found", [(["a.txt"], "found 1 other file)"),
+                                           (["a.txt", "b.csv"], "found 2 other files)"),
                                            ([], "found 0 other files)")])
 def test_image_folder_without_images_counts_the_other_files(tmp_path, others, found):
     for name in others:

@@ -5,15 +5,22 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 from onnx import TensorProto, helper, numpy_helper
 
-from skdeploy.onnx.index import GraphIndex
-from skdeploy.calib.qdq import (_gemm_dims, _too_small, _weight_axis, activation_scale, insert_qdq, plan_int8,
-                                quantize_weight, sensitivity_model)
+from skdeploy.calib.qdq import (
+    _gemm_dims,
+    _too_small,
+    _weight_axis,
+    activation_scale,
+    insert_qdq,
+    plan_int8,
+    quantize_weight,
+    sensitivity_model,
+)
 from skdeploy.errors import UsageError
+from skdeploy.onnx.index import GraphIndex
 
 FLOAT = TensorProto.FLOAT
 
@@ -100,7 +107,7 @@ def test_quantized_weights_stay_within_127_and_half_a_step(weight, axis):
     quantized, scale = quantize_weight(weight, axis)
     channels = np.moveaxis(weight, axis, 0).astype(np.float64)
     codes = np.moveaxis(quantized, axis, 0).astype(np.float64)
-    for values, code, step in zip(channels, codes, scale.astype(np.float64)):
+    for values, code, step in zip(channels, codes, scale.astype(np.float64), strict=True):
         amax = np.abs(values).max()
         assert step == pytest.approx(max(amax, 1e-8) / 127, rel=1e-6)
         assert np.all(np.abs(code) <= 127)

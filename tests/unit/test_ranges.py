@@ -4,11 +4,18 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
-from skdeploy.calib.ranges import (TensorHistogram, amax_of, clipping_divergences, entropy_amax, mse_amax, percentile_amax,
-                                   quantisation_errors, without_spikes)
+from skdeploy.calib.ranges import (
+    TensorHistogram,
+    amax_of,
+    clipping_divergences,
+    entropy_amax,
+    mse_amax,
+    percentile_amax,
+    quantisation_errors,
+    without_spikes,
+)
 from skdeploy.errors import UsageError
 
 
@@ -112,7 +119,7 @@ def test_zeros_before_the_first_nonzero_batch_land_in_bin_zero():
     hist.update(np.zeros((2, 1), np.float32))
     assert hist.top == 0.0 and hist.counts.sum() == 0 and hist.used_bins().size == 0
     assert hist.used_bins().dtype == np.int64
-    assert amax_of(hist, "max") == amax_of(hist, "percentile") == amax_of(hist, "entropy") == amax_of(hist, "mse") == 0.0
+    assert [amax_of(hist, method) for method in ("max", "percentile", "entropy", "mse")] == [0.0] * 4
     hist.update(np.array([0.5, 0.0], np.float32))
     assert hist.counts.tolist() == [6, 0, 0, 1]
     assert hist.exact_zeros == 6
@@ -429,7 +436,8 @@ def test_percentile_defaults_to_99_99():
 
 
 def test_unknown_method_is_a_usage_error():
-    with pytest.raises(UsageError, match=r"unknown calibration method 'minmax'; choose one of mse, max, entropy, percentile"):
+    with pytest.raises(UsageError,
+                       match=r"unknown calibration method 'minmax'; choose one of mse, max, entropy, percentile"):
         amax_of(histogram([1.0], bins=2), "minmax")
 
 

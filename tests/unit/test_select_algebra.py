@@ -10,14 +10,12 @@ import math
 import numpy as np
 import onnxruntime
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from skdeploy.onnx.build import NodeFactory
 from skdeploy.graph.rewrite import TOLERANCE
-from skdeploy.graph.sk_select import (Select, SkRewriteReport, many_branch_select, rewrite_sk_blocks,
-                                       two_branch_select)
+from skdeploy.graph.sk_select import Select, SkRewriteReport, many_branch_select, rewrite_sk_blocks, two_branch_select
+from skdeploy.onnx.build import NodeFactory
 
 BRANCH_MAJOR = "branch-major"  # the reference and SKConv: logits viewed (N, M, C), channel m*C + c; the batch
 # size of that view read by Shape -> Gather -> Concat, as TorchScript exports it
@@ -239,7 +237,8 @@ def check_against_softmax(model, weight, bias, branches, layout):
     if bias is not None:
         logits = logits + np.float32(bias)
     expected = softmax_select(logits[:, logit_channels(branches, len(weight) // branches, layout)], units)
-    np.testing.assert_allclose(run(model, {"x": x, **dict(zip(BRANCH_NAMES, units))}), expected, rtol=1e-5, atol=1e-6)
+    feed = {"x": x, **dict(zip(BRANCH_NAMES, units, strict=False))}
+    np.testing.assert_allclose(run(model, feed), expected, rtol=1e-5, atol=1e-6)
 
 
 def initializer(model, name):

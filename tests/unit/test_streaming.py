@@ -7,10 +7,15 @@ import threading
 import numpy as np
 import pytest
 
-from skdeploy.compare import ErrorHistogram, RunningComparison, accuracy, error_histogram, logit_agreement, \
-    prediction_agreement
-from skdeploy.data import InputsDigest, Preprocessing, Source, UnreadableSample, inputs_sha256, open_data, \
-    read_batches
+from skdeploy.compare import (
+    ErrorHistogram,
+    RunningComparison,
+    accuracy,
+    error_histogram,
+    logit_agreement,
+    prediction_agreement,
+)
+from skdeploy.data import InputsDigest, Preprocessing, Source, UnreadableSample, inputs_sha256, open_data, read_batches
 from skdeploy.errors import UsageError
 from skdeploy.reference import load_saved_reference
 from skdeploy.stages.validate import ValidateSettings, compare_candidate, validate

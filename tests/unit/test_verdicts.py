@@ -5,14 +5,13 @@ import math
 import numpy as np
 import onnx
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from onnx import TensorProto, helper
 
 from skdeploy.calib.accuracy import Judge, smallest_fallback
+from skdeploy.compare import error_histogram
 from skdeploy.errors import UsageError
 from skdeploy.runners.onnxrt import OnnxRuntimeRunner
-from skdeploy.compare import error_histogram
 from skdeploy.stages.validate import ValidateSettings, check_input_shape, compare_candidate
 
 # Four samples, seven classes. The candidate gets samples 0 and 1 right (top-1 = 0.5), has sample 2's
@@ -291,7 +290,8 @@ def test_check_input_shape_compares_fixed_sample_dims_only():
         for wrong, shown in [((5, 3), "(N, 3)"), ((5, 2, 1), "(N, 2, 1)")]:
             with pytest.raises(UsageError) as error:
                 check_input_shape(runner, np.zeros(wrong, np.float32), "model.onnx")
-            assert str(error.value).startswith(f"model.onnx takes inputs (N, 2) but the data is preprocessed to {shown};")
+            assert str(error.value).startswith(
+                f"model.onnx takes inputs (N, 2) but the data is preprocessed to {shown};")
 
 
 def test_check_input_shape_accepts_any_size_in_a_dynamic_dim():
