@@ -63,7 +63,7 @@ class OptimizeResult(StageResult):
     node_counts_before: dict
     node_counts_after: dict
     parity: dict  # output vs input: {max_abs, mean_abs, max_rel, batches, tolerance, passed}
-    seconds: float
+    seconds: float | None  # None until the stage skeleton (stages/stage.py) times the stage
     raw_input: dict | None = None  # with `raw_input`: the raw graph vs numpy preprocessing + the passes' output
 
     def record(self) -> dict:
