@@ -315,7 +315,7 @@ def _validate(onnx_path: Path, settings: DeploySettings, work: Path):
                         save_reference_to=reference, force=True)
 
 
-def deploy(bundle, settings: DeploySettings = None, force=False) -> DeployResult:
+def deploy(bundle, settings: DeploySettings | None = None, force: bool = False) -> DeployResult:
     """Export, passes, calibration, engine build and validation into `bundle` (a folder); see the module doc."""
     started = time.time()
     settings = settings or DeploySettings()
