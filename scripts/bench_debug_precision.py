@@ -46,8 +46,8 @@ def prepare_demo(work: Path, samples: int) -> tuple:
 def prepare_sknet50(work: Path, samples: int) -> tuple:
     import torch
 
-    from skdeploy.stages.export import ExportSettings, export_model
     from skdeploy.models import load_model
+    from skdeploy.stages.export import ExportSettings, export_model
 
     if not (work / "sknet50_int8.onnx").exists():
         loaded = export_sknet50(work / "sknet50_plain.onnx")

@@ -13,7 +13,7 @@ SCALED = "/layers/layers.1/conv1/Conv"
 # the SK unit's two branch convolutions both read SCALED's output (through a Relu): its consumers
 PLANTED = ["/layers/layers.1/sk/conv.0/conv.0.0/Conv", "/layers/layers.1/sk/conv.1/conv.1.0/Conv"]
 FACTOR = 1000.0
-FAST = dict(samples=100, tensors_per_pass=40)  # one comparison pass over 100 held-out samples
+FAST = {"samples": 100, "tensors_per_pass": 40}  # one comparison pass over 100 held-out samples
 
 
 def plant_outlier(source, target) -> int:
@@ -51,10 +51,10 @@ def plant_outlier(source, target) -> int:
 def demo_int8(tmp_path_factory):
     """A folder with the shipped demo model (trained weights, so agreement means something) and a planted copy,
     as FP32 ONNX and INT8 from calibrate on the shipped data: demo.onnx, demo_int8.onnx, planted[_int8].onnx."""
-    from skdeploy.stages.calibrate import CalibrationSettings, calibrate_model
-    from skdeploy.stages.export import ExportSettings, export_model
     from skdeploy.log import QUIET, log
     from skdeploy.models import load_model
+    from skdeploy.stages.calibrate import CalibrationSettings, calibrate_model
+    from skdeploy.stages.export import ExportSettings, export_model
 
     folder = tmp_path_factory.mktemp("debug_precision")
     settings = CalibrationSettings(precision="int8", calib_images=256, holdout_images=0)

@@ -39,11 +39,11 @@ def depth_plot(layers: list, wide: set, width: int = 860, height: int = 300) -> 
     def y(value):
         return top + plot_h * (1 - (min(value, high) - low) / (high - low))
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-             'aria-label="SNR along the depth">',
-             f'<text x="{left}" y="14" style="font-size:12px;font-weight:600">SNR vs FP32 (dB) along the depth: '
-             f'<tspan fill="{ACCUMULATED}">accumulated</tspan>, <tspan fill="{ISOLATED}">isolated</tspan>, '
-             f'<tspan fill="{WIDE}">kept wide</tspan></text>']
+    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+              'aria-label="SNR along the depth">'),
+             (f'<text x="{left}" y="14" style="font-size:12px;font-weight:600">SNR vs FP32 (dB) along the depth: '
+              f'<tspan fill="{ACCUMULATED}">accumulated</tspan>, <tspan fill="{ISOLATED}">isolated</tspan>, '
+              f'<tspan fill="{WIDE}">kept wide</tspan></text>')]
     for tick in range(int(low), int(high) + 1, 10):
         parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" stroke="#eee"/>'
                      f'<text x="{left - 6}" y="{y(tick) + 3:.1f}" text-anchor="end">{tick}</text>')
