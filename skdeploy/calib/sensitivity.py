@@ -375,7 +375,7 @@ def _fewest_wide(ranked, base: int, count: int, target: float, correct, fallback
 def _fp32_source(candidate_path, calibration: dict, given) -> Path:
     """The FP32 ONNX the candidate was calibrated from: `given`, else the manifest's record (as written, then
     beside the candidate). It must be the same file (sha256)."""
-    source = calibration.get("source_onnx") or {}
+    source = calibration.get("source") or calibration.get("source_onnx") or {}  # older manifests: source_onnx
     recorded = source.get("file")
     if given:
         path = existing_file(given, "FP32 model")
