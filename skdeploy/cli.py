@@ -17,6 +17,7 @@ COMMANDS = {
     "export": "export",
     "optimize": "optimize",
     "calibrate": "calibrate",
+    "debug-precision": "debug_precision",
     "build-engine": "build_engine",
     "validate": "validate",
     "bench": "bench",

@@ -67,19 +67,31 @@ def _logit_agreement(reference, candidate) -> dict:
     noise = float(np.sum((reference - candidate) ** 2))
     signal = float(np.sum(reference ** 2))
     cosine = row_cosines(reference, candidate)
-    snr = float("inf") if noise == 0 else (10.0 * np.log10(signal / noise) if signal > 0 else float("-inf"))
+    snr = snr_db(signal, noise)
     return {"max_abs": base["max_abs"], "mean_abs": base["mean_abs"], "max_rel": base["max_rel"],
             "cosine_mean": float(cosine.mean()), "cosine_min": float(cosine.min()), "snr_db": snr}
 
 
+def snr_db(signal: float, noise: float) -> float:
+    """10 log10(signal power / noise power): inf without noise, -inf without signal."""
+    if noise == 0:
+        return float("inf")
+    return float(10.0 * np.log10(signal / noise)) if signal > 0 else float("-inf")
+
+
+def cosines_from_sums(dot, reference_square, candidate_square) -> np.ndarray:
+    """Cosine similarity from per-row sums (x.y, x.x, y.y), with row_cosines' rule for zero vectors."""
+    dot, norms = np.asarray(dot, np.float64), np.sqrt(np.asarray(reference_square, np.float64)
+                                                      * np.asarray(candidate_square, np.float64))
+    both_zero = (np.asarray(reference_square) == 0) & (np.asarray(candidate_square) == 0)
+    return np.where(norms > 0, dot / np.where(norms > 0, norms, 1.0), np.where(both_zero, 1.0, 0.0))
+
+
 def row_cosines(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
     """Cosine similarity of each row pair (float64 arrays)."""
-    reference_norms, candidate_norms = np.linalg.norm(reference, axis=1), np.linalg.norm(candidate, axis=1)
-    norms = reference_norms * candidate_norms
-    dots = np.sum(reference * candidate, axis=1)
     # a zero vector has no direction: two of them are identical (1), one alone shares nothing (0)
-    both_zero = (reference_norms == 0) & (candidate_norms == 0)
-    return np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), np.where(both_zero, 1.0, 0.0))
+    return cosines_from_sums(np.sum(reference * candidate, axis=1), np.sum(reference ** 2, axis=1),
+                             np.sum(candidate ** 2, axis=1))
 
 
 def prediction_agreement(reference: np.ndarray, candidate: np.ndarray, k: int = 5) -> dict:
@@ -227,8 +239,7 @@ class RunningComparison:
             return self._metrics()
 
     def _metrics(self) -> dict:
-        snr = float("inf") if self.noise == 0 else (
-            10.0 * np.log10(self.signal / self.noise) if self.signal > 0 else float("-inf"))
+        snr = snr_db(self.signal, self.noise)
         metrics = {"max_abs": self.max_abs, "mean_abs": self.abs_sum / self.logits if self.logits else 0.0,
                    "max_rel": self.max_abs / self.scale if self.scale > 0 else self.max_abs,
                    "cosine_mean": self.cosine_sum / self.rows, "cosine_min": self.cosine_min,

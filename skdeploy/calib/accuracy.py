@@ -23,13 +23,15 @@ from ..reference import reference_from_manifest
 
 
 def runs(model: onnx.ModelProto | PathLike, selection: Selection, indices: Sequence[int], batch_size: int,
-         description: str) -> Iterator[tuple]:
+         description: str, priority_order: bool = False) -> Iterator[tuple]:
     """(every output, samples in the batch) per batch of `indices` through onnxruntime, with progress: for
-    the sensitivity model, whose outputs are per-batch sums rather than per-sample logits. A model with a
-    static batch gets its own batch size, the last one padded."""
+    the sensitivity models, whose outputs are sums rather than logits. A model with a static batch gets its
+    own batch size, the last one padded. `priority_order` for a model whose outputs read many intermediate
+    tensors (runners/onnxrt.py)."""
     from ..runners.onnxrt import OnnxRuntimeRunner
 
-    with OnnxRuntimeRunner(model) as runner, log.progress(len(indices), description) as advance:
+    runner = OnnxRuntimeRunner(model, priority_order=priority_order)
+    with runner, log.progress(len(indices), description) as advance:
         spec = runner.input_specs()[0]
         low, high = runner.batch_limits()
         size = low if low == high else batch_size

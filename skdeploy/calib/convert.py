@@ -149,13 +149,15 @@ class Evaluation:
 
 
 def int8_with_fallback(model, plan_exclude, amax, absmax, settings, fallen):
-    """INT8 with the units in `fallen` returned to settings.fallback (FP32 where FP16 would overflow)."""
-    plan = plan_int8(model, exclude=set(plan_exclude) | set(fallen))
+    """INT8 with the units in `fallen` returned to settings.fallback and those in settings.keep_fp16 in FP16
+    (FP32 where FP16 would overflow)."""
+    plan = plan_int8(model, exclude=set(plan_exclude) | set(fallen) | set(settings.keep_fp16))
     quantized = insert_qdq(model, plan, amax)
-    if settings.fallback == "fp16" and fallen:
+    wanted = set(settings.keep_fp16) | (set(fallen) if settings.fallback == "fp16" else set())
+    if wanted:
         index = GraphIndex(model)
         nodes = {node.name: node for node in model.graph.node}
-        half = {name for name in fallen if not fp32_reason(nodes[name], index, float_tensors(nodes[name], index),
+        half = {name for name in wanted if not fp32_reason(nodes[name], index, float_tensors(nodes[name], index),
                                                            absmax, settings.fp16_limit)}
         quantized = convert_fp16(quantized, half)
     return quantized
@@ -166,14 +168,15 @@ def build_int8(model, ranges, settings, evaluation) -> tuple:
     absmax = {name: entry["absmax"] for name, entry in ranges.items()}
     for name in sorted(amax):
         log.debug(f"range {name}: amax {amax[name]:.4g} of largest |x| {absmax[name]:.4g} ({settings.method})")
-    plan = plan_int8(model, exclude=settings.keep_fp32)
+    plan = plan_int8(model, exclude=set(settings.keep_fp32) | set(settings.keep_fp16))
     if not plan.units:
         raise UsageError("the model has no Conv, Gemm or MatMul to quantize")
     record = {"quantized_units": len(plan.units), "qdq_tensors": len(plan.activation_tensors(model)),
               "fallback_layers": [], "accuracy": None, "accuracy_plain_int8": None}
     budget = settings.max_top1_drop
     # only the budget's fallback search goes back to the FP32 model
-    quantized = insert_qdq(model, plan, amax, in_place=budget is None)
+    quantized = (int8_with_fallback(model, settings.keep_fp32, amax, absmax, settings, ()) if settings.keep_fp16
+                 else insert_qdq(model, plan, amax, in_place=budget is None))
     if evaluation is None:
         return quantized, record
     score = evaluation.score(quantized, "INT8 accuracy")

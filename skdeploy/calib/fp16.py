@@ -25,12 +25,13 @@ def float_tensors(node: onnx.NodeProto, index: GraphIndex) -> list:
     return [name for name in list(node.input) + list(node.output) if name and index.is_float(name)]
 
 
-def check_keep_fp32(model: onnx.ModelProto, keep_fp32: Iterable[str]) -> None:
-    """Every name in `keep_fp32` must be a node of `model`: a misspelt name would keep nothing FP32."""
+def check_keep_fp32(model: onnx.ModelProto, keep_fp32: Iterable[str], argument: str = "keep_fp32") -> None:
+    """Every name in `keep_fp32` (or the list `argument` names) must be a node of `model`: a misspelt name
+    would keep nothing wide."""
     names = {node.name for node in model.graph.node}
     unknown = sorted(set(keep_fp32) - names)
     if unknown:
-        raise UsageError(f"`keep_fp32` names no node {unknown[0]!r}; node names are in 'skdeploy inspect' "
+        raise UsageError(f"`{argument}` names no node {unknown[0]!r}; node names are in 'skdeploy inspect' "
                          f"or Netron (e.g. {next(iter(sorted(names)))!r})")
 
 

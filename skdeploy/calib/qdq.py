@@ -245,10 +245,7 @@ def sensitivity_model(model: onnx.ModelProto, plan: Int8Plan, amax: dict) -> tup
     outputs = {}
     for unit in plan.units:
         node = by_name[unit]
-        shadow_out = f"{node.output[0]}_shadow"
-        shadow = helper.make_node(node.op_type, builder.quantized_inputs(node, plan), [shadow_out],
-                                  name=f"{unit}_shadow")
-        shadow.attribute.extend(node.attribute)
+        shadow, shadow_out = shadow_node(node, builder, plan)
         error, signal = f"{unit}_shadow_error", f"{unit}_shadow_signal"
         nodes += [shadow,
                   helper.make_node("Sub", [shadow_out, node.output[0]], [f"{shadow_out}_diff"]),
@@ -259,3 +256,12 @@ def sensitivity_model(model: onnx.ModelProto, plan: Int8Plan, amax: dict) -> tup
         outputs[unit] = (error, signal)
     _finish(shadowed, builder, nodes)
     return shadowed, outputs
+
+
+def shadow_node(node, builder: QdqBuilder, plan: Int8Plan) -> tuple:
+    """(a copy of `node` that reads the quantized form of its FP32 inputs, its output name): that unit's
+    own quantisation error, next to the exact FP32 node."""
+    shadow_out = f"{node.output[0]}_shadow"
+    shadow = helper.make_node(node.op_type, builder.quantized_inputs(node, plan), [shadow_out], name=f"{node.name}_shadow")
+    shadow.attribute.extend(node.attribute)
+    return shadow, shadow_out

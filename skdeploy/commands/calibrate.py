@@ -27,6 +27,8 @@ from .flags import FINITE_FLOAT
 @click.option("--fallback", type=click.Choice(["fp16", "fp32"]), default="fp16", show_default=True,
               help="Precision of layers moved out of INT8 by the budget.")
 @click.option("--keep-fp32", multiple=True, metavar="NODE", help="Node name to keep FP32 (repeatable).")
+@click.option("--keep-fp16", multiple=True, metavar="NODE", help="INT8: layer to compute in FP16 instead "
+              "(repeatable; 'skdeploy debug-precision' prints which).")
 @click.option("--fp16-io", is_flag=True, help="FP16 graph inputs and outputs (default: FP32).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the subset selection.")
 @click.option("--batch-size", type=int, help="Calibration batch (default: fit --memory-mb of activations).")
@@ -39,8 +41,8 @@ from .flags import FINITE_FLOAT
 @verify_option
 @json_option
 def command(model, precision, output, calib_data, calib_images, holdout_images, method, percentile, bins,
-            max_top1_drop, fallback, keep_fp32, fp16_io, seed, batch_size, memory_mb, trt_version, no_cache,
-            mean, std, resize, crop, channel_order, force, as_json) -> None:
+            max_top1_drop, fallback, keep_fp32, keep_fp16, fp16_io, seed, batch_size, memory_mb, trt_version,
+            no_cache, mean, std, resize, crop, channel_order, force, as_json) -> None:
     """Calibrate an FP32 ONNX into explicit INT8 (Q/DQ) or FP16 for TensorRT 11 / TensorRT-RTX.
 
     Preprocessing comes from MODEL's manifest. Writes OUT.onnx, its manifest OUT.onnx.json, the ranges
@@ -65,7 +67,8 @@ def command(model, precision, output, calib_data, calib_images, holdout_images, 
     settings = CalibrationSettings(
         precision=precision, method=method, percentile=percentile, calib_data=calib_data, calib_images=calib_images,
         holdout_images=holdout_images, seed=seed, bins=bins, batch_size=batch_size, memory_mb=memory_mb,
-        max_top1_drop=max_top1_drop, fallback=fallback, keep_fp32=tuple(keep_fp32), fp16_io=fp16_io,
+        max_top1_drop=max_top1_drop, fallback=fallback, keep_fp32=tuple(keep_fp32),
+        keep_fp16=tuple(keep_fp16), fp16_io=fp16_io,
         trt_version=trt_version, reuse_cache=not no_cache,
         preprocessing=preprocessing_settings(mean, std, resize, crop, channel_order))
     result = calibrate_model(model, output, settings, force=force)

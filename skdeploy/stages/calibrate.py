@@ -54,6 +54,7 @@ class CalibrationSettings:
     max_top1_drop: float | None = None  # accuracy budget in points against the FP32 reference
     fallback: str = "fp16"  # where layers go when the budget needs it: fp16 | fp32
     keep_fp32: tuple = ()  # node names that stay FP32 (not quantized, not converted)
+    keep_fp16: tuple = ()  # INT8: layers that compute in FP16 instead (FP32 where FP16 would overflow)
     fp16_io: bool = False
     fp16_limit: float = FP16_MAX / 2  # values beyond this on calibration data keep their node FP32
     trt_version: str = "10.3.0"  # header of the TensorRT calibration table
@@ -70,6 +71,8 @@ class CalibrationSettings:
             raise UsageError(f"`percentile` must be in (0, 100], got {self.percentile}")
         if self.bins < MIN_BINS:
             raise UsageError(f"`bins` must be at least {MIN_BINS}, got {self.bins}")
+        if self.keep_fp16 and self.precision != "int8":
+            raise UsageError("`keep_fp16` names INT8 layers to keep in FP16; an FP16 model has them in FP16 already")
         if self.fallback not in FALLBACKS:
             raise UsageError(f"`fallback` must be fp16 or fp32, got {self.fallback!r}")
         if self.max_top1_drop is not None and self.max_top1_drop < 0:
@@ -164,6 +167,7 @@ def _calibrate(input_onnx, output: Path, settings: CalibrationSettings) -> tuple
     check_fp32(model, input_onnx)
     name_nodes(model)
     check_keep_fp32(model, settings.keep_fp32)  # for INT8 too, before the statistics are collected
+    check_keep_fp32(model, settings.keep_fp16, "keep_fp16")
     manifest = load_manifest(input_onnx, required=False, verify=False)  # load_onnx checked the hash
     _, shape = model_input(model, manifest)
     resolve = preprocessing_resolver(input_onnx, manifest, settings, shape)

@@ -9,6 +9,7 @@ import click
 import pytest
 
 from skdeploy.bench import BenchSettings
+from skdeploy.calib.sensitivity import PrecisionSettings
 from skdeploy.commands.bench import parse_batches
 from skdeploy.deployment import DeploySettings
 from skdeploy.stages.build import BuildSettings
@@ -18,7 +19,8 @@ from skdeploy.stages.optimize import optimize_onnx
 from skdeploy.stages.validate import ValidateSettings
 
 SETTINGS = {"export": ExportSettings, "calibrate": CalibrationSettings, "build_engine": BuildSettings,
-            "validate": ValidateSettings, "bench": BenchSettings, "deploy": DeploySettings, "optimize": optimize_onnx}
+            "validate": ValidateSettings, "bench": BenchSettings, "deploy": DeploySettings, "optimize": optimize_onnx,
+            "debug_precision": PrecisionSettings}
 
 
 def library_defaults(settings) -> dict:
