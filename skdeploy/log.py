@@ -10,6 +10,7 @@ Messages quote API argument names in backticks (`calib_images`); a front end wit
 them (the CLI's flags) rewrites each message for a block with `log.rewriting(...)`.
 """
 import contextlib
+import warnings
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
@@ -48,6 +49,26 @@ class Logger:
             yield self
         finally:
             setattr(self, name, previous)
+
+    @contextlib.contextmanager
+    def python_warnings(self):
+        """Python warnings raised in the block (numpy's RuntimeWarning, Pillow's DecompressionBombWarning) as
+        one warning line each, said once, instead of Python's two lines that quote the library's source."""
+        from rich.markup import escape
+
+        previous, said = warnings.showwarning, set()
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            text = f"{category.__name__}: {(str(message).strip().splitlines() or [''])[0]}"
+            if text not in said:
+                said.add(text)
+                self.warning(escape(text))
+
+        warnings.showwarning = show
+        try:
+            yield self
+        finally:
+            warnings.showwarning = previous
 
     def shows(self, severity: int) -> bool:
         return severity >= self.level

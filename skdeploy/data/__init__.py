@@ -10,10 +10,10 @@ from .loaded import InputsDigest, StreamedData, inputs_sha256, open_data
 from .origin import DataOrigin
 from .preprocessing import Preprocessing
 from .sources import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, InputShape, Source, UnreadableSample, \
-    class_names_for, fashion_mnist_file, load_fashion_mnist, open_source, read_arrays, read_batches, read_idx
+    check_label_range, checked_labels, class_names_for, fashion_mnist_file, load_fashion_mnist, open_source, read_arrays, read_batches, read_idx
 from .splits import Selection, default_calibration_path, select_calibration
 
 __all__ = ["pad_batch", "DataOrigin", "InputsDigest", "StreamedData", "inputs_sha256", "open_data", "Preprocessing", "FASHION_MNIST_CLASSES", "FASHION_MNIST_DIR",
-           "InputShape", "Source", "UnreadableSample", "class_names_for", "fashion_mnist_file",
+           "InputShape", "Source", "UnreadableSample", "check_label_range", "checked_labels", "class_names_for", "fashion_mnist_file",
            "load_fashion_mnist", "open_source", "read_arrays", "read_batches", "read_idx", "Selection", "default_calibration_path",
            "select_calibration"]
