@@ -79,7 +79,7 @@ class Logger:
 
     def warning(self, message: str) -> None:
         if self.shows(WARNING):
-            self.console.print(f"[yellow]warning:[/yellow] {self.rewrite(message)}")
+            self.console.print(f"[yellow]warning:[/yellow] {self.rewrite(message)}", soft_wrap=True)  # one line
 
     @contextlib.contextmanager
     def status(self, message: str):

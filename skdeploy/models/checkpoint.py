@@ -77,7 +77,8 @@ def apply_state_dict(module, state_dict: dict, source="checkpoint") -> None:
     if missing or unexpected or wrong_shape or wrong_dtype:
         parts = []
         for label, keys in (("missing keys", missing), ("unexpected keys", unexpected),
-                            ("shape mismatches", wrong_shape)):
+                            ("shape mismatches", wrong_shape),
+                            ("integer tensors for floating-point parameters", wrong_dtype)):
             if keys:
                 shown = ", ".join(keys[:5]) + (f", ... ({len(keys)} in all)" if len(keys) > 5 else "")
                 parts.append(f"{label}: {shown}")
