@@ -85,6 +85,8 @@ def normalize_cc(text) -> str:
     if raw.isdigit() and len(raw) >= 2:
         raw = f"{raw[:-1]}.{raw[-1]}"
     try:
+        if "." not in raw:
+            raise ValueError(raw)
         major, minor = cc_tuple(raw)
     except ValueError:
         raise UsageError(f"compute capability {text!r} is not like 8.6") from None
