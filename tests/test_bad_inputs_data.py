@@ -320,7 +320,7 @@ def test_an_inactive_pytorch_runner_refuses_too():
     (0, 4, r"`batch` must be a whole number of samples, at least 1, got 0"),
     (-1, 4, r"`batch` must be a whole number of samples, at least 1, got -1"),
     (2.5, 4, r"`batch` must be a whole number of samples, at least 1, got 2\.5"),
-    (8, 0, r"`inputs` holds no samples; give at least one")])
+    (8, 0, r"no samples to run: the inputs are empty")])
 def test_run_batched_refuses_batches_that_hold_nothing(onnx_runner, batch, inputs, message):
     from skdeploy.errors import UsageError
 

@@ -109,7 +109,7 @@ class Runner:
         if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
             raise UsageError(f"`batch` must be a whole number of samples, at least 1, got {batch!r}")
         if len(inputs) == 0:
-            raise UsageError("`inputs` holds no samples; give at least one")
+            raise UsageError("no samples to run: the inputs are empty")
         low, high = self.batch_limits()
         step = low if low == high else min(batch, high or batch)
         name = self.output_names()[0]
