@@ -230,7 +230,7 @@ class ImageFolder(Source):
         suffixes = image_suffixes()
         found = sorted(p for p in folder.rglob("*") if p.is_file())
         self.files = [p for p in found if p.suffix.lower() in suffixes]
-        others = [p for p in found if p.suffix.lower() not in suffixes]
+        others = [p for p in found if p.suffix.lower() not in suffixes and not p.name.startswith(".")]
         if not self.files:
             hint = ""
             if any(IDX_IMAGES_MARK in p.name for p in folder.iterdir() if p.is_file()):
@@ -263,7 +263,10 @@ class ImageFolder(Source):
                     raise UsageError(f"{file} is a picture of {image.size[0]}x{image.size[1]} pixels; there is "
                                      "nothing to resize")
                 image.load()
-                return self.preprocessing(image)
+                try:
+                    return self.preprocessing(image)
+                except UsageError as exc:  # a picture no preprocessing can take (a float TIFF)
+                    raise UsageError(f"{file}: {exc}") from None
         except Image.DecompressionBombError as exc:
             raise UsageError(f"{file} is too large to decode safely: {str(exc).rstrip('.')}") from None
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
