@@ -180,6 +180,9 @@ CASES = [
          r"random\.onnx was exported with random weights \(these --model-kwargs change the model: .*\); a bundle "
          r"of an untrained model classifies noise\. Give --checkpoint, or pass --random-weights",
          random_weight_export),
+    Case("deploy of a model that ships no weights, without a checkpoint", ("deploy", "--arch", "sknet26", "-o",
+                                                                            "{ws}/bundle"), 2,
+         r"no --checkpoint given and sknet26 ships no weights; a bundle of an untrained model classifies noise"),
     Case("calibrate of a graph with an If node",
          ("calibrate", "{ws}/branch.onnx", "--int8", "--calib-data", f"{{ws}}/{DEMO_IMAGES}", "--calib-images", "8",
           "--holdout-images", "0", "--mean", "0.5", "--std", "0.5", "-o", "{ws}/out.onnx"), 2,
