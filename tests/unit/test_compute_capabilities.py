@@ -8,7 +8,8 @@ import types
 
 import pytest
 
-from skdeploy.engine.build import BuildSettings, _compute_capabilities, normalize_cc
+from skdeploy.engine.builder import _compute_capabilities, normalize_cc
+from skdeploy.stages.build import BuildSettings
 from skdeploy.engine.targets import get_target
 from skdeploy.errors import UsageError
 from skdeploy.trt import compat

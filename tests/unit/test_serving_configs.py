@@ -8,7 +8,7 @@ import pytest
 
 from skdeploy.data import FASHION_MNIST_CLASSES, Preprocessing
 from skdeploy.errors import UsageError
-from skdeploy.models.registry import REGISTRY, imagenet_preprocessing
+from skdeploy.models.registry import IMAGENET_MEAN, IMAGENET_STD, REGISTRY
 from skdeploy.serving import class_labels, deepstream_config, triton_config
 from skdeploy.serving.deepstream import deepstream_labels, nvinfer_preprocessing
 from skdeploy.serving.triton import batching
@@ -69,8 +69,12 @@ def test_a_dynamic_onnx_batches_up_to_the_asked_size_in_its_own_layout():
     assert field(config, "platform") == '"onnxruntime_onnx"'
 
 
-@pytest.mark.parametrize("preprocessing", [DEMO, imagenet_preprocessing(std=(0.25, 0.25, 0.25)),
-                                           Preprocessing(64, (56, 56), (0.5, 0.4, 0.3), (0.2, 0.2, 0.2),
+# nvinfer resizes straight to the network size: DeepStream takes preprocessing that crops nothing
+UNCROPPED_IMAGENET = Preprocessing(224, (224, 224), IMAGENET_MEAN, IMAGENET_STD)
+
+
+@pytest.mark.parametrize("preprocessing", [DEMO, Preprocessing(224, (224, 224), IMAGENET_MEAN, (0.25, 0.25, 0.25)),
+                                           Preprocessing(56, (56, 56), (0.5, 0.4, 0.3), (0.2, 0.2, 0.2),
                                                          channel_order="BGR", scale=1.0)])
 def test_deepstream_scale_and_offsets_reproduce_the_preprocessing(preprocessing):
     """nvinfer computes net-scale-factor * (x - offsets[c]) on pixels 0..255; that must equal the manifest's
@@ -87,9 +91,9 @@ def test_deepstream_scale_and_offsets_reproduce_the_preprocessing(preprocessing)
 
 
 def test_deepstream_refuses_a_per_channel_std_it_cannot_reproduce():
-    assert nvinfer_preprocessing(imagenet_preprocessing()).needs_raw_input
+    assert nvinfer_preprocessing(UNCROPPED_IMAGENET).needs_raw_input
     with pytest.raises(UsageError, match="differs per channel"):
-        deepstream_config({"preprocessing": imagenet_preprocessing().to_dict()}, "m.onnx", "m.engine", "l.txt", "fp32")
+        deepstream_config({"preprocessing": UNCROPPED_IMAGENET.to_dict()}, "m.onnx", "m.engine", "l.txt", "fp32")
 
 
 def test_labels_follow_the_class_indices_of_the_model():
