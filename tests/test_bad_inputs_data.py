@@ -101,7 +101,7 @@ def integer_checkpoint(workspace):
 
 def random_weight_export(workspace):
     """random.onnx: the demo model exported with a num_classes its shipped weights do not have."""
-    from skdeploy.export import ExportSettings, export_model
+    from skdeploy.stages.export import ExportSettings, export_model
     from skdeploy.log import QUIET, log
     from skdeploy.models import load_model
 
