@@ -80,7 +80,8 @@ def command(onnx, arch, spec, checkpoint, target, precision, calib_data, calib_i
         formats=formats or ("plain",),
         compute_capabilities=compute_capabilities.split(",") if compute_capabilities else None, max_batch=max_batch,
         dla_core=dla_core, trt_version=trt_version, min_agreement=min_agreement, max_top1_drop=max_top1_drop,
-        name=name, random_weights=random_weights, preprocessing=preprocessing_settings(mean, std, resize, crop, channel_order), **raw)
+        name=name, random_weights=random_weights,
+        preprocessing=preprocessing_settings(mean, std, resize, crop, channel_order), **raw)
     result = deploy(output, settings, force=force)
     if as_json:
         ui.emit_json(result.record())
