@@ -348,8 +348,8 @@ def deploy(bundle, settings: DeploySettings = None, force=False) -> DeployResult
     for path, what in ((settings.onnx, "ONNX"), (settings.checkpoint, "checkpoint")):
         if path:
             existing_file(path, what)
-    preprocessing = _foreign_preprocessing(settings) if settings.onnx else None
     _check_trained(settings)
+    preprocessing = _foreign_preprocessing(settings) if settings.onnx else None
     with _work_kept_once_used(work_folder(bundle)) as work:
         steps = Steps()
         onnx_path = _export(settings, work, steps, preprocessing)
