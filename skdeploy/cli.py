@@ -83,7 +83,7 @@ class LazyGroup(click.Group):
         from .log import log
 
         try:
-            with log.rewriting(in_flags), one_line_usage_errors():
+            with log.rewriting(in_flags), log.python_warnings(), one_line_usage_errors():
                 return super().invoke(ctx)
         except SkdeployError as exc:
             raise CommandFailed(in_flags(str(exc)), exc.exit_code) from None

@@ -71,6 +71,7 @@ class DeploySettings:
     # an ONNX whose manifest records no preprocessing (or that has none): mean, std and optionally resize, crop,
     # channel_order, as `calibrate` takes them; it is recorded in the optimized ONNX's manifest
     preprocessing: dict = field(default_factory=dict)
+    random_weights: bool = False  # deploy a model without trained weights (kept in the work folder to validate)
 
     def __post_init__(self):
         self._check_source()
@@ -211,12 +212,44 @@ def _export(settings: DeploySettings, work: Path, steps: Steps, preprocessing: d
         from .models import load_model
 
         loaded = load_model(arch=settings.arch, spec=settings.spec, checkpoint=settings.checkpoint)
+        if loaded.random_weights:
+            _refuse_random_weights(settings, f"{loaded.spec} has random weights ({loaded.random_weights})")
+            import torch  # saved, so validation rebuilds the very model that was exported
+
+            torch.save(loaded.module.state_dict(), work / "random_weights.pt")
+            reason = loaded.random_weights
+            loaded = load_model(arch=settings.arch, spec=settings.spec, checkpoint=work / "random_weights.pt")
+            loaded.random_weights = reason
         export_model(loaded, output, export_settings, force=True)
 
     from .models import DEMO_MODEL
 
     current = _current(output, "export", checkpoint, asdict(export_settings), spec=spec or DEMO_MODEL)
     return steps.run("export", output, current, make)
+
+
+def _refuse_random_weights(settings: DeploySettings, why: str) -> None:
+    if not settings.random_weights:
+        raise UsageError(f"{why}; a bundle of an untrained model classifies noise. Give `checkpoint`, or pass "
+                         "`random_weights=True` to deploy it anyway")
+
+
+def _check_trained(settings: DeploySettings) -> None:
+    """Before any work: a model deployed without trained weights is refused unless asked for."""
+    if settings.onnx:
+        manifest = load_manifest(settings.onnx, required=False, verify=False)  # later steps verify it
+        export = next((s for s in (manifest or {}).get("stages", []) if s.get("stage") == "export"), {})
+        if export.get("random_weights"):
+            _refuse_random_weights(settings, f"{settings.onnx} was exported with random weights "
+                                             f"({export['random_weights']})")
+        return
+    if settings.checkpoint:
+        return
+    from .models import DEMO_MODEL, REGISTRY
+
+    name = settings.arch or settings.spec or DEMO_MODEL
+    if name not in REGISTRY or REGISTRY[name].weights is None:
+        _refuse_random_weights(settings, f"no `checkpoint` given and {name} ships no weights")
 
 
 def _raw_input(onnx_path: Path, settings: DeploySettings, work: Path, steps: Steps) -> Path:
@@ -324,6 +357,7 @@ def deploy(bundle, settings: DeploySettings | None = None, force: bool = False) 
     for path, what in ((settings.onnx, "ONNX"), (settings.checkpoint, "checkpoint")):
         if path:
             existing_file(path, what)
+    _check_trained(settings)
     preprocessing = _foreign_preprocessing(settings) if settings.onnx else None
     with _work_kept_once_used(work_folder(bundle)) as work:
         steps = Steps()

@@ -11,6 +11,7 @@ Messages quote API argument names in backticks (`calib_images`); a front end wit
 them (the CLI's flags) rewrites each message for a block with `log.rewriting(...)`.
 """
 import contextlib
+import warnings
 from collections.abc import Callable, Iterator
 
 from rich.console import Console
@@ -53,6 +54,26 @@ class Logger:
         finally:
             setattr(self, name, previous)
 
+    @contextlib.contextmanager
+    def python_warnings(self):
+        """Python warnings raised in the block (numpy's RuntimeWarning, Pillow's DecompressionBombWarning) as
+        one warning line each, said once, instead of Python's two lines that quote the library's source."""
+        from rich.markup import escape
+
+        previous, said = warnings.showwarning, set()
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            text = f"{category.__name__}: {(str(message).strip().splitlines() or [''])[0]}"
+            if text not in said:
+                said.add(text)
+                self.warning(escape(text))
+
+        warnings.showwarning = show
+        try:
+            yield self
+        finally:
+            warnings.showwarning = previous
+
     def shows(self, severity: int) -> bool:
         return severity >= self.level
 
@@ -67,7 +88,7 @@ class Logger:
 
     def warning(self, message: str) -> None:
         if self.shows(WARNING):
-            self.console.print(f"[yellow]warning:[/yellow] {self.rewrite(message)}")
+            self.console.print(f"[yellow]warning:[/yellow] {self.rewrite(message)}", soft_wrap=True)  # one line
 
     @contextlib.contextmanager
     def status(self, message: str) -> Iterator[None]:

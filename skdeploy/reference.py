@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .data import DataOrigin, read_arrays
+from .data import DataOrigin, check_label_range, checked_labels, read_arrays
 from .errors import SkdeployError, UsageError
 from .fileio import atomic_path, check_output_path
 from .log import log
@@ -153,9 +153,26 @@ def load_saved_reference(path) -> Reference:
         named = False
     if not named:
         raise damaged(path, "its meta data must name its source as KIND:PATH and count at least 1 sample")
+    _check_saved_arrays(saved, path)
     saved["meta"] = meta
     model = ModelEntry.from_manifest(meta)
     return Reference(f"saved {path.name} ({model.spec})", "saved", model, meta["preprocessing"], saved=saved)
+
+
+def _check_saved_arrays(saved: dict, path: Path) -> None:
+    """Logits (N, classes) of a number type and, when saved, one label per sample within those classes:
+    anything else would fail deep inside validation, or score against the wrong samples."""
+    logits = saved["logits"]
+    if logits.ndim != 2 or logits.shape[1] < 1 or logits.dtype.kind not in "fiu":
+        raise damaged(path, f"its logits must be numbers of shape (samples, classes), got {logits.dtype} "
+                            f"{logits.shape}")
+    if "labels" in saved:
+        what = f"{path} (its saved labels)"
+        labels = checked_labels(saved["labels"], what)
+        if len(labels) != len(logits):
+            raise damaged(path, f"it holds {len(labels)} labels for {len(logits)} samples of logits")
+        check_label_range(labels, logits.shape[1], what)
+        saved["labels"] = labels
 
 
 def resolve_reference(reference=None, checkpoint=None, candidates=(), trust_model_code=False) -> Reference:

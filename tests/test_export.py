@@ -80,9 +80,10 @@ def test_export_api_returns_the_result_its_manifest_records(demo_state, tmp_path
     assert result.node_counts_exported["Softmax"] == 5 and "Softmax" not in result.node_counts  # 5 SK blocks, M=2
     assert recorded_stage(out) == as_stored(result.record())
     assert list(result.record()) == ["exporter", "settings", "source", "simplified", "parity", "passes",
-                                     "node_counts_exported", "node_counts", "seconds", "raw_input"]
+                                     "node_counts_exported", "node_counts", "seconds", "raw_input",
+                                     "random_weights"]
     assert result.source == {"file": str(paths["raw"]), "sha256": sha256_file(paths["raw"])}
-    assert result.raw_input is None
+    assert result.raw_input is None and result.random_weights is None  # trained weights from the checkpoint
     manifest = json.loads((tmp_path / "demo.onnx.json").read_text())
     assert manifest["preprocessing"]["in_graph"] is False  # the graph takes normalized inputs
     assert manifest["model"] == {"spec": "sknet-fmnist", "checkpoint": {"path": str(paths["raw"]),

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import run_cli
 from skdeploy.compare import accuracy, error_histogram, logit_agreement, prediction_agreement, top_k
-from skdeploy.data import Preprocessing, inputs_sha256, open_data
+from skdeploy.data import FASHION_MNIST_CLASSES, Preprocessing, inputs_sha256, open_data
 from skdeploy.errors import UsageError
 from validation_helpers import perturbed_copy
 
@@ -88,8 +88,8 @@ def test_data_from_npz_and_image_folders(tmp_path):
         (tmp_path / "folder" / name).mkdir(parents=True)
         for i in range(3):
             Image.fromarray(pictures[label * 3 + i]).save(tmp_path / "folder" / name / f"{i}.png")
-    folder = open_data(tmp_path / "folder", GRAY)
-    assert folder.labels.tolist() == [0, 0, 0, 1, 1, 1] and folder.class_names == ("bag", "coat")
+    folder = open_data(tmp_path / "folder", GRAY, class_names=FASHION_MNIST_CLASSES)  # by name, not position
+    assert folder.labels.tolist() == [8, 8, 8, 4, 4, 4] and folder.class_names == FASHION_MNIST_CLASSES
     assert folder.picture(4).size == (28, 28)
     np.testing.assert_array_equal(read_all(folder)[:3], inputs[:3])
     np.savez(tmp_path / "bad.npz", other=np.zeros(3), more=np.zeros(3))

@@ -4,7 +4,7 @@ preprocessing, the ranges (through the cache), the held-out evaluation, and buil
 """
 import time
 
-from onnx import TensorProto
+from onnx import AttributeProto, TensorProto
 
 from ..data import InputShape, Preprocessing
 from ..errors import SkdeployError, UsageError
@@ -45,6 +45,12 @@ def check_fp32(model, path) -> None:
     lowered = lowered_precision(model)
     if lowered:
         raise UsageError(f"{path} already has {lowered}; calibrate takes the FP32 ONNX from export")
+    with_subgraphs = next((node for node in model.graph.node
+                           if any(a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for a in node.attribute)), None)
+    if with_subgraphs is not None:  # Q/DQ placement and range collection see the main graph only
+        named = f" '{with_subgraphs.name}'" if with_subgraphs.name else ""
+        raise UsageError(f"{path} has control flow ({with_subgraphs.op_type} node{named} with subgraphs), which "
+                         "calibration does not handle; give a graph without If, Loop or Scan, or build it as FP32")
 
 
 def name_nodes(model) -> None:

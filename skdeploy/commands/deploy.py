@@ -45,13 +45,15 @@ RUNTIME_FIGURES = {"deepstream_nvinfer": "DeepStream (nvinfer's transform, emula
               help="Most top-1 accuracy drop (points) vs FP32 for the bundle to be written.")
 @click.option("--name", help="Model name in the Triton repository and DeepStream files: letters, digits, _ - . "
               "(default: the model's).")
+@click.option("--random-weights", is_flag=True,
+              help="Deploy a model without trained weights (no --checkpoint, none shipped); refused otherwise.")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Bundle folder.")
 @force_option
 @json_option
 def command(onnx, arch, spec, checkpoint, target, precision, calib_data, calib_images, holdout_images, data, limit,
             formats, mean, std, resize, crop, channel_order, raw_input, layout, raw_dtype, compute_capabilities,
-            max_batch, dla_core, trt_version,
-            min_agreement, max_top1_drop, name, output, force, as_json) -> None:
+            max_batch, dla_core, trt_version, min_agreement, max_top1_drop, name, random_weights, output, force,
+            as_json) -> None:
     """Export, optimize, calibrate, build and validate in one go, and write a bundle to run on the target.
 
     An ONNX made elsewhere is its own FP32 reference (run in onnxruntime); when no manifest records its
@@ -85,7 +87,8 @@ def command(onnx, arch, spec, checkpoint, target, precision, calib_data, calib_i
         formats=formats or ("plain",),
         compute_capabilities=compute_capabilities.split(",") if compute_capabilities else None, max_batch=max_batch,
         dla_core=dla_core, trt_version=trt_version, min_agreement=min_agreement, max_top1_drop=max_top1_drop,
-        name=name, preprocessing=preprocessing_settings(mean, std, resize, crop, channel_order), **raw)
+        name=name, random_weights=random_weights,
+        preprocessing=preprocessing_settings(mean, std, resize, crop, channel_order), **raw)
     result = deploy(output, settings, force=force)
     if as_json:
         ui.emit_json(result.record())

@@ -15,6 +15,8 @@ from .sources import (
            InputShape,
            Source,
            UnreadableSample,
+           check_label_range,
+           checked_labels,
            class_names_for,
            fashion_mnist_file,
            load_fashion_mnist,
@@ -27,5 +29,6 @@ from .splits import Selection, default_calibration_path, select_calibration
 
 __all__ = ["pad_batch", "DataOrigin", "InputsDigest", "StreamedData", "inputs_sha256", "open_data",
            "Preprocessing", "FASHION_MNIST_CLASSES", "FASHION_MNIST_DIR", "InputShape", "Source", "UnreadableSample",
+           "check_label_range", "checked_labels",
            "class_names_for", "fashion_mnist_file", "load_fashion_mnist", "open_source", "read_arrays",
            "read_batches", "read_idx", "Selection", "default_calibration_path", "select_calibration"]

@@ -81,18 +81,20 @@ class StreamedData:
         return Image.fromarray(array.astype(np.uint8))
 
 
-def open_data(path, preprocessing: Preprocessing, limit=None, class_names=None) -> StreamedData:
+def open_data(path, preprocessing: Preprocessing, limit=None, class_names=None, classes=None) -> StreamedData:
     """`path`: a Fashion-MNIST folder (its test split), or any calibration-data format
     (calibration/README.md): an image folder (one subfolder per class gives labels), .npy/.npz
     (uint8 pictures or preprocessed float32 NCHW, optional labels), an IDX images file. Nothing is
-    decoded until the batches are read."""
+    decoded until the batches are read. Labels are checked against the model's `class_names` and number
+    of `classes` when given (open_source)."""
     path = Path(path)
     kind = "images" if path.is_dir() else path.suffix.lstrip(".") or "data"
     file = path
     if path.is_dir() and fashion_mnist_file("test", path).exists():
         kind, file = "fashion-mnist", fashion_mnist_file("test", path)
     shape = InputShape(preprocessing.channels, *preprocessing.crop)
-    source = open_source(file, shape, lambda what: preprocessing, argument="data")
+    source = open_source(file, shape, lambda what: preprocessing, argument="data", class_names=class_names,
+                         classes=classes)
     if preprocessing.in_graph and getattr(source, "preprocessing", preprocessing) is None:
         raise UsageError(f"{path} holds preprocessed float arrays, but the model takes raw pixels (preprocessing "
                          "in the graph); give the pictures (uint8) or image files")

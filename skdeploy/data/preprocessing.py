@@ -94,6 +94,8 @@ class Preprocessing:
         if image.mode != "F":
             image = image.convert("L" if self.channel_order == "GRAY" else "RGB")
         width, height = image.size
+        if min(width, height) < 1:
+            raise UsageError(f"a picture of {width}x{height} pixels has nothing to resize")
         ratio = self.resize / min(width, height)
         size = (max(self.crop[1], round(width * ratio)), max(self.crop[0], round(height * ratio)))
         if size != image.size:

@@ -19,7 +19,8 @@ import numpy as np
 
 from ..errors import SkdeployError, UsageError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# the usual picture suffixes, named in messages; every suffix Pillow can open is read (image_suffixes)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 IDX_IMAGES_MARK = "-images-idx3-ubyte"
 IDX_LABELS_MARK = "-labels-idx1-ubyte"
 ARRAY_KEYS = ("images", "inputs", "x", "data")
@@ -75,6 +76,69 @@ def load_fashion_mnist(split: str = "test", root=None):
         raise SkdeployError(f"Fashion-MNIST not found in {images_path.parent}; install it with: "
                             "sudo apt-get install dataset-fashion-mnist")
     return read_idx(images_path), read_idx(fashion_mnist_file(split, root, IDX_LABELS_MARK)).astype(np.int64)
+
+
+def image_suffixes() -> tuple:
+    """Every file suffix Pillow opens (GIF, TIFF, PPM and the rest), so no picture in a folder is passed
+    over for its format; Pillow is imported only when a folder is read."""
+    from PIL import Image
+
+    Image.init()
+    return tuple(sorted({suffix for suffix, kind in Image.registered_extensions().items() if kind in Image.OPEN}
+                        | set(IMAGE_SUFFIXES)))
+
+
+def checked_labels(labels, what: str) -> np.ndarray:
+    """Labels as int64 class indices, one per sample; NaN, fractions, text or a 2-D array would score every
+    sample wrong (or crash later), so they are refused here."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise UsageError(f"{what}: labels must be one class index per sample (a 1-D array), got shape "
+                         f"{labels.shape}")
+    if labels.dtype.kind in "iu":
+        return labels.astype(np.int64)
+    if labels.dtype.kind != "f":
+        raise UsageError(f"{what}: labels must be whole class indices, got dtype {labels.dtype}")
+    bad = np.flatnonzero(~np.isfinite(labels) | (labels != np.round(labels)))
+    if len(bad):
+        raise UsageError(f"{what}: labels must be whole class indices, got {labels[bad[0]]} for sample "
+                         f"{int(bad[0])}")
+    return labels.astype(np.int64)
+
+
+def check_label_range(labels, classes, what: str) -> None:
+    """A label outside [0, classes) can never be predicted: it would count as a wrong answer."""
+    if labels is None or classes is None or not len(labels):
+        return
+    bad = np.flatnonzero((labels < 0) | (labels >= classes))
+    if len(bad):
+        raise UsageError(f"{what}: label {int(labels[bad[0]])} of sample {int(bad[0])} is outside the model's "
+                         f"classes 0-{classes - 1}")
+
+
+def _folded(name: str) -> str:
+    """A class name as a folder may spell it: no case, no punctuation ('T-shirt/top' -> 'tshirttop')."""
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def folder_labels(folders, class_names, classes, where) -> np.ndarray:
+    """The class index of each class folder name: the model's class of that name, or the index the name
+    spells. Numbering folders by their position among those present would shift every label after a
+    missing class, so a name that is neither is refused."""
+    by_name = {_folded(name): index for index, name in enumerate(class_names or ())}
+    classes = classes if classes is not None else (len(class_names) if class_names else None)
+    indices = {}
+    for folder in sorted(set(folders)):
+        if _folded(folder) in by_name:
+            indices[folder] = by_name[_folded(folder)]
+        elif folder.isdigit() and (classes is None or int(folder) < classes):
+            indices[folder] = int(folder)
+        else:
+            known = f"one of the model's classes ({', '.join(class_names)}) or" if class_names else "the model's"
+            span = f" 0-{classes - 1}" if classes is not None else ""
+            raise UsageError(f"class folder '{folder}' in {where} is not {known} class index{span}; name each "
+                             "class folder by its class's name or index")
+    return np.array([indices[folder] for folder in folders], np.int64)
 
 
 class UnreadableSample(Exception):
@@ -156,25 +220,36 @@ def _sample_or_reason(source: Source, index: int):
 
 
 class ImageFolder(Source):
-    """Every image below `folder`; when each sits in a first-level subfolder, that folder is its class."""
+    """Every picture below `folder`; when each sits in a first-level subfolder, that folder names its class
+    (folder_labels, against the model's `class_names` and number of `classes` when known). Files Pillow
+    cannot open by their suffix are counted and reported."""
 
-    def __init__(self, folder: Path, preprocessing_for) -> None:
-        self.files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    def __init__(self, folder: Path, preprocessing_for, class_names=None, classes=None) -> None:
+        from ..log import log
+
+        suffixes = image_suffixes()
+        found = sorted(p for p in folder.rglob("*") if p.is_file())
+        self.files = [p for p in found if p.suffix.lower() in suffixes]
+        others = [p for p in found if p.suffix.lower() not in suffixes and not p.name.startswith(".")]
         if not self.files:
-            others = sum(1 for p in folder.rglob("*") if p.is_file())
             hint = ""
             if any(IDX_IMAGES_MARK in p.name for p in folder.iterdir() if p.is_file()):
                 hint = "; for IDX files pass the *-images-idx3-ubyte file itself"
-            raise UsageError(f"no images in {folder} (looked recursively for {', '.join(IMAGE_SUFFIXES)}; "
-                             f"found {others} other file{'s' if others != 1 else ''}){hint}")
+            raise UsageError(f"no images in {folder} (looked recursively for the picture formats Pillow reads, "
+                             f"{', '.join(IMAGE_SUFFIXES)} and more; found {len(others)} other "
+                             f"file{'s' if len(others) != 1 else ''}){hint}")
+        if others:
+            log.warning(f"skipped {len(others)} file{'s' if len(others) != 1 else ''} in {folder} that "
+                        f"{'are' if len(others) != 1 else 'is'} not a picture format Pillow reads (first: "
+                        f"{others[0].relative_to(folder)})")
+        self.skipped_files = len(others)
         self.folder = folder  # the files' paths below it are what a copy of the pictures keeps
         self.preprocessing = preprocessing_for(f"images in {folder}")
         self.description = f"image folder {folder} ({len(self.files)} images)"
         self.pictures = [str(p) for p in self.files]
-        classes = sorted({p.parent.name for p in self.files if p.parent.parent == folder})
-        if classes and all(p.parent.parent == folder for p in self.files):
-            self.class_names = tuple(classes)
-            self.labels = np.array([classes.index(p.parent.name) for p in self.files], np.int64)
+        if all(p.parent.parent == folder for p in self.files):
+            self.labels = folder_labels([p.parent.name for p in self.files], class_names, classes, folder)
+            self.class_names = tuple(class_names) if class_names else None
 
     def __len__(self) -> int:
         return len(self.files)
@@ -182,12 +257,21 @@ class ImageFolder(Source):
     def sample(self, index):
         from PIL import Image, UnidentifiedImageError
 
+        file = self.files[index]
         try:
-            with Image.open(self.files[index]) as image:
+            with Image.open(file) as image:
+                if min(image.size) < 1:
+                    raise UsageError(f"{file} is a picture of {image.size[0]}x{image.size[1]} pixels; there is "
+                                     "nothing to resize")
                 image.load()
-                return self.preprocessing(image)
+                try:
+                    return self.preprocessing(image)
+                except UsageError as exc:  # a picture no preprocessing can take (a float TIFF)
+                    raise UsageError(f"{file}: {exc}") from None
+        except Image.DecompressionBombError as exc:
+            raise UsageError(f"{file} is too large to decode safely: {str(exc).rstrip('.')}") from None
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
-            raise UnreadableSample(f"{self.files[index]}: {exc}") from None
+            raise UnreadableSample(f"{file}: {exc}") from None
 
 
 class ArraySamples(Source):
@@ -201,6 +285,9 @@ class ArraySamples(Source):
             if not picture:
                 raise UsageError(f"{what} holds uint8 pictures of shape {array.shape[1:]}; expected (H, W) or "
                                  "(H, W, C) with C = 1, 3 or 4 channels")
+            if min(array.shape[1:3]) < 1:
+                raise UsageError(f"{what} holds pictures of {array.shape[2]}x{array.shape[1]} pixels; there is "
+                                 "nothing to resize")
             self.preprocessing = preprocessing_for(f"uint8 pictures in {what}")
             self.pictures = array
         elif np.issubdtype(array.dtype, np.floating):
@@ -211,8 +298,10 @@ class ArraySamples(Source):
                                  "pictures (N, H, W[, C]) to be preprocessed")
         else:
             raise UsageError(f"{what} has dtype {array.dtype}; expected uint8 pictures or float32 model inputs")
-        if labels is not None and len(labels) != len(array):
-            raise UsageError(f"{what}: {len(labels)} labels for {len(array)} samples")
+        if labels is not None:
+            labels = self.labels = checked_labels(labels, what)
+            if len(labels) != len(array):
+                raise UsageError(f"{what}: {len(labels)} labels for {len(array)} samples")
         self.description = f"{what} ({len(array)} samples)"
 
     def __len__(self) -> int:
@@ -256,7 +345,7 @@ def _load_array_file(path: Path, shape: InputShape, preprocessing_for) -> ArrayS
             raise UsageError(f"{path} has arrays {list(loaded)}; name the samples one of {list(ARRAY_KEYS)}")
         array = loaded[key]
         label_key = next((k for k in LABEL_KEYS if k in loaded), None)
-        labels = loaded[label_key].astype(np.int64) if label_key else None
+        labels = loaded[label_key] if label_key else None
     else:
         array = loaded
     return ArraySamples(array, labels, str(path), shape, preprocessing_for)
@@ -265,24 +354,34 @@ def _load_array_file(path: Path, shape: InputShape, preprocessing_for) -> ArrayS
 def _load_idx_file(path: Path, shape: InputShape, preprocessing_for) -> ArraySamples:
     images = read_idx(path)
     labels_path = path.with_name(path.name.replace(IDX_IMAGES_MARK, IDX_LABELS_MARK))
-    labels = read_idx(labels_path).astype(np.int64) if labels_path.exists() and labels_path != path else None
+    labels = read_idx(labels_path) if labels_path.exists() and labels_path != path else None
     return ArraySamples(np.asarray(images), labels, str(path), shape, preprocessing_for)
 
 
-def open_source(path, shape: InputShape, preprocessing_for, argument: str = "calib_data") -> Source:
+def open_source(path, shape: InputShape, preprocessing_for, argument: str = "calib_data",
+                class_names=None, classes: int | None = None) -> Source:
     """Pick the reader by what `path` is. `preprocessing_for(what)` returns the Preprocessing or raises;
-    `argument` names the API argument `path` came from, in messages."""
+    `argument` names the API argument `path` came from, in messages. The model's `class_names` and number
+    of `classes`, when known, are what labels must name: labels outside them are refused."""
     path = Path(path)
     if not path.exists():
         raise UsageError(f"`{argument}={path}` does not exist")
     if path.is_dir():
-        return ImageFolder(path, preprocessing_for)
+        source = ImageFolder(path, preprocessing_for, class_names, classes)
+    else:
+        source = _open_file(path, shape, preprocessing_for, argument)
+    check_label_range(source.labels, classes if classes is not None else
+                      (len(class_names) if class_names else None), str(path))
+    return source
+
+
+def _open_file(path: Path, shape: InputShape, preprocessing_for, argument) -> Source:
     name = path.name.lower()
     if name.endswith((".npy", ".npz")):
         return _load_array_file(path, shape, preprocessing_for)
     if IDX_IMAGES_MARK in name or name.endswith((".idx", ".idx.gz")):
         return _load_idx_file(path, shape, preprocessing_for)
-    if name.endswith(IMAGE_SUFFIXES):
+    if name.endswith(image_suffixes()):
         raise UsageError(f"`{argument}={path}` is a single image; give the folder that holds the images")
     raise UsageError(f"`{argument}={path}`: unknown format (accepted: a folder of images, .npy, .npz, "
                      "or a *-images-idx3-ubyte[.gz] file)")

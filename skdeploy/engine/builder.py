@@ -17,6 +17,7 @@ from ..log import log
 from ..onnx.io import load_onnx
 from ..trt import HARDWARE_COMPATIBILITY, first_installed, load_backend
 from .layers import record as record_layers
+from ..trt.capabilities import cc_tuple
 from .memory import PeakMemory
 from .network import (
     batch_profile,
@@ -88,11 +89,15 @@ def resolve_backend(settings) -> tuple:
 def normalize_cc(text) -> str:
     """'8.6', '86', 'sm86', 'SM_86' -> '8.6'."""
     raw = str(text).strip().lower().removeprefix("sm").lstrip("_")
-    if "." in raw:
-        return raw
     if raw.isdigit() and len(raw) >= 2:
-        return f"{raw[:-1]}.{raw[-1]}"
-    raise UsageError(f"compute capability {text!r} is not like 8.6")
+        raw = f"{raw[:-1]}.{raw[-1]}"
+    try:
+        if "." not in raw:
+            raise ValueError(raw)
+        major, minor = cc_tuple(raw)
+    except ValueError:
+        raise UsageError(f"compute capability {text!r} is not like 8.6") from None
+    return f"{major}.{minor}"
 
 
 def plan_build(settings, caps, target_name, model) -> BuildPlan:
@@ -119,7 +124,8 @@ def _compute_capabilities(settings, caps, target) -> list:
     ccs = [normalize_cc(c) for c in (settings.compute_capabilities or [])]
     if caps.compute_capabilities:
         ccs = ccs or list(target.default_compute_capabilities)
-        unknown = [c for c in ccs if c not in caps.compute_capabilities]
+        known = {cc_tuple(c) for c in caps.compute_capabilities}
+        unknown = [c for c in ccs if cc_tuple(c) not in known]
         if unknown:
             raise UsageError(f"{caps.label} cannot build for compute capability {', '.join(unknown)}; "
                              f"it builds for {', '.join(caps.compute_capabilities)}")

@@ -36,6 +36,7 @@ class LoadedModel:
     spec: str
     config: ModelConfig
     checkpoint: dict  # {"path", "sha256"} or None
+    random_weights: str = None  # why the weights are random (no checkpoint, or kwargs that do not fit), else None
 
     def entry(self) -> ModelEntry:
         """What the manifest records about this model."""
@@ -139,20 +140,31 @@ def load_model(arch=None, spec=None, model_kwargs=None, checkpoint=None, input_s
         config = ModelConfig(name, name, (3, 224, 224), None, imagenet_preprocessing(),
                              f"user model {name}", kwargs=kwargs)
     config = _with_input_size(config, input_shape)
-    checkpoint_info = None
+    checkpoint_info, random = None, None
     from .checkpoint import apply_state_dict, read_state_dict
 
     if checkpoint is not None:
         apply_state_dict(module, read_state_dict(checkpoint), source=str(checkpoint))
         checkpoint_info = {"path": str(checkpoint), "sha256": sha256_file(checkpoint)}
-    elif pretrained and config.weights_path is not None and not kwargs:
+    elif pretrained and config.weights_path is not None:
         path = Path(str(config.weights_path))
         if not path.exists():
             raise SkdeployError(f"shipped weights for {name} are missing ({path}); reinstall skdeploy")
-        apply_state_dict(module, read_state_dict(path), source=str(path))
-        checkpoint_info = {"path": f"skdeploy/weights/{path.name}", "sha256": sha256_file(path)}
+        try:  # kwargs that keep the architecture (the defaults, a dropout rate) keep the shipped weights
+            apply_state_dict(module, read_state_dict(path), source=f"the shipped weights of {name}")
+            checkpoint_info = {"path": f"skdeploy/weights/{path.name}", "sha256": sha256_file(path)}
+        except SkdeployError as exc:
+            if not kwargs:
+                raise
+            random = f"these `model_kwargs` change the model: {str(exc).split(': ', 1)[-1]}"
+            if config.num_classes != REGISTRY[name].num_classes:  # the dataset's classes no longer apply
+                config = replace(config, dataset=None)
     module.eval()
-    return LoadedModel(module, config.name if name in REGISTRY else name, config, checkpoint_info)
+    if checkpoint_info is None and random is None:
+        random = ("no `checkpoint` given and shipped weights not asked for" if config.weights_path is not None
+                  else f"no `checkpoint` given and {name} ships no weights")
+    return LoadedModel(module, config.name if name in REGISTRY else name, config, checkpoint_info,
+                       None if checkpoint_info else random)
 
 
 def is_model_code(spec: str) -> bool:

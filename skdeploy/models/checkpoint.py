@@ -64,16 +64,21 @@ def unwrap_state_dict(loaded, path: str = "checkpoint") -> dict:
 
 
 def apply_state_dict(module, state_dict: dict, source: str = "checkpoint") -> None:
-    """Load strictly; on mismatch name the missing, unexpected and wrongly shaped keys."""
+    """Load strictly; on mismatch name the missing, unexpected and wrongly shaped keys, and integer tensors
+    given for floating-point parameters."""
     own = module.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
     wrong_shape = [f"{k} {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
                    for k in own if k in state_dict and tuple(own[k].shape) != tuple(state_dict[k].shape)]
-    if missing or unexpected or wrong_shape:
+    # load_state_dict casts silently: int8 weights (a quantized or foreign checkpoint) would become whole numbers
+    wrong_dtype = [f"{k} {str(state_dict[k].dtype).replace('torch.', '')}" for k in own
+                   if k in state_dict and own[k].is_floating_point() and not state_dict[k].is_floating_point()]
+    if missing or unexpected or wrong_shape or wrong_dtype:
         parts = []
         for label, keys in (("missing keys", missing), ("unexpected keys", unexpected),
-                            ("shape mismatches", wrong_shape)):
+                            ("shape mismatches", wrong_shape),
+                            ("integer tensors for floating-point parameters", wrong_dtype)):
             if keys:
                 shown = ", ".join(keys[:5]) + (f", ... ({len(keys)} in all)" if len(keys) > 5 else "")
                 parts.append(f"{label}: {shown}")

@@ -7,6 +7,7 @@
 Runner classes import their backend (torch, onnxruntime, tensorrt) only when used.
 """
 import importlib
+import os
 
 from .base import Runner, TensorSpec
 
@@ -42,6 +43,8 @@ def load_runner(target, verify: bool = True, **options) -> Runner:
     from ..errors import UsageError
     from ..manifest import load_manifest
 
+    if not isinstance(target, (str, os.PathLike)) or not str(target).strip():
+        raise UsageError(f"`target` must be an ONNX file, an engine file or a model name, got {target!r}")
     kind = runner_kind(target)
     if kind == "pytorch":
         runner = __getattr__("TorchRunner").from_model(spec=str(target), **options)

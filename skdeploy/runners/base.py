@@ -3,6 +3,7 @@
 Threads: one runner may be shared; its infer() calls run one at a time under the runner's lock, and
 deactivate() waits for a running infer(). For parallel inference give each thread its own runner.
 """
+import functools
 import threading
 from dataclasses import dataclass
 
@@ -45,10 +46,23 @@ class Runner:
     """load on __enter__/activate, infer(feed) -> {name: array}, release on __exit__/deactivate."""
 
     name = "runner"
+    # what a runner knows only once its model is loaded: each subclass's own version is wrapped to refuse
+    # an inactive runner with a UsageError (not an AttributeError from a session that is not there yet)
+    NEEDS_ACTIVE = ("input_specs", "output_names", "batch_limits")
 
     def __init__(self) -> None:
         self.is_active = False
         self.lock = threading.RLock()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for method in cls.NEEDS_ACTIVE:
+            if method in cls.__dict__:
+                setattr(cls, method, _when_active(cls.__dict__[method]))
+
+    def require_active(self) -> None:
+        if not self.is_active:
+            raise UsageError(f"{self.name} is not active; use it in a 'with' block or call activate()")
 
     def __enter__(self):
         self.activate()
@@ -71,6 +85,7 @@ class Runner:
 
     def batch_limits(self) -> tuple:
         """(smallest, largest) batch the model takes; largest None when unbounded."""
+        self.require_active()
         shape = self.input_specs()[0].shape
         first = shape[0] if shape else None
         return (first, first) if isinstance(first, int) and first > 0 else (1, None)
@@ -91,6 +106,10 @@ class Runner:
         limits accept: a fixed-batch model gets its own batch, the last chunk padded (data.pad_batch) and the padding's
         outputs dropped. Every stage that runs a model over a data set runs it through here;
         `progress(count)` follows each chunk."""
+        if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+            raise UsageError(f"`batch` must be a whole number of samples, at least 1, got {batch!r}")
+        if len(inputs) == 0:
+            raise UsageError("no samples to run: the inputs are empty")
         low, high = self.batch_limits()
         step = low if low == high else min(batch, high or batch)
         name = self.output_names()[0]
@@ -104,8 +123,7 @@ class Runner:
         return np.concatenate(outputs).astype(np.float32)
 
     def _checked_infer(self, feed) -> dict:
-        if not self.is_active:
-            raise UsageError(f"{self.name} is not active; use it in a 'with' block or call activate()")
+        self.require_active()
         specs = self.input_specs()
         if not isinstance(feed, dict):
             if len(specs) != 1:
@@ -128,3 +146,11 @@ class Runner:
 
     def infer_impl(self, feed: dict) -> dict:
         raise NotImplementedError
+
+
+def _when_active(method):
+    @functools.wraps(method)
+    def checked(self, *args, **kwargs):
+        self.require_active()
+        return method(self, *args, **kwargs)
+    return checked

@@ -26,7 +26,7 @@ from ..calib.convert import (
 )
 from ..calib.fp16 import FP16_MAX, check_keep_fp32
 from ..calib.ranges import METHODS, MIN_BINS
-from ..data import InputShape, default_calibration_path, open_source, select_calibration
+from ..data import InputShape, class_names_for, default_calibration_path, open_source, select_calibration
 from ..errors import SkdeployError, UsageError, require_finite
 from ..fileio import existing_file, sha256_file
 from ..log import log
@@ -202,7 +202,9 @@ def _calibration_data(settings: CalibrationSettings, manifest, shape: InputShape
     if data_path is None:
         raise UsageError("`calib_data` is required (a folder of images, .npy/.npz, or an IDX file); only the "
                          "demo model has a shipped calibration set")
-    source = open_source(data_path, shape, resolve)
+    model = ModelEntry.from_manifest(manifest)
+    source = open_source(data_path, shape, resolve, class_names=class_names_for(model.dataset),
+                         classes=model.num_classes)
     selection = select_calibration(source, shape, settings.calib_images, settings.holdout_images, settings.seed)
     if settings.max_top1_drop is not None and not selection.holdout:
         raise UsageError(f"`max_top1_drop` needs held-out samples, but all {len(selection.calibration)} usable "

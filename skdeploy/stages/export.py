@@ -78,13 +78,14 @@ class ExportResult(StageResult):
     node_counts: dict  # as written
     seconds: float | None  # None until the stage skeleton (stages/stage.py) times the stage
     raw_input: dict | None = None  # with `raw_input`: the raw graph vs numpy preprocessing + the normalized graph
+    random_weights: str | None = None  # why the exported weights are random, else None
 
     def record(self) -> dict:
         return {"exporter": self.settings.exporter, "settings": asdict(self.settings), "source": self.source,
                 "simplified": self.simplified,
                 "parity": self.parity, "passes": [report.as_dict() for report in self.passes],
                 "node_counts_exported": self.node_counts_exported, "node_counts": self.node_counts,
-                "seconds": self.seconds, "raw_input": self.raw_input}
+                "seconds": self.seconds, "raw_input": self.raw_input, "random_weights": self.random_weights}
 
 
 def trace_to_onnx(module, input_shape, settings: ExportSettings):
@@ -165,6 +166,9 @@ def export_model(loaded, output, settings: ExportSettings, force: bool = False) 
 
 def _export(loaded, output: Path, settings: ExportSettings) -> tuple:
     input_shape = tuple(loaded.config.input_size)
+    random_weights = loaded.random_weights
+    if random_weights:  # an untrained model is worth a word: every later number would measure noise
+        log.warning(f"exporting {loaded.spec} with random weights ({random_weights})")
     with log.status(f"exporting {loaded.spec} with the {settings.exporter} exporter"):
         model = trace_to_onnx(loaded.module, input_shape, settings)
     exported_counts = node_counts(model)
@@ -206,6 +210,6 @@ def _export(loaded, output: Path, settings: ExportSettings) -> tuple:
     checkpoint = entry.checkpoint or {}
     source = source_record(checkpoint.get("path"), checkpoint.get("sha256"))
     result = ExportResult(output, settings, source, simplified, parity, passes, exported_counts, node_counts(model),
-                          None, raw_parity)
+                          None, raw_parity, random_weights)
     save_onnx(model, output)
     return result, manifest

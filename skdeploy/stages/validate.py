@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from ..compare import Check, RunningComparison, TopKHits
-from ..data import FASHION_MNIST_DIR, DataOrigin, InputsDigest, Preprocessing, StreamedData, class_names_for, open_data
+from ..data import FASHION_MNIST_DIR, DataOrigin, InputsDigest, Preprocessing, StreamedData, check_label_range, \
+    class_names_for, open_data
 from ..data.preprocessing import FORM_FIELDS
 from ..errors import SkdeployError, UsageError, require_finite
 from ..fileio import PathLike, check_output_path
@@ -306,6 +307,8 @@ def _stream(ref, samples: StreamedData, candidates, manifests: dict, settings: V
             batch_labels = None if labels is None else labels[start:start + len(inputs)]
             reference_logits = _reference_batch(ref, reference_runner, start, reference_inputs, settings.batch)
             check_finite_reference(reference_logits, start, ref.source)
+            if start == 0:  # the model's own number of classes, when no manifest gave it
+                check_label_range(labels, reference_logits.shape[1], samples.origin.split(":", 1)[1])
             if keep_reference:
                 kept.append(reference_logits)
             if batch_labels is not None:
@@ -380,5 +383,6 @@ def _samples(ref, manifests: dict, data, limit):
         if dataset != "fashion-mnist":
             raise UsageError(f"`data` is required: the model ({context['model'].get('spec')}) has no default dataset")
         data = FASHION_MNIST_DIR
-    return open_data(data, preprocessing, limit, class_names_for(dataset))
+    classes = ref.model.num_classes or context["model"].get("num_classes")
+    return open_data(data, preprocessing, limit, class_names_for(dataset), classes)
 

@@ -58,6 +58,15 @@ def version_tuple(text) -> tuple:
     return tuple(parts + [0] * (3 - len(parts)))
 
 
+def cc_tuple(compute_capability) -> tuple:
+    """'8.6' -> (8, 6), '12.0' -> (12, 0): compute capabilities compare as numbers, never as text (where
+    "10.0" < "8.0" would turn Blackwell away)."""
+    major, _, minor = str(compute_capability).strip().partition(".")
+    if not major.isdigit() or not (minor or "0").isdigit():
+        raise ValueError(f"compute capability {compute_capability!r} is not like 8.6")
+    return int(major), int(minor or 0)
+
+
 def _members(enum) -> set:
     return set(getattr(enum, "__members__", {})) if enum is not None else set()
 

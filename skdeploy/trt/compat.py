@@ -2,11 +2,12 @@
 its DLA cores, answered as readable reasons before TensorRT is asked to deserialise anything."""
 from pathlib import Path
 
-from .capabilities import version_tuple
+from .capabilities import cc_tuple, version_tuple
 from .probe import BACKENDS, EXTRAS, TITLES
 
 # version-compatible engines may cross these major versions (build major -> runtime major)
 _CROSS_MAJOR = {(8, 10), (10, 11)}
+AMPERE = (8, 0)  # the oldest compute capability an ampere-plus engine runs on
 
 
 def sm(compute_capability: str) -> str:
@@ -56,11 +57,11 @@ def check_compatibility(engine: dict, gpu: dict, installed_version, dla_cores: i
     cc = (gpu or {}).get("compute_capability")
     if cc:
         here = f"this GPU is {sm(cc)}" + (f" ({gpu['name']})" if gpu.get("name") else "")
-        wanted = [str(c) for c in engine.get("compute_capabilities") or []]
+        wanted = [cc_tuple(c) for c in engine.get("compute_capabilities") or []]
         if engine.get("hardware_compatibility") == "ampere-plus":
-            if version_tuple(cc) < (8, 0):
+            if cc_tuple(cc) < AMPERE:
                 problems.append(here + ", older than the Ampere GPUs an ampere-plus engine needs")
-        elif wanted and str(cc) not in wanted:
+        elif wanted and cc_tuple(cc) not in wanted:
             problems.append(here)
     if engine.get("dla_core") is not None and not dla_cores:
         problems.append(f"the engine runs on DLA core {engine['dla_core']} but this device has no DLA")

@@ -314,6 +314,9 @@ def test_the_fp32_fallback_moves_the_same_layer_to_fp32():
     result, record = build(budget=0.0, fallback="fp32")
     assert [(layer["name"], layer["precision"]) for layer in record["fallback_layers"]] == [("sensitive", "fp32")]
     assert inputs_of(result, "sensitive") == ["h_spread", "w_sensitive"]
+    assert elem_types(result)["w_sensitive"] == TensorProto.FLOAT and record["accuracy"]["drop"] == 0.0
+    for unit in ("spread", "mix", "head"):  # only the sensitive layer left INT8
+        assert inputs_of(result, unit) == [f"{INPUTS[unit]}_dequantized", f"w_{unit}_dequantized"]
 
 
 def test_a_drop_exactly_at_the_budget_needs_no_fallback():
@@ -324,8 +327,10 @@ def test_a_drop_exactly_at_the_budget_needs_no_fallback():
 
 
 def test_without_a_budget_int8_is_scored_but_nothing_moves():
-    _, record = build(budget=None)
+    result, record = build(budget=None)
     assert record["accuracy"]["drop"] == PLAIN_DROP and record["fallback_layers"] == []
+    for unit in INPUTS:  # nothing moved: every unit reads INT8 (dequantized) activations and weights
+        assert inputs_of(result, unit) == [f"{INPUTS[unit]}_dequantized", f"w_{unit}_dequantized"]
     _, unscored = build(budget=0.0, evaluate=False)
     assert unscored["accuracy"] is None and unscored["accuracy_plain_int8"] is None
 

@@ -406,18 +406,31 @@ def test_image_folder_subfolders_are_classes(tmp_path):
     save_png(tmp_path / "ant" / "a.PNG", [[3, 4]])
     save_png(tmp_path / "cat" / "a.png", [[5, 6]])
     (tmp_path / "cat" / "notes.txt").write_text("not an image")
-    source = open_source(tmp_path, SHAPE, gray_preprocessing)
-    assert len(source) == 3 and source.class_names == ("ant", "cat")
-    assert source.labels.dtype == np.int64 and source.labels.tolist() == [0, 1, 1]  # ant/a, cat/a, cat/b
+    # the model's classes, one of them (bee) absent: each folder is its class's index, not its position
+    source = open_source(tmp_path, SHAPE, gray_preprocessing, class_names=("bee", "Cat", "ANT"))
+    assert len(source) == 3 and source.class_names == ("bee", "Cat", "ANT")
+    assert source.labels.dtype == np.int64 and source.labels.tolist() == [2, 1, 1]  # ant/a, cat/a, cat/b
     assert [source.sample(i)[0, 0].tolist() for i in range(3)] == [[3, 4], [5, 6], [1, 2]]
     assert source.description == f"image folder {tmp_path} (3 images)"
+    with pytest.raises(UsageError, match=r"class folder 'ant' in .* is not the model's class index; name each"):
+        open_source(tmp_path, SHAPE, gray_preprocessing)  # no class names to map them to
+
+
+def test_image_folder_class_indices_are_checked_against_the_classes(tmp_path):
+    save_png(tmp_path / "3" / "a.png", [[1, 2]])
+    save_png(tmp_path / "12" / "b.png", [[3, 4]])
+    assert open_source(tmp_path, SHAPE, gray_preprocessing).labels.tolist() == [12, 3]
+    with pytest.raises(UsageError, match=r"class folder '12' in .* is not the model's class index 0-9"):
+        open_source(tmp_path, SHAPE, gray_preprocessing, classes=10)
 
 
 def test_image_folder_reads_every_image_suffix_in_any_case(tmp_path):
     for name in ("a.jpg", "b.JPEG", "c.png", "d.bmp", "e.webp", "f.gif", "g.tiff"):
         save_png(tmp_path / name, [[1, 2]])  # Pillow reads by content; the suffix decides what is listed
+    (tmp_path / "h.txt").write_text("not a picture format")
     source = open_source(tmp_path, SHAPE, gray_preprocessing)
-    assert [p.name for p in source.files] == ["a.jpg", "b.JPEG", "c.png", "d.bmp", "e.webp"]
+    assert [p.name for p in source.files] == ["a.jpg", "b.JPEG", "c.png", "d.bmp", "e.webp", "f.gif", "g.tiff"]
+    assert source.skipped_files == 1
 
 
 @pytest.mark.parametrize("layout", [["a.png", "b.png"], ["top.png", "cls/x.png"], ["cls/deep/x.png", "cls/y.png"]])
