@@ -1,4 +1,4 @@
-"""Plant each of issue 14's realistic one-line bugs, one at a time, in a scratch copy of the package, run
+"""Plant each of seven realistic one-line bugs, one at a time, in a scratch copy of the package, run
 the unit tier against it, and print which tests kill it. Exit 1 if any planted bug survives.
 
     .venv/bin/python scripts/plant_bugs.py            # all bugs
@@ -27,11 +27,11 @@ BUGS = {
                          'return 0 if attribute(node, "transB", 0) else 1',
                          'return 1 if attribute(node, "transB", 0) else 1'),
     "atomic-temp-left": ("skdeploy/fileio.py",
-                         "        if os.path.exists(tmp):\n            os.unlink(tmp)\n",
-                         "        pass\n"),
+                         "    with contextlib.suppress(FileNotFoundError):\n        os.unlink(path)\n",
+                         "    pass\n"),
     "normalise-order": ("skdeploy/data/preprocessing.py",
-                        "(array - mean) / std",
-                        "array / std - mean"),
+                        "(np.asarray(pixels, np.float32) * self.scale - mean) / std",
+                        "np.asarray(pixels, np.float32) * self.scale / std - mean"),
     "budget-rank-order": ("skdeploy/calib/accuracy.py",
                           "return sorted(errors, key=lambda unit: -errors[unit])",
                           "return sorted(errors, key=lambda unit: errors[unit])"),
