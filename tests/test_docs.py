@@ -39,19 +39,19 @@ class Entry:
 SKIP = [
     Entry("README.md", "make demo", "make demo sets up a machine (apt, venv) and runs the pipeline this test's "
                                     "workspace already holds; make test runs this test"),
-    Entry("README.md", "pip install", "installs from a package index, which the test machine need not reach"),
     Entry("docs/engines.md", "--target jetson-orin", "needs classic TensorRT on a Jetson or a GPU machine"),
     Entry("docs/engines.md", "--target desktop", "needs classic TensorRT on a GPU machine"),
     Entry("docs/deploy.md", "--target jetson-orin", "needs a Jetson (classic TensorRT, JetPack)"),
     Entry("docs/deploy.md", "tritonserver", "needs a Triton server and a GPU"),
     Entry("docs/deploy.md", "deepstream-app", "needs DeepStream on an NVIDIA GPU or Jetson"),
-    Entry("docs/precision.md", "venv-modelopt", "builds a separate ModelOpt venv from a package index"),
+    Entry("docs/benchmarks.md", "venv-modelopt", "builds a separate ModelOpt venv from a package index"),
     Entry("docs/testing.md", "make mutation", "mutmut over the core modules takes hours"),
     Entry("docs/validation.md", "--cuda-graph", "needs a GPU (CUDA graphs)"),
     Entry("docs/embedding.md", "TensorRTRunner(", "needs an NVIDIA GPU that runs the engine"),
 ]
 
 SLOW = [
+    Entry("README.md", "skdeploy deploy", "every stage, with validation"),
     Entry("docs/testing.md", "plant_bugs.py", "runs the unit tier once per planted bug"),
     Entry("docs/graph-passes.md", "--arch sknet50", "exports the paper-size SKNet-50"),
     Entry("docs/precision.md", "--method percentile", "calibrates four times"),
@@ -59,7 +59,6 @@ SLOW = [
     Entry("docs/deploy.md", "DeploySettings", "every stage"),
     Entry("docs/validation.md", "--report out/demo/validation.html", "validates three candidates on 10,000 images"),
     Entry("docs/validation.md", "bench_runtime.py", "times SKNet-50 on the CPU"),
-    Entry("docs/benchmarks.md", ".venv/bin/python scripts/", "reruns a measurement"),
 ]
 
 
