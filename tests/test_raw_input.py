@@ -1,4 +1,4 @@
-"""Preprocessing inside the graph (issue 12, `--raw-input`): on the shipped demo model and real Fashion-MNIST
+"""Preprocessing inside the graph (`--raw-input`): on the shipped demo model and real Fashion-MNIST
 test images, the raw-pixel graph equals "preprocess in numpy, then the normalized graph"; validation, classify()
 and INT8 calibration feed it raw pixels; TensorRT-RTX builds it."""
 import json

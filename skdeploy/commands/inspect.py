@@ -32,9 +32,9 @@ def command(artifact, show_layers, as_json):
     \b
     Examples:
       skdeploy inspect out/demo/sknet-fmnist.onnx
-      skdeploy inspect engines/sknet-fmnist.int8.engine --json
-      skdeploy inspect engines/sknet-fmnist.int8.engine --layers          # which convolutions run INT8
-      skdeploy inspect engines/sknet-fmnist.int8.engine --layers --json   # the full layer list
+      skdeploy inspect engines/sknet-fmnist-rtx-int8.engine --json
+      skdeploy inspect engines/sknet-fmnist-rtx-int8.engine --layers          # which convolutions run INT8
+      skdeploy inspect engines/sknet-fmnist-rtx-int8.engine --layers --json   # the full layer list
     """
     if show_layers:
         _show_layers(artifact, as_json)
