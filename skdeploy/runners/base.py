@@ -103,9 +103,13 @@ class Runner:
                 progress(count)
         return np.concatenate(outputs).astype(np.float32)
 
-    def _checked_infer(self, feed) -> dict:
+    def require_active(self) -> None:
+        """A UsageError for any call that needs the loaded model before activate()."""
         if not self.is_active:
             raise UsageError(f"{self.name} is not active; use it in a 'with' block or call activate()")
+
+    def _checked_infer(self, feed) -> dict:
+        self.require_active()
         specs = self.input_specs()
         if not isinstance(feed, dict):
             if len(specs) != 1:

@@ -29,10 +29,12 @@ class OnnxRuntimeRunner(Runner):
         self.session = None
 
     def input_specs(self):
+        self.require_active()
         return [TensorSpec(i.name, tuple(d if isinstance(d, int) else None for d in i.shape),
                            np.dtype(_ORT_TYPES.get(i.type, np.float32))) for i in self.session.get_inputs()]
 
     def output_names(self):
+        self.require_active()
         return [o.name for o in self.session.get_outputs()]
 
     def infer_impl(self, feed):
