@@ -25,7 +25,7 @@ REPO = next(folder for folder in Path(__file__).resolve().parents if (folder / "
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 RUN = {"sh", "console", "python"}
 NOT_RUN = {"text", "json", "toml", "ini", "yaml", "diff", "pbtxt"}
-BLOCK_TIMEOUT_S = 900
+BLOCK_TIMEOUT_S = 3600  # seconds; an idle machine needs a minute for the slowest block, a crowded one far more
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,11 @@ def build(width=32, num_classes=10):
 
 @pytest.fixture(scope="session")
 def docs_workspace(tmp_path_factory) -> Path:
-    """The demo artifacts, made once per session with the CLI as `make demo` names them, and the user files."""
+    """The demo artifacts, made once per session with the CLI as `make demo` names them, and the user files.
+    SKDEPLOY_DOCS_WORKSPACE names one made by an earlier session instead, for iterating on the docs."""
+    earlier = os.environ.get("SKDEPLOY_DOCS_WORKSPACE")
+    if earlier:
+        return Path(earlier)
     folder = tmp_path_factory.mktemp("docs-workspace")
     install_commands(folder)
     (folder / "out" / "demo").mkdir(parents=True)
@@ -200,12 +204,12 @@ def block_param(block: Block):
 
 
 @pytest.mark.parametrize("block", [block_param(block) for block in RUNNABLE])
-def test_doc_block_runs(block, docs_workspace, tmp_path):
+def test_doc_block_runs(block, request, tmp_path):
     skipped = block.matching(SKIP)
     if skipped:
         pytest.skip(f"{block.name}: {'; '.join(entry.reason for entry in skipped)}")
     folder = tmp_path / "workspace"
-    shutil.copytree(docs_workspace, folder, symlinks=True)
+    shutil.copytree(request.getfixturevalue("docs_workspace"), folder, symlinks=True)
     env = workspace_env(folder)
     if block.language == "python":
         (folder / "doc_block.py").write_text(block.text)
