@@ -42,6 +42,7 @@ SKIP = [
     Entry("docs/engines.md", "--target jetson-orin", "needs classic TensorRT on a Jetson or a GPU machine"),
     Entry("docs/deploy.md", "sknet50.pth", "needs your SKNet-50 checkpoint and image folders"),
     Entry("docs/benchmarks.md", "venv-modelopt", "builds a separate ModelOpt venv from a package index"),
+    Entry("docs/benchmarks.md", "bench_engine_quality.py", "runs in the separate ModelOpt venv"),
     Entry("docs/testing.md", "tests/test_docs.py", "runs this test itself"),
     Entry("docs/testing.md", "make mutation", "mutmut over the core modules: 20-40 minutes, after make's set-up"),
     Entry("docs/validation.md", "--candidate engines/", "runs a TensorRT-RTX engine: needs an RTX 30/40 GPU"),
