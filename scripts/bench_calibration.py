@@ -16,7 +16,7 @@ the probed session, the thresholds, the Q/DQ model and writing the outputs. Thre
 image loops (decoding in both), everything from the file on disk (the forward's load and session start
 counted too), and everything against the forward's image loop alone. The machine's speed drifts between
 runs, so each round compares two phases run seconds apart, and the table gives medians over the rounds.
-Targets (issue 11): calibration per image <= 1.5x the forward per image; peak RSS <= 1 GB at 1024 images.
+Targets: calibration per image <= 1.5x the forward per image; peak RSS <= 1 GB at 1024 images.
 """
 import argparse
 import importlib

@@ -8,7 +8,7 @@ decoding and preprocessing the images plus running both the PyTorch reference an
 which is what validation's memory depends on. Images: 1,000 random crops (170 to 512 pixels square) of
 the photos that ship with scikit-image and scikit-learn, saved as JPEG (scripts/bench_calibration.py);
 a folder of N images holds N separate files copied from them in turn. Each count runs `skdeploy
-validate` in a fresh process whose peak RSS comes from the kernel (wait4). Targets (issue 15): peak RSS
+validate` in a fresh process whose peak RSS comes from the kernel (wait4). Targets: peak RSS
 <= 2 GB at 50,000 images and < 10% growth from 5,000.
 """
 import argparse

@@ -10,7 +10,7 @@ wall time, the peak RSS while it ran (sampled every 20 ms; the process's baselin
 node count, and top-1 agreement with the FP32 ONNX (demo: with FP32 PyTorch, on the Fashion-MNIST test
 images) and top-1 (demo only). SKNet-50 uses random weights with randomized BatchNorm statistics (its
 agreement is over random photo crops and says little; its row is for time and memory).
-Targets (issue 11): our agreement >= ModelOpt's and our calibration wall time <= ModelOpt's.
+Targets: our agreement >= ModelOpt's and our calibration wall time <= ModelOpt's.
 """
 import argparse
 import json

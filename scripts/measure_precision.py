@@ -7,7 +7,7 @@ Calibration uses the shipped default set (calibration/, Fashion-MNIST train spli
 512 images, exactly as `skdeploy calibrate` does. With --modelopt-python (a separate venv holding
 nvidia-modelopt, never the project's), NVIDIA ModelOpt's ONNX PTQ quantizes the same export from the same
 512 preprocessed images and is measured the same way, with its Q/DQ placement summarised beside ours.
-Targets (issue 11): the default INT8 method drop <= 0.10 points and agreement >= 99.75%, every other INT8 method
+Targets: the default INT8 method drop <= 0.10 points and agreement >= 99.75%, every other INT8 method
 drop <= 0.3 and agreement >= 99%, every quantizable layer INT8; FP16 drop <= 0.05 and agreement >= 99.9%.
 """
 import argparse

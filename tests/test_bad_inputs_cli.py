@@ -1,4 +1,4 @@
-"""Bad input on the command line (issue 10, causes 11-13): internal errors and wrong exit codes, Click's own
+"""Bad input on the command line: internal errors and wrong exit codes, Click's own
 errors in the one-line `error:` form, and contradictory options. Each row runs the real CLI on a private copy
 of the demo artifacts and checks the exit code, the one error line and that nothing was written."""
 import json
@@ -46,7 +46,7 @@ VALIDATE = ("validate", "--candidate", ONNX, "--limit", "4")
 NOT_FINITE = "must be a finite number, got"
 
 CASES = [
-    # cause 11: internal errors and wrong exit codes
+    # internal errors and wrong exit codes
     Case("manifest without model: inspect", ("inspect", ONNX), 2, r"demo\.onnx\.json has no 'model' entry",
          drop_model_entry),
     Case("manifest without model: validate", ("validate", "--reference", f"{{ws}}/{DEMO_ENGINE}", "--candidate", ONNX,
@@ -88,7 +88,7 @@ CASES = [
          r"--min-agreement must be between 0 and 1, got 1\.5"),
     Case("validate --max-top1-drop negative", (*VALIDATE, "--max-top1-drop", "-1"), 2,
          r"--max-top1-drop must not be negative"),
-    # cause 12: Click's own errors, one line
+    # Click's own errors, one line
     Case("bad int value", (*CALIBRATE_INT8, "--calib-images", "many"), 2,
          r"^error: invalid value for '--calib-images': 'many' is not a valid integer "
          r"\(see 'skdeploy calibrate --help'\)$"),
@@ -107,7 +107,7 @@ CASES = [
          r"'ARTIFACT': File '.*images' is a directory"),
     Case("folder as the output file", (*CALIBRATE_INT8[:3], f"{{ws}}/{DEMO_IMAGES}", "--int8"), 2,
          r"'-o' / '--output': File '.*images' is a directory"),
-    # cause 13: contradictory options
+    # contradictory options
     Case("calibrate --int8 --fp16", (*CALIBRATE_INT8, "--fp16"), 2, r"--int8 and --fp16 exclude each other"),
     Case("build-engine --fp16 --int8",
          ("build-engine", ONNX, "--fp16", "--int8", "--calib-images", "4", "-o", "{ws}/out.engine"), 2,
@@ -179,7 +179,7 @@ def test_settings_refuse_what_the_flags_refuse(where, fields, message):
     ({"resize": 0}, r"^`resize` must be positive and `crop` two positive sizes"),
 ])
 def test_preprocessing_refuses_numbers_that_make_inputs_nan(fields, message):
-    """--std 0 was reported as the FP32 model overflowing: the NaN came from dividing by the std."""
+    """--std 0 is refused as a bad std, not reported later as a NaN from the FP32 model dividing by it."""
     from skdeploy.data import Preprocessing
     from skdeploy.errors import UsageError
 

@@ -1,4 +1,4 @@
-"""Bad inputs for file integrity (issue 10, causes 3, 5, 6 and 8, and SIGINT).
+"""Bad inputs for file integrity: recorded hashes, existing outputs, --force, a full disk, racing writers, SIGINT.
 
 Rows run the real CLI on a private copy of the demo artifacts (`workspace`) and check the harness's promise:
 the exit code, one `error:` line, and the workspace exactly as it was. The rows here: artifacts that are not
@@ -113,7 +113,7 @@ def link_to_dev_full(name):
     return prepare
 
 
-# ---- cause 3: recorded sha256s are checked ---------------------------------------------------------------
+# ---- recorded sha256s are checked ------------------------------------------------------------------------
 OTHER_SHA256 = hashlib.sha256(b"another file").hexdigest()
 HASH_ROWS = [
     Case("inspect: truncated ONNX", ("inspect", f"{{ws}}/{DEMO_ONNX}"), 1, mismatch(DEMO_ONNX), truncated(DEMO_ONNX)),
@@ -160,7 +160,7 @@ def test_no_verify_reads_the_changed_artifact_anyway(workspace):
     assert json.loads(result.stdout)["manifest"]["artifact"]["sha256"] == recorded
 
 
-# ---- cause 6: every output is checked before the work starts ---------------------------------------------
+# ---- every output is checked before the work starts ------------------------------------------------------
 def calibrate_to(output):
     return ("calibrate", f"{{ws}}/{DEMO_ONNX}", *FAST_CALIBRATION, "-o", f"{{ws}}/{output}")
 
@@ -194,7 +194,7 @@ def test_an_existing_output_of_any_kind_needs_force(case, workspace):
     run_case(case, workspace)
 
 
-# ---- cause 8: --force replaces regular files only -----------------------------------------------------------
+# ---- --force replaces regular files only --------------------------------------------------------------------
 NOT_REGULAR = r"is not a regular file; --force replaces only regular files"
 SPECIAL_ROWS = [
     Case("validate --report onto a fifo",
@@ -213,7 +213,7 @@ def test_force_never_replaces_a_special_file(case, workspace):
     run_case(case, workspace)
 
 
-# ---- cause 5: a full disk at the last rename leaves no part of the output set ------------------------------
+# ---- a full disk at the last rename leaves no part of the output set ---------------------------------------
 FULL_DISK_ROWS = [
     (Case("export: the manifest cannot be written", ("export", "-o", "{ws}/out.onnx"), 1,
           rf"cannot write .*out\.onnx\.json: {DISK_FULL}"), "out.onnx.json"),
@@ -287,7 +287,7 @@ def test_sigint_exits_130_and_leaves_nothing(args, point, workspace):
     assert snapshot(workspace) == before
 
 
-# ---- cause 6: two writers, one output -------------------------------------------------------------------------
+# ---- two writers, one output ----------------------------------------------------------------------------------
 def test_two_calibrations_racing_for_one_output_leave_one_whole_set(workspace):
     """Started together with different methods: exactly one succeeds, the other fails in one line, and the
     four files all come from the winner (a mixed set would disagree on the method)."""

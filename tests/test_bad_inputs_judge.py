@@ -1,4 +1,4 @@
-"""Bad inputs to judging (issue 10 causes 2, 4, 7, 9, 10, 14, 15): NaN and Inf in inputs and outputs,
+"""Bad inputs to judging: NaN and Inf in inputs and outputs,
 tampered preprocessing, accuracy far below the recorded one, model code named by a manifest, 16-bit
 pictures, logits off in scale, classify()'s arguments, and checkpoints that are not checkpoints.
 
@@ -79,7 +79,7 @@ def tampered_mean_std(manifest, workspace):
 
 
 def without_model_spec(manifest, workspace):
-    """Found by the damaged-manifest fuzz: a model entry without its spec was an internal error."""
+    """A model entry without its spec, as the damaged-manifest fuzz makes: a usage error, not an internal one."""
     del manifest["model"]["spec"]
 
 

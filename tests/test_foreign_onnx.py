@@ -1,4 +1,4 @@
-"""`optimize` on ONNX from other toolchains (issue 15, part 3).
+"""`optimize` on ONNX from other toolchains: old IR versions and opsets, odd weight forms, NHWC, symbolic dims.
 
 Each form is built here with onnx.helper (or re-saved from a real export) and sent through `optimize`;
 the test then runs the input and the written file in onnxruntime itself and compares them, and counts

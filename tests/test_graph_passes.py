@@ -1,4 +1,4 @@
-"""Graph passes (issue 3): BatchNorm folding and the SK select rewrite on real exports.
+"""Graph passes: BatchNorm folding and the SK select rewrite on real exports.
 
 Every model here goes through the real exporters, onnx-simplifier, the passes, onnxruntime and (for the
 rewritten graphs) a real CPU-only TensorRT-RTX build for compute capability 8.6. Exports are cached per

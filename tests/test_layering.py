@@ -58,7 +58,7 @@ RANK = {name: (len(LAYERS) - depth, frozenset(unit))
 
 # The package root is the public entry point as well as the floor (it defines __version__):
 # `from skdeploy import load_runner` re-exports the runner API lazily, on first attribute access, and
-# `from skdeploy import deploy` the one-shot deployment (issue 12).
+# `from skdeploy import deploy` the one-shot deployment.
 PUBLIC_API = {("skdeploy", "runners"), ("skdeploy", "deployment")}
 
 

@@ -141,3 +141,10 @@ def test_models_command_lists_every_name():
     assert rows["sknet-fmnist"]["weights"] is True
     assert rows["sknet-fmnist"]["input_shape"] == [1, 32, 32]
     assert abs(rows["sknet50"]["params"] - 27.5e6) / 27.5e6 < 0.02
+
+
+def test_models_table_prints_extras_in_brackets_as_written():
+    """Rich reads `[timm]` as a style tag and drops it unless the cell is escaped."""
+    result = run_cli("models")
+    assert result.exit_code == 0
+    assert "needs skdeploy[timm]" in result.stdout

@@ -1,4 +1,4 @@
-"""Preprocessing inside the graph (issue 12, `--raw-input`): on the shipped demo model and real Fashion-MNIST
+"""Preprocessing inside the graph (`--raw-input`): on the shipped demo model and real Fashion-MNIST
 test images, the raw-pixel graph equals "preprocess in numpy, then the normalized graph"; validation, classify()
 and INT8 calibration feed it raw pixels; TensorRT-RTX builds it."""
 import json
@@ -121,3 +121,14 @@ def test_tensorrt_rtx_builds_the_raw_input_graph(raw_models, tmp_path, layout):
     assert image["dtype"] == ("uint8" if layout == "nchw" else "float32")
     assert image["shape"] == ([-1, 1, 32, 32] if layout == "nchw" else [-1, 32, 32, 1])
     assert sidecar["preprocessing"]["in_graph"] is True
+
+
+def test_export_raw_input_with_a_fixed_batch_checks_the_raw_graph_one_batch_at_a_time(tmp_path):
+    """A batch-1 export has no room for the check's 8 images in one run; they go through one by one."""
+    path = tmp_path / "demo.raw.onnx"
+    result = run_cli("export", "--raw-input", "--layout", "nhwc", "-o", path, "--json")
+    assert result.exit_code == 0, result.stderr
+    dims = [d.dim_value or d.dim_param for d in onnx.load(path).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 32, 32, 1]
+    check = json.loads(result.stdout)["raw_input"]
+    assert check["images"] == 8 and check["max_rel"] < 1e-6

@@ -78,8 +78,9 @@ def test_wrong_inputs_get_clear_errors(demo_checkpoint_export, tmp_path):
             runner.infer(np.zeros((1, 32, 32), np.float32))
         with pytest.raises(UsageError, match=r"expects inputs \['input'\], got \['image'\]"):
             runner.infer({"image": good})
-    with pytest.raises(UsageError, match="not active"):
-        runner.infer(good)
+    for call in (lambda: runner.infer(good), runner.input_specs, runner.output_names, runner.batch_limits):
+        with pytest.raises(UsageError, match="not active"):
+            call()
     with OnnxRuntimeRunner(static_batch_copy(demo_checkpoint_export[1], tmp_path / "static.onnx", 4)) as runner:
         assert runner.batch_limits() == (4, 4)
         with pytest.raises(UsageError, match=r"shape \(4, 1, 32, 32\), got \(2, 1, 32, 32\)"):

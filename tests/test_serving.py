@@ -1,4 +1,4 @@
-"""Runtime configs (issue 12): the Triton config.pbtxt parsed with Triton's own schema and checked field by
+"""Runtime configs: the Triton config.pbtxt parsed with Triton's own schema and checked field by
 field against a real TensorRT-RTX engine's sidecar; the DeepStream nvinfer config's preprocessing, applied as
 DeepStream documents it (y = net-scale-factor * (x - offsets)), against the manifest's preprocessing."""
 import importlib.util

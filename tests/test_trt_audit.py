@@ -1,4 +1,5 @@
-"""The TensorRT runtime audit (issue 13): one test per defect, each failing before its fix.
+"""The TensorRT runtime's defect classes, one test each: lean runtime, host code, DLA core, runtime cache,
+graph capture and its fallback, device binding per thread.
 
 No GPU and no classic TensorRT exist here, so these tests run the runner and the builder against the
 recording fakes (tests/support/fake_tensorrt.py, tests/fake_pycuda.py) and

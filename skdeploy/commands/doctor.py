@@ -1,5 +1,4 @@
 import click
-from rich.markup import escape
 
 from .. import ui
 from . import json_option
@@ -45,6 +44,6 @@ def command(as_json) -> None:
              for gpu in gpus["devices"]]
     if gpus["error"]:
         rows.append(("gpu", gpus["error"]))
-    ui.table("skdeploy doctor", ["item", "found"], [(item, escape(str(found))) for item, found in rows])
+    ui.table("skdeploy doctor", ["item", "found"], rows)
     for hint in report["advice"]:
         ui.out.print(f"- {hint}", markup=False)

@@ -45,9 +45,9 @@ def command(artifact, show_layers, as_json) -> None:
     \b
     Examples:
       skdeploy inspect out/demo/sknet-fmnist.onnx
-      skdeploy inspect engines/sknet-fmnist.int8.engine --json
-      skdeploy inspect engines/sknet-fmnist.int8.engine --layers          # which convolutions run INT8
-      skdeploy inspect engines/sknet-fmnist.int8.engine --layers --json   # the full layer list
+      skdeploy inspect engines/sknet-fmnist-rtx-int8.engine --json
+      skdeploy inspect engines/sknet-fmnist-rtx-int8.engine --layers          # which convolutions run INT8
+      skdeploy inspect engines/sknet-fmnist-rtx-int8.engine --layers --json   # the full layer list
       skdeploy inspect resnet50.onnx                 # any ONNX file, no manifest needed
     """
     if show_layers:

@@ -90,15 +90,27 @@ def check_pixels(raw: Preprocessing, dataset=None, count=CHECK_IMAGES) -> tuple:
 
 
 def raw_input_parity(raw_model, normalized_model, raw: Preprocessing, pixels: np.ndarray) -> dict:
-    """The raw-input graph on `pixels` against numpy preprocessing plus the normalized graph (worst output)."""
+    """The raw-input graph on `pixels` against numpy preprocessing plus the normalized graph (worst output),
+    fed in batches the graph accepts: a fixed batch dimension of B takes the images B at a time."""
     raw_name, normalized_name = graph_inputs(raw_model)[0].name, graph_inputs(normalized_model)[0].name
+    step = fixed_batch(normalized_model) or len(pixels)
+    count = max(step, len(pixels) // step * step)  # whole batches; a batch larger than `pixels` repeats them
+    pixels = np.take(pixels, np.arange(count) % len(pixels), axis=0)
     normalized = raw.reference_inputs(pixels)
     if graph_inputs(normalized_model)[0].type.tensor_type.elem_type == 10:  # FLOAT16 input
         normalized = normalized.astype(np.float16)
-    got, = run_model(raw_model, [{raw_name: pixels}])
-    expected, = run_model(normalized_model, [{normalized_name: normalized}])
-    worst = merge_comparisons([compare_outputs(expected[name], got[name]) for name in expected])
+    starts = range(0, len(pixels), step)
+    got = run_model(raw_model, [{raw_name: pixels[i:i + step]} for i in starts])
+    expected = run_model(normalized_model, [{normalized_name: normalized[i:i + step]} for i in starts])
+    worst = merge_comparisons([compare_outputs(want[name], have[name])
+                               for want, have in zip(expected, got) for name in want])
     return dict(worst, tolerance=TOLERANCE, passed=worst["max_rel"] <= TOLERANCE, images=len(pixels))
+
+
+def fixed_batch(model) -> int | None:
+    """The batch size `model`'s first input is fixed to, or None where the batch dimension is symbolic."""
+    batch = graph_inputs(model)[0].type.tensor_type.shape.dim[0]
+    return batch.dim_value if batch.HasField("dim_value") and batch.dim_value > 0 else None
 
 
 def with_raw_input(model, preprocessing: Preprocessing, layout, raw_dtype, dataset=None) -> tuple:

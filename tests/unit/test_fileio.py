@@ -461,7 +461,7 @@ def test_calibrate_writes_four_files(tmp_path):
 
 @pytest.mark.parametrize("failing", ["out.onnx", "out.onnx.calib.table", "out.onnx.ranges.json", "out.onnx.json"])
 def test_calibrate_any_write_failing_leaves_only_its_inputs(tmp_path, monkeypatch, failing):
-    """The four files are one transaction: the ranges cache goes too (issue 10 item 5 lists it as a leftover)."""
+    """The four files are one transaction: the ranges cache goes too, not only the model and its manifest."""
     fail_rename_onto(monkeypatch, failing)
     with pytest.raises(SkdeployError, match=f"cannot write .*{failing}: {DISK_FULL}"):
         calibrate_tiny(tmp_path)

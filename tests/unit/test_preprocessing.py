@@ -580,7 +580,7 @@ def test_open_source_refusals_name_the_argument(tmp_path, name, message):
     assert str(failure.value).startswith(message.format(path=path))
 
 
-# ---- raw pixels and layout (issue 12: preprocessing inside the graph) ----------------------------
+# ---- raw pixels and layout (preprocessing inside the graph) -------------------------------------
 def _two_by_three_rgb():
     """A 2x3 RGB picture whose pixel (row r, column c, channel k) is 10*r + 3*c + k + 1."""
     from PIL import Image

@@ -175,7 +175,7 @@ def test_closeness_limits_default_by_precision(precision, min_cosine, min_snr_db
 
 
 def test_logits_fifty_times_too_large_agree_in_direction_but_fail_on_snr():
-    """Issue 10: classifier weights x50 keep every top-1 and every cosine, yet the logits are wrong."""
+    """Classifier weights x50 keep every top-1 and every cosine, yet the logits are wrong."""
     result = compare_candidate(REFERENCE, 50 * REFERENCE, None, ValidateSettings(), precision="int8")
     assert result["metrics"]["agreement"] == 1.0 and check_named(result, "cosine")["passed"]
     snr = check_named(result, "SNR dB")
