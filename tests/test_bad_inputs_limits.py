@@ -99,15 +99,15 @@ def test_integer_options_are_range_checked(case, workspace):
 
 
 @pytest.mark.parametrize("where, fields, message", [
-    ("calib.CalibrationSettings", dict(calib_images=3.7), "`calib_images` must be an integer, got 3.7 (float)"),
-    ("calib.CalibrationSettings", dict(calib_images=True), "`calib_images` must be an integer, got True (bool)"),
-    ("calib.CalibrationSettings", dict(percentile="99.9"), "`percentile` must be a number, got '99.9' (str)"),
-    ("calib.CalibrationSettings", dict(keep_fp32="/fc/Gemm"), "`keep_fp32` must be a list, got '/fc/Gemm' (str)"),
-    ("engine.BuildSettings", dict(compute_capabilities="8.6"),
+    ("stages.calibrate.CalibrationSettings", dict(calib_images=3.7), "`calib_images` must be an integer, got 3.7 (float)"),
+    ("stages.calibrate.CalibrationSettings", dict(calib_images=True), "`calib_images` must be an integer, got True (bool)"),
+    ("stages.calibrate.CalibrationSettings", dict(percentile="99.9"), "`percentile` must be a number, got '99.9' (str)"),
+    ("stages.calibrate.CalibrationSettings", dict(keep_fp32="/fc/Gemm"), "`keep_fp32` must be a list, got '/fc/Gemm' (str)"),
+    ("stages.build.BuildSettings", dict(compute_capabilities="8.6"),
      "`compute_capabilities` must be a list, got '8.6' (str)"),
-    ("engine.BuildSettings", dict(max_batch="32"), "`max_batch` must be an integer, got '32' (str)"),
-    ("export.ExportSettings", dict(batch="1"), "`batch` must be an integer, got '1' (str)"),
-    ("validate.ValidateSettings", dict(min_agreement="0.99"), "`min_agreement` must be a number, got '0.99' (str)"),
+    ("stages.build.BuildSettings", dict(max_batch="32"), "`max_batch` must be an integer, got '32' (str)"),
+    ("stages.export.ExportSettings", dict(batch="1"), "`batch` must be an integer, got '1' (str)"),
+    ("stages.validate.ValidateSettings", dict(min_agreement="0.99"), "`min_agreement` must be a number, got '0.99' (str)"),
     ("bench.BenchSettings", dict(iterations=2.5), "`iterations` must be an integer, got 2.5 (float)"),
     ("bench.BenchSettings", dict(batches=("8",)), "`batches` sizes must be positive integers, got ('8',)"),
 ])
@@ -124,8 +124,8 @@ def test_settings_name_the_field_and_the_type_it_takes(where, fields, message):
 
 def test_settings_still_take_what_their_fields_hold():
     """Integers where a float belongs, tuples or lists for sequences, None where the default is None."""
-    from skdeploy.calib import CalibrationSettings
-    from skdeploy.engine import BuildSettings
+    from skdeploy.stages.calibrate import CalibrationSettings
+    from skdeploy.stages.build import BuildSettings
 
     assert CalibrationSettings(percentile=99, keep_fp32=["/fc/Gemm"], max_top1_drop=None).percentile == 99
     assert BuildSettings(compute_capabilities=("8.6", "12.0"), max_batch=16).max_batch == 16
