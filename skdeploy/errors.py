@@ -55,8 +55,12 @@ def check_field_types(settings) -> None:
 
     hints = typing.get_type_hints(type(settings))
     for field in dataclasses.fields(settings):
-        value, kind = getattr(settings, field.name), _FIELD_KINDS.get(hints.get(field.name))
-        if kind is None or value is None and field.default is None:
+        hint, optional = hints.get(field.name), field.default is None
+        arguments = typing.get_args(hint)
+        if type(None) in arguments:  # `int | None`: None allowed, else an int
+            optional, hint = True, next((a for a in arguments if a is not type(None)), None)
+        value, kind = getattr(settings, field.name), _FIELD_KINDS.get(hint)
+        if kind is None or value is None and optional:
             continue
         accepted, described = kind
         if not isinstance(value, accepted) or isinstance(value, bool) and bool not in accepted:
