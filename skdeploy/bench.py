@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UsageError
+from .data import MAX_BATCH
+from .errors import UsageError, check_field_types, require_memory
 from .log import log
 from .manifest import artifact_precision
 from .reference import reference_from_manifest
@@ -26,8 +27,11 @@ class BenchSettings:
     warmup: int = 5
 
     def __post_init__(self):
-        if not self.batches or min(self.batches) < 1:
+        check_field_types(self)
+        if not self.batches or not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in self.batches):
             raise UsageError(f"`batches` sizes must be positive integers, got {self.batches}")
+        if max(self.batches) > MAX_BATCH:
+            raise UsageError(f"`batches` sizes must be at most {MAX_BATCH}, got {self.batches}")
         if self.iterations < 1 or self.warmup < 0:
             raise UsageError("`iterations` must be at least 1 and `warmup` 0 or more")
 
@@ -90,7 +94,9 @@ def bench_runner(runner, settings: BenchSettings, advance=None) -> list:
             if advance:
                 advance(settings.warmup + settings.iterations)
             continue
-        feed = rng.standard_normal((batch, *spec.shape[1:])).astype(spec.dtype)
+        shape = (batch, *spec.shape[1:])
+        require_memory(int(np.prod(shape)) * 8, f"a batch of {batch} samples of shape {list(spec.shape[1:])}")
+        feed = rng.standard_normal(shape).astype(spec.dtype)
         for _ in range(settings.warmup):
             runner.infer(feed)
             if advance:

@@ -4,12 +4,19 @@ import contextlib
 import importlib
 import importlib.util
 import os
+import signal
+import sys
+import threading
 import traceback
 
 import click
 
 from . import __version__
-from .errors import SkdeployError
+from .errors import SkdeployError, Terminated
+
+OUT_OF_MEMORY = ("out of memory: the command needs more memory than this process may use (see 'ulimit -v'); "
+                 "use smaller batches or inputs")
+TERMINATING = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 # name -> module under skdeploy.commands exposing `command`
 COMMANDS = {
@@ -55,6 +62,29 @@ def one_line_usage_errors():
         raise CommandFailed(f"{message} (see '{where} --help')", exc.exit_code) from None
 
 
+def raise_terminated(signum, frame):
+    """A SIGTERM or SIGHUP handler: the command unwinds as on Ctrl-C (a second signal waits for that)."""
+    for number in TERMINATING:
+        signal.signal(number, signal.SIG_IGN)
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def terminating_signals():
+    """SIGTERM and SIGHUP raise Terminated while a command runs, so its outputs' transaction removes every
+    temporary file and the lock, as KeyboardInterrupt does (by default these signals kill at once)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {number: signal.signal(number, raise_terminated) for number in TERMINATING
+                if signal.getsignal(number) is signal.SIG_DFL}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx):
         return [name for name, module in COMMANDS.items() if importlib.util.find_spec(
@@ -83,15 +113,21 @@ class LazyGroup(click.Group):
         from .log import log
 
         try:
-            with log.rewriting(in_flags), log.python_warnings(), one_line_usage_errors():
+            with log.rewriting(in_flags), log.python_warnings(), one_line_usage_errors(), terminating_signals():
                 return super().invoke(ctx)
         except SkdeployError as exc:
             raise CommandFailed(in_flags(str(exc)), exc.exit_code) from None
         except KeyboardInterrupt:  # the outputs' transaction has already removed its temporary files
             raise CommandFailed("interrupted", 130) from None
+        except Terminated as exc:  # as KeyboardInterrupt
+            raise CommandFailed(f"terminated by {signal.Signals(exc.signum).name}", 128 + exc.signum) from None
+        except MemoryError:
+            raise CommandFailed(OUT_OF_MEMORY, 1) from None
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as exc:  # a bug: one line unless debugging
+            if isinstance(exc, RuntimeError) and "can't start new thread" in str(exc):  # no memory for its stack
+                raise CommandFailed(OUT_OF_MEMORY, 1) from None
             if os.environ.get("SKDEPLOY_DEBUG"):
                 traceback.print_exc()
             raise CommandFailed(f"internal error: {type(exc).__name__}: {exc} "
@@ -115,4 +151,7 @@ def cli() -> None:
 
 
 def main() -> None:
+    for stream in (sys.stdout, sys.stderr):  # a console that cannot show a character shows '?' instead
+        if stream is not None and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")
     cli(prog_name="skdeploy")

@@ -21,7 +21,7 @@ from pathlib import Path
 from .data import DataOrigin
 from .deps import available
 from .engine import TARGETS
-from .errors import SkdeployError, UsageError
+from .errors import SkdeployError, UsageError, check_field_types
 from .fileio import existing_file, sha256_file
 from .graph.rewrite import TOLERANCE
 from .log import log
@@ -74,6 +74,7 @@ class DeploySettings:
     random_weights: bool = False  # deploy a model without trained weights (kept in the work folder to validate)
 
     def __post_init__(self):
+        check_field_types(self)
         self._check_source()
         if self.target not in DEPLOY_TARGETS:
             raise UsageError(f"`target` must be one of {', '.join(DEPLOY_TARGETS)}, got {self.target!r}")

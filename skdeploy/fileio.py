@@ -8,7 +8,9 @@ any failure, KeyboardInterrupt included, every temporary file is removed and old
 """
 import contextlib
 import contextvars
+import errno
 import fcntl
+import glob
 import hashlib
 import os
 import tempfile
@@ -31,19 +33,84 @@ def existing_file(path, what: str = "") -> Path:
 
 
 def check_output_path(path, force: bool) -> Path:
-    """Refuse to overwrite unless `force` and fail early when the folder cannot be written."""
+    """Refuse to overwrite unless `force`, refuse names no file can have here, and fail early when the
+    folder cannot be written (a missing folder is made by the command's output transaction)."""
+    check_output_name(path)
     path = Path(path)
     if path.is_dir():
         raise UsageError(f"{path} is a folder, not a file name")
     check_replaceable(path, force)
-    folder = path.parent if str(path.parent) else Path(".")
+    folder = _nearest_existing(path.parent)
+    if not folder.is_dir():
+        raise SkdeployError(f"cannot create output folder {path.parent}: {os.strerror(errno.ENOTDIR)}")
+    if not os.access(folder, os.W_OK):
+        raise SkdeployError(f"output folder {folder} is not writable")
+    return path
+
+
+# the longest suffix the transaction adds to an output's name: ".NAME.XXXXXXXX.tmp" (mkstemp) or ".NAME.lock"
+_TEMPORARY_EXTRA = len("..XXXXXXXX.tmp")
+
+
+def check_output_name(path) -> None:
+    """An output name the file system can hold together with its temporary name, given as text a manifest
+    can record: `-` (stdout is no file here), a trailing slash (a folder), a name that is too long or not
+    UTF-8 are refused before any work, not met as an internal error once the work is done."""
+    text = os.fsdecode(path)
+    shown = printable(text)
+    if text == "-":
+        raise UsageError("an output cannot be '-' (stdout); give a file name")
+    if text.endswith((os.sep, "/.")) or text in (".", ".."):
+        raise UsageError(f"output {shown} names a folder; give a file name inside it, e.g. {shown.rstrip('/')}/"
+                         "out.onnx")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"output name {shown} is not valid UTF-8; manifests record names as UTF-8 text") from None
+    name = os.fsencode(Path(text).name)
+    limit = _name_max(Path(text).parent)
+    if len(name) + _TEMPORARY_EXTRA > limit:
+        raise UsageError(f"output name {printable(name)[:40]}... is {len(name)} bytes long; with its temporary name "
+                         f"(written first) it must stay within {limit - _TEMPORARY_EXTRA} bytes")
+
+
+def printable(text) -> str:
+    """`text` (a path, perhaps with undecodable bytes) as a message can print it."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
+def _name_max(folder: Path) -> int:
+    try:
+        return os.pathconf(_nearest_existing(folder), "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
+
+
+def _nearest_existing(folder: Path) -> Path:
+    folder = Path(os.path.abspath(folder))
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+def make_folders(folder: Path) -> list:
+    """Make `folder` and its missing parents; returns those made, deepest first, for remove_folders."""
+    missing, current = [], Path(os.path.abspath(folder))
+    while not current.exists() and current != current.parent:
+        missing.append(current)
+        current = current.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SkdeployError(f"cannot create output folder {folder}: {exc.strerror}") from None
-    if not os.access(folder, os.W_OK):
-        raise SkdeployError(f"output folder {folder} is not writable")
-    return path
+    return missing
+
+
+def remove_folders(made) -> None:
+    """Remove the folders make_folders made (deepest first) that stayed empty: a failed command leaves none."""
+    for folder in made:
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
 
 
 def check_replaceable(path: Path, force: bool) -> None:
@@ -108,6 +175,31 @@ def write_text_atomic(path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def read_json(path, limit: int, what: str):
+    """The JSON document in the regular file `path`, read up to `limit` bytes: a file that is larger (or a
+    link to /dev/zero, which never ends) or nested too deeply to parse is refused in one line, not read until
+    memory runs out or met as a RecursionError."""
+    import json
+    import stat
+
+    try:
+        # non-blocking, so a fifo in its place is refused instead of waited on (no effect on a regular file)
+        with os.fdopen(os.open(readable_path(path), os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise UsageError(f"{what} {printable(path)} is not a regular file")
+            text = handle.read(limit + 1)
+    except OSError as exc:
+        raise UsageError(f"{what} {printable(path)} is unreadable: {exc.strerror or exc}") from None
+    if len(text) > limit:
+        raise UsageError(f"{what} {printable(path)} is larger than {limit >> 20} MiB; it is not one skdeploy writes")
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise UsageError(f"{what} {printable(path)} is nested too deeply to be one skdeploy writes") from None
+    except ValueError as exc:
+        raise UsageError(f"{what} {printable(path)} is unreadable: {exc}") from None
+
+
 def sha256_file(path) -> str:
     """The file's sha256, read in 1 MiB blocks (an output staged by the running transaction: its new content)."""
     digest = hashlib.sha256()
@@ -165,23 +257,54 @@ class OutputLock:
 class OutputTransaction:
     """The outputs of one command: checked, locked, staged under temporary names, committed together."""
 
-    def __init__(self, paths, force: bool) -> None:
+    def __init__(self, paths, force: bool, inputs=()) -> None:
         self.paths: list[Path] = []
         self.staged: dict[Path, Path] = {}  # final path -> temporary path beside it
-        self.include(paths, force)
+        self.inputs: dict[str, Path] = {}  # real path -> the input as given (with its manifest beside it)
+        self.made: list[Path] = []  # folders the outputs needed, made by this transaction: removed unless it commits
+        self.committed = False
+        self.include(paths, force, inputs)
         self.lock = OutputLock(self.paths[0])
         try:
             for path in self.paths:  # again under the lock: another command may have just finished
                 check_replaceable(path, force)
+            for path in self.paths:
+                remove_stale_temporaries(path)
         except BaseException:
             self.lock.release()
+            remove_folders(self.made)
             raise
 
-    def include(self, paths, force: bool) -> None:
-        """Add outputs (a later stage of the same command), each checked before any work is done."""
-        for path in map(Path, paths):
+    def include(self, paths, force: bool, inputs=()) -> None:
+        """Add outputs (a later stage of the same command), each checked before any work is done, and the
+        inputs they are made from: no output may be another output or an input, however it is spelled."""
+        paths = [Path(path) for path in paths]
+        for path in paths:
+            check_output_name(path)
+        self._check_apart(paths, [input for input in inputs if input is not None])
+        for path in paths:
             if not self.holds(path):
                 self.paths.append(check_output_path(path, force))
+        for path in paths:
+            self.made += make_folders(path.parent)
+
+    def _check_apart(self, paths, inputs) -> None:
+        outputs = {}
+        for path in paths:  # one call names each output once; a later stage may name its own again
+            real = os.path.realpath(path)
+            if real in outputs:
+                same = f"{printable(path)} is named" if str(path) == str(outputs[real]) else \
+                    f"{printable(outputs[real])} and {printable(path)} are one file,"
+                raise UsageError(f"{same} for two outputs; give each output its own path")
+            outputs[real] = path
+        outputs.update({os.path.realpath(own): own for own in self.paths})
+        for given in inputs:
+            for source in (Path(given), Path(f"{given}.json")):  # an artifact is read with its manifest
+                self.inputs.setdefault(os.path.realpath(source), source)
+        for real, source in self.inputs.items():  # an output this command already wrote is its own to read
+            if real in outputs and self.entry(outputs[real]) not in self.staged:
+                raise UsageError(f"output {printable(outputs[real])} would overwrite the input "
+                                 f"{printable(source)}; write the output elsewhere")
 
     def entry(self, path):
         """The output `path` names however it is spelled (relative or absolute), else None."""
@@ -227,23 +350,34 @@ class OutputTransaction:
         for tmp in self.staged.values():
             _remove(tmp)
         self.lock.release()
+        if not self.committed:
+            remove_folders(reversed(sorted(set(self.made), key=lambda folder: len(folder.parts))))
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Temporary files of `path` that a killed command left (`.NAME.XXXXXXXX.tmp`): the caller holds the
+    output lock, so no running command owns them."""
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.{'[a-z0-9_]' * 8}.tmp"):
+        _remove(leftover)
 
 
 @contextlib.contextmanager
-def output_transaction(paths, force: bool = False):
+def output_transaction(paths, force: bool = False, inputs=()):
     """Run a block whose writes to `paths` (through atomic_path, save_onnx, write_manifest...) appear
     together at its end, or not at all. Nested inside another, it adds its outputs to the outer one,
-    which commits them all: a pipeline of stages is one command."""
+    which commits them all: a pipeline of stages is one command. `inputs` are the files (and folders) the
+    block reads: an output on any of them, or on an input's manifest, is refused before the work starts."""
     outer = _ACTIVE.get()
     if outer is not None:
-        outer.include(paths, force)
+        outer.include(paths, force, inputs)
         yield outer
         return
-    transaction = OutputTransaction(paths, force)
+    transaction = OutputTransaction(paths, force, inputs)
     token = _ACTIVE.set(transaction)
     try:
         yield transaction
         transaction.commit()
+        transaction.committed = True
     finally:
         _ACTIVE.reset(token)
         transaction.close()

@@ -23,11 +23,12 @@ from pathlib import Path
 
 from . import __version__
 from .errors import SkdeployError, UsageError
-from .fileio import PathLike, readable_path, sha256_file, write_text_atomic
+from .fileio import PathLike, read_json, readable_path, sha256_file, write_text_atomic
 
 FORMAT = "skdeploy-manifest/1"
 PRECISIONS = ("fp32", "fp16", "int8")  # what an artifact runs in: the one vocabulary of every stage and command
 CALIBRATED_PRECISIONS = ("int8", "fp16")  # what calibration makes of an FP32 ONNX
+MAX_BYTES = 64 << 20  # a manifest of the largest model is well under 1 MiB
 _CHECK_HASHES = contextvars.ContextVar("skdeploy_check_hashes", default=True)
 NULL = type(None)
 # What a manifest's readers rely on, as JSON types: entry -> its type and, for an object, {field: types}.
@@ -113,10 +114,7 @@ def load_manifest(artifact: PathLike, required: bool = True, verify: bool | None
             raise UsageError(f"no manifest beside {artifact} (expected {path}); "
                              "it is written by 'skdeploy export' and every later stage")
         return None
-    try:
-        data = json.loads(readable_path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"manifest {path} is unreadable: {exc}") from None
+    data = read_json(path, MAX_BYTES, "manifest")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise UsageError(f"{path} is not a skdeploy manifest (format {FORMAT})")
     verify_artifact(artifact, data, verify)

@@ -21,7 +21,7 @@ import numpy as np
 from . import __version__
 from .data import DataOrigin, check_label_range, checked_labels, read_arrays
 from .errors import SkdeployError, UsageError
-from .fileio import atomic_path, check_output_path
+from .fileio import atomic_path, check_output_path, output_transaction
 from .log import log
 from .manifest import NULL, check_fields, check_model_entry, damaged, load_manifest, manifest_path
 from .models.entry import ModelEntry
@@ -222,7 +222,7 @@ def save_reference(path, logits, labels, data: dict, reference: Reference, force
               "meta": np.array(json.dumps(meta))}
     if labels is not None:
         arrays["labels"] = labels
-    with atomic_path(path) as tmp:
+    with output_transaction([path], force), atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
             np.savez_compressed(handle, **arrays)
     return path

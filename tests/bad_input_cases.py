@@ -77,13 +77,20 @@ def checkout_environment() -> dict:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
 
 
-def run_case_in_subprocess(case: Case, workspace: Path, timeout=300) -> subprocess.CompletedProcess:
-    """Run `case` as a real process in `workspace` (for signals, environment and exit-code checks)."""
+def run_case_in_subprocess(case: Case, workspace: Path, timeout=300, address_space=None,
+                           env=None) -> subprocess.CompletedProcess:
+    """Run `case` as a real process in `workspace` (for signals, environment and exit-code checks), with at
+    most `address_space` bytes of virtual memory if given (as `ulimit -v` does) and `env` added."""
+    import resource
+
     if case.prepare is not None:
         case.prepare(workspace)
     before = snapshot(workspace)
     args = [str(a).format(ws=workspace) for a in case.args]
+    limit = None if address_space is None else \
+        (lambda: resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space)))
     done = subprocess.run([sys.executable, "-m", "skdeploy", *args], cwd=workspace, capture_output=True,
-                          text=True, timeout=timeout, env=checkout_environment())
+                          text=True, timeout=timeout, env={**checkout_environment(), **(env or {})},
+                          preexec_fn=limit)
     check_failure(done.returncode, done.stderr, case, before, workspace)
     return done

@@ -251,13 +251,13 @@ def start(args, workspace):
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
-def interrupt_when(process, line_pattern, timeout=300) -> list:
-    """Read stderr until a line matches, send SIGINT, and return every stderr line."""
+def interrupt_when(process, line_pattern, timeout=300, signum=signal.SIGINT) -> list:
+    """Read stderr until a line matches, send `signum` (SIGINT), and return every stderr line."""
     lines, deadline = [], time.time() + timeout
     for line in process.stderr:
         lines.append(line)
         if re.search(line_pattern, line):
-            process.send_signal(signal.SIGINT)
+            process.send_signal(signum)
             break
         assert time.time() < deadline, f"no line matching {line_pattern!r} in time: {lines}"
     else:

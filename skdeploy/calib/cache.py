@@ -12,11 +12,13 @@ import json
 import struct
 from pathlib import Path
 
-from ..fileio import PathLike, write_text_atomic
+from ..errors import UsageError
+from ..fileio import PathLike, read_json, write_text_atomic
 from ..log import log
 from .qdq import activation_scale
 
 FORMAT = "skdeploy-ranges/1"
+MAX_BYTES = 64 << 20
 TABLE_ALGORITHM = {"entropy": "EntropyCalibration2", "max": "MinMaxCalibration",
                    "percentile": "EntropyCalibration2", "mse": "EntropyCalibration2"}
 
@@ -34,8 +36,8 @@ def load_ranges(path: Path, key: dict) -> dict | None:
     if not path.exists():
         return None
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        data = read_json(path, MAX_BYTES, "calibration cache")
+    except UsageError:
         log.warning(f"ignoring unreadable calibration cache {path}")
         return None
     if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("key") != key:

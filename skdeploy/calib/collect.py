@@ -202,7 +202,7 @@ def collect_statistics(model: onnx.ModelProto, selection: Selection, histogram_t
     histograms = {name: TensorHistogram(bins) for name in histogram_tensors}
     extremes = {name: (-np.inf, np.inf) for name in measured}  # (max, min)
     probe = probe_model(model, index, measured, nonnegative, histogram_tensors)
-    with OnnxRuntimeRunner(probe, priority_order=True) as runner, \
+    with OnnxRuntimeRunner(probe, priority_order=True, memory_arena=False) as runner, \
             log.progress(len(selection.calibration), "calibrating") as advance:
         started = time.perf_counter()
         for batch, _ in selection.batches(selection.calibration, size):

@@ -80,7 +80,8 @@ def preprocessing_from_options(options: dict, shape: InputShape) -> Preprocessin
     order = options.get("channel_order") or ("GRAY" if shape.channels == 1 else "RGB")
     if order not in ("RGB", "BGR", "GRAY") or (order == "GRAY") != (shape.channels == 1):
         raise UsageError(f"`channel_order={order}` does not fit a {shape.channels}-channel input")
-    return Preprocessing(resize=int(options.get("resize") or min(crop)), crop=crop, mean=per_channel("mean"),
+    resize = options.get("resize")
+    return Preprocessing(resize=min(crop) if resize is None else int(resize), crop=crop, mean=per_channel("mean"),
                          std=per_channel("std"), channel_order=order,
                          interpolation=options.get("interpolation") or "bilinear",
                          scale=float(options.get("scale") or 1.0 / 255.0))

@@ -13,6 +13,7 @@ from ..errors import UsageError
 METHODS = ("mse", "max", "entropy", "percentile")
 QUANT_LEVELS = 128  # int8 symmetric: 127 steps each side of zero (TensorRT uses 128 for the KL search)
 MIN_BINS = 2048
+MAX_BINS = 1 << 16  # finer bins change no range; each histogram holds twice its bins as int64
 INT8_STEPS = 127  # symmetric INT8: amax maps to 127
 ALGORITHM = "skdeploy-ranges-6"  # part of the cache key: bump when the range computation changes
 

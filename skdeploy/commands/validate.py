@@ -59,7 +59,8 @@ def command(reference, checkpoint, candidates, data, limit, batch, max_top1_drop
     settings = ValidateSettings(max_top1_drop=max_top1_drop, min_agreement=min_agreement, batch=batch, limit=limit,
                                 min_cosine=min_cosine, min_snr_db=min_snr_db)
     outputs = [path for path in (report, save_reference) if path]
-    with output_transaction(outputs, force) if outputs else contextlib.nullcontext():
+    inputs = [*candidates, reference, checkpoint, data]
+    with output_transaction(outputs, force, inputs=inputs) if outputs else contextlib.nullcontext():
         result = validate(candidates, reference=reference, checkpoint=checkpoint, data=data, settings=settings,
                           save_reference_to=save_reference, force=force, trust_model_code=trust_model_code)
         if report:

@@ -5,7 +5,7 @@ a runner or a stage.
     source = open_source("photos/", InputShape(3, 224, 224), lambda what: preprocessing)
     selection = select_calibration(source, shape, count=512, holdout=1000, seed=0)
 """
-from .batches import pad_batch
+from .batches import MAX_BATCH, pad_batch
 from .loaded import InputsDigest, StreamedData, inputs_sha256, open_data
 from .origin import DataOrigin
 from .preprocessing import Preprocessing
@@ -27,7 +27,7 @@ from .sources import (
 )
 from .splits import Selection, default_calibration_path, select_calibration
 
-__all__ = ["pad_batch", "DataOrigin", "InputsDigest", "StreamedData", "inputs_sha256", "open_data",
+__all__ = ["MAX_BATCH", "pad_batch", "DataOrigin", "InputsDigest", "StreamedData", "inputs_sha256", "open_data",
            "Preprocessing", "FASHION_MNIST_CLASSES", "FASHION_MNIST_DIR", "InputShape", "Source", "UnreadableSample",
            "check_label_range", "checked_labels",
            "class_names_for", "fashion_mnist_file", "load_fashion_mnist", "open_source", "read_arrays",

@@ -7,6 +7,10 @@ would be one), and callers drop the padded rows' outputs.
 """
 import numpy as np
 
+# the largest batch a run takes (bench, validation, calibration): larger ones add nothing to throughput and
+# their activations outgrow any memory, so they are refused before anything is allocated
+MAX_BATCH = 4096
+
 
 def pad_batch(batch: np.ndarray, size: int) -> np.ndarray:
     """`batch` grown to `size` rows by repeating its last row; a batch of `size` rows or more as it is."""

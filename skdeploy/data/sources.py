@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import SkdeployError, UsageError
+from ..errors import SkdeployError, UsageError, require_memory
 
 # the usual picture suffixes, named in messages; every suffix Pillow can open is read (image_suffixes)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
@@ -44,22 +44,24 @@ def read_idx(path) -> np.ndarray:
     """An IDX file (the MNIST family's format), gzipped or not."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    try:
+    try:  # the header first: it says how much to read, so a gzip bomb is never decompressed whole
         with opener(path, "rb") as handle:
-            raw = handle.read()
-    except (OSError, EOFError) as exc:
+            magic = handle.read(4)
+            if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES:
+                raise UsageError(f"{path} is not an IDX file")
+            ndim = magic[3]
+            header = handle.read(4 * ndim)
+            if len(header) < 4 * ndim:
+                raise UsageError(f"{path} is truncated: its header promises {ndim} dimensions")
+            dims = struct.unpack(f">{ndim}I", header)
+            dtype = np.dtype(_IDX_DTYPES[magic[2]])
+            size = int(np.prod(dims, dtype=object)) * dtype.itemsize
+            require_memory(size, f"IDX file {path} (header {dims})")
+            body = handle.read(size + 1)
+    except (OSError, EOFError, zlib.error) as exc:
         raise SkdeployError(f"cannot read IDX file {path}: {exc}") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise UsageError(f"{path} is not an IDX file")
-    ndim = raw[3]
-    if len(raw) < 4 + 4 * ndim:
-        raise UsageError(f"{path} is truncated: its header promises {ndim} dimensions")
-    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    count = int(np.prod(dims))
-    body = raw[4 + 4 * ndim:]
-    if len(body) != count * dtype.itemsize:
-        raise UsageError(f"{path} is truncated: header promises {dims}")
+    if len(body) != size:  # short, or longer than its header says (a gzip bomb's endless zeros)
+        raise UsageError(f"{path} is truncated or padded: header promises {dims}")
     return np.frombuffer(body, dtype=dtype).reshape(dims)
 
 

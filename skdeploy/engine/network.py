@@ -34,14 +34,19 @@ def capturing_logger(trt):
     return CapturingLogger()
 
 
+_INTERRUPTING = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 @contextlib.contextmanager
 def interruptible_build(trt, config):
-    """Ctrl-C during a build. Python raises KeyboardInterrupt in whatever Python code runs next, which during
-    a build is TensorRT's callback into our logger: TensorRT swallows it there and builds on. So here SIGINT
-    is only noted, a progress monitor (where the backend has one) cancels the build at its next step, and
-    KeyboardInterrupt is raised once the builder has returned."""
-    if threading.current_thread() is not threading.main_thread() \
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+    """Ctrl-C (or SIGTERM, SIGHUP where the CLI handles them) during a build. Python raises in whatever Python
+    code runs next, which during a build is TensorRT's callback into our logger: TensorRT swallows the
+    exception there and builds on. So here the signal is only noted, a progress monitor (where the backend
+    has one) cancels the build at its next step, and the signal's own handler raises once the builder has
+    returned."""
+    handled = [number for number in _INTERRUPTING if signal.getsignal(number) is signal.default_int_handler
+               or number != signal.SIGINT and callable(signal.getsignal(number))]
+    if threading.current_thread() is not threading.main_thread() or not handled:
         yield
         return
     interrupted = []
@@ -62,13 +67,15 @@ def interruptible_build(trt, config):
 
         monitor = CancelOnInterrupt()
         config.progress_monitor = monitor
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
+    previous = {number: signal.signal(number, lambda signum, frame: interrupted.append(signum))
+                for number in handled}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
     if interrupted:
-        raise KeyboardInterrupt
+        previous[interrupted[0]](interrupted[0], None)  # KeyboardInterrupt, or the CLI's Terminated
 
 
 def network_flags(trt, caps, strongly_typed: bool) -> int:

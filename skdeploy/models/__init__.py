@@ -94,9 +94,16 @@ def _timm_config(name, module, kwargs) -> ModelConfig:
                        f"timm {name}", kwargs=dict(kwargs))
 
 
+MAX_CHANNELS, MAX_SIDE = 64, 16384  # beyond any picture a classifier takes; the export's activations would not fit
+
+
 def _with_input_size(config: ModelConfig, input_shape) -> ModelConfig:
     if input_shape is None or tuple(input_shape) == tuple(config.input_size):
         return config
+    sizes = tuple(input_shape) + (0,) * (3 - len(input_shape))
+    if len(input_shape) != 3 or not (1 <= sizes[0] <= MAX_CHANNELS and 1 <= min(sizes[1:]) <= max(sizes[1:]) <= MAX_SIDE):
+        raise UsageError(f"`input_shape` must be C x H x W with C 1..{MAX_CHANNELS} and H, W 1..{MAX_SIDE}, "
+                         f"got {'x'.join(map(str, input_shape))}")
     old = config.preprocessing
     ratio = old.resize / old.crop[0]
     channels = input_shape[0]

@@ -8,11 +8,15 @@ from ..deps import require
 from ..errors import SkdeployError
 
 
-def open_session(model, threads: int = 0, optimize: bool = True, priority_order: bool = False):
+def open_session(model, threads: int = 0, optimize: bool = True, priority_order: bool = False,
+                 memory_arena: bool = True):
     """An onnxruntime InferenceSession on the CPU for `model` (a path or an onnx.ModelProto).
 
     optimize=False runs the graph as written (no fusions); priority_order runs readers early, which
     keeps peak memory low when many intermediate tensors are also outputs (calibration probes).
+    memory_arena=False gives each tensor its own allocation, returned when freed, so the peak is what is live
+    at once, not what onnxruntime's arena has grown to: it grows in regions of doubling size and keeps them for
+    the session's life (calibration probes hand back many large outputs).
     """
     ort = require("onnxruntime")
     options = ort.SessionOptions()
@@ -23,6 +27,8 @@ def open_session(model, threads: int = 0, optimize: bool = True, priority_order:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if priority_order:
         options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
+    if not memory_arena:
+        options.enable_cpu_mem_arena = False
     source = str(model) if isinstance(model, (str, Path)) else model.SerializeToString()
     try:
         return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])

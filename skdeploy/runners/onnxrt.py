@@ -14,16 +14,18 @@ class OnnxRuntimeRunner(Runner):
 
     name = "onnxruntime"
 
-    def __init__(self, model, threads: int = 0, optimize: bool = True, priority_order: bool = False) -> None:
+    def __init__(self, model, threads: int = 0, optimize: bool = True, priority_order: bool = False,
+                 memory_arena: bool = True) -> None:
         super().__init__()
         self.model = model
         self.threads = check_threads(threads)
         self.optimize = optimize
         self.priority_order = priority_order
+        self.memory_arena = memory_arena  # onnx.run.open_session
         self.session = None
 
     def activate_impl(self) -> None:
-        self.session = open_session(self.model, self.threads, self.optimize, self.priority_order)
+        self.session = open_session(self.model, self.threads, self.optimize, self.priority_order, self.memory_arena)
 
     def deactivate_impl(self) -> None:
         self.session = None

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..engine.builder import DEFAULT_BATCHES, OPTIMIZATION_LEVELS, build_serialized, plan_onnx
 from ..engine.layers import layers_path
 from ..engine.sidecar import STAGE_KEYS, EngineSection
-from ..errors import SkdeployError, UsageError
+from ..errors import SkdeployError, UsageError, check_field_types
 from ..fileio import output_transaction
 from ..manifest import PRECISIONS, StageResult, manifest_path
 from ..trt import BACKENDS, HARDWARE_COMPATIBILITY
@@ -47,6 +47,7 @@ class BuildSettings:
 
     def __post_init__(self):
         """The checks that need no backend: each field alone, and fields that only make sense together."""
+        check_field_types(self)
         if self.backend_name not in ("auto", *BACKENDS):
             raise UsageError(f"unknown `backend` {self.backend!r}; choose auto, {', '.join(BACKENDS)}")
         if self.precision not in (None, *PRECISIONS):
@@ -110,7 +111,8 @@ def build(onnx_path, engine_path, settings: BuildSettings | None = None, force: 
     calibration's included, appears when the engine does, or none does."""
     settings = settings or BuildSettings()
     engine_path = Path(engine_path)
-    with output_transaction([engine_path, manifest_path(engine_path), layers_path(engine_path)], force):
+    with output_transaction([engine_path, manifest_path(engine_path), layers_path(engine_path)], force,
+                            inputs=[onnx_path, settings.calib_data]):
         plan = plan_onnx(onnx_path, settings)
         if plan.needs_calibration:
             onnx_path = calibrate_for(onnx_path, engine_path, plan.precision, settings, force)
@@ -122,7 +124,7 @@ def build_engine(onnx_path, engine_path, settings: BuildSettings | None = None, 
     whose precision the backend takes from the graph is refused: `build` calibrates it first."""
     settings = settings or BuildSettings()
     return run_stage("build-engine", engine_path, lambda: _build(Path(onnx_path), Path(engine_path), settings),
-                     force=force, also=[layers_path(engine_path)], kind="engine")
+                     force=force, also=[layers_path(engine_path)], kind="engine", inputs=[onnx_path])
 
 
 def _build(onnx_path: Path, engine_path: Path, settings: BuildSettings) -> tuple:

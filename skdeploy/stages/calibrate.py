@@ -25,9 +25,9 @@ from ..calib.convert import (
     preprocessing_resolver,
 )
 from ..calib.fp16 import FP16_MAX, check_keep_fp32
-from ..calib.ranges import METHODS, MIN_BINS
-from ..data import InputShape, class_names_for, default_calibration_path, open_source, select_calibration
-from ..errors import SkdeployError, UsageError, require_finite
+from ..calib.ranges import MAX_BINS, METHODS, MIN_BINS
+from ..data import MAX_BATCH, InputShape, class_names_for, default_calibration_path, open_source, select_calibration
+from ..errors import SkdeployError, UsageError, check_field_types, require_finite
 from ..fileio import existing_file, sha256_file
 from ..log import log
 from ..manifest import CALIBRATED_PRECISIONS, StageResult, load_manifest, manifest_path
@@ -62,6 +62,7 @@ class CalibrationSettings:
     reuse_cache: bool = True
 
     def __post_init__(self):
+        check_field_types(self)
         require_finite(percentile=self.percentile, max_top1_drop=self.max_top1_drop, fp16_limit=self.fp16_limit)
         if self.precision not in CALIBRATED_PRECISIONS:
             raise UsageError(f"`precision` must be int8 or fp16, got {self.precision!r}")
@@ -69,8 +70,12 @@ class CalibrationSettings:
             raise UsageError(f"`method` must be one of {', '.join(METHODS)}, got {self.method!r}")
         if not 0 < self.percentile <= 100:
             raise UsageError(f"`percentile` must be in (0, 100], got {self.percentile}")
-        if self.bins < MIN_BINS:
-            raise UsageError(f"`bins` must be at least {MIN_BINS}, got {self.bins}")
+        if not MIN_BINS <= self.bins <= MAX_BINS:
+            raise UsageError(f"`bins` must be {MIN_BINS}..{MAX_BINS}, got {self.bins}")
+        if not 0 <= self.seed < 2 ** 32:
+            raise UsageError(f"`seed` must be 0..{2 ** 32 - 1}, got {self.seed}")
+        if self.memory_mb < 1:
+            raise UsageError(f"`memory_mb` must be at least 1, got {self.memory_mb}")
         if self.keep_fp16 and self.precision != "int8":
             raise UsageError("`keep_fp16` names INT8 layers to keep in FP16; an FP16 model has them in FP16 already")
         if self.fallback not in FALLBACKS:
@@ -81,11 +86,16 @@ class CalibrationSettings:
             raise UsageError(f"`calib_images` must be at least 1, got {self.calib_images}")
         if self.holdout_images < 0 or (self.batch_size is not None and self.batch_size < 1):
             raise UsageError("`holdout_images` must be 0 or more and `batch_size` at least 1")
+        if self.batch_size is not None and self.batch_size > MAX_BATCH:
+            raise UsageError(f"`batch_size` must be at most {MAX_BATCH}, got {self.batch_size}")
         if not TRT_VERSION.fullmatch(str(self.trt_version)):
             raise UsageError(f"`trt_version` must look like 10.3.0 or 8.6, got {self.trt_version!r}")
         unknown = set(self.preprocessing) - set(PREPROCESSING_OPTIONS)
         if unknown:
             raise UsageError(f"unknown preprocessing option(s): {', '.join(sorted(unknown))}")
+        resize = self.preprocessing.get("resize")
+        if resize is not None and (not isinstance(resize, int) or isinstance(resize, bool) or resize < 1):
+            raise UsageError(f"`resize` must be a positive integer, got {resize!r}")
 
 
 @dataclass
@@ -144,7 +154,8 @@ def calibrate_model(input_onnx, output_onnx, settings: CalibrationSettings, forc
     TensorRT table: all of them, or none."""
     output = Path(output_onnx)
     result = run_stage("calibrate", output, lambda: _calibrate(input_onnx, output, settings), force=force,
-                       also=calibration_outputs(output, settings.precision)[1:-1])
+                       also=calibration_outputs(output, settings.precision)[1:-1],
+                       inputs=[input_onnx, settings.calib_data])
     if result.accuracy:
         log.info(f"{settings.precision.upper()} on {result.accuracy['images']} held-out samples: drop "
                  f"{result.accuracy['drop']:.2f} points, agreement {result.accuracy['agreement']:.2%} "

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..compare import compare_outputs, merge_comparisons
 from ..deps import require
-from ..errors import SkdeployError, UsageError, require_finite
+from ..errors import SkdeployError, UsageError, check_field_types, require_finite
 from ..log import log
 from ..manifest import StageResult
 from ..models.entry import new_manifest
@@ -49,6 +49,7 @@ class ExportSettings:
     raw_dtype: str = "uint8"  # of the raw input: uint8 or float32 (0-255)
 
     def __post_init__(self):
+        check_field_types(self)
         if (self.layout != "NCHW" or self.raw_dtype != "uint8") and not self.raw_input:
             raise UsageError("`layout` and `raw_dtype` apply to a raw input: add `raw_input`")
         if self.exporter not in EXPORTERS:
@@ -161,7 +162,9 @@ def dataset_images(config, count: int = 8):
 
 def export_model(loaded, output, settings: ExportSettings, force: bool = False) -> ExportResult:
     """Export `loaded` (models.LoadedModel) to `output` plus its manifest, both or neither."""
-    return run_stage("export", output, lambda: _export(loaded, Path(output), settings), force=force)
+    checkpoint = (getattr(loaded, "checkpoint", None) or {}).get("path")
+    return run_stage("export", output, lambda: _export(loaded, Path(output), settings), force=force,
+                     inputs=[checkpoint])
 
 
 def _export(loaded, output: Path, settings: ExportSettings) -> tuple:

@@ -92,7 +92,8 @@ def optimize_onnx(source, output, fold_bn=True, sk_rewrite=True, force=False, to
     Nothing is written unless the whole optimized model matches the input in onnxruntime.
     """
     return run_stage("optimize", output, lambda: _optimize(source, Path(output), fold_bn, sk_rewrite, tolerance,
-                                                               sizes, raw_input, preprocessing), force=force)
+                                                               sizes, raw_input, preprocessing), force=force,
+                     inputs=[source])
 
 
 def _optimize(source, output: Path, fold_bn, sk_rewrite, tolerance, sizes, raw_input, preprocessing) -> tuple:

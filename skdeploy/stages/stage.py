@@ -13,10 +13,11 @@ from ..fileio import output_transaction, sha256_file
 from ..manifest import add_stage, manifest_path, write_manifest
 
 
-def run_stage(name: str, output, work, force: bool = False, also=(), kind: str = "onnx"):
-    """Run `work` inside one output transaction over `output`, `also` and the manifest; see the module doc."""
+def run_stage(name: str, output, work, force: bool = False, also=(), kind: str = "onnx", inputs=()):
+    """Run `work` inside one output transaction over `output`, `also` and the manifest, made from the files
+    `inputs` (none of which an output may be); see the module doc."""
     output = Path(output)
-    with output_transaction([output, *also, manifest_path(output)], force):
+    with output_transaction([output, *also, manifest_path(output)], force, inputs=inputs):
         started = time.time()
         result, manifest = work()
         result.seconds = round(time.time() - started, 2)

@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from ..compare import Check, RunningComparison, TopKHits
-from ..data import FASHION_MNIST_DIR, DataOrigin, InputsDigest, Preprocessing, StreamedData, check_label_range, \
-    class_names_for, open_data
+from ..data import FASHION_MNIST_DIR, MAX_BATCH, DataOrigin, InputsDigest, Preprocessing, StreamedData, \
+    check_label_range, class_names_for, open_data
 from ..data.preprocessing import FORM_FIELDS
-from ..errors import SkdeployError, UsageError, require_finite
-from ..fileio import PathLike, check_output_path
+from ..errors import SkdeployError, UsageError, check_field_types, require_finite
+from ..fileio import PathLike, check_output_path, output_transaction
 from ..log import log
 from ..manifest import artifact_precision, last_stage, load_manifest
 from ..reference import resolve_reference, save_reference
@@ -52,6 +52,7 @@ class ValidateSettings:
     min_snr_db: float | None = None  # least logit SNR in dB; None: MIN_SNR_DB of the precision
 
     def __post_init__(self):
+        check_field_types(self)
         require_finite(max_top1_drop=self.max_top1_drop, min_agreement=self.min_agreement,
                        min_cosine=self.min_cosine, min_snr_db=self.min_snr_db)
         if not 0.0 <= self.min_agreement <= 1.0:
@@ -60,8 +61,8 @@ class ValidateSettings:
             raise UsageError(f"`min_cosine` must be between -1 and 1, got {self.min_cosine:g}")
         if self.max_top1_drop < 0:
             raise UsageError(f"`max_top1_drop` must not be negative, got {self.max_top1_drop:g}")
-        if self.batch < 1:
-            raise UsageError(f"`batch` must be at least 1, got {self.batch}")
+        if not 1 <= self.batch <= MAX_BATCH:
+            raise UsageError(f"`batch` must be 1..{MAX_BATCH}, got {self.batch}")
         if self.limit is not None and self.limit < 1:
             raise UsageError(f"`limit` must be at least 1, got {self.limit}")
 
@@ -222,6 +223,17 @@ def validate(candidates: Sequence[PathLike], reference: PathLike | None = None, 
     """Validate every candidate against the FP32 reference. A reference taken from a manifest that names
     model code (a .py file or module) is built only with `trust_model_code`."""
     settings = settings or ValidateSettings()
+    candidates = list(candidates or ())
+    if not save_reference_to:
+        return _validate(candidates, reference, checkpoint, data, settings, None, force, runner_options,
+                         trust_model_code)
+    with output_transaction([save_reference_to], force, inputs=[*candidates, reference, checkpoint, data]):
+        return _validate(candidates, reference, checkpoint, data, settings, save_reference_to, force, runner_options,
+                         trust_model_code)
+
+
+def _validate(candidates, reference, checkpoint, data, settings, save_reference_to, force, runner_options,
+              trust_model_code) -> ValidationResult:
     candidates = _existing_candidates(candidates, save_reference_to, force)
     ref = resolve_reference(reference, checkpoint, candidates, trust_model_code)
     if ref.kind == "saved" and save_reference_to:

@@ -82,10 +82,22 @@ def tiny_onnx_file(folder):
 
 
 # ---- check_output_path ---------------------------------------------------------------------------
-def test_check_output_path_accepts_a_new_name_and_creates_its_folders(tmp_path):
+def test_check_output_path_accepts_a_new_name_in_folders_yet_to_make(tmp_path):
+    """Checking makes nothing: the output transaction makes the folders, and removes them if it fails."""
     target = tmp_path / "a" / "b" / "out.onnx"
     assert check_output_path(str(target), force=False) == target
-    assert target.parent.is_dir() and not target.exists()
+    assert not (tmp_path / "a").exists()
+
+
+def test_the_transaction_makes_the_folders_and_removes_them_on_failure(tmp_path):
+    target = tmp_path / "a" / "b" / "out.onnx"
+    with pytest.raises(RuntimeError), output_transaction([target]):
+        assert target.parent.is_dir()
+        raise RuntimeError("the work failed")
+    assert not (tmp_path / "a").exists()
+    with output_transaction([target]):
+        write_bytes_atomic(target, b"x")
+    assert target.read_bytes() == b"x"
 
 
 def test_check_output_path_relative_name_lands_in_the_current_folder(tmp_path, monkeypatch):
