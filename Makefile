@@ -17,8 +17,8 @@ lint: setup
 
 # The unit tier first (fast, fails fast), then everything else that is not slow-marked.
 test: setup
-	.venv/bin/python -m pytest -q -ra -x tests/unit
-	.venv/bin/python -m pytest -q -ra -n 2 -m "not slow" --ignore=tests/unit
+	.venv/bin/python -m pytest -q -ra -x --durations=15 tests/unit
+	.venv/bin/python -m pytest -q -ra -n 2 --durations=15 -m "not slow" --ignore=tests/unit
 
 unit: setup
 	.venv/bin/python -m pytest -q -ra tests/unit

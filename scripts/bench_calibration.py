@@ -69,15 +69,23 @@ def export_sknet50(path: Path, seed: int = 0):
 
     torch.manual_seed(seed)
     loaded = load_model(arch="sknet50", pretrained=False)
+    randomize_batchnorm(loaded.module)
+    export_model(loaded, path, ExportSettings(dynamic_batch=True), force=True)
+    return loaded
+
+
+def randomize_batchnorm(model):
+    """Random BatchNorm statistics and affine terms (from torch's global generator), so no branch is
+    silently zero and folding is really exercised."""
+    import torch
+
     with torch.no_grad():
-        for module in loaded.module.modules():
+        for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
                 module.running_mean.uniform_(-0.2, 0.2)
                 module.running_var.uniform_(0.5, 2.0)
                 module.weight.uniform_(0.5, 1.5)
                 module.bias.uniform_(-0.2, 0.2)
-    export_model(loaded, path, ExportSettings(dynamic_batch=True), force=True)
-    return loaded
 
 
 def measure(model: Path, images: Path, count: int, method: str, phase: str, batch: int | None = None) -> dict:

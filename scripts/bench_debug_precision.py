@@ -85,7 +85,7 @@ def main():
     parser.add_argument("--work", type=Path, default=ROOT / "out" / "bench_debug_precision")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    rows = [measure(model, samples, args.work) for model, samples in zip(args.models, args.samples)]
+    rows = [measure(model, samples, args.work) for model, samples in zip(args.models, args.samples, strict=True)]
     print(json.dumps(rows, indent=2))
     if not all(row["within_2x"] for row in rows):
         sys.exit("debug-precision's peak memory exceeds 2x validate's")

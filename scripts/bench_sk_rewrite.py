@@ -23,15 +23,16 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE = REPO / "tests" / "fixtures" / "article_sknet.py"
+REFERENCE = REPO / "tests" / "support" / "article_sknet.py"  # the article's SK module, loaded as a model spec
 PARITY_MODELS = ["sknet-fmnist", "sknet26", "sknet50", "sknet101", "timm:skresnet18", "timm:skresnet34",
                  "timm:skresnext50_32x4d", "ref:M2s1", "ref:M2s2", "ref:M3s1", "ref:M3s2"]
 
 
 def load(name):
-    """A model with random weights and randomised BatchNorm (see tests/conftest.py)."""
-    sys.path.insert(0, str(REPO / "tests"))
-    from conftest import randomize_bn
+    """A model with random weights and randomised BatchNorm."""
+    import torch
+    from bench_calibration import randomize_batchnorm
+
     from skdeploy.models import REGISTRY, load_model
 
     if name.startswith("ref:"):  # the reference SK unit: ref:M<branches>s<stride>
@@ -40,7 +41,8 @@ def load(name):
                             model_kwargs={"in_channels": 64, "out_channels": 64, "stride": stride, "M": M})
     else:
         loaded = load_model(**({"arch": name} if name in REGISTRY else {"spec": name}), pretrained=False)
-    randomize_bn(loaded.module)
+    torch.manual_seed(0)
+    randomize_batchnorm(loaded.module)
     return loaded
 
 

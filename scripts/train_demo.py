@@ -19,7 +19,7 @@ from skdeploy.data import load_fashion_mnist
 from skdeploy.fileio import sha256_file, write_text_atomic
 from skdeploy.models import DEMO_MODEL, REGISTRY, build_model
 
-PINNED_SUBSET = 2000  # test images whose correct count tests/unit/test_shipped_weights.py pins
+PINNED_SUBSET = 2000  # test images whose correct count tests/unit/models/test_shipped_weights.py pins
 
 
 def augment(batch: torch.Tensor, generator: torch.Generator, background: float) -> torch.Tensor:

@@ -41,7 +41,8 @@ class Terminated(BaseException):
 
 
 # what each annotated type accepts, and how a message names it (bool is no number, a string no list)
-_FIELD_KINDS = {int: ((numbers.Integral,), "an integer"), float: ((numbers.Real,), "a number"), str: ((str,), "a string"),
+_FIELD_KINDS = {int: ((numbers.Integral,), "an integer"), float: ((numbers.Real,), "a number"),
+                str: ((str,), "a string"),
                 bool: ((bool,), "True or False"), tuple: ((tuple, list), "a list"), list: ((tuple, list), "a list"),
                 dict: ((dict,), "a dict")}
 

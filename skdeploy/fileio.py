@@ -289,7 +289,7 @@ class OutputTransaction:
             self.made += make_folders(path.parent)
 
     def _check_apart(self, paths, inputs) -> None:
-        outputs = {}
+        outputs: dict[str, object] = {}
         for path in paths:  # one call names each output once; a later stage may name its own again
             real = os.path.realpath(path)
             if real in outputs:

@@ -45,8 +45,9 @@ def check_fp32(model, path) -> None:
     lowered = lowered_precision(model)
     if lowered:
         raise UsageError(f"{path} already has {lowered}; calibrate takes the FP32 ONNX from export")
+    subgraph_kinds = (AttributeProto.GRAPH, AttributeProto.GRAPHS)
     with_subgraphs = next((node for node in model.graph.node
-                           if any(a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for a in node.attribute)), None)
+                           if any(a.type in subgraph_kinds for a in node.attribute)), None)
     if with_subgraphs is not None:  # Q/DQ placement and range collection see the main graph only
         named = f" '{with_subgraphs.name}'" if with_subgraphs.name else ""
         raise UsageError(f"{path} has control flow ({with_subgraphs.op_type} node{named} with subgraphs), which "

@@ -262,6 +262,7 @@ def shadow_node(node, builder: QdqBuilder, plan: Int8Plan) -> tuple:
     """(a copy of `node` that reads the quantized form of its FP32 inputs, its output name): that unit's
     own quantisation error, next to the exact FP32 node."""
     shadow_out = f"{node.output[0]}_shadow"
-    shadow = helper.make_node(node.op_type, builder.quantized_inputs(node, plan), [shadow_out], name=f"{node.name}_shadow")
+    shadow = helper.make_node(node.op_type, builder.quantized_inputs(node, plan), [shadow_out],
+                              name=f"{node.name}_shadow")
     shadow.attribute.extend(node.attribute)
     return shadow, shadow_out

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..compare import cosines_from_sums, snr_db
@@ -49,10 +50,10 @@ FALLBACKS = ("fp16", "fp32")  # calibrate's --fallback choices
 @dataclass
 class PrecisionSettings:
     samples: int = 500  # held-out samples (after calibration's subset, or the first of `data` in seeded order)
-    fp32: str = None  # the FP32 ONNX; None: the one the candidate's manifest was calibrated from
-    data: str = None  # None: the calibration data the manifest records (its held-out part)
-    seed: int = None  # None: calibration's seed
-    min_agreement: float = None  # None: 1 - calibrate's max_top1_drop / 100, else DEFAULT_MIN_AGREEMENT
+    fp32: str | None = None  # the FP32 ONNX; None: the one the candidate's manifest was calibrated from
+    data: str | None = None  # None: the calibration data the manifest records (its held-out part)
+    seed: int | None = None  # None: calibration's seed
+    min_agreement: float | None = None  # None: 1 - calibrate's max_top1_drop / 100, else DEFAULT_MIN_AGREEMENT
     fallback: str = "fp16"  # what a layer kept wide computes in: fp16 | fp32
     batch_size: int = 32
     tensors_per_pass: int = 8  # layers compared per pass over the samples
@@ -134,7 +135,7 @@ def _quoted(part: str) -> str:
 class Candidate:
     """The INT8 candidate as the FP32 model plus how it was quantized, so variants can be rebuilt."""
 
-    model: object  # the candidate's ModelProto
+    model: onnx.ModelProto
     units: list  # its quantized units, graph order
     keep_fp32: list  # units of the full plan it leaves FP32
     keep_fp16: list  # units of the full plan it computes in FP16
@@ -270,12 +271,14 @@ class ErrorSums:
 
 
 # ---- the analysis --------------------------------------------------------------------------------
-def debug_precision(candidate_path, settings: PrecisionSettings = None) -> PrecisionReport:
+def debug_precision(candidate_path, settings: PrecisionSettings | None = None) -> PrecisionReport:
     """Rank `candidate_path`'s INT8 layers and find the fewest to keep wide for `min_agreement`."""
     started = time.time()
     settings = settings or PrecisionSettings()
     existing_file(candidate_path)
     manifest = load_manifest(candidate_path)
+    if manifest is None:
+        raise UsageError(f"{candidate_path} has no manifest; debug-precision reads its calibration from it")
     calibration = last_stage(manifest, "calibrate")
     if calibration is None or calibration.get("precision") != "int8":
         raise UsageError(f"{candidate_path} is not an INT8 model made by 'skdeploy calibrate --int8' (its manifest "
@@ -377,6 +380,7 @@ def _fp32_source(candidate_path, calibration: dict, given) -> Path:
     beside the candidate). It must be the same file (sha256)."""
     source = calibration.get("source") or calibration.get("source_onnx") or {}  # older manifests: source_onnx
     recorded = source.get("file")
+    path: Path | None
     if given:
         path = existing_file(given, "FP32 model")
     elif not recorded:

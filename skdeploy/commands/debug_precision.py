@@ -24,7 +24,8 @@ from .flags import FINITE_FLOAT
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Samples per onnxruntime run.")
 @click.option("--tensors-per-pass", type=int, default=8, show_default=True,
               help="Layers compared per pass over the samples; fewer keep peak memory lower, more run fewer passes.")
-@click.option("--top", type=click.IntRange(min=0), default=15, show_default=True, help="Rows of the table (--json and --html: all).")
+@click.option("--top", type=click.IntRange(min=0), default=15, show_default=True,
+              help="Rows of the table (--json and --html: all).")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False),
               help="Write a self-contained HTML page: SNR along the depth, the minimal set, the ranked table.")
 @click.option("--write", "write_path", type=click.Path(dir_okay=False),

@@ -16,8 +16,8 @@ from ..fileio import atomic_path, readable_path
 from ..log import log
 from ..onnx.io import load_onnx
 from ..trt import HARDWARE_COMPATIBILITY, first_installed, load_backend
-from .layers import record as record_layers
 from ..trt.capabilities import cc_tuple
+from .layers import record as record_layers
 from .memory import PeakMemory
 from .network import (
     batch_profile,

@@ -103,7 +103,7 @@ def raw_input_parity(raw_model, normalized_model, raw: Preprocessing, pixels: np
     got = run_model(raw_model, [{raw_name: pixels[i:i + step]} for i in starts])
     expected = run_model(normalized_model, [{normalized_name: normalized[i:i + step]} for i in starts])
     worst = merge_comparisons([compare_outputs(want[name], have[name])
-                               for want, have in zip(expected, got) for name in want])
+                               for want, have in zip(expected, got, strict=True) for name in want])
     return dict(worst, tolerance=TOLERANCE, passed=worst["max_rel"] <= TOLERANCE, images=len(pixels))
 
 

@@ -101,7 +101,8 @@ def _with_input_size(config: ModelConfig, input_shape) -> ModelConfig:
     if input_shape is None or tuple(input_shape) == tuple(config.input_size):
         return config
     sizes = tuple(input_shape) + (0,) * (3 - len(input_shape))
-    if len(input_shape) != 3 or not (1 <= sizes[0] <= MAX_CHANNELS and 1 <= min(sizes[1:]) <= max(sizes[1:]) <= MAX_SIDE):
+    within = 1 <= sizes[0] <= MAX_CHANNELS and 1 <= min(sizes[1:]) <= max(sizes[1:]) <= MAX_SIDE
+    if len(input_shape) != 3 or not within:
         raise UsageError(f"`input_shape` must be C x H x W with C 1..{MAX_CHANNELS} and H, W 1..{MAX_SIDE}, "
                          f"got {'x'.join(map(str, input_shape))}")
     old = config.preprocessing
@@ -119,59 +120,67 @@ def _with_input_size(config: ModelConfig, input_shape) -> ModelConfig:
 def load_model(arch=None, spec=None, model_kwargs=None, checkpoint=None, input_shape=None,
                pretrained: bool = True) -> LoadedModel:
     """Build a model by registered name (arch) or spec ('timm:NAME', 'file.py:fn', 'pkg.mod:fn')."""
-    torch = require("torch")
     kwargs = dict(model_kwargs or {})
     if arch and spec:
         raise UsageError("give either `arch` or `spec`, not both")
     name = arch or spec or DEMO_MODEL
+    module, config = _build(name, arch, kwargs)
+    config = _with_input_size(config, input_shape)
+    checkpoint_info, random, config = _load_weights(module, name, config, kwargs, checkpoint, pretrained)
+    module.eval()
+    return LoadedModel(module, config.name if name in REGISTRY else name, config, checkpoint_info,
+                       None if checkpoint_info else random)
+
+
+def _build(name: str, arch, kwargs: dict) -> tuple:
+    """(module, config) with random weights, from the registry, timm or the user's factory."""
+    torch = require("torch")
     if name in REGISTRY:
         config = REGISTRY[name]
-        factory = _resolve(config.factory)
-        module = _call_factory(factory, kwargs, name)
-        if "num_classes" in kwargs or kwargs:
+        module = _call_factory(_resolve(config.factory), kwargs, name)
+        if kwargs:
             config = replace(config, num_classes=int(kwargs.get("num_classes", config.num_classes)), kwargs=kwargs)
-    elif name.startswith("timm:"):
+        return module, config
+    if name.startswith("timm:"):
         timm = require("timm")
         model_name = name[len("timm:"):]
         if model_name not in timm.list_models():
             raise UsageError(f"timm has no model {model_name!r} (SK models: {', '.join(TIMM_MODELS)})")
         module = _call_factory(lambda **kw: timm.create_model(model_name, pretrained=False, **kw), kwargs, name)
-        config = _timm_config(model_name, module, kwargs)
-    elif arch:
+        return module, _timm_config(model_name, module, kwargs)
+    if arch:
         raise UsageError(f"unknown `arch` {arch!r}; known: {', '.join(REGISTRY)} (see 'skdeploy models')")
-    else:
-        factory = _import_factory(name)
-        module = _call_factory(factory, kwargs, name)
-        if not isinstance(module, torch.nn.Module):
-            raise UsageError(f"{name} returned {type(module).__name__}, not a torch.nn.Module")
-        config = ModelConfig(name, name, (3, 224, 224), None, imagenet_preprocessing(),
-                             f"user model {name}", kwargs=kwargs)
-    config = _with_input_size(config, input_shape)
-    checkpoint_info, random = None, None
+    module = _call_factory(_import_factory(name), kwargs, name)
+    if not isinstance(module, torch.nn.Module):
+        raise UsageError(f"{name} returned {type(module).__name__}, not a torch.nn.Module")
+    return module, ModelConfig(name, name, (3, 224, 224), None, imagenet_preprocessing(),
+                               f"user model {name}", kwargs=kwargs)
+
+
+def _load_weights(module, name: str, config: ModelConfig, kwargs: dict, checkpoint, pretrained: bool) -> tuple:
+    """(checkpoint record or None, why the weights are random or None, config): the checkpoint given, else
+    the shipped weights when asked for and the kwargs keep the architecture."""
     from .checkpoint import apply_state_dict, read_state_dict
 
     if checkpoint is not None:
         apply_state_dict(module, read_state_dict(checkpoint), source=str(checkpoint))
-        checkpoint_info = {"path": str(checkpoint), "sha256": sha256_file(checkpoint)}
-    elif pretrained and config.weights_path is not None:
-        path = Path(str(config.weights_path))
-        if not path.exists():
-            raise SkdeployError(f"shipped weights for {name} are missing ({path}); reinstall skdeploy")
-        try:  # kwargs that keep the architecture (the defaults, a dropout rate) keep the shipped weights
-            apply_state_dict(module, read_state_dict(path), source=f"the shipped weights of {name}")
-            checkpoint_info = {"path": f"skdeploy/weights/{path.name}", "sha256": sha256_file(path)}
-        except SkdeployError as exc:
-            if not kwargs:
-                raise
-            random = f"these `model_kwargs` change the model: {str(exc).split(': ', 1)[-1]}"
-            if config.num_classes != REGISTRY[name].num_classes:  # the dataset's classes no longer apply
-                config = replace(config, dataset=None)
-    module.eval()
-    if checkpoint_info is None and random is None:
-        random = ("no `checkpoint` given and shipped weights not asked for" if config.weights_path is not None
-                  else f"no `checkpoint` given and {name} ships no weights")
-    return LoadedModel(module, config.name if name in REGISTRY else name, config, checkpoint_info,
-                       None if checkpoint_info else random)
+        return {"path": str(checkpoint), "sha256": sha256_file(checkpoint)}, None, config
+    if not (pretrained and config.weights_path is not None):
+        why = ("no `checkpoint` given and shipped weights not asked for" if config.weights_path is not None
+               else f"no `checkpoint` given and {name} ships no weights")
+        return None, why, config
+    path = Path(str(config.weights_path))
+    if not path.exists():
+        raise SkdeployError(f"shipped weights for {name} are missing ({path}); reinstall skdeploy")
+    try:  # kwargs that keep the architecture (the defaults, a dropout rate) keep the shipped weights
+        apply_state_dict(module, read_state_dict(path), source=f"the shipped weights of {name}")
+        return {"path": f"skdeploy/weights/{path.name}", "sha256": sha256_file(path)}, None, config
+    except SkdeployError as exc:
+        if not kwargs:
+            raise
+        if config.num_classes != REGISTRY[name].num_classes:  # the dataset's classes no longer apply
+            config = replace(config, dataset=None)
+        return None, f"these `model_kwargs` change the model: {str(exc).split(': ', 1)[-1]}", config
 
 
 def is_model_code(spec: str) -> bool:

@@ -82,14 +82,21 @@ class CalibrationSettings:
             raise UsageError(f"`fallback` must be fp16 or fp32, got {self.fallback!r}")
         if self.max_top1_drop is not None and self.max_top1_drop < 0:
             raise UsageError(f"`max_top1_drop` must be 0 or more points, got {self.max_top1_drop}")
+        self._check_counts()
+        if not TRT_VERSION.fullmatch(str(self.trt_version)):
+            raise UsageError(f"`trt_version` must look like 10.3.0 or 8.6, got {self.trt_version!r}")
+        self._check_preprocessing()
+
+    def _check_counts(self) -> None:
         if self.calib_images < 1:
             raise UsageError(f"`calib_images` must be at least 1, got {self.calib_images}")
         if self.holdout_images < 0 or (self.batch_size is not None and self.batch_size < 1):
             raise UsageError("`holdout_images` must be 0 or more and `batch_size` at least 1")
         if self.batch_size is not None and self.batch_size > MAX_BATCH:
             raise UsageError(f"`batch_size` must be at most {MAX_BATCH}, got {self.batch_size}")
-        if not TRT_VERSION.fullmatch(str(self.trt_version)):
-            raise UsageError(f"`trt_version` must look like 10.3.0 or 8.6, got {self.trt_version!r}")
+
+    def _check_preprocessing(self) -> None:
+        """Only known options, and a resize that is a positive integer (0 would silently mean "none")."""
         unknown = set(self.preprocessing) - set(PREPROCESSING_OPTIONS)
         if unknown:
             raise UsageError(f"unknown preprocessing option(s): {', '.join(sorted(unknown))}")

@@ -22,8 +22,17 @@ from pathlib import Path
 import numpy as np
 
 from ..compare import Check, RunningComparison, TopKHits
-from ..data import FASHION_MNIST_DIR, MAX_BATCH, DataOrigin, InputsDigest, Preprocessing, StreamedData, \
-    check_label_range, class_names_for, open_data
+from ..data import (
+    FASHION_MNIST_DIR,
+    MAX_BATCH,
+    DataOrigin,
+    InputsDigest,
+    Preprocessing,
+    StreamedData,
+    check_label_range,
+    class_names_for,
+    open_data,
+)
 from ..data.preprocessing import FORM_FIELDS
 from ..errors import SkdeployError, UsageError, check_field_types, require_finite
 from ..fileio import PathLike, check_output_path, output_transaction

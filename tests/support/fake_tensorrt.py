@@ -7,7 +7,7 @@ Builder half: a recording stand-in for classic TensorRT (`import tensorrt`), ver
 
 It exists only because classic TensorRT cannot be installed here (its libraries download from NVIDIA's
 own index, which this machine and CI cannot reach). It builds nothing: it exposes the Python API surface
-each version has, and tests/test_trt_contract.py checks every public name of each version's fake against
+each version has, and tests/e2e/test_trt_contract.py checks every public name of each version's fake against
 the real bindings of that version (8.5 against 8.6's minus its documented differences, 8.2 against 8.5's),
 records in `trt.calls` which
 calls skdeploy makes, and refuses what the real builder refuses (an ONNX parse without EXPLICIT_BATCH on
@@ -445,7 +445,7 @@ def make_fake_trt(version="1.7.1.116", memory=None, rtx=True, validity=("VALID",
     see that inputs and outputs travel through the addresses the runner set. It checks call order
     (shapes before addresses before execution) and records calls and attribute sets in `trt.calls`.
 
-    rtx=True adds what only TensorRT-RTX has (tests/test_trt_contract.py checks these names against the
+    rtx=True adds what only TensorRT-RTX has (tests/e2e/test_trt_contract.py checks these names against the
     real modules): get_engine_validity (answering `validity`, a (verdict, bitmask) pair), the runtime
     config with its runtime cache and CUDA graph strategy, and is_stream_capturable (answering
     `capturable`); runtime_config=False leaves the runtime config out. enqueue_while_capturing=False

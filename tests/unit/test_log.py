@@ -2,8 +2,8 @@
 the block (normally, by an exception, nested), and that a CLI command's --json holds only for that command."""
 import pytest
 
-from conftest import run_cli
 from skdeploy.log import DEBUG, INFO, QUIET, VERBOSE, WARNING, log
+from tests.support.helpers import run_cli
 
 
 @pytest.fixture(autouse=True)
