@@ -11,29 +11,27 @@ import hashlib
 import json
 import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.support.bad_input_cases import (
     DEMO_ENGINE,
-    DEMO_IMAGES,
     DEMO_ONNX,
+    FAST_CALIBRATION,
+    RTX_BUILD,
     Case,
-    checkout_environment,
+    build_int8_to,
+    calibrate_to,
     error_lines,
+    interrupt_when,
     run_case,
     snapshot,
+    start,
 )
 from tests.support.helpers import run_cli
 
 DISK_FULL = os.strerror(28)  # ENOSPC
-FAST_CALIBRATION = ("--int8", "--calib-data", f"{{ws}}/{DEMO_IMAGES}", "--calib-images", "8", "--holdout-images", "0")
-RTX_BUILD = ("--backend", "tensorrt-rtx", "--compute-capability", "8.9")
 
 
 def mismatch(name):
@@ -161,13 +159,6 @@ def test_no_verify_reads_the_changed_artifact_anyway(workspace):
 
 
 # ---- every output is checked before the work starts ------------------------------------------------------
-def calibrate_to(output):
-    return ("calibrate", f"{{ws}}/{DEMO_ONNX}", *FAST_CALIBRATION, "-o", f"{{ws}}/{output}")
-
-
-def build_int8_to(engine):
-    return ("build-engine", f"{{ws}}/{DEMO_ONNX}", *RTX_BUILD, "--int8", "--calib-data", f"{{ws}}/{DEMO_IMAGES}",
-            "--calib-images", "12", "-o", f"{{ws}}/{engine}")
 
 
 EXISTING_ROWS = [
@@ -242,29 +233,6 @@ def test_a_full_disk_leaves_no_part_of_the_outputs(case, failing, workspace, mon
 
 
 # ---- SIGINT: exit 130, one line, nothing left ---------------------------------------------------------------
-def start(args, workspace):
-    """The command as a real process with default SIGINT handling: pytest-xdist workers ignore SIGINT, and a
-    child inherits an ignored signal (Python then installs no KeyboardInterrupt handler)."""
-    return subprocess.Popen([sys.executable, "-m", "skdeploy", *[a.format(ws=workspace) for a in args]],
-                            cwd=workspace, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                            env=checkout_environment(),
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-
-
-def interrupt_when(process, line_pattern, timeout=300, signum=signal.SIGINT) -> list:
-    """Read stderr until a line matches, send `signum` (SIGINT), and return every stderr line."""
-    lines, deadline = [], time.time() + timeout
-    for line in process.stderr:
-        lines.append(line)
-        if re.search(line_pattern, line):
-            process.send_signal(signum)
-            break
-        assert time.time() < deadline, f"no line matching {line_pattern!r} in time: {lines}"
-    else:
-        pytest.fail(f"the command ended before {line_pattern!r}: {lines}")
-    lines.extend(process.stderr)
-    process.wait(timeout=timeout)
-    return lines
 
 
 CALIBRATE_WITH_HOLDOUT = ("calibrate", f"{{ws}}/{DEMO_ONNX}", "--int8", "--calib-images", "64", "--holdout-images",

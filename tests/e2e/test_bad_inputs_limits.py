@@ -9,9 +9,15 @@ import gzip
 import struct
 
 import pytest
-from test_bad_inputs_files import FAST_CALIBRATION, calibrate_to
 
-from tests.support.bad_input_cases import DEMO_ONNX, Case, run_case, run_case_in_subprocess
+from tests.support.bad_input_cases import (
+    DEMO_ONNX,
+    FAST_CALIBRATION,
+    Case,
+    calibrate_to,
+    run_case,
+    run_case_in_subprocess,
+)
 
 ONNX = f"{{ws}}/{DEMO_ONNX}"
 LIMIT = 4 << 30

@@ -13,17 +13,21 @@ import subprocess
 import sys
 
 import pytest
-from test_bad_inputs_files import FAST_CALIBRATION, build_int8_to, calibrate_to, interrupt_when, start
 
 from tests.support.bad_input_cases import (
     DEMO_CHECKPOINT,
     DEMO_ONNX,
+    FAST_CALIBRATION,
     Case,
+    build_int8_to,
+    calibrate_to,
     checkout_environment,
     error_lines,
+    interrupt_when,
     run_case,
     run_case_in_subprocess,
     snapshot,
+    start,
 )
 
 ONNX = f"{{ws}}/{DEMO_ONNX}"

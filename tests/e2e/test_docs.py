@@ -3,7 +3,8 @@
 Each block runs on its own, in a fresh copy of one workspace laid out as `make demo` leaves a checkout
 (out/demo/sknet-fmnist{,.int8,.fp16}.onnx, engines/sknet-fmnist-rtx-{fp32,fp16,int8}.engine, all made with
 the CLI), plus the user files the docs name: `theirs.onnx` (a plain torch.onnx.export of the demo model),
-`my_net.py` (a small module with a `build` factory), `shoe.png` and `photos/` (Fashion-MNIST test pictures).
+`my_net.py` (a small module with a `build` factory), `shoe.png`, `photos/` (Fashion-MNIST test pictures) and
+`val/` (labelled test pictures, one folder per class index).
 `skdeploy` and `.venv/bin/python` there run this checkout. A shell block runs under `bash -eo pipefail`, so
 every line must succeed; in a ```console block only the `$ ` lines run. A block that cannot run here goes in
 SKIP with its reason, which the test output shows; a block that takes long goes in SLOW. Every other block
@@ -56,6 +57,7 @@ SLOW = [
     Entry("docs/graph-passes.md", "--arch sknet50", "exports the paper-size SKNet-50"),
     Entry("docs/precision.md", "--arch sknet50", "exports and calibrates the paper-size SKNet-50"),
     Entry("docs/precision.md", "--method percentile", "calibrates four times"),
+    Entry("docs/precision.md", "debug-precision", "ranks every INT8 layer and searches, three times"),
     Entry("docs/precision.md", "max_top1_drop=0.3", "calibrates within an accuracy budget"),
     Entry("docs/validation.md", "|| exit 1", "PyTorch and the INT8 candidate on 10,000 images"),
     Entry("docs/testing.md", "plant_bugs.py", "runs the unit tier once per planted bug"),
@@ -144,6 +146,8 @@ done
 """
 
 USER_FILES = """\
+from pathlib import Path
+
 import numpy as np, torch
 from PIL import Image
 from skdeploy.data import load_fashion_mnist
@@ -151,10 +155,14 @@ from skdeploy.models import build_model
 
 torch.onnx.export(build_model(), torch.zeros(1, 1, 32, 32), "theirs.onnx", dynamo=False, opset_version=17,
                   input_names=["input"], output_names=["logits"], dynamic_axes={"input": {0: "batch"}})
-pictures, _ = load_fashion_mnist("test")
+pictures, labels = load_fashion_mnist("test")
 Image.fromarray(pictures[0]).save("shoe.png")
 for index, picture in enumerate(pictures[:16]):
     Image.fromarray(picture).save(f"photos/{index:02d}.png")
+for index in range(16, 76):  # val/: labelled pictures, one folder per class index
+    folder = Path("val") / str(labels[index])
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pictures[index]).save(folder / f"{index:02d}.png")
 """
 
 MY_NET = '''\

@@ -164,7 +164,7 @@ class ChannelMajorSK(nn.Module):
 
 @pytest.mark.parametrize("branches,exporter", [(2, "torchscript"), (4, "dynamo")])
 def test_user_module_with_channel_major_logits(unit_export, tmp_path, exporter, branches):
-    path, result = unit_export("test_graph_passes:ChannelMajorSK", {"branches": branches}, (32, 8, 8), exporter)
+    path, result = unit_export(f"{__name__}:ChannelMajorSK", {"branches": branches}, (32, 8, 8), exporter)
     report = sk_report(result.passes)
     assert [r["M"] for r in report.rewritten] == [branches]
     assert result.parity["max_rel"] <= PARITY
@@ -325,7 +325,7 @@ class ChannelSoftmaxSK(ChannelMajorSK):
 
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
 def test_softmax_over_channels_is_left_untouched(unit_export, exporter):
-    path, _ = unit_export("test_graph_passes:ChannelSoftmaxSK", {}, (32, 8, 8), exporter, sk_rewrite=False)
+    path, _ = unit_export(f"{__name__}:ChannelSoftmaxSK", {}, (32, 8, 8), exporter, sk_rewrite=False)
     model = onnx.load(str(path))
     optimized, reports = optimize_graph(onnx.load(str(path)))
     report = reports[-1]

@@ -151,6 +151,7 @@ NOT_TENSORRT = {
     "FLOAT", "HALF", "INT8", "INT32", "INT64", "BOOL", "UINT8", "BF16", "FP8", "INT4", "FLOAT16",
     # engine/layers.py: keys of the layer lists it reads and writes, and str.count
     "LayerType", "count", "format", "metadata", "tactic", "weights",
+    "update",  # engine/plan.py: dict.update of the summary it builds
 }
 
 # keyword arguments the code passes, checked in each version that uses the method

@@ -6,11 +6,15 @@ Rows live in `tests/e2e/test_bad_inputs_*.py`, one file per area; each runs its 
 import hashlib
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -94,3 +98,44 @@ def run_case_in_subprocess(case: Case, workspace: Path, timeout=300, address_spa
                           preexec_fn=limit)
     check_failure(done.returncode, done.stderr, case, before, workspace)
     return done
+
+
+# ---- commands the file, output and limit rows share
+
+FAST_CALIBRATION = ("--int8", "--calib-data", f"{{ws}}/{DEMO_IMAGES}", "--calib-images", "8", "--holdout-images", "0")
+RTX_BUILD = ("--backend", "tensorrt-rtx", "--compute-capability", "8.9")
+
+
+def calibrate_to(output):
+    return ("calibrate", f"{{ws}}/{DEMO_ONNX}", *FAST_CALIBRATION, "-o", f"{{ws}}/{output}")
+
+
+def build_int8_to(engine):
+    return ("build-engine", f"{{ws}}/{DEMO_ONNX}", *RTX_BUILD, "--int8", "--calib-data", f"{{ws}}/{DEMO_IMAGES}",
+            "--calib-images", "12", "-o", f"{{ws}}/{engine}")
+
+
+def start(args, workspace):
+    """The command as a real process with default SIGINT handling: pytest-xdist workers ignore SIGINT, and a
+    child inherits an ignored signal (Python then installs no KeyboardInterrupt handler)."""
+    return subprocess.Popen([sys.executable, "-m", "skdeploy", *[a.format(ws=workspace) for a in args]],
+                            cwd=workspace, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            env=checkout_environment(),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def interrupt_when(process, line_pattern, timeout=300, signum=signal.SIGINT) -> list:
+    """Read stderr until a line matches, send `signum` (SIGINT), and return every stderr line."""
+    lines, deadline = [], time.time() + timeout
+    for line in process.stderr:
+        lines.append(line)
+        if re.search(line_pattern, line):
+            process.send_signal(signum)
+            break
+        assert time.time() < deadline, f"no line matching {line_pattern!r} in time: {lines}"
+    else:
+        pytest.fail(f"the command ended before {line_pattern!r}: {lines}")
+    lines.extend(process.stderr)
+    process.wait(timeout=timeout)
+    return lines
+
