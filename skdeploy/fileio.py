@@ -6,6 +6,8 @@ starts, the set is locked against a second command writing it, each is written u
 beside its final one (`atomic_path` stages it), and all are renamed together when the work succeeds. On
 any failure, KeyboardInterrupt included, every temporary file is removed and older files stay as they were.
 """
+from __future__ import annotations
+
 import contextlib
 import contextvars
 import errno
@@ -14,14 +16,16 @@ import glob
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from .errors import SkdeployError, UsageError
 
 PathLike = str | os.PathLike  # what every function taking a file accepts
 
 
-def existing_file(path, what: str = "") -> Path:
+def existing_file(path: str | os.PathLike, what: str = "") -> Path:
     """`path` as a Path when it names a file, else a one-line usage error ("checkpoint x.pt does not exist")."""
     path = Path(path)
     named = f"{what} {path}" if what else str(path)
@@ -32,7 +36,7 @@ def existing_file(path, what: str = "") -> Path:
     return path
 
 
-def check_output_path(path, force: bool) -> Path:
+def check_output_path(path: str | os.PathLike, force: bool) -> Path:
     """Refuse to overwrite unless `force`, refuse names no file can have here, and fail early when the
     folder cannot be written (a missing folder is made by the command's output transaction)."""
     check_output_name(path)
@@ -52,7 +56,7 @@ def check_output_path(path, force: bool) -> Path:
 _TEMPORARY_EXTRA = len("..XXXXXXXX.tmp")
 
 
-def check_output_name(path) -> None:
+def check_output_name(path: str | os.PathLike) -> None:
     """An output name the file system can hold together with its temporary name, given as text a manifest
     can record: `-` (stdout is no file here), a trailing slash (a folder), a name that is too long or not
     UTF-8 are refused before any work, not met as an internal error once the work is done."""
@@ -106,7 +110,7 @@ def make_folders(folder: Path) -> list:
     return missing
 
 
-def remove_folders(made) -> None:
+def remove_folders(made: Iterable[Path]) -> None:
     """Remove the folders make_folders made (deepest first) that stayed empty: a failed command leaves none."""
     for folder in made:
         with contextlib.suppress(OSError):
@@ -147,7 +151,7 @@ def _remove(path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path):
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it into place only if the block succeeds. Inside an
     output transaction that holds `path`, the temporary file waits for the transaction's commit instead."""
     path = Path(path)
@@ -166,16 +170,16 @@ def atomic_path(path):
             _remove(tmp)
 
 
-def write_bytes_atomic(path, data: bytes) -> None:
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         Path(tmp).write_bytes(data)
 
 
-def write_text_atomic(path, text: str) -> None:
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
-def read_json(path, limit: int, what: str):
+def read_json(path: str | os.PathLike, limit: int, what: str) -> Any:
     """The JSON document in the regular file `path`, read up to `limit` bytes: a file that is larger (or a
     link to /dev/zero, which never ends) or nested too deeply to parse is refused in one line, not read until
     memory runs out or met as a RecursionError."""
@@ -200,7 +204,7 @@ def read_json(path, limit: int, what: str):
         raise UsageError(f"{what} {printable(path)} is unreadable: {exc}") from None
 
 
-def sha256_file(path) -> str:
+def sha256_file(path: str | os.PathLike) -> str:
     """The file's sha256, read in 1 MiB blocks (an output staged by the running transaction: its new content)."""
     digest = hashlib.sha256()
     with open(readable_path(path), "rb") as handle:
@@ -209,11 +213,11 @@ def sha256_file(path) -> str:
     return digest.hexdigest()
 
 
-_ACTIVE: contextvars.ContextVar["OutputTransaction | None"] = contextvars.ContextVar("skdeploy_output_transaction",
+_ACTIVE: contextvars.ContextVar[OutputTransaction | None] = contextvars.ContextVar("skdeploy_output_transaction",
                                                                                    default=None)
 
 
-def readable_path(path) -> Path:
+def readable_path(path: str | os.PathLike) -> Path:
     """Where `path`'s content is now: its temporary file while the running transaction has it staged (a
     later step of the same command reads it there), else `path` itself."""
     transaction = _ACTIVE.get()
@@ -275,7 +279,7 @@ class OutputTransaction:
             remove_folders(self.made)
             raise
 
-    def include(self, paths, force: bool, inputs=()) -> None:
+    def include(self, paths: Iterable, force: bool, inputs: Iterable = ()) -> None:
         """Add outputs (a later stage of the same command), each checked before any work is done, and the
         inputs they are made from: no output may be another output or an input, however it is spelled."""
         paths = [Path(path) for path in paths]
@@ -311,10 +315,10 @@ class OutputTransaction:
         absolute = os.path.abspath(path)
         return next((own for own in self.paths if os.path.abspath(own) == absolute), None)
 
-    def holds(self, path) -> bool:
+    def holds(self, path: str | os.PathLike) -> bool:
         return self.entry(path) is not None
 
-    def stage(self, path) -> Path:
+    def stage(self, path: str | os.PathLike) -> Path:
         own = self.entry(path)
         if own not in self.staged:
             self.staged[own] = _temporary_beside(own)
@@ -362,7 +366,7 @@ def remove_stale_temporaries(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def output_transaction(paths, force: bool = False, inputs=()):
+def output_transaction(paths: Iterable, force: bool = False, inputs: Iterable = ()) -> Iterator[OutputTransaction]:
     """Run a block whose writes to `paths` (through atomic_path, save_onnx, write_manifest...) appear
     together at its end, or not at all. Nested inside another, it adds its outputs to the outer one,
     which commits them all: a pipeline of stages is one command. `inputs` are the files (and folders) the

@@ -9,9 +9,12 @@ TensorRT uses whatever context is current in the calling thread, so every Tensor
 makes sits inside `memory.bound()`: cuda-python selects the runner's device in that thread
 (cudaSetDevice is per thread), pycuda pushes the runner's primary context and pops it afterwards.
 """
+from __future__ import annotations
+
 import contextlib
 import ctypes
 import threading
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -60,7 +63,7 @@ class DeviceMemory:
         """Release the backend's own handles (not the buffers, which their owners free)."""
 
     @contextlib.contextmanager
-    def bound(self):
+    def bound(self) -> Iterator[None]:
         """Make this memory's device current in the calling thread for the block (TensorRT calls go here)."""
         yield
 
@@ -128,12 +131,12 @@ class CudaPythonMemory(DeviceMemory):
         self._pinned = {}
 
     @contextlib.contextmanager
-    def bound(self):
+    def bound(self) -> Iterator[None]:
         """cudaSetDevice holds per thread, and a runner may be shared by threads: select it every time."""
         _check(_runtime().cudaSetDevice(self.index), "cudaSetDevice")
         yield
 
-    def device(self):
+    def device(self) -> dict:
         rt = _runtime()
         major = _check(rt.cudaDeviceGetAttribute(rt.cudaDeviceAttr.cudaDevAttrComputeCapabilityMajor, self.index),
                        "cudaDeviceGetAttribute")
@@ -143,40 +146,40 @@ class CudaPythonMemory(DeviceMemory):
         name = props.name.split(b"\0", 1)[0].decode() if isinstance(props.name, bytes) else str(props.name)
         return {"name": name, "compute_capability": f"{major}.{minor}"}
 
-    def create_stream(self):
+    def create_stream(self) -> int:
         return int(_check(_runtime().cudaStreamCreate(), "cudaStreamCreate"))
 
-    def destroy_stream(self, stream) -> None:
+    def destroy_stream(self, stream: int) -> None:
         _runtime().cudaStreamDestroy(stream)
 
-    def alloc_device(self, nbytes):
+    def alloc_device(self, nbytes: int) -> int:
         return int(_check(_runtime().cudaMalloc(max(nbytes, 1)), "cudaMalloc"))
 
-    def free_device(self, pointer) -> None:
+    def free_device(self, pointer: int) -> None:
         _runtime().cudaFree(pointer)
 
-    def alloc_pinned(self, nbytes):
+    def alloc_pinned(self, nbytes: int) -> np.ndarray:
         pointer = int(_check(_runtime().cudaMallocHost(max(nbytes, 1)), "cudaMallocHost"))
         array = _pinned_view(pointer, nbytes)
         self._pinned[id(array)] = pointer
         return array
 
-    def free_pinned(self, array) -> None:
+    def free_pinned(self, array: np.ndarray) -> None:
         pointer = self._pinned.pop(id(array), None)
         if pointer is not None:
             _runtime().cudaFreeHost(pointer)
 
-    def copy_to_device(self, pointer, host, stream) -> None:
+    def copy_to_device(self, pointer: int, host: np.ndarray, stream: int) -> None:
         rt = _runtime()
         _check(rt.cudaMemcpyAsync(pointer, host.ctypes.data, host.nbytes, rt.cudaMemcpyKind.cudaMemcpyHostToDevice,
                                   stream), "cudaMemcpyAsync")
 
-    def copy_to_host(self, host, pointer, stream) -> None:
+    def copy_to_host(self, host: np.ndarray, pointer: int, stream: int) -> None:
         rt = _runtime()
         _check(rt.cudaMemcpyAsync(host.ctypes.data, pointer, host.nbytes, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost,
                                   stream), "cudaMemcpyAsync")
 
-    def synchronize(self, stream) -> None:
+    def synchronize(self, stream: int) -> None:
         _check(_runtime().cudaStreamSynchronize(stream), "cudaStreamSynchronize")
 
 
@@ -197,62 +200,62 @@ class PyCudaMemory(DeviceMemory):
         self._allocations = {}
 
     @contextlib.contextmanager
-    def bound(self):
+    def bound(self) -> Iterator[None]:
         self.context.push()
         try:
             yield
         finally:
             self.cuda.Context.pop()
 
-    def device(self):
+    def device(self) -> dict:
         dev = self.cuda.Device(self.index)
         major, minor = dev.compute_capability()
         return {"name": dev.name(), "compute_capability": f"{major}.{minor}"}
 
-    def create_stream(self):
+    def create_stream(self) -> int:
         with self.bound():
             stream = self.cuda.Stream()
         self._streams[stream.handle] = stream
         return int(stream.handle)
 
-    def destroy_stream(self, stream) -> None:
+    def destroy_stream(self, stream: int) -> None:
         """pycuda destroys a stream when its last reference goes, and only inside its context (elsewhere it
         warns "out-of-thread context could not be cleaned up" and leaks it): drop it while bound."""
         with self.bound():
             self._streams.pop(stream, None)
 
-    def alloc_device(self, nbytes):
+    def alloc_device(self, nbytes: int) -> int:
         with self.bound():
             allocation = self.cuda.mem_alloc(max(nbytes, 1))
         self._allocations[int(allocation)] = allocation
         return int(allocation)
 
-    def free_device(self, pointer) -> None:
+    def free_device(self, pointer: int) -> None:
         allocation = self._allocations.pop(pointer, None)
         if allocation is not None:
             with self.bound():
                 allocation.free()
 
-    def alloc_pinned(self, nbytes):
+    def alloc_pinned(self, nbytes: int) -> np.ndarray:
         with self.bound():
             return self.cuda.pagelocked_empty(nbytes, np.uint8)
 
-    def free_pinned(self, array) -> None:
+    def free_pinned(self, array: np.ndarray) -> None:
         base = array.base if getattr(array, "base", None) is not None else array
         free = getattr(base, "free", None)
         if free is not None:
             with self.bound():
                 free()
 
-    def copy_to_device(self, pointer, host, stream) -> None:
+    def copy_to_device(self, pointer: int, host: np.ndarray, stream: int) -> None:
         with self.bound():
             self.cuda.memcpy_htod_async(pointer, host, self._streams[stream])
 
-    def copy_to_host(self, host, pointer, stream) -> None:
+    def copy_to_host(self, host: np.ndarray, pointer: int, stream: int) -> None:
         with self.bound():
             self.cuda.memcpy_dtoh_async(host, pointer, self._streams[stream])
 
-    def synchronize(self, stream) -> None:
+    def synchronize(self, stream: int) -> None:
         with self.bound():
             self._streams[stream].synchronize()
 
