@@ -5,15 +5,19 @@ Samples are decoded one at a time, so a stage holds only what it asks for: calib
 images at 224x224 in one batch of memory. Labels come with the data when it has them (an array named
 labels, the IDX labels file, or one subfolder per class).
 """
+from __future__ import annotations
+
 import gzip
 import os
 import struct
 import zipfile
 import zlib
 from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,12 +39,12 @@ FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
 DATASET_CLASSES = {"fashion-mnist": FASHION_MNIST_CLASSES}
 
 
-def class_names_for(dataset):
+def class_names_for(dataset: str | None) -> tuple | None:
     """Class names of a known dataset (as manifests name it), else None."""
     return DATASET_CLASSES.get(dataset)
 
 
-def read_idx(path) -> np.ndarray:
+def read_idx(path: str | os.PathLike) -> np.ndarray:
     """An IDX file (the MNIST family's format), gzipped or not."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
@@ -65,13 +69,13 @@ def read_idx(path) -> np.ndarray:
     return np.frombuffer(body, dtype=dtype).reshape(dims)
 
 
-def fashion_mnist_file(split: str, root=None, mark: str = IDX_IMAGES_MARK) -> Path:
+def fashion_mnist_file(split: str, root: str | os.PathLike | None = None, mark: str = IDX_IMAGES_MARK) -> Path:
     """The gzipped IDX images (or, with IDX_LABELS_MARK, labels) of split 'train' or 't10k'/'test'."""
     prefix = "train" if split == "train" else "t10k"
     return Path(root or FASHION_MNIST_DIR) / f"{prefix}{mark}.gz"
 
 
-def load_fashion_mnist(split: str = "test", root=None):
+def load_fashion_mnist(split: str = "test", root: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(images uint8 (N, 28, 28), labels int64 (N,)) for split 'train' or 't10k'/'test'."""
     images_path = fashion_mnist_file(split, root)
     if not images_path.exists():
@@ -90,7 +94,7 @@ def image_suffixes() -> tuple:
                         | set(IMAGE_SUFFIXES)))
 
 
-def checked_labels(labels, what: str) -> np.ndarray:
+def checked_labels(labels: np.ndarray, what: str) -> np.ndarray:
     """Labels as int64 class indices, one per sample; NaN, fractions, text or a 2-D array would score every
     sample wrong (or crash later), so they are refused here."""
     labels = np.asarray(labels)
@@ -108,7 +112,7 @@ def checked_labels(labels, what: str) -> np.ndarray:
     return labels.astype(np.int64)
 
 
-def check_label_range(labels, classes, what: str) -> None:
+def check_label_range(labels: np.ndarray | None, classes: int | None, what: str) -> None:
     """A label outside [0, classes) can never be predicted: it would count as a wrong answer."""
     if labels is None or classes is None or not len(labels):
         return
@@ -175,7 +179,8 @@ class Source:
 DECODE_WORKERS = min(8, os.cpu_count() or 1)
 
 
-def read_batches(source: Source, indices, batch_size: int, workers: int = DECODE_WORKERS):
+def read_batches(source: Source, indices: Sequence[int], batch_size: int,
+                 workers: int = DECODE_WORKERS) -> Iterator[np.ndarray]:
     """Batches (n, ...) of `source`'s samples at `indices`, in order, decoded by read_samples one batch ahead of
     the caller and copied into each batch as they come, so about two batches are in memory; an
     UnreadableSample reaches the caller when its batch does."""
@@ -192,7 +197,8 @@ def read_batches(source: Source, indices, batch_size: int, workers: int = DECODE
         yield batch
 
 
-def read_samples(source: Source, indices, workers: int = DECODE_WORKERS, ahead: int = 0):
+def read_samples(source: Source, indices: Iterable[int], workers: int = DECODE_WORKERS,
+                 ahead: int = 0) -> Iterator[tuple]:
     """(index, sample or the UnreadableSample it raised) for each of `indices`, in order. A thread pool
     decodes the files (Pillow and numpy release the GIL while they work) `ahead` samples (at least two per
     worker) beyond the one the caller has; stopping early wastes at most those."""
@@ -315,7 +321,7 @@ class ArraySamples(Source):
         return self.preprocessing.pixels(self.array[index])
 
 
-def read_arrays(path):
+def read_arrays(path: str | os.PathLike) -> Any:
     """A .npy file's array, or a .npz archive's arrays as {name: array}, all read now. What starts like
     neither is refused (numpy would try it as a pickle), and a damaged archive is a usage error."""
     path = Path(path)

@@ -11,11 +11,18 @@ GPU that runs it, so its engine is deserialized and read through `IEngineInspect
 with dtype one of int8, fp16, bf16, fp32, ... `summarize` turns the list into the sidecar's "layers"
 section and `unrealized_int8` names the Convs the ONNX quantizes that the engine runs in higher precision.
 """
+from __future__ import annotations
+
 import json
 import re
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..errors import SkdeployError
+
+if TYPE_CHECKING:
+    from onnx import ModelProto
 
 # RTX pseudo-layers that order streams or compute shapes: no kernel runs for them
 MARKER_TYPES = {"signal", "wait", "shape_call"}
@@ -36,7 +43,7 @@ class LayerFormatError(SkdeployError):
     """The builder's layer list is not in the format this module reads (a TensorRT change)."""
 
 
-def layers_path(engine_path) -> Path:
+def layers_path(engine_path: Path) -> Path:
     """ENGINE.layers.json: the full layer list beside the engine."""
     engine_path = Path(engine_path)
     return engine_path.with_name(engine_path.name + ".layers.json")
@@ -76,7 +83,7 @@ def _tensors(text: str) -> list:
     return found
 
 
-def parse_build_log(messages) -> dict:
+def parse_build_log(messages: Iterable[str]) -> dict:
     """{"layers": [...], "activation_bytes", "weights_bytes", "scratch": [{"layer", "bytes"}]} from the
     builder's log messages; layers None when the log has no "Layers:" list. A list in another format
     raises LayerFormatError."""
@@ -137,7 +144,7 @@ def parse_inspector_json(text: str) -> list:
     return layers
 
 
-def inspect_engine(trt, logger, serialized) -> list:
+def inspect_engine(trt: Any, logger: Any, serialized: Any) -> list:
     """Classic TensorRT, on the GPU that built it: the engine's layers through IEngineInspector; None when
     this GPU cannot deserialize the engine."""
     engine = trt.Runtime(logger).deserialize_cuda_engine(serialized)
@@ -149,11 +156,11 @@ def inspect_engine(trt, logger, serialized) -> list:
 
 # ---- the summary ------------------------------------------------------------------------------------------
 
-def kernels(layers) -> list:
+def kernels(layers: Iterable[dict]) -> list:
     return [layer for layer in layers if layer["type"].lower() not in MARKER_TYPES]
 
 
-def is_convolution(layer) -> bool:
+def is_convolution(layer: dict) -> bool:
     return layer["type"].lower() in CONVOLUTION_TYPES
 
 
@@ -163,19 +170,19 @@ def _ops_in_name(name: str) -> list:
     return re.findall(r"[A-Z][a-z]*", match.group(1)) if match else []
 
 
-def is_reformat(layer) -> bool:
+def is_reformat(layer: dict) -> bool:
     if layer["type"].lower() in REFORMAT_TYPES or "Reformat" in layer["name"] or "CopyNode" in layer["name"]:
         return True
     ops = _ops_in_name(layer["name"])
     return bool(ops) and set(ops) <= MOVE_OPS
 
 
-def input_precision(layer) -> str:
+def input_precision(layer: dict) -> str:
     """The precision a kernel reads its data in: its first input's (weights are RTX "Constants")."""
     return next((t["dtype"] for t in layer["inputs"] if t["dtype"]), "")
 
 
-def conv_name(layer, conv_nodes=None) -> str:
+def conv_name(layer: dict, conv_nodes: Any = None) -> str:
     """The ONNX Conv a convolution kernel computes: from its metadata (the node that is a Conv when the
     graph's Convs are known), else the kernel's own name."""
     nodes = layer["onnx_nodes"]
@@ -183,7 +190,7 @@ def conv_name(layer, conv_nodes=None) -> str:
     return (named or nodes or [layer["name"]])[0]
 
 
-def summarize(report: dict, source: str, model=None, layers_file=None) -> dict:
+def summarize(report: dict, source: str, model: ModelProto | None = None, layers_file: str | None = None) -> dict:
     """The sidecar's "layers" section: kernel count, convolutions by input precision, reformat and fused
     kernels, memory at the profile's max, and where the full list is."""
     layers = report["layers"]
@@ -217,14 +224,14 @@ def summary_line(summary: dict) -> str:
             + (f"; {memory}" if memory else ""))
 
 
-def quantized_convs(model) -> list:
+def quantized_convs(model: ModelProto) -> list:
     """Conv nodes the ONNX quantizes: a DequantizeLinear feeds their data or their weights. One with INT8
     weights but no Q/DQ on its data is a placement TensorRT cannot run in INT8."""
     dequantized = {out for n in model.graph.node if n.op_type == "DequantizeLinear" for out in n.output}
     return [n.name for n in model.graph.node if n.op_type == "Conv" and set(n.input[:2]) & dequantized]
 
 
-def unrealized_int8(layers, model) -> list:
+def unrealized_int8(layers: list, model: ModelProto) -> list:
     """[(conv, precision)] for each Conv the ONNX quantizes whose engine kernel reads FP16/FP32 data: a Q/DQ
     placement TensorRT could not fuse. A Conv no kernel names is not judged."""
     precision_of = {}
@@ -235,14 +242,14 @@ def unrealized_int8(layers, model) -> list:
             if precision_of.get(name) not in (None, "int8")]
 
 
-def sk_select_leftovers(layers, model) -> list:
+def sk_select_leftovers(layers: list, model: ModelProto) -> list:
     """Kernels that compute nothing but an SK select's Softmax/Reshape/ReduceSum: a select not fused."""
     op_of = {n.name: n.op_type for n in model.graph.node}
     return [layer["name"] for layer in kernels(layers)
             if layer["onnx_nodes"] and {op_of.get(n) for n in layer["onnx_nodes"]} <= SK_SELECT_OPS]
 
 
-def load_layers(engine_path) -> dict:
+def load_layers(engine_path: Path) -> dict:
     """ENGINE.layers.json as written by a build: {"summary": ..., "layers": [...]}."""
     path = layers_path(engine_path)
     if not path.exists():

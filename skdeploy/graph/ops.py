@@ -1,7 +1,17 @@
 """What a few ONNX ops do, read from their attributes or constant inputs across opset versions."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..onnx.io import attribute
+
+if TYPE_CHECKING:
+    from onnx import NodeProto
+
+    from ..onnx.index import GraphIndex
 
 
 def _axes_argument(index, node, position):
@@ -13,16 +23,16 @@ def _axes_argument(index, node, position):
     return None if axes is None else [int(v) for v in axes]
 
 
-def normalized(axes, rank):
+def normalized(axes: Iterable[int], rank: int) -> list[int]:
     return sorted(a + rank if a < 0 else a for a in axes)
 
 
-def unsqueeze_axes(index, node, rank_out):
+def unsqueeze_axes(index: GraphIndex, node: NodeProto, rank_out: int) -> list[int] | None:
     axes = _axes_argument(index, node, 1)
     return None if axes is None else normalized(axes, rank_out)
 
 
-def reduce_axes(index, node, rank_in):
+def reduce_axes(index: GraphIndex, node: NodeProto, rank_in: int) -> tuple:
     """Axes a Reduce* node sums over (all of them when none are given), and keepdims."""
     axes = _axes_argument(index, node, 1)
     keepdims = attribute(node, "keepdims", 1)
@@ -35,7 +45,7 @@ def reduce_axes(index, node, rank_in):
     return normalized(axes, rank_in), keepdims
 
 
-def stacked_tensors(index, types, name):
+def stacked_tensors(index: GraphIndex, types: dict, name: str) -> tuple | None:
     """(tensors, axis) when `name` is stack(tensors, axis), i.e. Concat on `axis` of Unsqueeze(t, axis)."""
     concat = index.producer.get(name)
     if concat is None or concat.op_type != "Concat" or name not in types or types[name].shape is None:
@@ -51,7 +61,7 @@ def stacked_tensors(index, types, name):
     return tensors, axis
 
 
-def split_sizes(index, node, length):
+def split_sizes(index: GraphIndex, node: NodeProto, length: int) -> list[int] | None:
     """Sizes of a Split's outputs along its axis (input of `length` there); None when not static."""
     count = len(node.output)
     sizes = None
@@ -67,12 +77,12 @@ def split_sizes(index, node, length):
     return None if sizes is None else [int(s) for s in np.ravel(sizes)]
 
 
-def softmax_axis(index, node, rank):
+def softmax_axis(index: GraphIndex, node: NodeProto, rank: int) -> int:
     default = -1 if index.opset >= 13 else 1
     return normalized([attribute(node, "axis", default)], rank)[0]
 
 
-def softmax_groups(shape, axis, opset):
+def softmax_groups(shape: Sequence[int], axis: int, opset: int) -> tuple:
     """For a softmax over a tensor of per-sample `shape` (batch axis 0 excluded, `axis` counts it):
     (group, slot, size) arrays over the flat per-sample positions. Elements of one group are normalised
     together; `slot` is the position inside the group. Opset 13 normalises along `axis`; older opsets

@@ -1,7 +1,11 @@
 """Reading and writing ONNX files with errors a user can act on, and small facts read off a model:
 opset, node counts, real inputs, input/output specs, node attributes."""
+from __future__ import annotations
+
 import collections
+import os
 from pathlib import Path
+from typing import Any
 
 import onnx
 from google.protobuf.message import EncodeError
@@ -13,7 +17,7 @@ from ..manifest import verify_beside
 EXTERNAL_DATA_ABOVE = 2_000_000_000  # bytes: protobuf cannot serialise a larger model in one message
 
 
-def load_onnx(path, load_weights: bool = True, sha256: str | None = None):
+def load_onnx(path: str | os.PathLike, load_weights: bool = True, sha256: str | None = None) -> onnx.ModelProto:
     """The model at `path`, checked against its manifest (`sha256`: the file's, when the caller has it), or
     by the ONNX checker when no manifest vouches for it: every stage that writes an ONNX checks it (export,
     optimize, calibrate), and checking a 100 MB model again costs 0.2 s."""
@@ -31,7 +35,7 @@ def load_onnx(path, load_weights: bool = True, sha256: str | None = None):
     return model
 
 
-def check_onnx_file(path) -> None:
+def check_onnx_file(path: str | os.PathLike) -> None:
     """The ONNX checker on the file (no re-serialising of the model; works past 2 GB)."""
     try:
         onnx.checker.check_model(str(readable_path(path)))
@@ -39,7 +43,7 @@ def check_onnx_file(path) -> None:
         raise SkdeployError(f"{path} fails the ONNX checker: {str(exc).splitlines()[0]}") from None
 
 
-def save_onnx(model, path) -> None:
+def save_onnx(model: onnx.ModelProto, path: str | os.PathLike) -> None:
     """Write atomically; models over protobuf's 2 GB limit keep weights in a sidecar data file. The model is
     serialised once (sizing it first cost as much as writing it)."""
     path = Path(path)
@@ -54,7 +58,7 @@ def save_onnx(model, path) -> None:
         onnx.save(model, str(tmp), save_as_external_data=True, location=path.name + ".data")
 
 
-def lowered_precision(model) -> str | None:
+def lowered_precision(model: onnx.ModelProto) -> str | None:
     """Why `model` is not an FP32 graph ("Q/DQ nodes" or "FP16 weights"), or None when it is one."""
     if any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in model.graph.node):
         return "Q/DQ nodes"
@@ -63,15 +67,15 @@ def lowered_precision(model) -> str | None:
     return None
 
 
-def opset_of(model) -> int:
+def opset_of(model: onnx.ModelProto) -> int:
     return next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), 0)
 
 
-def node_counts(model) -> dict:
+def node_counts(model: onnx.ModelProto) -> dict:
     return dict(sorted(collections.Counter(node.op_type for node in model.graph.node).items()))
 
 
-def graph_inputs(model) -> list:
+def graph_inputs(model: onnx.ModelProto) -> list:
     """The inputs a caller feeds (ValueInfoProtos): older exports also list initializers as inputs."""
     initializers = {init.name for init in model.graph.initializer}
     return [value for value in model.graph.input if value.name not in initializers]
@@ -84,7 +88,7 @@ def _dims(value_info):
     return dims
 
 
-def io_spec(model) -> tuple:
+def io_spec(model: onnx.ModelProto) -> tuple:
     """([{name, shape, dtype}] inputs, same for outputs); initializers are not inputs."""
     def spec(value_info):
         elem = value_info.type.tensor_type.elem_type
@@ -94,7 +98,7 @@ def io_spec(model) -> tuple:
     return [spec(v) for v in graph_inputs(model)], [spec(v) for v in model.graph.output]
 
 
-def attribute(node, name, default=None):
+def attribute(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
     """The value of `node`'s attribute `name` (ints, floats, lists, tensors as onnx gives them), else default."""
     for attr in node.attribute:
         if attr.name == name:
