@@ -5,9 +5,12 @@ The engine file holds the builder's bytes exactly (trtexec and DeepStream load i
 deployment must know sits beside it in ENGINE.json. `plan_build` settles every choice (backend,
 target, precision, typing, profile) before the builder runs, so bad combinations fail in a second.
 """
+from __future__ import annotations
+
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 
@@ -32,6 +35,11 @@ from .sidecar import engine_section
 from .targets import get_target, targets_of
 from .timing import TimingCache
 
+if TYPE_CHECKING:
+    from onnx import ModelProto
+
+    from ..trt.capabilities import Capabilities
+
 DEFAULT_BATCHES = (1, 8, 32)
 OPTIMIZATION_LEVELS = range(0, 6)
 
@@ -52,7 +60,7 @@ class BuildPlan:
     batches: tuple = DEFAULT_BATCHES
 
 
-def onnx_precision(model) -> str:
+def onnx_precision(model: ModelProto) -> str:
     """int8 when the graph has Q/DQ nodes, fp16 when it carries FP16 tensors, else fp32."""
     import onnx
 
@@ -66,7 +74,7 @@ def onnx_precision(model) -> str:
     return "fp16" if half in typed or half in casts else "fp32"
 
 
-def resolve_backend(settings) -> tuple:
+def resolve_backend(settings: Any) -> tuple:
     """(backend, target name) from the settings' backend, target and compute capabilities and from what
     is installed."""
     backend = settings.backend_name
@@ -86,7 +94,7 @@ def resolve_backend(settings) -> tuple:
     return backend, "rtx" if backend == "tensorrt-rtx" else "desktop"
 
 
-def normalize_cc(text) -> str:
+def normalize_cc(text: str) -> str:
     """'8.6', '86', 'sm86', 'SM_86' -> '8.6'."""
     raw = str(text).strip().lower().removeprefix("sm").lstrip("_")
     if raw.isdigit() and len(raw) >= 2:
@@ -100,7 +108,7 @@ def normalize_cc(text) -> str:
     return f"{major}.{minor}"
 
 
-def plan_build(settings, caps, target_name, model) -> BuildPlan:
+def plan_build(settings: Any, caps: Capabilities, target_name: str, model: ModelProto) -> BuildPlan:
     """Check the settings against the backend's capabilities and the target; decide precision,
     typing and builder flags."""
     target = get_target(target_name)
@@ -224,7 +232,7 @@ def _builder_flags(settings, caps, wanted: str, strongly: bool) -> list:
     return flags
 
 
-def configure(trt, builder, plan: BuildPlan, settings, profile: dict, dynamic: bool):
+def configure(trt: Any, builder: Any, plan: BuildPlan, settings: Any, profile: dict, dynamic: bool) -> tuple:
     """The IBuilderConfig for `plan`; returns (config, timing cache or None). A profile is added only for
     dynamic inputs: static networks need none."""
     caps = plan.caps
@@ -271,7 +279,7 @@ def _optimization_profile(builder, profile: dict):
     return optimization_profile
 
 
-def describe_configuration(plan: BuildPlan, settings, profile: dict | None) -> str:
+def describe_configuration(plan: BuildPlan, settings: Any, profile: dict | None) -> str:
     """The builder configuration in one line, for -v: what was set, and the profile of a dynamic network."""
     parts = [f"builder config: {plan.backend} for {plan.target}, {plan.precision} "
              f"({'strongly' if plan.strongly_typed else 'weakly'} typed)",
@@ -294,7 +302,7 @@ def describe_configuration(plan: BuildPlan, settings, profile: dict | None) -> s
     return "; ".join(parts)
 
 
-def check_dla_core(builder, settings) -> None:
+def check_dla_core(builder: Any, settings: Any) -> None:
     """The DLA core asked for must exist on this device (DeviceType.DLA exists in every TensorRT, DLA cores
     only on Jetson/DRIVE)."""
     if settings.dla_core is None:
@@ -305,7 +313,7 @@ def check_dla_core(builder, settings) -> None:
         raise UsageError(f"DLA core {settings.dla_core} does not exist: this device has {have}")
 
 
-def dla_fallback_layers(network, config, settings) -> list:
+def dla_fallback_layers(network: Any, config: Any, settings: Any) -> list:
     """'name (type)' of layers that cannot run on the DLA and fall back to the GPU (none without a DLA
     core); a UsageError when some cannot and the settings do not allow the GPU fallback."""
     if settings.dla_core is None:
@@ -318,7 +326,8 @@ def dla_fallback_layers(network, config, settings) -> list:
     return fallback
 
 
-def serialize(trt, builder, network, config, plan: BuildPlan, logger, onnx_name: str):
+def serialize(trt: Any, builder: Any, network: Any, config: Any, plan: BuildPlan, logger: Any,
+              onnx_name: str) -> Any:
     """The builder's serialized engine, or an SkdeployError with the builder's last errors."""
     with log.status(f"building {plan.precision} engine for {plan.target} with {plan.caps.label}"
                     + (f" (compute capabilities {', '.join(plan.compute_capabilities)})"
@@ -330,7 +339,7 @@ def serialize(trt, builder, network, config, plan: BuildPlan, logger, onnx_name:
     return serialized
 
 
-def plan_onnx(onnx_path, settings) -> BuildPlan:
+def plan_onnx(onnx_path: str | Path, settings: Any) -> BuildPlan:
     """Settle every choice for building `onnx_path` without building: the build stage asks this whether
     the ONNX must be calibrated first."""
     return _prepare(load_onnx(onnx_path), settings)[1]
@@ -343,7 +352,7 @@ def _prepare(model, settings) -> tuple:
     return trt, plan_build(settings, caps, target, model)
 
 
-def build_serialized(onnx_path: Path, engine_path: Path, settings) -> tuple:
+def build_serialized(onnx_path: Path, engine_path: Path, settings: Any) -> tuple:
     """Build `onnx_path` as it is into `engine_path` (the builder's bytes exactly); returns (the engine's
     manifest, its EngineSection) for skdeploy.stages.build to record. An FP32 ONNX whose precision the backend
     takes from the graph is refused: calibrate it first."""

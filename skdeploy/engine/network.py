@@ -2,18 +2,28 @@
 
 Everything here works the same for `tensorrt` and `tensorrt_rtx`; `trt` is whichever module builds.
 """
+from __future__ import annotations
+
 import contextlib
 import signal
 import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..errors import SkdeployError, UsageError
 from .layers import is_report
+
+if TYPE_CHECKING:
+    from onnx import ModelProto
+
+    from ..trt.capabilities import Capabilities
 
 DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "UINT8": "uint8",
           "INT32": "int32", "INT64": "int64", "BOOL": "bool", "FP8": "float8", "INT4": "int4"}
 
 
-def capturing_logger(trt):
+def capturing_logger(trt: Any) -> Any:
     """An ILogger of `trt` that keeps warnings and errors (they go into the sidecar and error messages), and
     the INFO/VERBOSE messages that report the engine's layers and memory (engine/layers.py reads them)."""
 
@@ -38,7 +48,7 @@ _INTERRUPTING = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "S
 
 
 @contextlib.contextmanager
-def interruptible_build(trt, config):
+def interruptible_build(trt: Any, config: Any) -> Iterator[None]:
     """Ctrl-C (or SIGTERM, SIGHUP where the CLI handles them) during a build. Python raises in whatever Python
     code runs next, which during a build is TensorRT's callback into our logger: TensorRT swallows the
     exception there and builds on. So here the signal is only noted, a progress monitor (where the backend
@@ -78,7 +88,7 @@ def interruptible_build(trt, config):
         previous[interrupted[0]](interrupted[0], None)  # KeyboardInterrupt, or the CLI's Terminated
 
 
-def network_flags(trt, caps, strongly_typed: bool) -> int:
+def network_flags(trt: Any, caps: Capabilities, strongly_typed: bool) -> int:
     """create_network() flags: EXPLICIT_BATCH on 8.x, STRONGLY_TYPED where it is opt-in (10.x)."""
     flags = 0
     if caps.explicit_batch_flag:
@@ -88,7 +98,7 @@ def network_flags(trt, caps, strongly_typed: bool) -> int:
     return flags
 
 
-def parse_errors(parser, onnx_model) -> list:
+def parse_errors(parser: Any, onnx_model: ModelProto) -> list:
     """'node 12 Conv_3 (Conv): message' for each parser error; op types come from the ONNX when the
     parser does not name them (TensorRT 8.6 reports only the node index)."""
     nodes = onnx_model.graph.node
@@ -105,13 +115,13 @@ def parse_errors(parser, onnx_model) -> list:
     return lines
 
 
-def parse_onnx(parser, onnx_path, onnx_model) -> None:
+def parse_onnx(parser: Any, onnx_path: str | Path, onnx_model: ModelProto) -> None:
     if not parser.parse_from_file(str(onnx_path)):
         errors = parse_errors(parser, onnx_model) or ["no error detail from the parser"]
         raise SkdeployError(f"TensorRT could not parse {onnx_path}: " + "; ".join(errors))
 
 
-def io_tensors(network) -> list:
+def io_tensors(network: Any) -> list:
     """[{name, mode, shape (-1 = dynamic), dtype}] of the network's inputs then outputs."""
     tensors = [("input", network.get_input(i)) for i in range(network.num_inputs)]
     tensors += [("output", network.get_output(i)) for i in range(network.num_outputs)]
@@ -119,7 +129,7 @@ def io_tensors(network) -> list:
              "dtype": DTYPES.get(t.dtype.name, t.dtype.name.lower())} for mode, t in tensors]
 
 
-def batch_profile(io, batches) -> dict:
+def batch_profile(io: list, batches: tuple | None) -> dict:
     """{input: {min, opt, max}} with the batch dimension from `batches` (min, opt, max; None for a static
     network) wherever it is dynamic; static inputs get their own shape three times. Only the batch dimension
     may be dynamic."""
@@ -136,5 +146,5 @@ def batch_profile(io, batches) -> dict:
     return profile
 
 
-def is_dynamic(io) -> bool:
+def is_dynamic(io: list) -> bool:
     return any(d < 0 for t in io if t["mode"] == "input" for d in t["shape"])
