@@ -11,20 +11,28 @@ Export parity, calibration's accuracy budget, validation and bench all take thei
 and run it through one Runner's run_batched, so "the FP32 model" is the same thing in every stage.
 Metrics comparing it with a candidate live in compare.py.
 """
+from __future__ import annotations
+
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import __version__
 from .data import DataOrigin, check_label_range, checked_labels, read_arrays
 from .errors import SkdeployError, UsageError
-from .fileio import atomic_path, check_output_path, output_transaction
+from .fileio import PathLike, atomic_path, check_output_path, output_transaction
 from .log import log
 from .manifest import NULL, check_fields, check_model_entry, damaged, load_manifest, manifest_path
 from .models.entry import ModelEntry
+
+if TYPE_CHECKING:
+    from .models import LoadedModel
+    from .runners.base import Runner
 
 REFERENCE_FORMAT = "skdeploy-reference/1"
 SAVED_META_FIELDS = {"model": (dict,), "preprocessing": (dict, NULL), "data": (dict,)}
@@ -42,7 +50,7 @@ class Reference:
     saved: dict = field(default_factory=dict)  # logits, labels, inputs_sha256, meta for kind "saved"
     preprocessing_known: bool = True  # False for user model code: its preprocessing is a default guess
 
-    def runner(self, threads: int = 0):
+    def runner(self, threads: int = 0) -> Runner:
         """A TorchRunner over the FP32 PyTorch model, an onnxruntime runner over the FP32 ONNX; a saved
         reference has none."""
         if self.kind == "saved":
@@ -55,7 +63,7 @@ class Reference:
 
         return TorchRunner(self.loaded, threads=threads)
 
-    def check_saved_data(self, count: int, sha256, described: str) -> None:
+    def check_saved_data(self, count: int, sha256: str | None, described: str) -> None:
         """UsageError unless `count` samples whose inputs hash to `sha256` (`described` in the error) are
         what the saved logits came from; with `sha256` None, before streaming, the count alone."""
         logits = self.saved["logits"]
@@ -65,7 +73,7 @@ class Reference:
                              "differs; use the same `data`, `limit` and preprocessing")
 
 
-def reference_of(loaded) -> Reference:
+def reference_of(loaded: LoadedModel) -> Reference:
     """The reference for an already loaded PyTorch model (models.LoadedModel). The preprocessing of user
     model code is a default guess (ImageNet's, or derived from the input shape), not the model's own."""
     from .models import is_model_code
@@ -75,14 +83,16 @@ def reference_of(loaded) -> Reference:
                      preprocessing_known=not is_model_code(loaded.spec))
 
 
-def reference_from_model(spec, checkpoint=None, input_shape=None, model_kwargs=None, pretrained=True) -> Reference:
+def reference_from_model(spec: str, checkpoint: PathLike | None = None, input_shape: Any = None,
+                         model_kwargs: dict | None = None, pretrained: bool = True) -> Reference:
     from .models import load_model
 
     return reference_of(load_model(spec=spec, checkpoint=checkpoint, input_shape=input_shape,
                                    model_kwargs=model_kwargs, pretrained=pretrained))
 
 
-def reference_from_manifest(artifact, same_weights: bool = False, trust_model_code: bool = False) -> Reference:
+def reference_from_manifest(artifact: PathLike, same_weights: bool = False,
+                            trust_model_code: bool = False) -> Reference:
     """The PyTorch model a manifest says its artifact was exported from, with the same checkpoint file.
     A checkpoint changed since (another sha256) is a warning, or an SkdeployError with `same_weights`.
     Model code (a .py or module spec) is imported only with `trust_model_code`."""
@@ -102,14 +112,14 @@ def reference_from_manifest(artifact, same_weights: bool = False, trust_model_co
     return reference_of(loaded)
 
 
-def is_foreign_onnx(path) -> bool:
+def is_foreign_onnx(path: PathLike) -> bool:
     """An ONNX that no PyTorch model skdeploy can load stands behind: no manifest, or one whose model entry
     is the ONNX itself (`onnx:FILE`, as optimize and calibrate record a foreign ONNX)."""
     manifest = load_manifest(path, required=False)
     return manifest is None or str(ModelEntry.from_manifest(manifest).spec or "").startswith("onnx:")
 
 
-def reference_from_onnx(path) -> Reference:
+def reference_from_onnx(path: PathLike) -> Reference:
     """A foreign FP32 ONNX as its own candidates' reference, run in onnxruntime. Its preprocessing is its
     manifest's, else unknown here (`preprocessing_known` False): validation then takes the candidates'."""
     from .onnx.io import io_spec, load_onnx, lowered_precision
@@ -131,7 +141,7 @@ def reference_from_onnx(path) -> Reference:
                      preprocessing_known=bool(preprocessing))
 
 
-def load_saved_reference(path) -> Reference:
+def load_saved_reference(path: PathLike) -> Reference:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"reference {path} does not exist")
@@ -175,7 +185,8 @@ def _check_saved_arrays(saved: dict, path: Path) -> None:
         saved["labels"] = labels
 
 
-def resolve_reference(reference=None, checkpoint=None, candidates=(), trust_model_code=False) -> Reference:
+def resolve_reference(reference: PathLike | None = None, checkpoint: PathLike | None = None,
+                      candidates: Sequence[PathLike] = (), trust_model_code: bool = False) -> Reference:
     """`reference` as given (ref.npz, a foreign FP32 ONNX, an artifact or its manifest, a model name/spec),
     else the model the first candidate's manifest records, else the shipped demo model."""
     if reference is None:
@@ -210,7 +221,8 @@ def resolve_reference(reference=None, checkpoint=None, candidates=(), trust_mode
     return reference_from_model(text, checkpoint=checkpoint)
 
 
-def save_reference(path, logits, labels, data: dict, reference: Reference, force=False) -> Path:
+def save_reference(path: PathLike, logits, labels: np.ndarray | None, data: dict, reference: Reference,
+                   force: bool = False) -> Path:
     """FP32 logits, the inputs' sha256 and the labels (or None), so validation can run later without
     PyTorch. `data` describes the samples the logits came from: {source, count, inputs_sha256}, as
     validation records it."""
