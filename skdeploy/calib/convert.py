@@ -2,7 +2,11 @@
 preprocessing, the ranges (through the cache), the held-out evaluation, and building the INT8 Q/DQ model
 (with the accuracy budget's fallback search) or the FP16 one.
 """
+from __future__ import annotations
+
 import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from onnx import AttributeProto, TensorProto
 
@@ -18,10 +22,16 @@ from .fp16 import convert_fp16, float_tensors, fp16_candidates, fp32_reason
 from .qdq import insert_qdq, plan_int8, sensitivity_model
 from .ranges import ALGORITHM, amax_of
 
+if TYPE_CHECKING:
+    from onnx import ModelProto
+
+    from ..data.splits import Selection
+    from ..fileio import PathLike
+
 PREPROCESSING_OPTIONS = ("mean", "std", "resize", "crop", "channel_order", "interpolation", "scale")
 
 
-def model_input(model, manifest=None) -> tuple:
+def model_input(model: ModelProto, manifest: dict | None = None) -> tuple:
     index = GraphIndex(model)
     if len(index.inputs) != 1:
         raise UsageError(f"calibration feeds one image input; this model has {len(index.inputs)} inputs")
@@ -41,7 +51,7 @@ def model_input(model, manifest=None) -> tuple:
     return name, InputShape(*dims[1:])
 
 
-def check_fp32(model, path) -> None:
+def check_fp32(model: ModelProto, path: PathLike) -> None:
     lowered = lowered_precision(model)
     if lowered:
         raise UsageError(f"{path} already has {lowered}; calibrate takes the FP32 ONNX from export")
@@ -54,7 +64,7 @@ def check_fp32(model, path) -> None:
                          "calibration does not handle; give a graph without If, Loop or Scan, or build it as FP32")
 
 
-def name_nodes(model) -> None:
+def name_nodes(model: ModelProto) -> None:
     """Unique node names: ranges, fallback reports and `keep_fp32` all refer to nodes by name."""
     seen = set()
     for position, node in enumerate(model.graph.node):
@@ -88,7 +98,8 @@ def preprocessing_from_options(options: dict, shape: InputShape) -> Preprocessin
                          scale=float(options.get("scale") or 1.0 / 255.0))
 
 
-def preprocessing_resolver(path, manifest, settings, shape: InputShape):
+def preprocessing_resolver(path: PathLike, manifest: dict | None, settings: Any,
+                           shape: InputShape) -> Callable[[str], Preprocessing]:
     given = {k: v for k, v in settings.preprocessing.items() if v}
     recorded = (manifest or {}).get("preprocessing")
     if recorded and given:
@@ -108,7 +119,7 @@ def preprocessing_resolver(path, manifest, settings, shape: InputShape):
     return resolve
 
 
-def collect_ranges(model, selection, settings, onnx_sha256, output) -> tuple:
+def collect_ranges(model: ModelProto, selection: Selection, settings: Any, onnx_sha256: str, output: PathLike) -> tuple:
     """({tensor: {absmax[, amax]}}, "reused" | "computed", seconds of the image loop or None when reused)
     through the cache beside the output.
     INT8 histograms every tensor the Q/DQ placement can use; the rest only need their largest |x|."""
@@ -151,12 +162,13 @@ class Evaluation:
                                                          batch_size)
         self.judge = accuracy.Judge(reference, labels[self.indices] if labels is not None else None, kind)
 
-    def score(self, candidate, description) -> dict:
+    def score(self, candidate: ModelProto, description: str) -> dict:
         return self.judge.score(accuracy.onnx_predictions(candidate, self.selection, self.indices,
                                                           self.batch_size, description))
 
 
-def int8_with_fallback(model, plan_exclude, amax, absmax, settings, fallen):
+def int8_with_fallback(model: ModelProto, plan_exclude: Iterable[str], amax: dict, absmax: dict, settings: Any,
+                       fallen: Iterable[str]) -> ModelProto:
     """INT8 with the units in `fallen` returned to settings.fallback and those in settings.keep_fp16 in FP16
     (FP32 where FP16 would overflow)."""
     plan = plan_int8(model, exclude=set(plan_exclude) | set(fallen) | set(settings.keep_fp16))
@@ -171,7 +183,7 @@ def int8_with_fallback(model, plan_exclude, amax, absmax, settings, fallen):
     return quantized
 
 
-def build_int8(model, ranges, settings, evaluation) -> tuple:
+def build_int8(model: ModelProto, ranges: dict, settings: Any, evaluation: Evaluation | None) -> tuple:
     amax = {name: entry["amax"] for name, entry in ranges.items() if "amax" in entry}
     absmax = {name: entry["absmax"] for name, entry in ranges.items()}
     for name in sorted(amax):
@@ -221,7 +233,7 @@ def build_int8(model, ranges, settings, evaluation) -> tuple:
     return final, record
 
 
-def build_fp16(model, ranges, settings, evaluation) -> tuple:
+def build_fp16(model: ModelProto, ranges: dict, settings: Any, evaluation: Evaluation | None) -> tuple:
     absmax = {name: entry["absmax"] for name, entry in ranges.items()}
     convert, kept = fp16_candidates(model, settings.keep_fp32, absmax, settings.fp16_limit)
     converted = convert_fp16(model, convert, settings.fp16_io)
