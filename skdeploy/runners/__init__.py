@@ -6,10 +6,18 @@
 
 Runner classes import their backend (torch, onnxruntime, tensorrt) only when used.
 """
+from __future__ import annotations
+
 import importlib
 import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from .base import Runner, TensorSpec
+
+if TYPE_CHECKING:
+    from ..data import Preprocessing
+    from ..fileio import PathLike
 
 _LAZY = {"OnnxRuntimeRunner": ".onnxrt", "TensorRTRunner": ".trt", "TorchRunner": ".torch_runner"}
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
@@ -24,7 +32,7 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def runner_kind(target) -> str:
+def runner_kind(target: PathLike) -> str:
     """'onnxruntime', 'tensorrt' or 'pytorch' for a path or model name."""
     text = str(target)
     if text.endswith(".onnx"):
@@ -34,7 +42,7 @@ def runner_kind(target) -> str:
     return "pytorch"
 
 
-def load_runner(target, verify: bool = True, **options) -> Runner:
+def load_runner(target: PathLike, verify: bool = True, **options: Any) -> Runner:
     """A runner for an ONNX file, an engine file, or a model name/spec (PyTorch, shipped weights).
 
     The runner carries `manifest` (the artifact's manifest, or None), from which classify() takes the
@@ -63,7 +71,8 @@ def load_runner(target, verify: bool = True, **options) -> Runner:
     return runner
 
 
-def classify(runner, images, top_k: int = 1, preprocessing=None, class_names=None) -> list:
+def classify(runner: Runner, images: Any, top_k: int = 1, preprocessing: Preprocessing | None = None,
+             class_names: Sequence[str] | None = None) -> list:
     """PIL images (or uint8 pictures as an (N, H, W[, C]) array) -> for each, the top_k (class name or
     index, probability), best first; no images give []. Runs in the model's own batch sizes.
 

@@ -3,8 +3,11 @@
 Threads: one runner may be shared; its infer() calls run one at a time under the runner's lock, and
 deactivate() waits for a running infer(). For parallel inference give each thread its own runner.
 """
+from __future__ import annotations
+
 import functools
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,12 +99,13 @@ class Runner:
     def output_names(self) -> list:
         raise NotImplementedError
 
-    def infer(self, feed) -> dict:
+    def infer(self, feed: dict | np.ndarray) -> dict:
         """Check `feed` (a dict, or one array for single-input models) and run it."""
         with self.lock:
             return self._checked_infer(feed)
 
-    def run_batched(self, inputs: np.ndarray, batch: int, progress=None) -> np.ndarray:
+    def run_batched(self, inputs: np.ndarray, batch: int,
+                    progress: Callable[[int], object] | None = None) -> np.ndarray:
         """The first output over all `inputs` (float32), in chunks of `batch` or of what the model's batch
         limits accept: a fixed-batch model gets its own batch, the last chunk padded (data.pad_batch) and the padding's
         outputs dropped. Every stage that runs a model over a data set runs it through here;
@@ -138,10 +142,10 @@ class Runner:
                 raise UsageError(problem)
         return self.infer_impl({k: np.ascontiguousarray(v) for k, v in feed.items()})
 
-    def activate_impl(self):
+    def activate_impl(self) -> None:
         raise NotImplementedError
 
-    def deactivate_impl(self):
+    def deactivate_impl(self) -> None:
         raise NotImplementedError
 
     def infer_impl(self, feed: dict) -> dict:

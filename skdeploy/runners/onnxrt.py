@@ -30,13 +30,13 @@ class OnnxRuntimeRunner(Runner):
     def deactivate_impl(self) -> None:
         self.session = None
 
-    def input_specs(self):
+    def input_specs(self) -> list:
         return [TensorSpec(i.name, tuple(d if isinstance(d, int) else None for d in i.shape),
                            np.dtype(_ORT_TYPES.get(i.type, np.float32))) for i in self.session.get_inputs()]
 
-    def output_names(self):
+    def output_names(self) -> list:
         return [o.name for o in self.session.get_outputs()]
 
-    def infer_impl(self, feed):
+    def infer_impl(self, feed: dict) -> dict:
         outputs = self.session.run(None, feed)
         return dict(zip(self.output_names(), outputs, strict=True))

@@ -3,10 +3,17 @@
     with TorchRunner.from_model(arch="sknet-fmnist") as runner:
         logits = runner.infer(batch)["logits"]
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..deps import require
 from .base import Runner, TensorSpec, check_threads
+
+if TYPE_CHECKING:
+    from ..fileio import PathLike
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -30,8 +37,8 @@ class TorchRunner(Runner):
         self.torch = None
 
     @classmethod
-    def from_model(cls, arch=None, spec=None, checkpoint=None, model_kwargs=None, pretrained: bool = True,
-                   threads: int = 0):
+    def from_model(cls, arch: str | None = None, spec: str | None = None, checkpoint: PathLike | None = None,
+                   model_kwargs: dict | None = None, pretrained: bool = True, threads: int = 0) -> TorchRunner:
         """Load through the model zoo (skdeploy.models.load_model) with its shipped or given weights."""
         from ..models import load_model
 
@@ -47,13 +54,13 @@ class TorchRunner(Runner):
     def deactivate_impl(self) -> None:
         self.torch = None
 
-    def input_specs(self):
+    def input_specs(self) -> list:
         return [TensorSpec(INPUT_NAME, (None, *self.input_shape), np.dtype(np.float32))]
 
-    def output_names(self):
+    def output_names(self) -> list:
         return [OUTPUT_NAME]
 
-    def infer_impl(self, feed):
+    def infer_impl(self, feed: dict) -> dict:
         with self.torch.inference_mode():
             output = self.module(self.torch.from_numpy(feed[INPUT_NAME]))
         return {OUTPUT_NAME: output.float().numpy()}

@@ -12,11 +12,14 @@ is released on deactivate() and, as a last resort, at exit. TensorRT-RTX compile
 first use; its runtime cache keeps them in RUNTIME_CACHE (default ENGINE.runtime-cache, or a per-user
 cache folder when the engine's folder is read-only) so later starts skip the compilation.
 """
+from __future__ import annotations
+
 import atexit
 import hashlib
 import os
 import weakref
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.markup import escape
@@ -52,7 +55,7 @@ class TensorBuffer:
         self.capacity = nbytes
         return True
 
-    def host_view(self, shape, dtype) -> np.ndarray:
+    def host_view(self, shape: tuple, dtype: np.dtype) -> np.ndarray:
         nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
         return self.host[:nbytes].view(dtype).reshape(shape)
 
@@ -271,13 +274,13 @@ class TensorRTRunner(Runner):
         self._reset()
 
     # ---- specs --------------------------------------------------------------------------------
-    def input_specs(self):
+    def input_specs(self) -> list:
         return list(self.inputs)
 
-    def output_names(self):
+    def output_names(self) -> list:
         return [spec.name for spec in self.outputs]
 
-    def batch_limits(self):
+    def batch_limits(self) -> tuple:
         first = self.inputs[0]
         if first.name in self.profiles:
             low, high = self.profiles[first.name]
@@ -295,7 +298,7 @@ class TensorRTRunner(Runner):
                                      f"split the input or rebuild the engine for {tuple(shape)}")
 
     # ---- inference ----------------------------------------------------------------------------
-    def infer_impl(self, feed):
+    def infer_impl(self, feed: dict) -> dict:
         self.check_profile(feed)
         with self.memory.bound():
             return self._infer_bound(feed)
@@ -388,7 +391,7 @@ class TensorRTRunner(Runner):
         self.graphs.clear()
 
 
-def invalidity_reasons(trt, diagnostics) -> str:
+def invalidity_reasons(trt: Any, diagnostics: int) -> str:
     """TensorRT-RTX's get_engine_validity diagnostics bitmask in words: 'VERSION_MISMATCH, UNSUPPORTED_CC'."""
     members = getattr(getattr(trt, "EngineInvalidityDiagnostics", None), "__members__", {})
     bits = int(diagnostics)
