@@ -36,7 +36,7 @@ class BenchSettings:
             raise UsageError("`iterations` must be at least 1 and `warmup` 0 or more")
 
 
-def latency_stats(seconds, batch: int) -> dict:
+def latency_stats(seconds: list, batch: int) -> dict:
     """p50/p90/p99/mean latency in ms and throughput in samples/s from per-call wall times."""
     ms = np.asarray(seconds, np.float64) * 1000.0
     return {"batch": batch, "iterations": len(ms), "p50_ms": float(np.percentile(ms, 50)),
@@ -68,7 +68,7 @@ class BenchResult:
                 "results": [asdict(timings) for timings in self.targets]}
 
 
-def add_speedups(tables) -> None:
+def add_speedups(tables: list) -> None:
     """Give each timed row its speedup: the first table's p50 at that batch size over the row's p50
     (`tables`: one list of rows per target)."""
     baseline = {row["batch"]: row for row in tables[0] if "skipped" not in row}

@@ -121,7 +121,7 @@ class DeploySettings:
                              f"{self.trt_version!r}")
 
 
-def check_runtime_matrix(target: str, formats) -> None:
+def check_runtime_matrix(target: str, formats: tuple) -> None:
     """UsageError for a format whose runtime cannot load the target's engines (RUNTIME_ENGINES)."""
     backend = TARGETS[target].backend
     for kind in formats:

@@ -4,8 +4,11 @@ passes, then a check that the whole output matches the input in onnxruntime.
     result = optimize_onnx("elsewhere.onnx", "elsewhere.opt.onnx")
     result.passes, result.parity["max_rel"]     # also in the output's manifest: its "optimize" stage
 """
+from __future__ import annotations
+
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,8 +26,13 @@ from ..onnx.run import run_model
 from ..onnx.shapes import infer_types, unsized_dims
 from .stage import run_stage, source_record
 
+if TYPE_CHECKING:
+    from onnx import ModelProto
 
-def require_sizes(model, sizes) -> None:
+    from ..fileio import PathLike
+
+
+def require_sizes(model: ModelProto, sizes: dict | None) -> None:
     """The checks run the model on concrete inputs: every symbolic input dimension besides the batch needs
     a size from `sizes` ({dim name: size}); one line saying which when one has none."""
     for dim, size in (sizes or {}).items():
@@ -38,7 +46,7 @@ def require_sizes(model, sizes) -> None:
                          f"the checks need concrete sizes; give one in `sizes`, e.g. {dim}=224")
 
 
-def model_parity(reference, candidate, seed=0, sizes=None) -> dict:
+def model_parity(reference: ModelProto, candidate: ModelProto, seed: int = 0, sizes: dict | None = None) -> dict:
     """Both models on the same random inputs at the parity batch sizes (worst case over outputs)."""
     rng = np.random.default_rng(seed)
     feeds = []
@@ -81,8 +89,9 @@ def _manifest_for(path, model):
     return new_manifest(ModelEntry.of_graph(inputs, spec=f"onnx:{Path(path).name}", outputs=outputs), None)
 
 
-def optimize_onnx(source, output, fold_bn=True, sk_rewrite=True, force=False, tolerance=TOLERANCE,
-                  sizes=None, raw_input=None, preprocessing=None) -> OptimizeResult:
+def optimize_onnx(source: PathLike, output: PathLike, fold_bn: bool = True, sk_rewrite: bool = True,
+                  force: bool = False, tolerance: float = TOLERANCE, sizes: dict | None = None,
+                  raw_input: dict | None = None, preprocessing: dict | None = None) -> OptimizeResult:
     """Optimize the ONNX file `source` into `output` plus its manifest: onnx-simplifier first (as export
     does), then the passes. `sizes` ({dim name: size}) sizes symbolic input dimensions besides the batch for
     the checks; the written model keeps them symbolic. `raw_input` = {"layout", "raw_dtype"} then puts the

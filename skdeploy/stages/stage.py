@@ -6,14 +6,22 @@ all, the work is timed, and the output's manifest gets the stage's record, writt
 `work()` writes the artifact (and any other files in `also`) and returns (result, manifest): the result's
 `seconds` is set here, its `record()` appended to the manifest as the stage's entry.
 """
+from __future__ import annotations
+
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..fileio import output_transaction, sha256_file
 from ..manifest import add_stage, manifest_path, write_manifest
 
+if TYPE_CHECKING:
+    from ..fileio import PathLike
 
-def run_stage(name: str, output, work, force: bool = False, also=(), kind: str = "onnx", inputs=()):
+
+def run_stage(name: str, output: PathLike, work: Callable[[], tuple], force: bool = False,
+              also: Iterable[PathLike] = (), kind: str = "onnx", inputs: Iterable = ()) -> Any:
     """Run `work` inside one output transaction over `output`, `also` and the manifest, made from the files
     `inputs` (none of which an output may be); see the module doc."""
     output = Path(output)
@@ -26,7 +34,7 @@ def run_stage(name: str, output, work, force: bool = False, also=(), kind: str =
     return result
 
 
-def source_record(path, sha256: str | None = None) -> dict:
+def source_record(path: PathLike | None, sha256: str | None = None) -> dict:
     """A stage record's `source`: the input file and its sha256 (hashed here unless the caller has it)."""
     if path is None:
         return {"file": None, "sha256": None}
