@@ -4,8 +4,11 @@ Inference BatchNorm is an affine map per channel:  y = s * x + t,  s = gamma / s
 t = beta - mean * s.  After a Conv, ConvTranspose or Gemm it folds into the weights (each output
 channel's filter times s) and the bias (b * s + t). Anywhere else it becomes one Mul by s and one Add of t.
 """
+from __future__ import annotations
+
 import collections
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -15,6 +18,9 @@ from ..onnx.io import attribute
 from .regions import Region, region_between
 from .report import PassReport
 from .rewrite import Rewrite, Shapes, apply_checked
+
+if TYPE_CHECKING:
+    from onnx import ModelProto, NodeProto
 
 FOLDABLE = ("Conv", "ConvTranspose", "Gemm")
 
@@ -42,7 +48,7 @@ class Unfoldable(Exception):
     """A BatchNormalization that is not an inference-time affine map."""
 
 
-def bn_affine(index, bn):
+def bn_affine(index: GraphIndex, bn: NodeProto) -> tuple:
     """(s, t) of y = s * x + t, computed in float64."""
     if len(bn.input) < 5 or any(output for output in bn.output[1:]) or attribute(bn, "training_mode", 0):
         raise Unfoldable("training-mode BatchNormalization (it normalises with batch statistics)")
@@ -98,7 +104,7 @@ def _scale_and_shift(scale, shift, rank, dtype, f, x, output) -> None:
     f.node("Add", [scaled, f.constant("shift", shift.reshape(shape).astype(dtype))], "shift", output=output)
 
 
-def plan_folds(index, shapes):
+def plan_folds(index: GraphIndex, shapes: Shapes) -> tuple:
     """One Rewrite per BatchNormalization, plus [(name, reason)] for those left alone."""
     rewrites, skipped = [], []
     taken = index.names()
@@ -130,7 +136,7 @@ def plan_folds(index, shapes):
     return rewrites, skipped
 
 
-def fold_batchnorms(model, tolerance, sizes=None) -> FoldReport:
+def fold_batchnorms(model: ModelProto, tolerance: float, sizes: dict | None = None) -> FoldReport:
     """Fold every BatchNormalization of `model` (in place); returns the pass report. `sizes` sizes the
     inputs' symbolic dimensions besides the batch for the checks ({dim name: size})."""
     index, shapes = GraphIndex(model), Shapes(model, sizes)

@@ -1,6 +1,9 @@
 """Running the passes in order and reading back what each did (skdeploy.stages.optimize runs them file to
 file; commands/passes.py prints their reports)."""
+from __future__ import annotations
+
 import time
+from typing import TYPE_CHECKING
 
 from ..log import log
 from ..onnx.cleanup import list_initializers_as_inputs
@@ -9,12 +12,18 @@ from .fold_bn import FoldReport, fold_batchnorms
 from .rewrite import TOLERANCE
 from .sk_select import SkRewriteReport, rewrite_sk_blocks
 
+if TYPE_CHECKING:
+    from onnx import ModelProto
+
+    from .report import PassReport
+
 PASSES = ((FoldReport, "folding BatchNormalization", fold_batchnorms),
           (SkRewriteReport, "rewriting SK selects", rewrite_sk_blocks))
 REPORT_TYPES = {report_type.name: report_type for report_type, _, _ in PASSES}
 
 
-def optimize_graph(model, fold_bn: bool = True, sk_rewrite: bool = True, tolerance=TOLERANCE, sizes=None):
+def optimize_graph(model: ModelProto, fold_bn: bool = True, sk_rewrite: bool = True, tolerance: float = TOLERANCE,
+                   sizes: dict | None = None) -> tuple:
     """Run the enabled passes on `model` (changed in place); returns (model, [PassReport per pass]).
     `sizes` ({dim name: size}) sizes the inputs' symbolic dimensions besides the batch for the checks."""
     import onnx
@@ -40,11 +49,11 @@ def optimize_graph(model, fold_bn: bool = True, sk_rewrite: bool = True, toleran
     return model, reports
 
 
-def as_report(report):
+def as_report(report: PassReport | dict) -> PassReport:
     """`report` as a PassReport: reports read back from a manifest are plain dicts."""
     return REPORT_TYPES[report["name"]].from_dict(report) if isinstance(report, dict) else report
 
 
-def describe(report) -> list:
+def describe(report: PassReport | dict) -> list:
     """What one pass did, as lines for the terminal (a PassReport or its manifest dict)."""
     return as_report(report).describe()

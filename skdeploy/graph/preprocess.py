@@ -9,6 +9,10 @@ channel. Resize and crop stay outside (they depend on the picture's size). The g
 name; the normalized tensor that the first layer reads is NORMALIZED_INPUT, which calibration treats
 like a model input (its Q/DQ range is the full range the pixels reach).
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..compare import compare_outputs, merge_comparisons
@@ -18,12 +22,16 @@ from ..log import log
 from ..onnx.io import graph_inputs
 from ..onnx.run import run_model
 
+if TYPE_CHECKING:
+    from onnx import ModelProto
+
 NORMALIZED_INPUT = "input_normalized"
 TOLERANCE = 1e-6  # relative: the raw graph against numpy preprocessing plus the normalized graph
 CHECK_IMAGES = 8
 
 
-def embed_preprocessing(model, preprocessing: Preprocessing, layout: str = "NCHW", raw_dtype: str = "uint8") -> tuple:
+def embed_preprocessing(model: ModelProto, preprocessing: Preprocessing, layout: str = "NCHW",
+                        raw_dtype: str = "uint8") -> tuple:
     """Put `preprocessing`'s scale, mean and std into `model` (changed in place) in front of its one image
     input; returns (model, the Preprocessing the manifest now records: in_graph, `layout`, `raw_dtype`)."""
     import onnx
@@ -79,7 +87,7 @@ def embed_preprocessing(model, preprocessing: Preprocessing, layout: str = "NCHW
     return model, raw
 
 
-def check_pixels(raw: Preprocessing, dataset=None, count=CHECK_IMAGES) -> tuple:
+def check_pixels(raw: Preprocessing, dataset: str | None = None, count: int = CHECK_IMAGES) -> tuple:
     """(raw model inputs, what they are): real Fashion-MNIST test images for a model trained on them, else
     seeded random pixels 0-255."""
     if dataset == "fashion-mnist":
@@ -89,7 +97,8 @@ def check_pixels(raw: Preprocessing, dataset=None, count=CHECK_IMAGES) -> tuple:
     return pixels.astype(raw.raw_dtype), "random"
 
 
-def raw_input_parity(raw_model, normalized_model, raw: Preprocessing, pixels: np.ndarray) -> dict:
+def raw_input_parity(raw_model: ModelProto, normalized_model: ModelProto, raw: Preprocessing,
+                     pixels: np.ndarray) -> dict:
     """The raw-input graph on `pixels` against numpy preprocessing plus the normalized graph (worst output),
     fed in batches the graph accepts: a fixed batch dimension of B takes the images B at a time."""
     raw_name, normalized_name = graph_inputs(raw_model)[0].name, graph_inputs(normalized_model)[0].name
@@ -107,13 +116,14 @@ def raw_input_parity(raw_model, normalized_model, raw: Preprocessing, pixels: np
     return dict(worst, tolerance=TOLERANCE, passed=worst["max_rel"] <= TOLERANCE, images=len(pixels))
 
 
-def fixed_batch(model) -> int | None:
+def fixed_batch(model: ModelProto) -> int | None:
     """The batch size `model`'s first input is fixed to, or None where the batch dimension is symbolic."""
     batch = graph_inputs(model)[0].type.tensor_type.shape.dim[0]
     return batch.dim_value if batch.HasField("dim_value") and batch.dim_value > 0 else None
 
 
-def with_raw_input(model, preprocessing: Preprocessing, layout, raw_dtype, dataset=None) -> tuple:
+def with_raw_input(model: ModelProto, preprocessing: Preprocessing, layout: str, raw_dtype: str,
+                   dataset: str | None = None) -> tuple:
     """(raw-input copy of `model`, its Preprocessing, its parity record) after checking it against `model`
     with numpy preprocessing; an SkdeployError, with nothing written, when they differ."""
     import onnx

@@ -3,12 +3,21 @@
 A pass uses them twice: to learn where each value of a layout subgraph comes from (run it on labelled
 inputs) and to check a rewrite (run the old and the new piece on the same random inputs).
 """
+from __future__ import annotations
+
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..onnx.io import graph_inputs
 from ..onnx.run import run_model
+
+if TYPE_CHECKING:
+    from onnx import ModelProto
+
+    from ..onnx.index import GraphIndex
 
 SHAPE_READERS = ("Shape", "Size")
 
@@ -23,7 +32,7 @@ class Region:
     initializers: list = field(default_factory=list)  # new constants the nodes read (rewrites only)
 
 
-def region_between(index, outputs, boundary=()) -> Region:
+def region_between(index: GraphIndex, outputs: Iterable[str], boundary: Iterable[str] = ()) -> Region:
     """The nodes computing `outputs` back to `boundary` tensors, graph inputs and constants.
 
     Shape and Size read only the shape of their input, so the walk stops there and that input counts as
@@ -72,7 +81,7 @@ def _renamed(region, tag, constants):
     return nodes
 
 
-def regions_model(index, regions, types):
+def regions_model(index: GraphIndex, regions: list[Region], types: dict) -> ModelProto:
     """One model holding every region side by side (tensors renamed per region, so regions that share
     nodes stay independent); input/output names are f"r{i}:{name}"."""
     import onnx
@@ -101,7 +110,7 @@ def regions_model(index, regions, types):
     return onnx.helper.make_model(graph, opset_imports=index.model.opset_import, ir_version=index.model.ir_version)
 
 
-def run_regions(index, regions, feeds, types) -> list:
+def run_regions(index: GraphIndex, regions: list[Region], feeds: list[dict], types: dict) -> list:
     """Run the regions on `feeds` ([{input name: array}] per region); returns [{output name: array}]."""
     model = regions_model(index, regions, types)
     feed = {f"r{i}:{name}": value for i, region_feed in enumerate(feeds) for name, value in region_feed.items()}
@@ -110,13 +119,13 @@ def run_regions(index, regions, feeds, types) -> list:
     return [{name: results[f"r{i}:{name}"] for name in region.outputs} for i, region in enumerate(regions)]
 
 
-def shape_only_inputs(region) -> set:
+def shape_only_inputs(region: Region) -> set:
     """Region inputs that only Shape/Size nodes read: their values never matter."""
     read_for_values = {name for node in region.nodes if node.op_type not in SHAPE_READERS for name in node.input}
     return {name for name in region.inputs if name not in read_for_values and name not in region.outputs}
 
 
-def random_feed(region, types, rng) -> dict:
+def random_feed(region: Region, types: dict, rng: np.random.Generator) -> dict:
     """Random normal values for float inputs; zeros for the rest and for inputs read only for their shape."""
     feed = {}
     zeros = shape_only_inputs(region)

@@ -1,5 +1,8 @@
 """Checked rewrites: a piece of graph is replaced only after onnxruntime shows old and new agree."""
+from __future__ import annotations
+
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -9,10 +12,15 @@ from ..onnx.shapes import batch_dim_is_dynamic, infer_types
 from ..onnx.toposort import replace_nodes
 from .regions import Region, random_feed, run_regions
 
+if TYPE_CHECKING:
+    from onnx import ModelProto
+
+    from ..onnx.index import GraphIndex
+
 TOLERANCE = 1e-5  # max |old - new| / max |old| per rewrite, on random inputs
 
 
-def parity_batches(model) -> list:
+def parity_batches(model: ModelProto) -> list:
     """Two runs: batch 1 and 3 for a dynamic batch, the fixed batch twice (new random draws) otherwise."""
     if batch_dim_is_dynamic(model):
         return [1, 3]
@@ -29,7 +37,7 @@ class Shapes:
         self.batches = parity_batches(model)
         self._types = {}
 
-    def at(self, batch) -> dict:
+    def at(self, batch: int | None) -> dict:
         if batch not in self._types:
             self._types[batch] = infer_types(self.model, batch, self.sizes, measure_missing=True)
         return self._types[batch]
@@ -51,7 +59,7 @@ def _compare(rewrites, old_results, new_results, parity) -> None:
             parity[i].append(compare_outputs(old[name], new[name]))
 
 
-def check_rewrites(index, shapes, rewrites, seed: int = 0) -> list:
+def check_rewrites(index: GraphIndex, shapes: Shapes, rewrites: list[Rewrite], seed: int = 0) -> list:
     """Run every rewrite's old and new region on the same random inputs at the parity batch sizes.
 
     Returns one entry per rewrite: {"max_abs", "max_rel"} or {"error": why it could not be checked}.
@@ -88,7 +96,8 @@ def check_rewrites(index, shapes, rewrites, seed: int = 0) -> list:
     return [{"error": errors[i]} if errors[i] else merge_comparisons(parity[i]) for i in range(len(rewrites))]
 
 
-def apply_checked(model, index, shapes, rewrites, tolerance=TOLERANCE):
+def apply_checked(model: ModelProto, index: GraphIndex, shapes: Shapes, rewrites: list[Rewrite],
+                  tolerance: float = TOLERANCE) -> tuple:
     """Apply the rewrites whose parity holds; returns ([(rewrite, parity)] applied, [(rewrite, reason)] kept)."""
     applied, kept = [], []
     if not rewrites:
@@ -104,7 +113,7 @@ def apply_checked(model, index, shapes, rewrites, tolerance=TOLERANCE):
     return applied, kept
 
 
-def replace_regions(model, index, rewrites) -> None:
+def replace_regions(model: ModelProto, index: GraphIndex, rewrites: list[Rewrite]) -> None:
     """Put each rewrite's nodes where the producer of its first output was; what that leaves unused goes."""
     if not rewrites:
         return

@@ -10,6 +10,8 @@ before (64 in the graph passes, 1024 in calibration). Keeping a value can only a
 larger limit resolves every shape the smaller one did (and both give the same types on the zoo models);
 it costs a few kB per kept constant: about 30 ms per inference for SKNet-50 either way.
 """
+from __future__ import annotations
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,24 +29,24 @@ class TensorType:
     dims: tuple  # per axis an int, or None where symbolic or unknown; None when even the rank is unknown
 
     @property
-    def shape(self):
+    def shape(self) -> tuple | None:
         """The concrete shape (a tuple of ints), or None unless every dimension is known."""
         if self.dims is None or any(d is None for d in self.dims):
             return None
         return self.dims
 
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype:
         return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(self.elem_type))
 
 
-def batch_dim_is_dynamic(model) -> bool:
+def batch_dim_is_dynamic(model: onnx.ModelProto) -> bool:
     """True when the first dimension of every real input is symbolic or unknown."""
     dims = [value.type.tensor_type.shape.dim for value in graph_inputs(model)]
     return bool(dims) and all(len(d) > 0 and not d[0].HasField("dim_value") for d in dims)
 
 
-def unsized_dims(model, sizes=None) -> list:
+def unsized_dims(model: onnx.ModelProto, sizes: dict | None = None) -> list:
     """[(input, axis, dim name or None)] for every symbolic or unknown dimension of a real input besides
     the batch (axis 0) that `sizes` ({dim name: size}) does not give a size."""
     sizes = sizes or {}
@@ -67,7 +69,8 @@ def _with_sizes(value, batch, sizes):
     return copy
 
 
-def infer_types(model, batch=None, sizes=None, measure_missing: bool = False) -> dict:
+def infer_types(model: onnx.ModelProto, batch: int | None = None, sizes: dict | None = None,
+                measure_missing: bool = False) -> dict:
     """{tensor name: TensorType} for every typed tensor: inputs, initializers, node outputs. With `batch`,
     the symbolic batch dimension of the inputs is set to it first, and with `sizes` ({dim name: size}) the
     other symbolic dimensions it names, so shapes come out concrete; data propagation resolves
