@@ -2,9 +2,13 @@
 each model sees the very same float32 inputs, identified by their sha256, and memory holds a batch or
 two whatever the data set's size.
 """
+from __future__ import annotations
+
 import hashlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -12,6 +16,11 @@ from ..errors import UsageError
 from .origin import DataOrigin
 from .preprocessing import Preprocessing
 from .sources import InputShape, Source, UnreadableSample, fashion_mnist_file, open_source, read_batches
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from ..fileio import PathLike
 
 
 class InputsDigest:
@@ -49,7 +58,7 @@ class StreamedData:
     def __len__(self) -> int:
         return self.count
 
-    def batches(self, batch_size: int):
+    def batches(self, batch_size: int) -> Iterator[tuple]:
         """(first sample number, float32 batch) over the data in order, decoded by a thread pool."""
         starts = range(0, self.count, batch_size)
         try:
@@ -66,7 +75,7 @@ class StreamedData:
         """A batch as a model prepared in `form` takes it (raw or normalized, layout, dtype)."""
         return inputs if self.preprocessing is None else self.preprocessing.convert(inputs, form)
 
-    def picture(self, index: int):
+    def picture(self, index: int) -> Image.Image:
         """Sample `index` as a PIL image (the original picture when known, else the input rescaled)."""
         from PIL import Image
 
@@ -81,7 +90,8 @@ class StreamedData:
         return Image.fromarray(array.astype(np.uint8))
 
 
-def open_data(path, preprocessing: Preprocessing, limit=None, class_names=None, classes=None) -> StreamedData:
+def open_data(path: PathLike, preprocessing: Preprocessing, limit: int | None = None,
+              class_names: Sequence[str] | None = None, classes: int | None = None) -> StreamedData:
     """`path`: a Fashion-MNIST folder (its test split), or any calibration-data format
     (calibration/README.md): an image folder (one subfolder per class gives labels), .npy/.npz
     (uint8 pictures or preprocessed float32 NCHW, optional labels), an IDX images file. Nothing is

@@ -6,11 +6,11 @@ class DataOrigin(str):
     """"kind:path" as text (so records and messages hold it as is), with its two parts."""
 
     @classmethod
-    def of(cls, kind: str, path) -> "DataOrigin":
+    def of(cls, kind: str, path: object) -> "DataOrigin":
         return cls(f"{kind}:{path}")
 
     @classmethod
-    def parse(cls, text) -> "DataOrigin":
+    def parse(cls, text: str) -> "DataOrigin":
         """The origin `text` names; ValueError unless it is "kind:path" with both parts."""
         kind, sep, path = str(text).partition(":")
         if not (sep and kind and path):

@@ -2,11 +2,18 @@
 
 numpy and Pillow only, so calibration and validation run on a target without PyTorch.
 """
+from __future__ import annotations
+
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import UsageError
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 # 16-bit modes and their full scale; __call__ maps it onto 0..255 so `scale` (1/255) means the same
 SIXTEEN_BIT_MODES = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0}
@@ -64,7 +71,7 @@ class Preprocessing:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Preprocessing":
+    def from_dict(cls, data: dict) -> Preprocessing:
         try:
             return cls(resize=int(data["resize"]), crop=tuple(int(v) for v in data["crop"]),
                        mean=tuple(float(v) for v in data["mean"]), std=tuple(float(v) for v in data["std"]),
@@ -81,10 +88,10 @@ class Preprocessing:
         return (self.channels, *self.crop) if self.layout == "NCHW" else (*self.crop, self.channels)
 
     @property
-    def input_dtype(self):
+    def input_dtype(self) -> np.dtype:
         return np.dtype(self.raw_dtype) if self.in_graph else np.dtype(np.float32)
 
-    def raw_pixels(self, image) -> np.ndarray:
+    def raw_pixels(self, image: Image.Image) -> np.ndarray:
         """A PIL image -> float32 pixel values 0-255 (C, H, W), resized, cropped, in channel order. 8-bit
         modes convert as Pillow does; 16-bit gray is scaled by its full range onto 0..255 (Pillow's
         convert would saturate it)."""
@@ -135,7 +142,7 @@ class Preprocessing:
         return np.ascontiguousarray(self.convert(inputs, replace(self, layout="NCHW", in_graph=False)),
                                     dtype=np.float32)
 
-    def convert(self, inputs: np.ndarray, form: "Preprocessing") -> np.ndarray:
+    def convert(self, inputs: np.ndarray, form: Preprocessing) -> np.ndarray:
         """Model inputs (N, ...) prepared by this preprocessing -> the same samples in `form`'s layout,
         raw or normalized, and dtype (this preprocessing's numbers)."""
         if all(getattr(form, name) == getattr(self, name) for name in FORM_FIELDS):
@@ -155,11 +162,11 @@ class Preprocessing:
         array = target.as_raw(pixels) if target.in_graph else target.normalized(pixels)
         return np.ascontiguousarray(array.transpose(0, 2, 3, 1) if target.layout == "NHWC" else array)
 
-    def in_graph_form(self, layout: str = "NCHW", raw_dtype: str = "uint8") -> "Preprocessing":
+    def in_graph_form(self, layout: str = "NCHW", raw_dtype: str = "uint8") -> Preprocessing:
         """The same preprocessing, done by the graph: the model takes raw pixels in `layout`."""
         return replace(self, layout=layout, in_graph=True, raw_dtype=raw_dtype)
 
-    def batch(self, images) -> np.ndarray:
+    def batch(self, images: Iterable[Image.Image]) -> np.ndarray:
         """PIL images -> model inputs (N, ...)."""
         return np.stack([self(image) for image in images])
 

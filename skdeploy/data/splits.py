@@ -3,7 +3,10 @@
 A seeded permutation picks the calibration subset; the samples after it form the held-out split the
 accuracy check uses, so the two never overlap. Samples are decoded again for every pass, never cached.
 """
+from __future__ import annotations
+
 import hashlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -17,7 +20,7 @@ from .sources import InputShape, Source, UnreadableSample, read_batches, read_sa
 DEMO_CALIBRATION_FILE = "fashion-mnist-train-2048.npz"
 
 
-def default_calibration_path(manifest):
+def default_calibration_path(manifest: dict | None):
     """The calibration set shipped in the package for the demo model (Fashion-MNIST train split), else None.
     Package data skdeploy/data/calibration/ links to the repository's calibration/ folder, the one copy
     the wheel's file is built from."""
@@ -36,7 +39,7 @@ class Selection:
     skipped: int
     sha256: str  # of the preprocessed calibration tensors, in order
 
-    def batches(self, indices, batch_size):
+    def batches(self, indices: Sequence[int], batch_size: int) -> Iterator[tuple]:
         """(float32 batch, labels or None) in order; samples are decoded again, never cached."""
         starts = range(0, len(indices), batch_size)
         for start, batch in zip(starts, read_batches(self.source, indices, batch_size), strict=True):

@@ -32,7 +32,7 @@ class ModelEntry:
         return entry
 
     @classmethod
-    def from_manifest(cls, manifest) -> "ModelEntry":
+    def from_manifest(cls, manifest: dict) -> "ModelEntry":
         """The entry of a manifest (or of a saved reference's metadata); earlier versions wrote some
         entries without `input_size`, and a manifest may have no entry at all."""
         recorded = (manifest or {}).get("model") or {}
@@ -40,7 +40,7 @@ class ModelEntry:
         return cls(**{key: value for key, value in recorded.items() if key in known})
 
     @classmethod
-    def of_graph(cls, inputs, spec=None, outputs=None) -> "ModelEntry":
+    def of_graph(cls, inputs: list, spec: str | None = None, outputs: list | None = None) -> "ModelEntry":
         """The entry of an ONNX without a manifest, from its `inputs` ([{name, shape, dtype}]); with
         `outputs`, a single (N, K) output gives the class count K."""
         size = inputs[0]["shape"][1:] if inputs else None
@@ -50,7 +50,7 @@ class ModelEntry:
                    num_classes=classes)
 
 
-def new_manifest(entry: ModelEntry, preprocessing) -> dict:
+def new_manifest(entry: ModelEntry, preprocessing: dict | None) -> dict:
     """A manifest for a new artifact history; `preprocessing` (a Preprocessing dict) is None when unknown."""
     return {"format": FORMAT, "artifact": None, "model": entry.record(), "preprocessing": preprocessing or None,
             "inputs": [], "outputs": [], "stages": []}

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 
-def count_macs(model: nn.Module, input_shape) -> int:
+def count_macs(model: nn.Module, input_shape: tuple) -> int:
     total = 0
 
     def conv_hook(module, inputs, output) -> None:
