@@ -1,9 +1,11 @@
 """Removing what a rewrite leaves behind (nodes no output depends on, initializers nobody reads) and keeping
 what is left valid for the model's IR version."""
+from __future__ import annotations
+
 import onnx
 
 
-def prune_initializers(graph) -> None:
+def prune_initializers(graph: onnx.GraphProto) -> None:
     """Drop initializers that no node reads and no graph output names, and their graph-input entries
     (older exports list initializers as inputs too, which would otherwise become inputs to feed)."""
     used = {name for node in graph.node for name in node.input} | {value.name for value in graph.output}
@@ -18,7 +20,7 @@ def prune_initializers(graph) -> None:
     graph.input.extend(kept_inputs)
 
 
-def remove_dead_code(model) -> None:
+def remove_dead_code(model: onnx.ModelProto) -> None:
     """Drop nodes no graph output depends on, then initializers and value_info nobody uses."""
     graph = model.graph
     live = {value.name for value in graph.output}
@@ -35,7 +37,7 @@ def remove_dead_code(model) -> None:
         graph.value_info.remove(value)
 
 
-def list_initializers_as_inputs(model) -> None:
+def list_initializers_as_inputs(model: onnx.ModelProto) -> None:
     """IR version 3 requires every initializer to be a graph input as well; add the ones a rewrite made
     (no-op from IR version 4 on, where initializers need not be inputs)."""
     if model.ir_version >= 4:

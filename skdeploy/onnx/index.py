@@ -1,7 +1,10 @@
 """One index over a graph, built once per pass: producer and readers of every tensor, constant values,
 inferred types, and the depth of each tensor from the inputs."""
+from __future__ import annotations
+
 import collections
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 from onnx import TensorProto, numpy_helper
@@ -9,6 +12,9 @@ from onnx import TensorProto, numpy_helper
 from .io import attribute, graph_inputs, opset_of
 from .shapes import infer_types
 from .toposort import toposort
+
+if TYPE_CHECKING:
+    from onnx import NodeProto
 
 CONSTANT_VALUE_ATTRIBUTES = ("value_float", "value_int", "value_floats", "value_ints")
 
@@ -61,7 +67,7 @@ class GraphIndex:
         node = self.producer.get(name)
         return name in self.initializers or (node is not None and node.op_type == "Constant")
 
-    def constant(self, name):
+    def constant(self, name: str) -> np.ndarray | None:
         """The value of an initializer or Constant node output, else None."""
         if name in self.initializers:
             return numpy_helper.to_array(self.initializers[name])
@@ -75,7 +81,7 @@ class GraphIndex:
                 return np.array(attribute(node, attr.name))
         return None
 
-    def only_reader(self, name):
+    def only_reader(self, name: str) -> NodeProto | None:
         """The single node reading `name`, or None when several read it or it is a graph output."""
         readers = self.consumers.get(name, [])
         if len(readers) != 1 or name in self.outputs:

@@ -1,15 +1,25 @@
 """Running a model in onnxruntime on the CPU: the one place a session is opened, for the runners and
 for the parity checks of the graph passes and export (which sit below the runners)."""
+from __future__ import annotations
+
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..deps import require
 from ..errors import SkdeployError
 
+if TYPE_CHECKING:
+    from onnx import ModelProto
+    from onnxruntime import InferenceSession
 
-def open_session(model, threads: int = 0, optimize: bool = True, priority_order: bool = False,
-                 memory_arena: bool = True):
+    from ..fileio import PathLike
+
+
+def open_session(model: ModelProto | PathLike, threads: int = 0, optimize: bool = True, priority_order: bool = False,
+                 memory_arena: bool = True) -> InferenceSession:
     """An onnxruntime InferenceSession on the CPU for `model` (a path or an onnx.ModelProto).
 
     optimize=False runs the graph as written (no fusions); priority_order runs readers early, which
@@ -36,7 +46,7 @@ def open_session(model, threads: int = 0, optimize: bool = True, priority_order:
         raise SkdeployError(f"onnxruntime cannot load the model: {str(exc).splitlines()[0]}") from None
 
 
-def run_model(model, feeds, optimize: bool = True) -> list:
+def run_model(model: ModelProto | PathLike, feeds: Iterable[dict], optimize: bool = True) -> list:
     """`model`'s outputs ({name: array}) for each feed ({input name: array}) in `feeds`, one session."""
     session = open_session(model, optimize=optimize)
     names = [output.name for output in session.get_outputs()]

@@ -1,11 +1,18 @@
 """Which PyTorch module a node or weight came from, read off exporter metadata and names, so new nodes
 can be named after the block they replace."""
+from __future__ import annotations
+
 import ast
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from onnx import ModelProto, NodeProto
 
 NAME_SCOPES_KEY = "pkg.torch.onnx.name_scopes"  # the dynamo exporter's per-node module path
 
 
-def scope_of(node) -> list:
+def scope_of(node: NodeProto) -> list:
     """The module path a node came from: torch.onnx's name scopes (dynamo) or its '/a/b/Op' name
     (TorchScript), outermost first, without the node's own op."""
     for prop in node.metadata_props:
@@ -21,7 +28,7 @@ def scope_of(node) -> list:
     return ["/" + "/".join(parts[:i]) for i in range(1, len(parts))]
 
 
-def common_scope(nodes) -> str:
+def common_scope(nodes: Iterable[NodeProto]) -> str:
     """The innermost module every node belongs to ('' when they share none)."""
     scopes = [scope_of(node) for node in nodes]
     common = ""
@@ -40,7 +47,7 @@ def module_of_weight(name: str) -> str:
     return ".".join(parts[:-2])
 
 
-def copy_node_metadata(source, target) -> None:
+def copy_node_metadata(source: ModelProto, target: ModelProto) -> None:
     """Give `target`'s nodes the metadata (dynamo's module scopes) of `source`'s nodes of the same name;
     onnx-simplifier drops it, and the SK rewrite names new nodes after those scopes."""
     props = {node.name: node.metadata_props for node in source.graph.node if node.name and node.metadata_props}

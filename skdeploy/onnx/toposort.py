@@ -1,9 +1,16 @@
 """Topological order of ONNX nodes, for graphs whose nodes were inserted or replaced out of order."""
+from __future__ import annotations
+
 import collections
 import heapq
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from onnx import GraphProto, NodeProto
 
 
-def toposort(nodes) -> list:
+def toposort(nodes: Sequence[NodeProto]) -> list:
     """`nodes` reordered so each comes after the producers of its inputs. Among the nodes ready at any
     point the earliest in the given order goes first (Kahn's algorithm on a heap of positions): a graph
     already in order stays exactly as it is, and nodes appended at the end wait until a node needs them."""
@@ -31,7 +38,7 @@ def toposort(nodes) -> list:
     return [nodes[i] for i in order]
 
 
-def replace_nodes(graph, nodes) -> None:
+def replace_nodes(graph: GraphProto, nodes: Sequence[NodeProto]) -> None:
     """Make `nodes` the nodes of `graph`, in topological order."""
     ordered = toposort(nodes)
     del graph.node[:]

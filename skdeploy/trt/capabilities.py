@@ -19,8 +19,14 @@ version, so the build code asks "does this backend have X" instead of scattering
                         lean runtime, its engines are portable through the compute-capability list
   timing cache          classic TensorRT; TensorRT-RTX keeps the calls as no-ops (deprecated since 1.2)
 """
+from __future__ import annotations
+
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from types import ModuleType
 
 HARDWARE_COMPATIBILITY = {"none": "NONE", "ampere-plus": "AMPERE_PLUS", "same-cc": "SAME_COMPUTE_CAPABILITY"}
 
@@ -52,13 +58,13 @@ class Capabilities:
 DLA_RETURNS_IN = (11, 4, 1)
 
 
-def version_tuple(text) -> tuple:
+def version_tuple(text: object) -> tuple:
     """'10.3.0.26' -> (10, 3, 0); missing parts are 0."""
     parts = [int(part) for part in re.findall(r"\d+", str(text))[:3]]
     return tuple(parts + [0] * (3 - len(parts)))
 
 
-def cc_tuple(compute_capability) -> tuple:
+def cc_tuple(compute_capability: str) -> tuple:
     """'8.6' -> (8, 6), '12.0' -> (12, 0): compute capabilities compare as numbers, never as text (where
     "10.0" < "8.0" would turn Blackwell away)."""
     major, _, minor = str(compute_capability).strip().partition(".")
@@ -77,7 +83,7 @@ def compute_capability_name(member: str) -> str:
     return f"{digits[:-1]}.{digits[-1]}"
 
 
-def capabilities_of(module, backend: str) -> Capabilities:
+def capabilities_of(module: ModuleType, backend: str) -> Capabilities:
     """Read what `module` (tensorrt or tensorrt_rtx) supports from its version and its API."""
     version = str(getattr(module, "__version__", "0"))
     major = int(version.split(".")[0]) if version.split(".")[0].isdigit() else 0

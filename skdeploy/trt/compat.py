@@ -1,9 +1,15 @@
 """Can an engine run here? Its sidecar's "engine" section against the installed TensorRT, the GPU and
 its DLA cores, answered as readable reasons before TensorRT is asked to deserialise anything."""
+from __future__ import annotations
+
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .capabilities import cc_tuple, version_tuple
 from .probe import BACKENDS, EXTRAS, TITLES
+
+if TYPE_CHECKING:
+    from ..fileio import PathLike
 
 # version-compatible engines may cross these major versions (build major -> runtime major)
 _CROSS_MAJOR = {(8, 10), (10, 11)}
@@ -32,7 +38,7 @@ def describe_targets(engine: dict) -> str:
     return ", ".join(sm(cc) for cc in wanted) if wanted else "the GPU it was built on"
 
 
-def check_compatibility(engine: dict, gpu: dict, installed_version, dla_cores: int = 0) -> list:
+def check_compatibility(engine: dict, gpu: dict, installed_version: str | None, dla_cores: int = 0) -> list:
     """Reasons the engine described by a sidecar's "engine" section cannot run here (empty: it can).
 
     `gpu` is {"name", "compute_capability"}; `installed_version` is that of the sidecar's backend
@@ -68,7 +74,7 @@ def check_compatibility(engine: dict, gpu: dict, installed_version, dla_cores: i
     return problems
 
 
-def explain_incompatibility(path, engine: dict, gpu: dict, problems: list) -> str:
+def explain_incompatibility(path: PathLike, engine: dict, gpu: dict, problems: list) -> str:
     """One sentence: what the engine was built for, why it cannot run here, and how to rebuild it."""
     built = f"{TITLES.get(engine.get('backend'), engine.get('backend'))} {engine.get('backend_version', '?')}"
     advice = ""

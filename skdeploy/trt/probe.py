@@ -19,7 +19,7 @@ def installed(backend: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def first_installed():
+def first_installed() -> str | None:
     """The backend to use when none is named: classic TensorRT when installed, else TensorRT-RTX, else None."""
     return next((backend for backend in BACKENDS if installed(backend)), None)
 
@@ -32,7 +32,7 @@ def missing_backend_message(backend: str, reason: str = "") -> str:
             f"install it with: pip install 'skdeploy[{EXTRAS[backend]}]'{hint}")
 
 
-def load_backend(backend: str):
+def load_backend(backend: str) -> tuple:
     """(module, Capabilities) for 'tensorrt' or 'tensorrt-rtx'; one line naming the extra when missing."""
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
