@@ -5,11 +5,15 @@ The bundle is written into a temporary folder beside its destination and renamed
 either exists whole or not at all. It carries MARKER, which is what lets a later `deploy --force` replace
 it: a folder without one is not deploy's to delete.
 """
+from __future__ import annotations
+
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..engine.layers import layers_path
 from ..errors import UsageError
@@ -18,6 +22,9 @@ from ..manifest import load_manifest, manifest_path
 from .deepstream import deepstream_config, deepstream_labels, softmax_onnx
 from .labels import class_labels
 from .triton import write_triton_repository
+
+if TYPE_CHECKING:
+    from ..data import Source
 
 MARKER = ".skdeploy-bundle"  # written last into every bundle; `deploy --force` replaces only folders holding it
 EXAMPLE = "example.png"  # the first validation picture, so every README command runs as written
@@ -42,7 +49,7 @@ def triton_folders(plan: dict) -> dict:
             "plan_file": f"triton/plan_repository/{plan['name']}/1/model.plan"}
 
 
-def bundled_samples(source):
+def bundled_samples(source: Source) -> str | None:
     """The name under which the bundle carries the validation pictures of `source` (so README's validate step
     names data that is there), or None for data it does not carry (preprocessed float arrays)."""
     from ..data.sources import ImageFolder
@@ -139,8 +146,8 @@ def readme(plan: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def assemble(bundle: Path, plan: dict, onnx_path: Path, engine_path, validation, reference: Path,
-             runtime_check=None) -> Path:
+def assemble(bundle: Path, plan: dict, onnx_path: Path, engine_path: Path | None, validation: Any, reference: Path,
+             runtime_check: Callable[[Path, dict], dict] | None = None) -> Path:
     """Write the bundle for `plan` (DeploySettings as a dict plus what the run made) whole, or nothing.
     `runtime_check(staging, plan)` measures the staged bundle under its runtimes' preprocessing and returns
     the figures for validation.json (it raises to refuse the bundle)."""

@@ -10,11 +10,21 @@ setting reproduces it: the model must take raw pixels (the raw-input graph, floa
 them through with net-scale-factor 1 and offsets 0. Key names and meanings: NVIDIA's Gst-nvinfer
 documentation (docs/deploy.md cites it).
 """
+from __future__ import annotations
+
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..data import Preprocessing
 from ..errors import UsageError
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import ArrayLike
+
+    from ..fileio import PathLike
 
 NETWORK_MODES = {"fp32": 0, "int8": 1, "fp16": 2}  # network-mode
 COLOR_FORMATS = {"RGB": 0, "BGR": 1, "GRAY": 2}  # model-color-format
@@ -36,7 +46,7 @@ class DeepStreamPreprocessing:
     color_format: int
     needs_raw_input: bool  # per-channel std: only a raw-input graph (scale 1, offsets 0) is exact
 
-    def apply(self, pixels):
+    def apply(self, pixels: ArrayLike) -> np.ndarray:
         """nvinfer's formula on pixels (N, C, H, W), as DeepStream documents it."""
         import numpy as np
 
@@ -70,7 +80,7 @@ def check_nvinfer_can_prepare(preprocessing: Preprocessing) -> None:
                          "bilinear); `formats=deepstream` needs one of those")
 
 
-def deepstream_config(manifest, onnx_file: str, engine_file: str, labels_file: str, precision: str,
+def deepstream_config(manifest: dict, onnx_file: str, engine_file: str, labels_file: str, precision: str,
                       calib_file: str | None = None, batch_size: int = 1, process_mode: str = "primary",
                       gie_id: int = 1,
                       operate_on_gie_id: int | None = None, threshold: float = DEFAULT_THRESHOLD,
@@ -125,12 +135,12 @@ def deepstream_config(manifest, onnx_file: str, engine_file: str, labels_file: s
     return "\n".join(lines) + "\n"
 
 
-def deepstream_labels(labels) -> str:
+def deepstream_labels(labels: Iterable[str]) -> str:
     """nvinfer's classifier label file: the labels of one output on one line, separated by ';'."""
     return ";".join(labels) + "\n"
 
 
-def softmax_onnx(onnx_path, output) -> Path:
+def softmax_onnx(onnx_path: PathLike, output: PathLike) -> Path:
     """`onnx_path` with a Softmax over its first output's classes (output `probabilities`), saved to `output`
     with its manifest: nvinfer's classifier compares the output with `classifier-threshold` as a probability."""
     import json

@@ -1,9 +1,13 @@
 """Class names for a model, as runtimes list them: the dataset's names, else the class indices."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
 from ..data import class_names_for
 from ..errors import UsageError
 
 
-def class_labels(manifest, data_names=None) -> list:
+def class_labels(manifest: dict, data_names: Sequence[str] | None = None) -> list:
     """One name per output class, from the manifest's dataset, else the data's own class names
     (`data_names`, e.g. an image folder's subfolders) when there is one per class, else "0", "1", ..."""
     model = manifest.get("model") or {}

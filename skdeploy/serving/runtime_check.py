@@ -8,16 +8,27 @@ and a Triton client runs whatever client.py does. Each gets its own figure here:
   for its scaling filters; a GPU's scaler rounds its own way, which no CPU run here can measure);
 - Triton: the bundle's client.py imported from its file, and its `prepare_image` called as is.
 """
+from __future__ import annotations
+
 import importlib.util
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..data import Preprocessing
 from .deepstream import SCALING_FILTERS, nvinfer_preprocessing
 
+if TYPE_CHECKING:
+    from types import ModuleType
 
-def nvinfer_inputs(image, preprocessing: Preprocessing) -> np.ndarray:
+    from PIL import Image
+
+    from ..fileio import PathLike
+
+
+def nvinfer_inputs(image: Image.Image, preprocessing: Preprocessing) -> np.ndarray:
     """One PIL picture as nvinfer hands it to the network: converted to the colour format, scaled to the
     network size keeping its aspect (maintain-aspect-ratio, symmetric padding with black) with the
     configured filter, uint8 pixels, then y = net-scale-factor * (x - offsets[c]) in float32."""
@@ -43,7 +54,7 @@ def nvinfer_inputs(image, preprocessing: Preprocessing) -> np.ndarray:
                                 dtype=np.float32)
 
 
-def client_module(path):
+def client_module(path: PathLike) -> ModuleType:
     """The bundle's client.py as a module (its tritonclient import happens only in main())."""
     spec = importlib.util.spec_from_file_location("bundle_triton_client", Path(path))
     module = importlib.util.module_from_spec(spec)
@@ -51,7 +62,8 @@ def client_module(path):
     return module
 
 
-def runtime_agreement(model, pictures, prepare, reference_logits: np.ndarray, batch: int = 256) -> float:
+def runtime_agreement(model: PathLike, pictures: Sequence, prepare: Callable[[Any], np.ndarray],
+                      reference_logits: np.ndarray, batch: int = 256) -> float:
     """Fraction of `pictures` (PIL images) on which `model` (an ONNX or engine path), fed `prepare(picture)`,
     picks the FP32 reference's top-1 class."""
     from ..runners import load_runner

@@ -11,13 +11,20 @@ bundle's precision, engine cache on), so it loads on any Triton server with a GP
 config serves an engine the server's own TensorRT built. Model names follow Triton's rules
 (`check_model_name`) and are quoted as protobuf text strings.
 """
+from __future__ import annotations
+
 import json
 import re
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import UsageError
 from ..fileio import write_text_atomic
+
+if TYPE_CHECKING:
+    from ..fileio import PathLike
 
 PLATFORMS = {"engine": ("tensorrt_plan", "model.plan"), "onnx": ("onnxruntime_onnx", "model.onnx")}
 DATA_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "bfloat16": "TYPE_BF16", "uint8": "TYPE_UINT8",
@@ -53,7 +60,7 @@ def _tensors(manifest) -> list:
             for mode, key in (("input", "inputs"), ("output", "outputs")) for t in manifest[key]]
 
 
-def batching(manifest, max_batch=None) -> tuple:
+def batching(manifest: dict, max_batch: int | None = None) -> tuple:
     """(max_batch_size, preferred batch): 0 and None for a fixed batch, which Triton then never batches."""
     tensors = _tensors(manifest)
     if not any(t["shape"] and t["shape"][0] < 0 for t in tensors):
@@ -74,8 +81,8 @@ def _tensor_block(tensor, batched: bool, extra: str = "") -> str:
             f'{extra}    dims: [ {", ".join(str(d) for d in dims)} ]\n  }}')
 
 
-def triton_config(manifest, name: str, labels_file: str = "labels.txt", max_batch=None, instances: int = 1, kind=None,
-                  precision: str = "fp32") -> str:
+def triton_config(manifest: dict, name: str, labels_file: str = "labels.txt", max_batch: int | None = None,
+                  instances: int = 1, kind: str | None = None, precision: str = "fp32") -> str:
     """config.pbtxt text for the artifact `manifest` describes (an engine's sidecar or an ONNX's manifest);
     `kind="engine"` with an ONNX's manifest: the tensorrt_plan config of the engine the server builds from it."""
     check_model_name(name)
@@ -172,7 +179,7 @@ if __name__ == "__main__":
 '''
 
 
-def client_example(manifest, name: str) -> str:
+def client_example(manifest: dict, name: str) -> str:
     """client.py: one picture through the served model, preprocessed as the manifest records."""
     tensors = _tensors(manifest)
     image = next(t for t in tensors if t["mode"] == "input")
@@ -192,7 +199,8 @@ def client_example(manifest, name: str) -> str:
         preprocessing=", ".join(f"{key} {value}" for key, value in prep.items()))
 
 
-def write_triton_repository(repository, name: str, artifact, manifest, labels, max_batch=None, kind=None,
+def write_triton_repository(repository: PathLike, name: str, artifact: PathLike | None, manifest: dict,
+                            labels: Iterable[str], max_batch: int | None = None, kind: str | None = None,
                             precision: str = "fp32") -> Path:
     """repository/name/{config.pbtxt, 1/model.plan|model.onnx, labels.txt} and repository/../client.py;
     returns the model folder. `artifact` None: the version folder waits for the engine the server builds
