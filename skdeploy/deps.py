@@ -1,6 +1,7 @@
 """Lazy imports of heavy optional modules, so the base install (numpy, onnx, click) stays enough for
 building and validating engines on a target without PyTorch."""
 import importlib
+from types import ModuleType
 
 from .errors import MissingDependency, SkdeployError
 
@@ -18,7 +19,7 @@ _EXTRA_OF = {
 }
 
 
-def require(module: str):
+def require(module: str) -> ModuleType:
     """Import `module` or raise MissingDependency naming the pip extra that installs it."""
     top = module.split(".")[0]
     try:

@@ -21,7 +21,7 @@ class MissingDependency(SkdeployError):
     """An optional module is not installed; the message names the extra that brings it."""
 
 
-def require_finite(**values) -> None:
+def require_finite(**values: object) -> None:
     """Refuse NaN and infinite numbers among `values` (None means unset and passes): a NaN slips through
     every `<` and `>` check, so settings call this before their range checks."""
     import math
@@ -47,7 +47,7 @@ _FIELD_KINDS = {int: ((numbers.Integral,), "an integer"), float: ((numbers.Real,
                 dict: ((dict,), "a dict")}
 
 
-def check_field_types(settings) -> None:
+def check_field_types(settings: object) -> None:
     """Each field of the settings dataclass `settings` holds its annotated type (None where its default is
     None): a string where a number belongs would fail later as a raw TypeError, and 3.7 or True as a
     count, or a bare string as a list, would be taken silently. Settings call this before their range checks."""

@@ -55,7 +55,7 @@ class Logger:
             setattr(self, name, previous)
 
     @contextlib.contextmanager
-    def python_warnings(self):
+    def python_warnings(self) -> Iterator["Logger"]:
         """Python warnings raised in the block (numpy's RuntimeWarning, Pillow's DecompressionBombWarning) as
         one warning line each, said once, instead of Python's two lines that quote the library's source."""
         from rich.markup import escape

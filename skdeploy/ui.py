@@ -6,6 +6,7 @@ import io
 import json
 import os
 import sys
+from collections.abc import Iterable, Sequence
 
 from rich.console import Console
 from rich.markup import escape
@@ -69,7 +70,7 @@ def _silence(stream) -> None:
 out = Console(file=_Stdout(), highlight=False, soft_wrap=True)
 
 
-def table(title: str, columns, rows) -> None:
+def table(title: str, columns: Sequence[str], rows: Iterable[Iterable]) -> None:
     """Cells are text, never Rich markup: `skdeploy[timm]` prints as written."""
     grid = Table(title=title, title_justify="left")
     for column in columns:
@@ -81,5 +82,5 @@ def table(title: str, columns, rows) -> None:
     out.print(grid)
 
 
-def emit_json(data) -> None:
+def emit_json(data: object) -> None:
     out.file.write(json.dumps(data, indent=2, default=str) + "\n")

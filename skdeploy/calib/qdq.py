@@ -258,7 +258,7 @@ def sensitivity_model(model: onnx.ModelProto, plan: Int8Plan, amax: dict) -> tup
     return shadowed, outputs
 
 
-def shadow_node(node, builder: QdqBuilder, plan: Int8Plan) -> tuple:
+def shadow_node(node: onnx.NodeProto, builder: QdqBuilder, plan: Int8Plan) -> tuple:
     """(a copy of `node` that reads the quantized form of its FP32 inputs, its output name): that unit's
     own quantisation error, next to the exact FP32 node."""
     shadow_out = f"{node.output[0]}_shadow"

@@ -2,7 +2,7 @@
 the minimal set highlighted, the search's steps and the ranked table. No scripts, no network."""
 import html
 
-from ..fileio import write_text_atomic
+from ..fileio import PathLike, write_text_atomic
 
 STYLE = """
 body{font-family:system-ui,-apple-system,'DejaVu Sans',sans-serif;margin:24px;color:#1d232a}
@@ -106,5 +106,5 @@ FP32 inputs; gain: top-1 agreement won by keeping only that layer in {record['fa
 """
 
 
-def write_page(path, record: dict) -> None:
+def write_page(path: PathLike, record: dict) -> None:
     write_text_atomic(path, render_page(record))

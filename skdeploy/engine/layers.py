@@ -264,7 +264,8 @@ def load_layers(engine_path: Path) -> dict:
     return data
 
 
-def record(trt, backend: str, logger, serialized, engine_path: Path, model, strict: bool = False) -> dict:
+def record(trt: Any, backend: str, logger: Any, serialized: Any, engine_path: Path, model: ModelProto,
+           strict: bool = False) -> dict:
     """Collect the engine's layers (RTX: the build log `logger` kept; classic: the inspector), write ENGINE.layers.json
     (staged with the engine when a transaction holds it), check that every Conv the ONNX quantizes runs in
     INT8, and return the sidecar's summary; None where the layers cannot be read (with a warning). With

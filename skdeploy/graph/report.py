@@ -34,5 +34,5 @@ class PassReport:
         return {"name": self.name, **own, **added, "summary": self.describe()[0]}
 
     @classmethod
-    def from_dict(cls, entry: dict):
+    def from_dict(cls, entry: dict) -> "PassReport":
         return cls(**{key: value for key, value in entry.items() if key not in ("name", "summary")})

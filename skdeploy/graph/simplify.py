@@ -6,15 +6,21 @@ Without it a plain PyTorch export (TorchScript, `do_constant_folding=False`) kee
 reshape targets behind Shape -> Gather chains whose sizes the passes cannot read, so most BatchNorms and SK
 blocks are left; with it both paths start from the same graph and give the same node counts.
 """
+from __future__ import annotations
+
 import contextlib
 import io
+from typing import TYPE_CHECKING
 
 from ..deps import require
 from ..log import log
 from ..onnx.scopes import copy_node_metadata
 
+if TYPE_CHECKING:
+    from onnx import ModelProto
 
-def simplify(model):
+
+def simplify(model: ModelProto) -> tuple:
     """(model, True) simplified by onnx-simplifier, or (model, False) as given when it cannot handle it
     (reported as a warning, not fatal: the passes still run and every rewrite is still checked).
     onnxsim's own BatchNorm fusion is off: the fold_bn pass folds them, checks each and reports it, and

@@ -5,6 +5,10 @@ exports as Unsqueeze -> Concat -> ReduceSum through a 5-D tensor; that sum is U_
 timm's split_input=True divides the input channels with a Split; Slices with static bounds are the
 same and keep Split out of the block.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..onnx.build import NodeFactory
@@ -14,8 +18,11 @@ from .ops import reduce_axes, split_sizes, stacked_tensors
 from .regions import Region, region_between
 from .rewrite import Rewrite
 
+if TYPE_CHECKING:
+    from ..onnx.index import GraphIndex
 
-def stacked_sums(index, types, taken) -> list:
+
+def stacked_sums(index: GraphIndex, types: dict, taken: set) -> list:
     """One Rewrite per ReduceSum(stack(X_1..X_M), axis) without kept dims: X_1 + ... + X_M."""
     rewrites = []
     for node in [n for n in index.graph.node if n.op_type == "ReduceSum"]:
@@ -34,7 +41,7 @@ def stacked_sums(index, types, taken) -> list:
     return rewrites
 
 
-def split_slices(index, types, taken) -> list:
+def split_slices(index: GraphIndex, types: dict, taken: set) -> list:
     """One Rewrite per Split with static sizes: a Slice per output, same output names."""
     rewrites = []
     for node in [n for n in index.graph.node if n.op_type == "Split"]:

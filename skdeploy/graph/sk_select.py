@@ -20,8 +20,11 @@ branch channel is then read off exactly, by running the layout ops on labelled v
 carries its own index). The rewrite happens only when every branch takes one softmax slot, all
 branches weight channel c from the same softmax group, and the M slots are covered once each.
 """
+from __future__ import annotations
+
 import collections
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,6 +37,9 @@ from .regions import SHAPE_READERS, Region, region_between, run_regions
 from .report import PassReport
 from .rewrite import Rewrite, Shapes, apply_checked
 from .sk_fuse import split_slices, stacked_sums
+
+if TYPE_CHECKING:
+    from onnx import ModelProto, NodeProto
 
 LAYOUT_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Slice", "Split", "Gather",
                         "Identity", "Expand"})
@@ -86,11 +92,11 @@ class Select:
     dtype: np.dtype  # of fc2's weights, which the new constants keep
 
     @property
-    def M(self):
+    def M(self) -> int:
         return len(self.branches)
 
     @property
-    def C(self):
+    def C(self) -> int:
         return self.logit_channel.shape[1]
 
 
@@ -286,7 +292,7 @@ def _in_slot_order(found, slots):
     return [branch for _, branch, _, _ in found], np.stack([logit for *_, logit in found])
 
 
-def match_select(index, shapes, softmax, fallback_name) -> Select:
+def match_select(index: GraphIndex, shapes: Shapes, softmax: NodeProto, fallback_name: str) -> Select:
     """The Select this Softmax belongs to; raises NotSelect or NearMiss."""
     attention, multiplies = _follow_attention(index, softmax)
     types = shapes.at(shapes.batches[0])
@@ -311,7 +317,7 @@ def _logits(f, select, weight, bias, base):
     return f.node("Conv", inputs, base, **attrs)
 
 
-def two_branch_select(f, select, weight, bias) -> None:
+def two_branch_select(f: NodeFactory, select: Select, weight: np.ndarray, bias: np.ndarray | None) -> None:
     """softmax(l_1, l_2)_1 = sigmoid(l_1 - l_2);  V = U_2 + a_1 * (U_1 - U_2)."""
     k1, k2 = select.logit_channel
     u1, u2 = select.branches
@@ -321,7 +327,7 @@ def two_branch_select(f, select, weight, bias) -> None:
     f.node("Add", [u2, weighted_gap], "select", output=select.output)
 
 
-def many_branch_select(f, select, weight, bias) -> None:
+def many_branch_select(f: NodeFactory, select: Select, weight: np.ndarray, bias: np.ndarray | None) -> None:
     """Logits channel-major (conv channel c*M + m holds l_m[c]), viewed as (N, C, 1, M) with static
     dims, softmax over the last axis, V = sum_m U_m * a[..., m]."""
     M, C = select.M, select.C
@@ -340,7 +346,7 @@ def many_branch_select(f, select, weight, bias) -> None:
     f.sum(weighted, "select", output=select.output)
 
 
-def select_rewrite(index, select, taken) -> Rewrite:
+def select_rewrite(index: GraphIndex, select: Select, taken: set) -> Rewrite:
     """The checked replacement of everything between (z, U_1..U_M) and V."""
     weight = index.constant(select.fc2.input[1]).astype(np.float64)
     has_bias = len(select.fc2.input) > 2 and select.fc2.input[2]
@@ -358,7 +364,7 @@ def select_rewrite(index, select, taken) -> Rewrite:
                                              "rewritten_as": "sigmoid" if select.M == 2 else "softmax over axis 3"})
 
 
-def plan_selects(index, shapes, taken):
+def plan_selects(index: GraphIndex, shapes: Shapes, taken: set) -> tuple:
     """([Rewrite] for every SK select found, [(name, reason)] for near misses)."""
     rewrites, near_misses = [], []
     if index.opset < MIN_OPSET:
@@ -375,7 +381,7 @@ def plan_selects(index, shapes, taken):
     return rewrites, near_misses
 
 
-def rewrite_sk_blocks(model, tolerance, sizes=None) -> SkRewriteReport:
+def rewrite_sk_blocks(model: ModelProto, tolerance: float, sizes: dict | None = None) -> SkRewriteReport:
     """Rewrite every SK select of `model` (in place), then the stacked fuse sums and static Splits left
     around the blocks; returns the pass report. `sizes` as for fold_bn.fold_batchnorms."""
     index, shapes = GraphIndex(model), Shapes(model, sizes)
