@@ -3,12 +3,16 @@
     load_model(arch="sknet50") / load_model(spec="timm:skresnet18") / load_model(spec="my.py:make")
 returns a LoadedModel whose `config` is what the manifest records (input size, preprocessing).
 """
+from __future__ import annotations
+
 import importlib
 import importlib.util
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..deps import available, require
 from ..errors import SkdeployError, UsageError
@@ -23,6 +27,11 @@ from .registry import (
     ModelConfig,
     imagenet_preprocessing,
 )
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ..fileio import PathLike
 
 __all__ = ["DEMO_MODEL", "REGISTRY", "TIMM_MODELS", "ModelConfig", "ModelEntry", "LoadedModel", "load_model",
            "build_model", "load_from_manifest", "list_models", "is_model_code"]
@@ -117,7 +126,8 @@ def _with_input_size(config: ModelConfig, input_shape) -> ModelConfig:
     return replace(config, input_size=tuple(input_shape), preprocessing=prep)
 
 
-def load_model(arch=None, spec=None, model_kwargs=None, checkpoint=None, input_shape=None,
+def load_model(arch: str | None = None, spec: str | None = None, model_kwargs: dict | None = None,
+               checkpoint: PathLike | None = None, input_shape: Sequence[int] | None = None,
                pretrained: bool = True) -> LoadedModel:
     """Build a model by registered name (arch) or spec ('timm:NAME', 'file.py:fn', 'pkg.mod:fn')."""
     kwargs = dict(model_kwargs or {})
@@ -188,7 +198,7 @@ def is_model_code(spec: str) -> bool:
     return spec not in REGISTRY and not spec.startswith("timm:")
 
 
-def load_from_manifest(manifest: dict, artifact, trust_model_code: bool = False) -> LoadedModel:
+def load_from_manifest(manifest: dict, artifact: PathLike, trust_model_code: bool = False) -> LoadedModel:
     """The FP32 PyTorch model `artifact`'s manifest records, with the checkpoint it was made from
     (shipped weights, or the recorded path, also looked for beside the artifact). The caller compares
     `checkpoint["sha256"]` with the manifest's to know whether it is still the same file. A manifest
@@ -222,7 +232,7 @@ def load_from_manifest(manifest: dict, artifact, trust_model_code: bool = False)
     return loaded
 
 
-def build_model(name=DEMO_MODEL, pretrained: bool = True, **kwargs):
+def build_model(name: str = DEMO_MODEL, pretrained: bool = True, **kwargs: Any) -> nn.Module:
     """The torch module for a registered name, with shipped weights when `pretrained`."""
     return load_model(arch=name, model_kwargs=kwargs, pretrained=pretrained).module
 

@@ -1,14 +1,22 @@
 """Checkpoint loading that never unpickles code: torch.load(weights_only=True), then unwrap the common
 containers ({'state_dict': ...}, {'model': ...}, DataParallel's 'module.' prefix)."""
+from __future__ import annotations
+
 import pickle
+from typing import TYPE_CHECKING
 
 from ..errors import SkdeployError
 from ..fileio import existing_file
 
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ..fileio import PathLike
+
 _CONTAINER_KEYS = ("state_dict", "model", "model_state_dict", "model_state", "net")
 
 
-def read_state_dict(path) -> dict:
+def read_state_dict(path: PathLike) -> dict:
     import torch
 
     path = existing_file(path, "checkpoint")
@@ -47,7 +55,7 @@ def _unpickler_complaint(exc) -> str:
     return _first_sentence(exc)
 
 
-def unwrap_state_dict(loaded, path: str = "checkpoint") -> dict:
+def unwrap_state_dict(loaded: object, path: str = "checkpoint") -> dict:
     import torch
 
     if isinstance(loaded, dict):
@@ -63,7 +71,7 @@ def unwrap_state_dict(loaded, path: str = "checkpoint") -> dict:
     return loaded
 
 
-def apply_state_dict(module, state_dict: dict, source: str = "checkpoint") -> None:
+def apply_state_dict(module: nn.Module, state_dict: dict, source: str = "checkpoint") -> None:
     """Load strictly; on mismatch name the missing, unexpected and wrongly shaped keys, and integer tensors
     given for floating-point parameters."""
     own = module.state_dict()

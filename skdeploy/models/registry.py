@@ -3,10 +3,17 @@
 The config is what the manifest records as preprocessing, so every later stage (calibration,
 validation, the application) prepares images exactly as the model was trained for.
 """
+from __future__ import annotations
+
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import TYPE_CHECKING
 
 from ..data import Preprocessing
+
+if TYPE_CHECKING:
+    from importlib.abc import Traversable
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -25,14 +32,14 @@ class ModelConfig:
     kwargs: dict = field(default_factory=dict)
 
     @property
-    def weights_path(self):
+    def weights_path(self) -> Traversable | None:
         if self.weights is None:
             return None
         return resources.files("skdeploy") / "weights" / self.weights
 
 
-def imagenet_preprocessing(size: int = 224, crop_pct: float = 0.875, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                           interpolation: str = "bilinear"):
+def imagenet_preprocessing(size: int = 224, crop_pct: float = 0.875, mean: Sequence[float] = IMAGENET_MEAN,
+                           std: Sequence[float] = IMAGENET_STD, interpolation: str = "bilinear") -> Preprocessing:
     return Preprocessing(resize=int(size / crop_pct), crop=(size, size), mean=tuple(mean), std=tuple(std),
                          channel_order="RGB", interpolation=interpolation)
 

@@ -36,7 +36,7 @@ class SKConv(nn.Module):
         self.fc2 = nn.Conv2d(d, out_channels * M, 1, bias=False)
         self.softmax = nn.Softmax(dim=1)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         branches = [conv(x) for conv in self.conv]
         fused = torch.stack(branches).sum(0) if self.M > 1 else branches[0]
         logits = self.fc2(self.fc1(self.global_pool(fused)))
@@ -64,7 +64,7 @@ class SKBottleneck(nn.Module):
             self.downsample = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
                                             nn.BatchNorm2d(out_channels))
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.sk(out)
         out = self.bn3(self.conv3(out))
@@ -101,7 +101,7 @@ class SKResNeXt(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(channels, num_classes)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(self.layers(self.stem(x)))
         return self.fc(torch.flatten(x, 1))
 
@@ -111,19 +111,19 @@ def _paper_stages(blocks):
     return [(n, 128 * 2 ** i, 256 * 2 ** i, 1 if i == 0 else 2) for i, n in enumerate(blocks)]
 
 
-def sknet26(num_classes: int = 1000, in_chans: int = 3):
+def sknet26(num_classes: int = 1000, in_chans: int = 3) -> SKResNeXt:
     return SKResNeXt(_paper_stages((2, 2, 2, 2)), num_classes, in_chans)
 
 
-def sknet50(num_classes: int = 1000, in_chans: int = 3):
+def sknet50(num_classes: int = 1000, in_chans: int = 3) -> SKResNeXt:
     return SKResNeXt(_paper_stages((3, 4, 6, 3)), num_classes, in_chans)
 
 
-def sknet101(num_classes: int = 1000, in_chans: int = 3):
+def sknet101(num_classes: int = 1000, in_chans: int = 3) -> SKResNeXt:
     return SKResNeXt(_paper_stages((3, 4, 23, 3)), num_classes, in_chans)
 
 
-def sknet_fmnist(num_classes: int = 10, in_chans: int = 1):
+def sknet_fmnist(num_classes: int = 10, in_chans: int = 1) -> SKResNeXt:
     """The demo model: about 1M parameters for 32x32 grayscale input."""
     return SKResNeXt([(1, 64, 128, 2), (2, 128, 256, 2), (2, 256, 512, 2)], num_classes, in_chans,
                      stem="small", stem_channels=32)
