@@ -19,7 +19,7 @@ from ..errors import SkdeployError
 from ..fileio import PathLike
 from ..log import log
 from ..models.entry import ModelEntry
-from ..reference import reference_from_manifest
+from ..reference import Reference, reference_from_manifest
 
 
 def runs(model: onnx.ModelProto | PathLike, selection: Selection, indices: Sequence[int], batch_size: int,
@@ -56,7 +56,7 @@ def onnx_predictions(model: onnx.ModelProto | PathLike, selection: Selection, in
     return np.concatenate(top1) if top1 else np.zeros(0, np.int64)
 
 
-def pytorch_reference(manifest, artifact):
+def pytorch_reference(manifest: dict, artifact: PathLike) -> Reference | None:
     """The FP32 PyTorch model the ONNX came from, when torch is installed and its weights can be found
     with the same sha256; else None (the FP32 ONNX stands in)."""
     if not ModelEntry.from_manifest(manifest).checkpoint or not available("torch"):
@@ -67,7 +67,8 @@ def pytorch_reference(manifest, artifact):
         return None
 
 
-def reference_predictions(manifest, artifact, fp32_model, selection: Selection, indices, batch_size: int) -> tuple:
+def reference_predictions(manifest: dict, artifact: PathLike, fp32_model: onnx.ModelProto, selection: Selection,
+                          indices: Sequence[int], batch_size: int) -> tuple:
     """(top-1 per sample, "pytorch" | "onnx-fp32"); `artifact` is the FP32 ONNX the manifest describes."""
     reference = pytorch_reference(manifest, artifact)
     if reference is None:

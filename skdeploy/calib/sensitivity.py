@@ -19,6 +19,7 @@ that drops every chosen layer the target does not need. The result is the `calib
 import copy
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from onnx import TensorProto, helper, numpy_helper
 from ..compare import cosines_from_sums, snr_db
 from ..data import InputShape, Preprocessing, default_calibration_path, open_source, select_calibration
 from ..errors import SkdeployError, UsageError, require_finite
-from ..fileio import existing_file, sha256_file
+from ..fileio import PathLike, existing_file, sha256_file
 from ..log import log
 from ..manifest import last_stage, load_manifest
 from ..onnx.build import NodeFactory
@@ -142,7 +143,8 @@ class Candidate:
     amax: dict  # activation tensor -> range, from the candidate's scales
     absmax: dict  # tensor -> largest |x| on the calibration data (the ranges cache), {} when absent
 
-    def variant(self, fp32_model, wide, fallback: str, fp16_limit: float):
+    def variant(self, fp32_model: onnx.ModelProto, wide: Iterable[str], fallback: str,
+                fp16_limit: float) -> onnx.ModelProto:
         """The candidate rebuilt from `fp32_model` with the units `wide` in `fallback` too."""
         settings = Fallback(fallback, fp16_limit, tuple(self.keep_fp16))
         return int8_with_fallback(fp32_model, self.keep_fp32, self.amax, self.absmax, settings, list(wide))
@@ -157,7 +159,7 @@ class Fallback:
     keep_fp16: tuple
 
 
-def read_candidate(path, candidate_model, fp32_model) -> Candidate:
+def read_candidate(path: PathLike, candidate_model: onnx.ModelProto, fp32_model: onnx.ModelProto) -> Candidate:
     producers = {output: node for node in candidate_model.graph.node for output in node.output}
     nodes = {node.name: node for node in candidate_model.graph.node}
 
@@ -211,7 +213,7 @@ def _prefixed(model, prefix: str, keep: set):
     return graph
 
 
-def comparison_model(fp32_model, candidate: Candidate, units: list):
+def comparison_model(fp32_model: onnx.ModelProto, candidate: Candidate, units: list) -> tuple:
     """(model, {unit: {"accumulated": [4 sum outputs], "isolated": [...]}}): the FP32 graph, the candidate's
     graph and shadow copies of `units`, comparing in the graph."""
     merged = copy.deepcopy(fp32_model)
@@ -259,7 +261,7 @@ class ErrorSums:
         self.noise = self.signal = self.cosine = 0.0
         self.rows = 0
 
-    def add(self, noise, signal, dot, compared) -> None:
+    def add(self, noise: np.ndarray, signal: np.ndarray, dot: np.ndarray, compared: np.ndarray) -> None:
         self.noise += float(np.sum(noise, dtype=np.float64))
         self.signal += float(np.sum(signal, dtype=np.float64))
         self.cosine += float(cosines_from_sums(dot, signal, compared).sum())
@@ -271,7 +273,7 @@ class ErrorSums:
 
 
 # ---- the analysis --------------------------------------------------------------------------------
-def debug_precision(candidate_path, settings: PrecisionSettings | None = None) -> PrecisionReport:
+def debug_precision(candidate_path: PathLike, settings: PrecisionSettings | None = None) -> PrecisionReport:
     """Rank `candidate_path`'s INT8 layers and find the fewest to keep wide for `min_agreement`."""
     started = time.time()
     settings = settings or PrecisionSettings()
