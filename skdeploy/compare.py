@@ -3,6 +3,7 @@ where they came from."""
 from collections.abc import Iterable
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 
 class Check(dict):
@@ -79,7 +80,7 @@ def snr_db(signal: float, noise: float) -> float:
     return float(10.0 * np.log10(signal / noise)) if signal > 0 else float("-inf")
 
 
-def cosines_from_sums(dot, reference_square, candidate_square) -> np.ndarray:
+def cosines_from_sums(dot: ArrayLike, reference_square: ArrayLike, candidate_square: ArrayLike) -> np.ndarray:
     """Cosine similarity from per-row sums (x.y, x.x, y.y), with row_cosines' rule for zero vectors."""
     dot, norms = np.asarray(dot, np.float64), np.sqrt(np.asarray(reference_square, np.float64)
                                                       * np.asarray(candidate_square, np.float64))

@@ -13,15 +13,18 @@ import struct
 import zipfile
 import zlib
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import SkdeployError, UsageError, require_memory
+
+if TYPE_CHECKING:
+    from .preprocessing import Preprocessing
 
 # the usual picture suffixes, named in messages; every suffix Pillow can open is read (image_suffixes)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
@@ -127,7 +130,8 @@ def _folded(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch.isalnum())
 
 
-def folder_labels(folders, class_names, classes, where) -> np.ndarray:
+def folder_labels(folders: Iterable[str], class_names: Sequence[str] | None, classes: int | None,
+                  where: object) -> np.ndarray:
     """The class index of each class folder name: the model's class of that name, or the index the name
     spells. Numbering folders by their position among those present would shift every label after a
     missing class, so a name that is neither is refused."""
@@ -262,7 +266,7 @@ class ImageFolder(Source):
     def __len__(self) -> int:
         return len(self.files)
 
-    def sample(self, index):
+    def sample(self, index: int) -> np.ndarray:
         from PIL import Image, UnidentifiedImageError
 
         file = self.files[index]
@@ -315,7 +319,7 @@ class ArraySamples(Source):
     def __len__(self) -> int:
         return len(self.array)
 
-    def sample(self, index):
+    def sample(self, index: int) -> np.ndarray:
         if self.preprocessing is None:
             return np.ascontiguousarray(self.array[index], dtype=np.float32)
         return self.preprocessing.pixels(self.array[index])
@@ -366,8 +370,9 @@ def _load_idx_file(path: Path, shape: InputShape, preprocessing_for) -> ArraySam
     return ArraySamples(np.asarray(images), labels, str(path), shape, preprocessing_for)
 
 
-def open_source(path, shape: InputShape, preprocessing_for, argument: str = "calib_data",
-                class_names=None, classes: int | None = None) -> Source:
+def open_source(path: str | os.PathLike, shape: InputShape, preprocessing_for: Callable[[str], Preprocessing],
+                argument: str = "calib_data", class_names: Sequence[str] | None = None,
+                classes: int | None = None) -> Source:
     """Pick the reader by what `path` is. `preprocessing_for(what)` returns the Preprocessing or raises;
     `argument` names the API argument `path` came from, in messages. The model's `class_names` and number
     of `classes`, when known, are what labels must name: labels outside them are refused."""
