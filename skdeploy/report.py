@@ -4,12 +4,21 @@ an error histogram, per-class agreement and the images where it disagrees with F
 Plots are inline SVG drawn here; images are inline PNG made with Pillow. No network, no scripts
 beyond one line that records how many images the browser decoded (tests read it).
 """
+from __future__ import annotations
+
 import base64
 import html
 import io
 import math
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .fileio import write_text_atomic
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from .fileio import PathLike
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,'DejaVu Sans',sans-serif;margin:24px;color:#1d232a;background:#fff}
@@ -47,8 +56,9 @@ def _number(value) -> str:
     return f"{value:.3g}"
 
 
-def bar_chart(values, labels, title: str, y_max: float | None = None, threshold: float | None = None, width: int = 460,
-              height: int = 220, color: str = "#0969da", y_label=lambda v: f"{v:g}") -> str:
+def bar_chart(values: Sequence[float | None], labels: Sequence[str], title: str, y_max: float | None = None,
+              threshold: float | None = None, width: int = 460, height: int = 220, color: str = "#0969da",
+              y_label: Callable[[float], str] = lambda v: f"{v:g}") -> str:
     """A vertical bar chart as an SVG string; None values are drawn as gaps."""
     left, right, top, bottom = 46, 10, 24, 52
     plot_w, plot_h = width - left - right, height - top - bottom
@@ -83,7 +93,7 @@ def bar_chart(values, labels, title: str, y_max: float | None = None, threshold:
     return "".join(parts)
 
 
-def png_data_uri(image, size: int = 96) -> str:
+def png_data_uri(image: Image.Image, size: int = 96) -> str:
     """A PIL image scaled (nearest) to `size` pixels square, as a data: URI."""
     from PIL import Image
 
@@ -192,7 +202,7 @@ def _layers_note(candidate) -> str:
             + "</p>")
 
 
-def render_report(result) -> str:
+def render_report(result: Any) -> str:
     """The HTML page for a validate() result (a ValidationResult, with the samples it ran on)."""
     names = result.data.get("class_names") or None
     thresholds = result.thresholds
@@ -214,5 +224,5 @@ def render_report(result) -> str:
             f"<style>{_STYLE}</style></head><body>{''.join(body)}{script}</body></html>\n")
 
 
-def write_report(path, result) -> None:
+def write_report(path: PathLike, result: Any) -> None:
     write_text_atomic(path, render_report(result))

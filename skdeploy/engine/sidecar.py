@@ -1,12 +1,19 @@
 """ENGINE.json: the engine's manifest, derived from its ONNX's, with the "engine" section the runtime
 checks before deserialising (contract in docs/engines.md)."""
+from __future__ import annotations
+
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..fileio import readable_path, sha256_file
 from ..log import log
 from ..manifest import last_stage, load_manifest, manifest_path
 from ..models.entry import ModelEntry, derive_manifest, new_manifest
+
+if TYPE_CHECKING:
+    from .builder import BuildPlan
 
 STAGE_KEYS = ("backend", "backend_version", "target", "precision", "build_seconds", "peak_rss_mb", "engine_bytes")
 
@@ -56,8 +63,9 @@ def source_manifest(onnx_path: Path) -> dict:
     return manifest
 
 
-def engine_section(engine_path: Path, onnx_path: Path, plan, settings, *, io, profile, dla_fallback,
-                   build_seconds, peak_rss_mb, warnings, timing_cache, layers=None) -> tuple:
+def engine_section(engine_path: Path, onnx_path: Path, plan: BuildPlan, settings: Any, *, io: list,
+                   profile: dict | None, dla_fallback: list, build_seconds: float, peak_rss_mb: float,
+                   warnings: Iterable[str], timing_cache: dict | None, layers: dict | None = None) -> tuple:
     """(the engine's manifest, derived from its ONNX's, with the "engine" section filled in; that EngineSection).
     skdeploy.stages.build adds the stage record and writes ENGINE.json."""
     manifest = source_manifest(onnx_path)
