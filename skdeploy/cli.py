@@ -8,6 +8,9 @@ import signal
 import sys
 import threading
 import traceback
+from collections.abc import Iterator
+from types import FrameType
+from typing import IO, Any
 
 import click
 
@@ -41,12 +44,12 @@ class CommandFailed(click.ClickException):
         super().__init__(message)
         self.exit_code = exit_code
 
-    def show(self, file=None) -> None:
+    def show(self, file: IO[Any] | None = None) -> None:
         click.echo(f"error: {self.message}", err=True)
 
 
 @contextlib.contextmanager
-def one_line_usage_errors():
+def one_line_usage_errors() -> Iterator[None]:
     """Click's own usage errors (a bad option value, a missing -o, an unknown option or command, a folder
     given as a file) in the one-line form every other error takes, with where the help is; exit code 2.
     `skdeploy` alone still prints the help."""
@@ -62,7 +65,7 @@ def one_line_usage_errors():
         raise CommandFailed(f"{message} (see '{where} --help')", exc.exit_code) from None
 
 
-def raise_terminated(signum, frame):
+def raise_terminated(signum: int, frame: FrameType | None) -> None:
     """A SIGTERM or SIGHUP handler: the command unwinds as on Ctrl-C (a second signal waits for that)."""
     for number in TERMINATING:
         signal.signal(number, signal.SIG_IGN)
@@ -70,7 +73,7 @@ def raise_terminated(signum, frame):
 
 
 @contextlib.contextmanager
-def terminating_signals():
+def terminating_signals() -> Iterator[None]:
     """SIGTERM and SIGHUP raise Terminated while a command runs, so its outputs' transaction removes every
     temporary file and the lock, as KeyboardInterrupt does (by default these signals kill at once)."""
     if threading.current_thread() is not threading.main_thread():
@@ -86,11 +89,11 @@ def terminating_signals():
 
 
 class LazyGroup(click.Group):
-    def list_commands(self, ctx):
+    def list_commands(self, ctx: click.Context) -> list[str]:
         return [name for name, module in COMMANDS.items() if importlib.util.find_spec(
             f"skdeploy.commands.{module}") is not None]
 
-    def get_command(self, ctx, name):
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in COMMANDS:
             return None
         try:
@@ -103,11 +106,12 @@ class LazyGroup(click.Group):
 
         return verbosity_options(module.command)
 
-    def make_context(self, info_name, args, parent=None, **extra):
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
         with one_line_usage_errors():
             return super().make_context(info_name, args, parent=parent, **extra)
 
-    def invoke(self, ctx):
+    def invoke(self, ctx: click.Context) -> Any:
         """Run the command with the library's messages and errors in the CLI's words (flags)."""
         from .commands.flags import in_flags
         from .log import log
