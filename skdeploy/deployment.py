@@ -25,10 +25,9 @@ from .errors import SkdeployError, UsageError, check_field_types
 from .fileio import existing_file, sha256_file
 from .graph.rewrite import TOLERANCE
 from .log import log
-from .manifest import PRECISIONS, load_manifest, manifest_path
+from .manifest import PRECISIONS, load_manifest, manifest_path, recorded_source
 from .models.entry import ModelEntry
 from .stages.build import BuildSettings
-from .stages.stage import recorded_source
 
 FORMATS = ("plain", "triton", "deepstream")
 DEPLOY_TARGETS = ("jetson-orin", "rtx", "desktop")

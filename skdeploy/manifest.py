@@ -205,3 +205,13 @@ def artifact_precision(manifest: dict | None) -> str:
         return manifest["engine"].get("precision", "unknown")
     calibration = last_stage(manifest, "calibrate")
     return calibration["precision"] if calibration else "fp32"
+
+
+def recorded_source(manifest: dict, entry: dict) -> dict:
+    """The {file, sha256} a stage entry was made from; manifests written before every stage recorded `source`
+    kept it as `source_onnx`, or (engines) in the engine section."""
+    if "source" in entry:
+        return entry["source"]
+    if "source_onnx" in entry:
+        return entry["source_onnx"]
+    return (manifest.get("engine") or {}).get("source_onnx") or {}

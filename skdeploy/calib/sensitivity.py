@@ -32,7 +32,7 @@ from ..data import InputShape, Preprocessing, default_calibration_path, open_sou
 from ..errors import SkdeployError, UsageError, require_finite
 from ..fileio import PathLike, existing_file, sha256_file
 from ..log import log
-from ..manifest import last_stage, load_manifest
+from ..manifest import last_stage, load_manifest, recorded_source
 from ..onnx.build import NodeFactory
 from ..onnx.index import GraphIndex
 from ..onnx.io import load_onnx
@@ -286,7 +286,7 @@ def debug_precision(candidate_path: PathLike, settings: PrecisionSettings | None
         raise UsageError(f"{candidate_path} is not an INT8 model made by 'skdeploy calibrate --int8' (its manifest "
                          "has no INT8 calibrate stage)")
     recorded = calibration.get("settings") or {}
-    fp32_path = _fp32_source(candidate_path, calibration, settings.fp32)
+    fp32_path = _fp32_source(candidate_path, manifest, calibration, settings.fp32)
     fp32_model = load_onnx(fp32_path)
     name_nodes(fp32_model)
     candidate = read_candidate(candidate_path, load_onnx(candidate_path), fp32_model)
@@ -377,10 +377,10 @@ def _fewest_wide(ranked, base: int, count: int, target: float, correct, fallback
     return {"steps": steps, "minimal": chosen, "agreement": round(reached / count, 6), "met": True}
 
 
-def _fp32_source(candidate_path, calibration: dict, given) -> Path:
+def _fp32_source(candidate_path, manifest: dict, calibration: dict, given) -> Path:
     """The FP32 ONNX the candidate was calibrated from: `given`, else the manifest's record (as written, then
     beside the candidate). It must be the same file (sha256)."""
-    source = calibration.get("source") or calibration.get("source_onnx") or {}  # older manifests: source_onnx
+    source = recorded_source(manifest, calibration)
     recorded = source.get("file")
     path: Path | None
     if given:

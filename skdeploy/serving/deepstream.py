@@ -164,8 +164,7 @@ def softmax_onnx(onnx_path: PathLike, output: PathLike) -> Path:
     manifest = json.loads(json.dumps(load_manifest(onnx_path)))
     if manifest.get("outputs"):
         manifest["outputs"][0]["name"] = "probabilities"
-    add_stage(manifest, "softmax", {"source_onnx": {"file": Path(onnx_path).name,
-                                                    "sha256": manifest["artifact"]["sha256"]},
+    add_stage(manifest, "softmax", {"source": {"file": Path(onnx_path).name, "sha256": manifest["artifact"]["sha256"]},
                                     "why": "nvinfer reads a classifier's output as probabilities"})
     write_manifest(output, manifest, "onnx")
     return output

@@ -41,11 +41,3 @@ def source_record(path: PathLike | None, sha256: str | None = None) -> dict:
     return {"file": str(path), "sha256": sha256 or sha256_file(path)}
 
 
-def recorded_source(manifest: dict, entry: dict) -> dict:
-    """The {file, sha256} a stage entry was made from; manifests written before every stage recorded `source`
-    kept it as `source_onnx`, or (engines) in the engine section."""
-    if "source" in entry:
-        return entry["source"]
-    if "source_onnx" in entry:
-        return entry["source_onnx"]
-    return (manifest.get("engine") or {}).get("source_onnx") or {}
