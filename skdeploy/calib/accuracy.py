@@ -21,6 +21,8 @@ from ..log import log
 from ..models.entry import ModelEntry
 from ..reference import Reference, reference_from_manifest
 
+FALLBACKS = ("fp16", "fp32")  # where a layer kept out of INT8 computes: calibrate's and debug-precision's choices
+
 
 def runs(model: onnx.ModelProto | PathLike, selection: Selection, indices: Sequence[int], batch_size: int,
          description: str, priority_order: bool = False) -> Iterator[tuple]:

@@ -45,7 +45,6 @@ from .qdq import INT8_MAX, QdqBuilder, plan_int8, shadow_node
 CANDIDATE = "candidate::"  # prefix of the candidate graph's names inside the comparison model
 SUMS = ("noise", "signal", "dot", "candidate")  # per sample: sum d^2, x^2, x*y, y^2 (x FP32, y compared)
 DEFAULT_MIN_AGREEMENT = 0.99  # validate's default, when calibration recorded no budget
-FALLBACKS = ("fp16", "fp32")  # calibrate's --fallback choices
 
 
 @dataclass
@@ -67,7 +66,7 @@ class PrecisionSettings:
             raise UsageError("`batch_size` and `tensors_per_pass` must be at least 1")
         if self.min_agreement is not None and not 0.0 <= self.min_agreement <= 1.0:
             raise UsageError(f"`min_agreement` must be between 0 and 1, got {self.min_agreement:g}")
-        if self.fallback not in FALLBACKS:
+        if self.fallback not in accuracy.FALLBACKS:
             raise UsageError(f"`fallback` must be fp16 or fp32, got {self.fallback!r}")
 
 

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..calib import cache
+from ..calib.accuracy import FALLBACKS
 from ..calib.convert import (
     PREPROCESSING_OPTIONS,
     Evaluation,
@@ -35,7 +36,6 @@ from ..models.entry import ModelEntry, derive_manifest, new_manifest
 from ..onnx.io import check_onnx_file, io_spec, load_onnx, node_counts, opset_of, save_onnx
 from .stage import run_stage, source_record
 
-FALLBACKS = ("fp16", "fp32")
 TRT_VERSION = re.compile(r"\d{1,2}\.\d{1,2}(\.\d{1,2})?")  # MAJOR.MINOR[.PATCH], as the table header encodes
 
 
